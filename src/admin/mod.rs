@@ -1,0 +1,217 @@
+//! Administration: the operations behind the CLI (and, later, the admin API and UI),
+//! each validated, applied in one transaction where it touches several rows, and audited
+//! with the acting admin.
+//!
+//! This module decides nothing about presentation: the CLI prints what it returns as
+//! JSON.
+
+use secrecy::SecretString;
+
+use crate::audit::{self, Event, Origin, Outcome};
+use crate::clock::UnixTime;
+use crate::password::{self, CredentialError, Hasher};
+use crate::store::Store;
+use crate::tenant::{self, Domain, NewTenant, Tenant, TenantChange, TenantError, TenantSlug};
+use crate::user::{self, Email, User, UserError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Tenant(#[from] TenantError),
+    #[error("{0}")]
+    User(#[from] UserError),
+    #[error("{0}")]
+    Credential(#[from] CredentialError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// Who is acting, and when.
+pub struct AdminContext<'a> {
+    pub store: &'a Store,
+    pub hasher: &'a Hasher,
+    pub now: UnixTime,
+    pub actor: &'a str,
+    pub origin: Origin,
+}
+
+pub fn parse_slug(s: &str) -> Result<TenantSlug, AdminError> {
+    TenantSlug::parse(s).map_err(|p| AdminError::Tenant(TenantError::InvalidSlug(p)))
+}
+
+pub fn parse_email(s: &str) -> Result<Email, AdminError> {
+    Email::parse(s).map_err(|e| AdminError::Invalid(format!("`{}`: {e}", s.chars().take(80).collect::<String>())))
+}
+
+async fn tenant_by_slug(store: &Store, slug: &TenantSlug) -> Result<Tenant, AdminError> {
+    tenant::find_by_slug(store, slug).await?.ok_or_else(|| TenantError::NotFound(slug.to_string()).into())
+}
+
+impl AdminContext<'_> {
+    async fn audit(&self, tenant_id: Option<&str>, subject: Option<&str>, event: &str, detail: serde_json::Value) {
+        let e = Event {
+            tenant_id,
+            actor: self.actor,
+            subject,
+            event,
+            outcome: Outcome::Success,
+            reason: None,
+            origin: &self.origin,
+            detail: Some(detail),
+        };
+        if let Err(err) = audit::record(self.store.pool(), self.now, e).await {
+            tracing::error!(%err, event, "could not write audit event");
+        }
+    }
+
+    pub async fn create_tenant(&self, slug: &str, name: &str, domains: &[String]) -> Result<Tenant, AdminError> {
+        let slug = parse_slug(slug)?;
+        let domains = domains.iter().map(|d| Domain::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        let t = tenant::create(self.store, self.now, NewTenant { slug, name: name.into(), domains }).await?;
+        self.audit(Some(&t.id), None, "admin.tenant.create", serde_json::json!({"slug": t.slug, "domains": t.domains}))
+            .await;
+        Ok(t)
+    }
+
+    pub async fn update_tenant(&self, slug: &str, change: TenantChange) -> Result<Tenant, AdminError> {
+        let slug = parse_slug(slug)?;
+        let t = tenant::update(self.store, self.now, &slug, change).await?;
+        self.audit(
+            Some(&t.id),
+            None,
+            "admin.tenant.update",
+            serde_json::json!({"slug": t.slug, "signin_route": t.signin_route, "policy": t.policy, "domains": t.domains}),
+        )
+        .await;
+        Ok(t)
+    }
+
+    /// Creates a user; with a password, a DB-realm credential too (policy-checked).
+    pub async fn create_user(
+        &self,
+        tenant_slug: &str,
+        email: &str,
+        password: Option<&SecretString>,
+        is_admin: bool,
+        must_change_password: bool,
+    ) -> Result<User, AdminError> {
+        let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        let email = parse_email(email)?;
+        let phc = match password {
+            Some(pw) => Some(password::prepare(self.hasher, &tenant, &email, pw).await?),
+            None => None,
+        };
+        let mut tx = self.store.pool().begin().await?;
+        let u = user::insert(&mut tx, self.now, &tenant.id, &email, None, is_admin).await?;
+        if let Some(phc) = &phc {
+            password::insert_credential(&mut tx, self.now, &u.id, phc, must_change_password).await?;
+        }
+        audit::record(
+            &mut *tx,
+            self.now,
+            Event {
+                tenant_id: Some(&tenant.id),
+                actor: self.actor,
+                subject: Some(email.as_str()),
+                event: "admin.user.create",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &self.origin,
+                detail: Some(serde_json::json!({"is_admin": is_admin, "password": phc.is_some()})),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    async fn user_by_email(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
+        let email = parse_email(email)?;
+        let u = user::find_by_email(self.store, &email).await?.ok_or_else(|| UserError::NotFound(email.to_string()))?;
+        if let Some(slug) = tenant_slug {
+            let t = tenant_by_slug(self.store, &parse_slug(slug)?).await?;
+            if t.id != u.tenant_id {
+                return Err(UserError::NotFound(email.to_string()).into());
+            }
+        }
+        Ok(u)
+    }
+
+    pub async fn unlock_user(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
+        let u = self.user_by_email(email, tenant_slug).await?;
+        if !password::unlock(self.store, self.now, &u.id).await? {
+            return Err(AdminError::Invalid(format!("{} has no password to unlock", u.email)));
+        }
+        self.audit(Some(&u.tenant_id), Some(u.email.as_str()), "admin.user.unlock", serde_json::json!({})).await;
+        Ok(u)
+    }
+
+    pub async fn set_user_disabled(&self, email: &str, tenant_slug: Option<&str>, disabled: bool) -> Result<User, AdminError> {
+        let mut u = self.user_by_email(email, tenant_slug).await?;
+        user::set_disabled(self.store, self.now, &u.id, disabled).await?;
+        let event = if disabled { "admin.user.disable" } else { "admin.user.enable" };
+        self.audit(Some(&u.tenant_id), Some(u.email.as_str()), event, serde_json::json!({})).await;
+        u.disabled = disabled;
+        Ok(u)
+    }
+
+    pub async fn set_password(
+        &self,
+        email: &str,
+        tenant_slug: Option<&str>,
+        pw: &SecretString,
+        must_change: bool,
+    ) -> Result<User, AdminError> {
+        let u = self.user_by_email(email, tenant_slug).await?;
+        let tenant = tenant::find_by_id(self.store, &u.tenant_id)
+            .await?
+            .ok_or_else(|| AdminError::Invalid("user's tenant is missing".into()))?;
+        let phc = password::prepare(self.hasher, &tenant, &u.email, pw).await?;
+        let mut tx = self.store.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE password_credentials SET phc = $1, must_change = $2, failed_count = 0, locked_until = NULL, updated_at = $3 WHERE user_id = $4",
+        )
+        .bind(&phc)
+        .bind(must_change as i64)
+        .bind(self.now)
+        .bind(&u.id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            password::insert_credential(&mut tx, self.now, &u.id, &phc, must_change).await?;
+        }
+        audit::record(
+            &mut *tx,
+            self.now,
+            Event {
+                tenant_id: Some(&u.tenant_id),
+                actor: self.actor,
+                subject: Some(u.email.as_str()),
+                event: "admin.user.set_password",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &self.origin,
+                detail: Some(serde_json::json!({"must_change": must_change})),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    pub async fn audit_events(&self, tenant_slug: &str, limit: i64) -> Result<Vec<audit::StoredEvent>, AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        if !(1..=100_000).contains(&limit) {
+            return Err(AdminError::Invalid("limit must be between 1 and 100000".into()));
+        }
+        Ok(audit::list(self.store, &t.id, limit).await?)
+    }
+}
+
+impl AdminError {
+    pub fn from_route(e: crate::tenant::RouteError) -> AdminError {
+        AdminError::Tenant(TenantError::Route(e))
+    }
+}

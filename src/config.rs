@@ -1,0 +1,237 @@
+//! Typed configuration: an optional TOML file overridden by `LANYARD_*` environment
+//! variables, validated once at start-up.
+//!
+//! [`RawConfig`] is what the file and environment say; [`Config`] is what the server may
+//! use. The only way from one to the other is [`RawConfig::validate`], and every
+//! refusal names the key and what is wrong with it, so an operator can fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// Keys accepted from the environment (as `LANYARD_<KEY>`); anything else with the prefix
+/// (test-harness variables, say) is not configuration.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "database_url",
+    "data_dir",
+    "master_key",
+    "bootstrap_admin_email",
+    "bootstrap_admin_password",
+    "workers",
+    "log_format",
+    "hash_concurrency",
+    "trusted_proxies",
+    "housekeeping_interval_seconds",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub database_url: Option<String>,
+    pub data_dir: Option<String>,
+    pub master_key: Option<SecretString>,
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<SecretString>,
+    pub workers: Option<usize>,
+    pub log_format: Option<String>,
+    pub hash_concurrency: Option<usize>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub housekeeping_interval_seconds: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Unreadable(String),
+    #[error("configuration key `{key}` is invalid: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Origin (and optional path prefix) browsers and clients use to reach Lanyard.
+    /// Build links with [`Config::url`].
+    pub public_url: Url,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub master_key: Option<SecretString>,
+    pub bootstrap_admin_email: String,
+    pub bootstrap_admin_password: Option<SecretString>,
+    pub workers: Option<usize>,
+    pub log_format: LogFormat,
+    /// Argon2 hashes allowed in flight at once (each holds 19 MiB).
+    pub hash_concurrency: usize,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub housekeeping_interval_seconds: u64,
+}
+
+impl Config {
+    /// Reads `file` (if given) then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Unreadable(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("LANYARD_").only(ENV_KEYS));
+        let raw: RawConfig =
+            figment.extract().map_err(|e| ConfigError::Unreadable(e.to_string()))?;
+        raw.validate()
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// `public_url` + `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen_s = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid("listen", format!("`{listen_s}` is not an address:port such as 127.0.0.1:8080"))
+        })?;
+
+        let public_s = self.public_url.unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = Url::parse(&public_s)
+            .map_err(|e| invalid("public_url", format!("`{public_s}` is not a URL: {e}")))?;
+        if public_url.scheme() != "http" && public_url.scheme() != "https" {
+            return Err(invalid("public_url", "must start with http:// or https://"));
+        }
+        if public_url.query().is_some() || public_url.fragment().is_some() {
+            return Err(invalid("public_url", "must not carry a query or fragment"));
+        }
+        if !public_url.username().is_empty() || public_url.password().is_some() {
+            return Err(invalid("public_url", "must not carry user information"));
+        }
+        let public_url = Url::parse(public_url.as_str().trim_end_matches('/'))
+            .map_err(|e| invalid("public_url", e.to_string()))?;
+
+        let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "./data".into()));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let database_url = self
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}/lanyard.db", data_dir.display()));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite: (embedded store) or postgres:// (shared store)",
+            ));
+        }
+
+        let bootstrap_admin_email =
+            self.bootstrap_admin_email.unwrap_or_else(|| "admin@lanyard.local".into());
+        if crate::user::Email::parse(&bootstrap_admin_email).is_err() {
+            return Err(invalid("bootstrap_admin_email", "is not a valid e-mail address"));
+        }
+
+        let log_format = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log_format", format!("`{other}` is not `text` or `json`"))),
+        };
+        if self.workers == Some(0) {
+            return Err(invalid("workers", "must be at least 1"));
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let hash_concurrency = self.hash_concurrency.unwrap_or(cores);
+        if hash_concurrency == 0 || hash_concurrency > 1024 {
+            return Err(invalid("hash_concurrency", "must be between 1 and 1024"));
+        }
+        let mut trusted_proxies = Vec::new();
+        for p in self.trusted_proxies.unwrap_or_default() {
+            let net = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| invalid("trusted_proxies", format!("`{p}` is not an IP address or CIDR range")))?;
+            trusted_proxies.push(net);
+        }
+        let housekeeping_interval_seconds = self.housekeeping_interval_seconds.unwrap_or(3600);
+        if housekeeping_interval_seconds == 0 {
+            return Err(invalid("housekeeping_interval_seconds", "must be at least 1"));
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            database_url,
+            data_dir,
+            master_key: self.master_key,
+            bootstrap_admin_email,
+            bootstrap_admin_password: self.bootstrap_admin_password,
+            workers: self.workers,
+            log_format,
+            hash_concurrency,
+            trusted_proxies,
+            housekeeping_interval_seconds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://./data/lanyard.db");
+        assert_eq!(c.public_url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn bad_listen_names_the_key() {
+        let raw = RawConfig { listen: Some("nowhere".into()), ..Default::default() };
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn bad_database_url_names_the_key() {
+        let raw = RawConfig { database_url: Some("mysql://x".into()), ..Default::default() };
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.contains("`database_url`"), "{err}");
+    }
+
+    #[test]
+    fn bad_public_url_names_the_key() {
+        let raw = RawConfig { public_url: Some("ftp://x".into()), ..Default::default() };
+        assert!(raw.validate().unwrap_err().to_string().contains("`public_url`"));
+    }
+}

@@ -1,0 +1,100 @@
+//! actix wiring: the shared state, the routes, and the middleware around them.
+//!
+//! Handlers are thin: parse (strictly) → call a capability module → render. Everything
+//! a replica needs lives in the store; `AppState` holds only handles and keys derived
+//! from configuration.
+
+pub mod client_ip;
+pub mod csrf;
+pub mod error;
+pub mod form;
+pub mod headers;
+pub mod observe;
+mod pages;
+mod session_cookie;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::password::Hasher;
+use crate::store::Store;
+
+pub use session_cookie::SessionCookie;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub clock: SharedClock,
+    pub hasher: Hasher,
+    pub csrf: csrf::Csrf,
+    pub cookies: SessionCookie,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl AppState {
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+const STYLESHEET: &str = include_str!("../../static/lanyard.css");
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("cache-control", "public, max-age=3600"))
+        .body(STYLESHEET)
+}
+
+async fn not_found() -> Result<HttpResponse, error::PageError> {
+    Err(error::PageError::not_found("There is no page at this address."))
+}
+
+/// Registers every route. Called once per worker.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(observe::healthz))
+        .route("/readyz", web::get().to(observe::readyz))
+        .route("/metrics", web::get().to(observe::metrics_text))
+        .route("/static/lanyard.css", web::get().to(stylesheet))
+        .route("/", web::get().to(pages::root))
+        .route("/login", web::get().to(pages::discovery_form))
+        .route("/login", web::post().to(pages::discovery_submit))
+        .service(
+            web::scope("/t/{tenant}")
+                .route("/login", web::get().to(pages::password_form))
+                .route("/login", web::post().to(pages::password_submit))
+                .route("/account", web::get().to(pages::account))
+                .route("/logout", web::post().to(pages::logout))
+                .route("/password/change", web::get().to(pages::change_password_form))
+                .route("/password/change", web::post().to(pages::change_password_submit)),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// The middleware stack, outermost last.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(state)
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            error::PageError::bad_request(format!("the address is not valid: {e}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            error::PageError::bad_request(format!("the query string is not valid: {e}")).into()
+        }))
+        .configure(configure)
+        .wrap(from_fn(headers::add))
+        .wrap(from_fn(observe::track))
+        .wrap(tracing_actix_web::TracingLogger::default())
+}

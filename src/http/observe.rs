@@ -1,0 +1,77 @@
+//! Health, readiness and Prometheus metrics.
+//!
+//! `/healthz` says the process answers; `/readyz` that the store does too; `/metrics` is
+//! Prometheus text: request counts and latencies by route pattern and status, and
+//! sign-in outcomes by route and result (`lanyard_signin_total`).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::AppState;
+
+/// The process-wide recorder (metrics are global in the `metrics` crate; several apps in
+/// one test process share it).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("lanyard_http_request_duration_seconds".into()),
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only when another recorder is installed; then ours simply stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+pub fn signin_outcome(route: &'static str, result: &'static str) {
+    metrics::counter!("lanyard_signin_total", "route" => route, "result" => result).increment(1);
+}
+
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let res = next.call(req).await?;
+    let status = res.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("lanyard_http_requests_total", &labels).increment(1);
+    metrics::histogram!("lanyard_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "store not reachable");
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body("store unreachable\n")
+        }
+    }
+}
+
+pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

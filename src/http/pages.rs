@@ -1,0 +1,507 @@
+//! The browser sign-in pages: home-realm discovery (`/login`), the DB-realm password
+//! form (`/t/{tenant}/login`), the signed-in account page, sign-out and password change.
+//!
+//! Every POST checks its CSRF token first, then reads its fields strictly (see
+//! `form.rs`), then calls the capability module. Refusals a person can fix are 4xx pages
+//! that say what to fix; a failed sign-in is one fixed message whatever the reason, so
+//! the page never tells who exists or whose account is locked.
+
+use actix_web::http::header::LOCATION;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use askama::Template;
+use secrecy::SecretString;
+
+use super::csrf::CsrfGrant;
+use super::error::PageError;
+use super::form::FormFields;
+use super::{client_ip, observe, AppState};
+use crate::audit::{self, Event, Origin, Outcome};
+use crate::password::{self, SignInError, SignInFailure, MAX_PASSWORD_BYTES};
+use crate::session::{self, StartSession};
+use crate::tenant::{self, SigninRoute, Tenant, TenantSlug};
+use crate::user::{self, Email, User};
+
+/// The one message for every refused sign-in (wrong password, unknown user, locked,
+/// disabled): byte-for-byte the same page whichever it was.
+pub const SIGNIN_FAILED: &str = "That e-mail address and password do not match an account that can sign in now. \
+     Check them and try again. After several failed attempts an account is locked for a while; \
+     your administrator can unlock it.";
+
+const MAX_EMAIL_FIELD: usize = 320;
+const MAX_RETURN_TO: usize = 2048;
+
+#[derive(Template)]
+#[template(path = "discovery.html")]
+struct DiscoveryPage<'a> {
+    csrf: &'a str,
+    email: &'a str,
+    return_to: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "password_login.html")]
+struct PasswordPage<'a> {
+    tenant_name: &'a str,
+    slug: &'a str,
+    csrf: &'a str,
+    email: &'a str,
+    return_to: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    tenant_name: &'a str,
+    slug: &'a str,
+    email: &'a str,
+    csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "change_password.html")]
+struct ChangePasswordPage<'a> {
+    tenant_name: &'a str,
+    slug: &'a str,
+    email: &'a str,
+    csrf: &'a str,
+    return_to: &'a str,
+    required: bool,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage<'a> {
+    slug: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+pub struct HintQuery {
+    login_hint: Option<String>,
+    return_to: Option<String>,
+}
+
+fn html(status: StatusCode, grant: Option<&CsrfGrant>, body: String) -> HttpResponse {
+    let mut b = HttpResponseBuilder::new(status);
+    b.content_type("text/html; charset=utf-8");
+    if let Some(cookie) = grant.and_then(|g| g.new_cookie.clone()) {
+        b.cookie(cookie);
+    }
+    b.body(body)
+}
+
+fn see_other(location: &str) -> HttpResponseBuilder {
+    let mut b = HttpResponse::SeeOther();
+    b.insert_header((LOCATION, location.to_string()));
+    b
+}
+
+fn origin_of(req: &HttpRequest, state: &AppState) -> Origin {
+    Origin {
+        client_ip: client_ip::resolve(req, &state.config.trusted_proxies).map(|ip| ip.to_string()),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    }
+}
+
+/// A return path is only ever a path on this server: `/…`, never `//host` or `/\host`,
+/// never a control character. Anything else is dropped, not refused, so a stale link
+/// still signs the person in.
+fn safe_return_to(raw: Option<&str>) -> Option<String> {
+    let r = raw?;
+    let ok = r.starts_with('/')
+        && !r.starts_with("//")
+        && !r.starts_with("/\\")
+        && r.len() <= MAX_RETURN_TO
+        && !r.chars().any(|c| c.is_control() || c == '\\');
+    ok.then(|| r.to_string())
+}
+
+fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
+    if q.login_hint.as_deref().is_some_and(|h| h.len() > MAX_EMAIL_FIELD) {
+        return Err(PageError::bad_request(format!("login_hint is longer than {MAX_EMAIL_FIELD} characters")));
+    }
+    if q.return_to.as_deref().is_some_and(|r| r.len() > MAX_RETURN_TO) {
+        return Err(PageError::bad_request(format!("return_to is longer than {MAX_RETURN_TO} characters")));
+    }
+    Ok(())
+}
+
+async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
+    let unknown = || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
+    let slug = TenantSlug::parse(raw).map_err(|_| unknown())?;
+    tenant::find_by_slug(&state.store, &slug).await?.ok_or_else(unknown)
+}
+
+/// Where a tenant's sign-in continues once discovery found it.
+fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Option<&str>) -> String {
+    let path = match tenant.signin_route {
+        SigninRoute::Password => format!("/t/{}/login", tenant.slug),
+    };
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(e) = email {
+        q.append_pair("login_hint", e.as_str());
+    }
+    if let Some(r) = return_to {
+        q.append_pair("return_to", r);
+    }
+    let q = q.finish();
+    if q.is_empty() { path } else { format!("{path}?{q}") }
+}
+
+pub async fn root() -> HttpResponse {
+    see_other("/login").finish()
+}
+
+pub async fn discovery_form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<HintQuery>,
+) -> Result<HttpResponse, PageError> {
+    check_query_len(&query)?;
+    let grant = state.csrf.grant(&req);
+    let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
+    let body = DiscoveryPage {
+        csrf: &grant.token,
+        email: query.login_hint.as_deref().unwrap_or(""),
+        return_to: &return_to,
+        error: None,
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
+}
+
+pub async fn discovery_submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: FormFields,
+) -> Result<HttpResponse, PageError> {
+    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
+    let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
+    let grant = state.csrf.grant(&req);
+    let refuse = |status: StatusCode, msg: String| -> Result<HttpResponse, PageError> {
+        let body = DiscoveryPage {
+            csrf: &grant.token,
+            email: raw_email,
+            return_to: return_to.as_deref().unwrap_or(""),
+            error: Some(&msg),
+        }
+        .render()?;
+        Ok(html(status, Some(&grant), body))
+    };
+    let email = match Email::parse(raw_email) {
+        Ok(e) => e,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match tenant::find_by_email_domain(&state.store, &email).await? {
+        Some(t) => Ok(see_other(&route_entry(&t, Some(&email), return_to.as_deref())).finish()),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            format!("No organisation signs in here with addresses at {}. Check the address.", email.domain()),
+        ),
+    }
+}
+
+pub async fn password_form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<HintQuery>,
+) -> Result<HttpResponse, PageError> {
+    check_query_len(&query)?;
+    let tenant = tenant_from_path(&state, &path).await?;
+    let grant = state.csrf.grant(&req);
+    let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
+    let body = PasswordPage {
+        tenant_name: &tenant.name,
+        slug: tenant.slug.as_str(),
+        csrf: &grant.token,
+        email: query.login_hint.as_deref().unwrap_or(""),
+        return_to: &return_to,
+        error: None,
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
+}
+
+pub async fn password_submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: FormFields,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
+    let raw_password = form.required("password", MAX_PASSWORD_BYTES)?;
+    if raw_password.len() > MAX_PASSWORD_BYTES {
+        return Err(PageError::bad_request(format!("the password is longer than {MAX_PASSWORD_BYTES} bytes")));
+    }
+    let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
+    let grant = state.csrf.grant(&req);
+    let render = |status: StatusCode, email: &str, msg: &str| -> Result<HttpResponse, PageError> {
+        let body = PasswordPage {
+            tenant_name: &tenant.name,
+            slug: tenant.slug.as_str(),
+            csrf: &grant.token,
+            email,
+            return_to: return_to.as_deref().unwrap_or(""),
+            error: Some(msg),
+        }
+        .render()?;
+        Ok(html(status, Some(&grant), body))
+    };
+    if tenant.signin_route != SigninRoute::Password {
+        return render(StatusCode::BAD_REQUEST, raw_email, "This organisation does not sign in with a password here.");
+    }
+    let email = match Email::parse(raw_email) {
+        Ok(e) => e,
+        Err(e) => return render(StatusCode::BAD_REQUEST, raw_email, &e.to_string()),
+    };
+    let origin = origin_of(&req, &state);
+    let password = SecretString::from(raw_password.to_string());
+    let now = state.now();
+    match password::sign_in(&state.store, &state.hasher, now, &tenant, &email, &password).await {
+        Ok(auth) => {
+            let user = auth.user();
+            let token = session::start(
+                &state.store,
+                now,
+                StartSession {
+                    tenant: &tenant,
+                    user,
+                    amr: "pwd",
+                    client_ip: origin.client_ip.as_deref(),
+                    user_agent: origin.user_agent.as_deref(),
+                    replaces: state.cookies.read(&req).as_ref(),
+                },
+            )
+            .await?;
+            record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Success, None, &origin).await;
+            observe::signin_outcome("password", "success");
+            let target = if auth.must_change_password() {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(r) = &return_to {
+                    q.append_pair("return_to", r);
+                }
+                format!("/t/{}/password/change?{}", tenant.slug, q.finish())
+            } else {
+                return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug))
+            };
+            Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+        }
+        Err(SignInError::Rejected(failure, _)) => {
+            record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Failure, Some(failure.reason()), &origin)
+                .await;
+            if failure == SignInFailure::BadPasswordNowLocked {
+                record(&state, now, &tenant, Some(email.as_str()), "lockout", Outcome::Success, None, &origin).await;
+            }
+            observe::signin_outcome("password", failure.reason());
+            render(StatusCode::UNAUTHORIZED, email.as_str(), SIGNIN_FAILED)
+        }
+        Err(other) => Err(PageError::internal(other)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    state: &AppState,
+    now: i64,
+    tenant: &Tenant,
+    subject: Option<&str>,
+    event: &str,
+    outcome: Outcome,
+    reason: Option<&str>,
+    origin: &Origin,
+) {
+    let e = Event {
+        tenant_id: Some(&tenant.id),
+        actor: subject.unwrap_or("anonymous"),
+        subject,
+        event,
+        outcome,
+        reason,
+        origin,
+        detail: None,
+    };
+    if let Err(err) = audit::record(state.store.pool(), now, e).await {
+        tracing::error!(%err, event, "could not write audit event");
+    }
+}
+
+/// The signed-in user of this tenant, if the browser has a live session for it.
+async fn current_user(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<Option<User>, PageError> {
+    let Some(token) = state.cookies.read(req) else { return Ok(None) };
+    let Some(s) = session::lookup(&state.store, state.now(), &token).await? else { return Ok(None) };
+    if s.tenant_id != tenant.id {
+        return Ok(None);
+    }
+    Ok(user::find_by_id(&state.store, &s.user_id).await?.filter(|u| !u.disabled))
+}
+
+fn to_login(tenant: &Tenant, return_to: &str) -> HttpResponse {
+    let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", return_to).finish();
+    see_other(&format!("/t/{}/login?{q}", tenant.slug)).finish()
+}
+
+pub async fn account(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    let Some(user) = current_user(&req, &state, &tenant).await? else {
+        return Ok(to_login(&tenant, &format!("/t/{}/account", tenant.slug)));
+    };
+    if password::must_change(&state.store, &user.id).await? {
+        return Ok(see_other(&format!("/t/{}/password/change", tenant.slug)).finish());
+    }
+    let grant = state.csrf.grant(&req);
+    let body = AccountPage {
+        tenant_name: &tenant.name,
+        slug: tenant.slug.as_str(),
+        email: user.email.as_str(),
+        csrf: &grant.token,
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
+}
+
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: FormFields,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    if let Some(token) = state.cookies.read(&req) {
+        if let Some((tenant_id, user_id)) = session::end(&state.store, &token).await? {
+            let email = user::find_by_id(&state.store, &user_id).await?.map(|u| u.email.to_string());
+            let origin = origin_of(&req, &state);
+            let e = Event {
+                tenant_id: Some(&tenant_id),
+                actor: email.as_deref().unwrap_or("unknown"),
+                subject: email.as_deref(),
+                event: "signout",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &origin,
+                detail: None,
+            };
+            if let Err(err) = audit::record(state.store.pool(), state.now(), e).await {
+                tracing::error!(%err, "could not write audit event");
+            }
+        }
+    }
+    let body = SignedOutPage { slug: tenant.slug.as_str() }.render()?;
+    let mut res = html(StatusCode::OK, None, body);
+    res.add_cookie(&state.cookies.clear()).map_err(PageError::internal)?;
+    Ok(res)
+}
+
+pub async fn change_password_form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<HintQuery>,
+) -> Result<HttpResponse, PageError> {
+    check_query_len(&query)?;
+    let tenant = tenant_from_path(&state, &path).await?;
+    let Some(user) = current_user(&req, &state, &tenant).await? else {
+        return Ok(to_login(&tenant, &format!("/t/{}/password/change", tenant.slug)));
+    };
+    let required = password::must_change(&state.store, &user.id).await?;
+    let grant = state.csrf.grant(&req);
+    let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
+    let body = ChangePasswordPage {
+        tenant_name: &tenant.name,
+        slug: tenant.slug.as_str(),
+        email: user.email.as_str(),
+        csrf: &grant.token,
+        return_to: &return_to,
+        required,
+        error: None,
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
+}
+
+pub async fn change_password_submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: FormFields,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    let Some(user) = current_user(&req, &state, &tenant).await? else {
+        return Ok(to_login(&tenant, &format!("/t/{}/password/change", tenant.slug)));
+    };
+    let current = form.required("current_password", MAX_PASSWORD_BYTES)?;
+    let new = form.required("new_password", MAX_PASSWORD_BYTES)?;
+    let confirm = form.required("confirm_password", MAX_PASSWORD_BYTES)?;
+    let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
+    let required = password::must_change(&state.store, &user.id).await?;
+    let grant = state.csrf.grant(&req);
+    let refuse = |status: StatusCode, msg: &str| -> Result<HttpResponse, PageError> {
+        let body = ChangePasswordPage {
+            tenant_name: &tenant.name,
+            slug: tenant.slug.as_str(),
+            email: user.email.as_str(),
+            csrf: &grant.token,
+            return_to: return_to.as_deref().unwrap_or(""),
+            required,
+            error: Some(msg),
+        }
+        .render()?;
+        Ok(html(status, Some(&grant), body))
+    };
+    if new != confirm {
+        return refuse(StatusCode::BAD_REQUEST, "The new password and its confirmation differ.");
+    }
+    let now = state.now();
+    let origin = origin_of(&req, &state);
+    let current = SecretString::from(current.to_string());
+    match password::sign_in(&state.store, &state.hasher, now, &tenant, &user.email, &current).await {
+        Ok(_) => {}
+        Err(SignInError::Rejected(f, _)) => {
+            record(&state, now, &tenant, Some(user.email.as_str()), "password.change", Outcome::Failure, Some(f.reason()), &origin)
+                .await;
+            return refuse(StatusCode::UNAUTHORIZED, "The current password is not right.");
+        }
+        Err(e) => return Err(PageError::internal(e)),
+    }
+    let new = SecretString::from(new.to_string());
+    let phc = match password::prepare(&state.hasher, &tenant, &user.email, &new).await {
+        Ok(p) => p,
+        Err(password::CredentialError::Policy(p)) => return refuse(StatusCode::BAD_REQUEST, &p.to_string()),
+        Err(password::CredentialError::TooLong) => return refuse(StatusCode::BAD_REQUEST, "The new password is too long."),
+        Err(e) => return Err(PageError::internal(e)),
+    };
+    password::replace(&state.store, now, &user.id, &phc, false).await?;
+    record(&state, now, &tenant, Some(user.email.as_str()), "password.change", Outcome::Success, None, &origin).await;
+    let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+    Ok(see_other(&target).finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_is_local_only() {
+        assert_eq!(safe_return_to(Some("/t/acme/account")), Some("/t/acme/account".into()));
+        assert_eq!(safe_return_to(Some("//evil.test/x")), None);
+        assert_eq!(safe_return_to(Some("/\\evil.test")), None);
+        assert_eq!(safe_return_to(Some("https://evil.test/")), None);
+        assert_eq!(safe_return_to(Some("/a\nb")), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! The session cookie: `HttpOnly`, `SameSite=Lax`, `Path=/`, and on https `Secure` with
+//! the `__Host-` prefix. Its value is the session token; the store keeps only its hash.
+
+use actix_web::cookie::{time::Duration, Cookie, SameSite};
+use actix_web::HttpRequest;
+
+use crate::session::SessionToken;
+
+#[derive(Clone)]
+pub struct SessionCookie {
+    name: &'static str,
+    secure: bool,
+}
+
+impl SessionCookie {
+    pub fn new(https: bool) -> SessionCookie {
+        SessionCookie { name: if https { "__Host-lanyard_session" } else { "lanyard_session" }, secure: https }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The token the browser presented, if it is well-formed.
+    pub fn read(&self, req: &HttpRequest) -> Option<SessionToken> {
+        req.cookie(self.name).and_then(|c| SessionToken::from_cookie(c.value()))
+    }
+
+    /// A session cookie (no Max-Age: the server decides when the session ends).
+    pub fn set(&self, token: &SessionToken) -> Cookie<'static> {
+        Cookie::build(self.name, token.as_str().to_string())
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .finish()
+    }
+
+    pub fn clear(&self) -> Cookie<'static> {
+        Cookie::build(self.name, "")
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .max_age(Duration::ZERO)
+            .finish()
+    }
+}

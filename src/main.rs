@@ -1,0 +1,347 @@
+//! The `lanyard` command: `serve`, `migrate`, `admin …`. Parsing and printing only; the
+//! work is done by the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use lanyard::admin::{AdminContext, AdminError};
+use lanyard::audit::Origin;
+use lanyard::clock::{Clock, SystemClock};
+use lanyard::config::{Config, LogFormat};
+use lanyard::tenant::{Domain, SigninRoute, TenantChange};
+
+#[derive(Parser)]
+#[command(name = "lanyard", version, about = "Lanyard identity federation broker")]
+struct Cli {
+    /// TOML configuration file; LANYARD_* environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server: migrate the store, bootstrap a first tenant and admin if the store
+    /// is empty, and listen on LANYARD_LISTEN (default 127.0.0.1:8080).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administer tenants, users and the audit log directly in the store.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Tenants: an organisation each, found by its e-mail domains.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Users of a tenant.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print a tenant's audit events, newest first.
+    Audit {
+        #[arg(long)]
+        tenant: String,
+        /// Print JSON (one array) instead of text lines.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints it as JSON.
+    Create {
+        /// Path name under /t/ (lower-case letters, digits, '-').
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        /// E-mail domain whose users belong to this tenant (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+    },
+    /// Change a tenant's name, sign-in route, domains or policies; prints it as JSON.
+    Update(TenantUpdate),
+    /// List tenants as JSON.
+    List,
+    /// Show one tenant as JSON.
+    Show {
+        #[arg(long)]
+        slug: String,
+    },
+}
+
+#[derive(Args)]
+struct TenantUpdate {
+    #[arg(long)]
+    slug: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// Sign-in route: password (saml, oidc and ldap arrive in later versions).
+    #[arg(long)]
+    signin: Option<String>,
+    #[arg(long = "add-domain")]
+    add_domains: Vec<String>,
+    #[arg(long = "remove-domain")]
+    remove_domains: Vec<String>,
+    #[arg(long)]
+    password_min_length: Option<i64>,
+    #[arg(long)]
+    password_max_length: Option<i64>,
+    /// Consecutive failures that lock an account.
+    #[arg(long)]
+    lockout_threshold: Option<i64>,
+    #[arg(long)]
+    lockout_minutes: Option<i64>,
+    #[arg(long)]
+    session_idle_minutes: Option<i64>,
+    #[arg(long)]
+    session_absolute_hours: Option<i64>,
+    #[arg(long)]
+    audit_retention_days: Option<i64>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prints it as JSON.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// The user administers the tenant.
+        #[arg(long)]
+        admin: bool,
+        /// The user must choose a new password at first sign-in.
+        #[arg(long)]
+        must_change_password: bool,
+    },
+    /// Clear a lockout and the failure count.
+    Unlock {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Disable a user (ends their sessions).
+    Disable {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Enable a disabled user.
+    Enable {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        must_change_password: bool,
+    },
+    /// List a tenant's users as JSON.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn init_logging(config: &Config, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn read_password_stdin() -> anyhow::Result<SecretString> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    let line = s.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(SecretString::from(line))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lanyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lanyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lanyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            init_logging(&config, "info,sqlx=warn");
+            let listen = config.listen;
+            let app = lanyard::Application::build(config, Arc::new(SystemClock)).await?;
+            let state = app.state();
+            println!(
+                "Lanyard: listening on {listen} (port {}) — sign-in page {}",
+                app.port(),
+                state.config.url("/login")
+            );
+            app.run_until_stopped().await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            init_logging(&config, "info,sqlx=warn");
+            lanyard::open_store(&config).await?;
+            println!("Lanyard: migrations applied to {}", redact(&config.database_url));
+            Ok(())
+        }
+        Command::Admin(cmd) => {
+            init_logging(&config, "warn");
+            let store = lanyard::open_store(&config).await?;
+            let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
+            let ctx = AdminContext {
+                store: &store,
+                hasher: &hasher,
+                now: SystemClock.now(),
+                actor: "cli",
+                origin: Origin::cli(),
+            };
+            let r = admin(&ctx, cmd).await;
+            store.close().await;
+            r
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn parse_domains(list: &[String]) -> Result<Vec<Domain>, AdminError> {
+    list.iter().map(|d| Domain::parse(d).map_err(AdminError::from)).collect()
+}
+
+async fn admin(ctx: &AdminContext<'_>, cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Tenant(TenantCommand::Create { slug, name, domains }) => {
+            print_json(&ctx.create_tenant(&slug, &name, &domains).await?)
+        }
+        AdminCommand::Tenant(TenantCommand::Update(u)) => {
+            let change = TenantChange {
+                name: u.name,
+                signin_route: u.signin.as_deref().map(SigninRoute::parse).transpose().map_err(AdminError::from_route)?,
+                add_domains: parse_domains(&u.add_domains)?,
+                remove_domains: parse_domains(&u.remove_domains)?,
+                password_min_length: u.password_min_length,
+                password_max_length: u.password_max_length,
+                lockout_threshold: u.lockout_threshold,
+                lockout_seconds: u.lockout_minutes.map(|m| m.saturating_mul(60)),
+                session_idle_seconds: u.session_idle_minutes.map(|m| m.saturating_mul(60)),
+                session_absolute_seconds: u.session_absolute_hours.map(|h| h.saturating_mul(3600)),
+                audit_retention_days: u.audit_retention_days,
+            };
+            print_json(&ctx.update_tenant(&u.slug, change).await?)
+        }
+        AdminCommand::Tenant(TenantCommand::List) => print_json(&lanyard::tenant::list(ctx.store).await?),
+        AdminCommand::Tenant(TenantCommand::Show { slug }) => {
+            let slug = lanyard::admin::parse_slug(&slug)?;
+            match lanyard::tenant::find_by_slug(ctx.store, &slug).await? {
+                Some(t) => print_json(&t),
+                None => anyhow::bail!("no tenant with slug `{slug}`"),
+            }
+        }
+        AdminCommand::User(UserCommand::Create { tenant, email, password_stdin, admin, must_change_password }) => {
+            let pw = if password_stdin { Some(read_password_stdin()?) } else { None };
+            print_json(&ctx.create_user(&tenant, &email, pw.as_ref(), admin, must_change_password).await?)
+        }
+        AdminCommand::User(UserCommand::Unlock { email, tenant }) => {
+            print_json(&ctx.unlock_user(&email, tenant.as_deref()).await?)
+        }
+        AdminCommand::User(UserCommand::Disable { email, tenant }) => {
+            print_json(&ctx.set_user_disabled(&email, tenant.as_deref(), true).await?)
+        }
+        AdminCommand::User(UserCommand::Enable { email, tenant }) => {
+            print_json(&ctx.set_user_disabled(&email, tenant.as_deref(), false).await?)
+        }
+        AdminCommand::User(UserCommand::SetPassword { email, tenant, must_change_password }) => {
+            let pw = read_password_stdin()?;
+            print_json(&ctx.set_password(&email, tenant.as_deref(), &pw, must_change_password).await?)
+        }
+        AdminCommand::User(UserCommand::List { tenant }) => {
+            let slug = lanyard::admin::parse_slug(&tenant)?;
+            let t = lanyard::tenant::find_by_slug(ctx.store, &slug)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant with slug `{slug}`"))?;
+            print_json(&lanyard::user::list_in_tenant(ctx.store, &t.id).await?)
+        }
+        AdminCommand::Audit { tenant, json, limit } => {
+            let events = ctx.audit_events(&tenant, limit).await?;
+            if json {
+                print_json(&events)
+            } else {
+                for e in events {
+                    println!(
+                        "{} {:<22} {:<8} actor={} subject={} reason={} ip={}",
+                        e.at,
+                        e.event,
+                        e.outcome,
+                        e.actor,
+                        e.subject.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.client_ip.unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}

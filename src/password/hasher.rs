@@ -1,0 +1,160 @@
+//! argon2id hashing with a bound on the hashes in flight.
+//!
+//! Each OWASP-parameter hash (m=19456 KiB, t=2, p=1) holds 19 MiB and ~18 ms of one core,
+//! so hashing runs on the blocking pool behind a semaphore: a burst of sign-ins queues in
+//! FIFO order instead of allocating 19 MiB per request. An unknown user is verified
+//! against a dummy hash made with the same parameters at start-up, so the work done —
+//! and so the timing — does not tell who exists.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+/// OWASP Password Storage Cheat Sheet, argon2id option 2 (m=19 MiB, t=2, p=1).
+pub const OWASP_M_COST_KIB: u32 = 19_456;
+pub const OWASP_T_COST: u32 = 2;
+pub const OWASP_P_COST: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Argon2(String),
+    #[error("password hashing was interrupted")]
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    pub matched: bool,
+    /// The stored hash used other parameters than today's: re-hash after success.
+    pub needs_rehash: bool,
+}
+
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    params: Params,
+    dummy_phc: Arc<String>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").field("available", &self.permits.available_permits()).finish()
+    }
+}
+
+fn argon2_with(params: Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn owasp_params() -> Params {
+    Params::new(OWASP_M_COST_KIB, OWASP_T_COST, OWASP_P_COST, None).expect("OWASP parameters are valid")
+}
+
+/// Hashes synchronously with explicit parameters. For the hasher itself, for tests that
+/// need an old-parameter hash, and for the benchmark's argon2 floor.
+pub fn hash_blocking(password: &str, params: Params) -> Result<String, HashError> {
+    let salt = SaltString::encode_b64(&crate::keys::random_bytes(16))
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    argon2_with(params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Argon2(e.to_string()))
+}
+
+/// The parameters new hashes use.
+pub fn current_params() -> Params {
+    owasp_params()
+}
+
+fn verify_blocking(password: &str, phc: &str, current: &Params) -> Verification {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return Verification { matched: false, needs_rehash: true };
+    };
+    let matched = Argon2::default().verify_password(password.as_bytes(), &hash).is_ok();
+    let same = hash.algorithm.as_str() == "argon2id"
+        && hash.version == Some(0x13)
+        && Params::try_from(&hash)
+            .map(|p| {
+                p.m_cost() == current.m_cost()
+                    && p.t_cost() == current.t_cost()
+                    && p.p_cost() == current.p_cost()
+            })
+            .unwrap_or(false);
+    Verification { matched, needs_rehash: !same }
+}
+
+impl Hasher {
+    /// `concurrency` hashes at most run at once. Computes the dummy hash (one hash).
+    pub fn new(concurrency: usize) -> Result<Hasher, HashError> {
+        let params = owasp_params();
+        let dummy = hash_blocking(&crate::keys::random_token(24), params.clone())?;
+        Ok(Hasher {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            params,
+            dummy_phc: Arc::new(dummy),
+        })
+    }
+
+    pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Interrupted)?;
+        let pw = password.clone();
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || hash_blocking(pw.expose_secret(), params))
+            .await
+            .map_err(|_| HashError::Interrupted)?
+    }
+
+    /// Verifies against `phc`, or against the dummy hash when there is none (unknown
+    /// user, locked account) so every path costs the same.
+    pub async fn verify(
+        &self,
+        password: &SecretString,
+        phc: Option<&str>,
+    ) -> Result<Verification, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Interrupted)?;
+        let pw = password.clone();
+        let phc_owned = phc.map(str::to_string);
+        let dummy = self.dummy_phc.clone();
+        let params = self.params.clone();
+        let v = tokio::task::spawn_blocking(move || {
+            let target = phc_owned.as_deref().unwrap_or(dummy.as_str());
+            verify_blocking(pw.expose_secret(), target, &params)
+        })
+        .await
+        .map_err(|_| HashError::Interrupted)?;
+        Ok(match phc {
+            Some(_) => v,
+            None => Verification { matched: false, needs_rehash: false },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_hashes_use_owasp_parameters() {
+        let phc = hash_blocking("correct horse", current_params()).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        let v = verify_blocking("correct horse", &phc, &current_params());
+        assert_eq!(v, Verification { matched: true, needs_rehash: false });
+        assert!(!verify_blocking("wrong", &phc, &current_params()).matched);
+    }
+
+    #[test]
+    fn weaker_hash_asks_for_rehash() {
+        let weak = hash_blocking("pw", Params::new(4096, 1, 1, None).unwrap()).unwrap();
+        let v = verify_blocking("pw", &weak, &current_params());
+        assert_eq!(v, Verification { matched: true, needs_rehash: true });
+    }
+
+    #[test]
+    fn garbage_hash_never_matches() {
+        assert!(!verify_blocking("pw", "not a phc string", &current_params()).matched);
+    }
+}

@@ -1,0 +1,331 @@
+//! The DB realm: user name + password checked against Lanyard's own credential store.
+//!
+//! [`sign_in`] is the only way to obtain an [`Authenticated`] user by password. It owns
+//! the lockout rules: after `lockout_threshold` consecutive failures the account is locked
+//! for `lockout_seconds`; a success resets the count; an admin can [`unlock`]. Counters
+//! change with a single conditional `UPDATE … RETURNING`, so concurrent attempts on one
+//! account leave an exact count on both stores.
+//!
+//! Locked accounts and the people behind them: while an account is locked, *every*
+//! attempt — right password or wrong — is answered exactly like a wrong password, and the
+//! password is not even checked (a dummy hash is verified instead, so timing matches).
+//! Saying "locked" only after the right password would tell an online guesser that the
+//! guess was right, which is what the lock exists to prevent. The person learns about the
+//! lock from the sign-in page's wording ("… or the account is temporarily locked") and
+//! from their help desk, who sees `account_locked` in the audit log and can unlock.
+//!
+//! Not here: the HTML form (http/), sessions (session/), the audit trail (the caller
+//! records what [`SignInFailure`] says).
+
+pub mod hasher;
+pub mod policy;
+
+use secrecy::SecretString;
+use sqlx::Row;
+
+use crate::clock::UnixTime;
+use crate::store::Store;
+use crate::tenant::Tenant;
+use crate::user::{self, Email, User};
+
+pub use hasher::Hasher;
+pub use policy::PolicyError;
+
+/// Longest password accepted at sign-in, in bytes. Longer input is refused before any
+/// work is done; the policy's own maximum (≥ 128 characters) applies when setting one.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+
+/// Why a sign-in was refused. The browser sees one message for all of them; the audit
+/// log and metrics see this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInFailure {
+    /// No user with that address in this tenant.
+    UnknownUser,
+    /// The user exists but has no password credential (signs in by another route).
+    NoPassword,
+    /// Wrong password; the account is not (yet) locked.
+    BadPassword,
+    /// Wrong password, and this failure reached the threshold: the account is now locked.
+    BadPasswordNowLocked,
+    /// The account was locked when the attempt arrived.
+    AccountLocked,
+    /// The user is disabled.
+    Disabled,
+}
+
+impl SignInFailure {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SignInFailure::UnknownUser => "unknown_user",
+            SignInFailure::NoPassword => "no_password_credential",
+            SignInFailure::BadPassword => "bad_password",
+            SignInFailure::BadPasswordNowLocked => "bad_password",
+            SignInFailure::AccountLocked => "account_locked",
+            SignInFailure::Disabled => "user_disabled",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("sign-in refused: {}", .0.reason())]
+    Rejected(SignInFailure, Option<User>),
+    #[error(transparent)]
+    Hash(#[from] hasher::HashError),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    User(#[from] user::UserError),
+}
+
+/// A user whose password was just verified. Only [`sign_in`] builds one.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    user: User,
+    must_change_password: bool,
+}
+
+impl Authenticated {
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+    pub fn must_change_password(&self) -> bool {
+        self.must_change_password
+    }
+}
+
+struct Credential {
+    phc: String,
+    must_change: bool,
+    locked_until: Option<i64>,
+}
+
+async fn load_credential(store: &Store, user_id: &str) -> Result<Option<Credential>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT phc, must_change, locked_until FROM password_credentials WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(store.pool())
+    .await?;
+    row.map(|r| {
+        Ok(Credential {
+            phc: r.try_get("phc")?,
+            must_change: r.try_get::<i64, _>("must_change")? != 0,
+            locked_until: r.try_get("locked_until")?,
+        })
+    })
+    .transpose()
+}
+
+/// Checks `password` for `email` in `tenant`, applying lockout.
+#[tracing::instrument(skip_all, fields(tenant = %tenant.slug, email = %email))]
+pub async fn sign_in(
+    store: &Store,
+    hasher: &Hasher,
+    now: UnixTime,
+    tenant: &Tenant,
+    email: &Email,
+    password: &SecretString,
+) -> Result<Authenticated, SignInError> {
+    let reject = |f, u| Err(SignInError::Rejected(f, u));
+    let user = match user::find_by_email(store, email).await? {
+        Some(u) if u.tenant_id == tenant.id => u,
+        _ => {
+            hasher.verify(password, None).await?;
+            return reject(SignInFailure::UnknownUser, None);
+        }
+    };
+    let Some(cred) = load_credential(store, &user.id).await? else {
+        hasher.verify(password, None).await?;
+        return reject(SignInFailure::NoPassword, Some(user));
+    };
+    if cred.locked_until.is_some_and(|t| t > now) {
+        hasher.verify(password, None).await?;
+        return reject(SignInFailure::AccountLocked, Some(user));
+    }
+    let verification = hasher.verify(password, Some(&cred.phc)).await?;
+    if !verification.matched {
+        let failure = record_failure(store, now, tenant, &user.id).await?;
+        return reject(failure, Some(user));
+    }
+    if user.disabled {
+        return reject(SignInFailure::Disabled, Some(user));
+    }
+    // Reset the count — unless a concurrent failure locked the account meanwhile.
+    let reset = sqlx::query(
+        "UPDATE password_credentials SET failed_count = 0, locked_until = NULL, updated_at = $1 \
+         WHERE user_id = $2 AND (locked_until IS NULL OR locked_until <= $1)",
+    )
+    .bind(now)
+    .bind(&user.id)
+    .execute(store.pool())
+    .await?;
+    if reset.rows_affected() == 0 {
+        return reject(SignInFailure::AccountLocked, Some(user));
+    }
+    if verification.needs_rehash {
+        let phc = hasher.hash(password).await?;
+        // Only replace the hash that was verified (a concurrent password change wins).
+        sqlx::query("UPDATE password_credentials SET phc = $1, updated_at = $2 WHERE user_id = $3 AND phc = $4")
+            .bind(&phc)
+            .bind(now)
+            .bind(&user.id)
+            .bind(&cred.phc)
+            .execute(store.pool())
+            .await?;
+        tracing::info!("password hash upgraded to current argon2id parameters");
+    }
+    Ok(Authenticated { user, must_change_password: cred.must_change })
+}
+
+/// One failed attempt, atomically: the count goes up by one (restarting at 1 after an
+/// expired lock) and the lock is set when it reaches the threshold. Refused — no row —
+/// when the account is locked already.
+async fn record_failure(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    user_id: &str,
+) -> Result<SignInFailure, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE password_credentials SET \
+           failed_count = CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END, \
+           locked_until = CASE \
+             WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END) >= $2 THEN $1 + $3 \
+             ELSE NULL END, \
+           updated_at = $1 \
+         WHERE user_id = $4 AND (locked_until IS NULL OR locked_until <= $1) \
+         RETURNING failed_count, locked_until",
+    )
+    .bind(now)
+    .bind(tenant.policy.lockout_threshold)
+    .bind(tenant.policy.lockout_seconds)
+    .bind(user_id)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(match row {
+        None => SignInFailure::AccountLocked,
+        Some(r) => match r.try_get::<Option<i64>, _>("locked_until")? {
+            Some(_) => SignInFailure::BadPasswordNowLocked,
+            None => SignInFailure::BadPassword,
+        },
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("the password is longer than {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
+    #[error(transparent)]
+    Hash(#[from] hasher::HashError),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// Validates against the tenant's policy and hashes; the caller stores it.
+pub async fn prepare(
+    hasher: &Hasher,
+    tenant: &Tenant,
+    email: &Email,
+    password: &SecretString,
+) -> Result<String, CredentialError> {
+    use secrecy::ExposeSecret;
+    if password.expose_secret().len() > MAX_PASSWORD_BYTES {
+        return Err(CredentialError::TooLong);
+    }
+    policy::check(&tenant.policy, email, password.expose_secret())?;
+    Ok(hasher.hash(password).await?)
+}
+
+/// Stores a new credential inside the caller's transaction.
+pub async fn insert_credential(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: UnixTime,
+    user_id: &str,
+    phc: &str,
+    must_change: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO password_credentials (user_id, phc, must_change, failed_count, locked_until, updated_at) \
+         VALUES ($1, $2, $3, 0, NULL, $4)",
+    )
+    .bind(user_id)
+    .bind(phc)
+    .bind(must_change as i64)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the password (already prepared) and clears `must_change`.
+pub async fn replace(
+    store: &Store,
+    now: UnixTime,
+    user_id: &str,
+    phc: &str,
+    must_change: bool,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE password_credentials SET phc = $1, must_change = $2, updated_at = $3 WHERE user_id = $4",
+    )
+    .bind(phc)
+    .bind(must_change as i64)
+    .bind(now)
+    .bind(user_id)
+    .execute(store.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Admin unlock: clears the lock and the failure count. Returns whether the user has a
+/// password credential at all.
+pub async fn unlock(store: &Store, now: UnixTime, user_id: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE password_credentials SET failed_count = 0, locked_until = NULL, updated_at = $1 WHERE user_id = $2",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(store.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Lockout state, for admins and tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockState {
+    pub failed_count: i64,
+    pub locked_until: Option<i64>,
+}
+
+pub async fn lock_state(store: &Store, user_id: &str) -> Result<Option<LockState>, sqlx::Error> {
+    let row = sqlx::query("SELECT failed_count, locked_until FROM password_credentials WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| Ok(LockState { failed_count: r.try_get("failed_count")?, locked_until: r.try_get("locked_until")? }))
+        .transpose()
+}
+
+/// The stored PHC string (tests check upgrades).
+pub async fn stored_phc(store: &Store, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT phc FROM password_credentials WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| r.try_get("phc")).transpose()
+}
+
+/// Whether the user must choose a new password before going on (one-time passwords).
+pub async fn must_change(store: &Store, user_id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT must_change FROM password_credentials WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<i64, _>("must_change")? != 0,
+        None => false,
+    })
+}

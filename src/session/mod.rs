@@ -1,0 +1,133 @@
+//! Browser sessions, kept server-side in the store.
+//!
+//! The cookie carries 256 random bits; the store keeps only their SHA-256, so a copy of
+//! the database holds no usable session. A session ends at whichever comes first: its
+//! idle timeout (no request for `idle_seconds`) or its absolute lifetime — both taken from
+//! the tenant's policy when the session starts. A new id is issued at every sign-in
+//! ([`start`] never reuses a presented id), which defeats session fixation.
+//!
+//! Windows are half-open: a session last seen at `t` with idle `i` is alive at
+//! `t + i - 1` and gone at `t + i`; likewise the absolute expiry.
+//!
+//! Not here: the cookie attributes (http/), CSRF (http/csrf.rs).
+
+use sqlx::Row;
+
+use crate::clock::UnixTime;
+use crate::keys::{random_token, sha256_hex};
+use crate::store::Store;
+use crate::tenant::Tenant;
+use crate::user::User;
+
+/// The cookie value. Opaque; never logged.
+#[derive(Clone)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    pub fn from_cookie(value: &str) -> Option<SessionToken> {
+        // 32 random bytes, base64url without padding: 43 characters.
+        (value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .then(|| SessionToken(value.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    fn hash(&self) -> String {
+        sha256_hex(&self.0)
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(..)")
+    }
+}
+
+/// A live session, as found by [`lookup`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub absolute_expires_at: UnixTime,
+    pub amr: String,
+}
+
+pub struct StartSession<'a> {
+    pub tenant: &'a Tenant,
+    pub user: &'a User,
+    /// Authentication methods (RFC 8176 values): `pwd`, later `mfa`, `hwk`, …
+    pub amr: &'a str,
+    pub client_ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    /// The id the browser presented, if any: it is deleted, never promoted.
+    pub replaces: Option<&'a SessionToken>,
+}
+
+pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
+    let token = SessionToken(random_token(32));
+    let mut tx = store.pool().begin().await?;
+    if let Some(old) = s.replaces {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut *tx).await?;
+    }
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, idle_seconds, \
+         absolute_expires_at, amr, client_ip, user_agent) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(token.hash())
+    .bind(&s.tenant.id)
+    .bind(&s.user.id)
+    .bind(now)
+    .bind(s.tenant.policy.session_idle_seconds)
+    .bind(now + s.tenant.policy.session_absolute_seconds)
+    .bind(s.amr)
+    .bind(s.client_ip)
+    .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// Finds a live session and marks it seen now (which restarts its idle timer).
+pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Result<Option<Session>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE sessions SET last_seen_at = $1 \
+         WHERE id_hash = $2 AND last_seen_at + idle_seconds > $1 AND absolute_expires_at > $1 \
+         RETURNING tenant_id, user_id, created_at, last_seen_at, absolute_expires_at, amr",
+    )
+    .bind(now)
+    .bind(token.hash())
+    .fetch_optional(store.pool())
+    .await?;
+    row.map(|r| {
+        Ok(Session {
+            tenant_id: r.try_get("tenant_id")?,
+            user_id: r.try_get("user_id")?,
+            created_at: r.try_get("created_at")?,
+            last_seen_at: r.try_get("last_seen_at")?,
+            absolute_expires_at: r.try_get("absolute_expires_at")?,
+            amr: r.try_get("amr")?,
+        })
+    })
+    .transpose()
+}
+
+/// Sign-out: the session is gone. Returns the user id it belonged to, if it existed.
+pub async fn end(store: &Store, token: &SessionToken) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query("DELETE FROM sessions WHERE id_hash = $1 RETURNING tenant_id, user_id")
+        .bind(token.hash())
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| Ok((r.try_get("tenant_id")?, r.try_get("user_id")?))).transpose()
+}
+
+/// Housekeeping: removes sessions past either window.
+pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM sessions WHERE last_seen_at + idle_seconds <= $1 OR absolute_expires_at <= $1")
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    Ok(r.rows_affected())
+}

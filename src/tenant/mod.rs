@@ -1,0 +1,342 @@
+//! Tenants — one organisation each — and home-realm discovery.
+//!
+//! A tenant owns its e-mail domains, its sign-in route and its policies (password,
+//! lockout, session lifetimes, audit retention). Home-realm discovery maps the domain of
+//! an e-mail address to exactly one tenant ([`find_by_email_domain`]); the tenant's
+//! [`SigninRoute`] then says where the browser goes next.
+//!
+//! This module does not authenticate anyone; the route modules (`password/`, and later
+//! `saml/`, `upstream_oidc/`, `ldap/`) do.
+
+mod types;
+
+pub use types::{Domain, RouteError, SigninRoute, TenantSlug};
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::clock::UnixTime;
+use crate::store::{is_unique_violation, new_id, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenant slug {0}")]
+    InvalidSlug(&'static str),
+    #[error("`{0}` is not a valid domain name")]
+    InvalidDomain(String),
+    #[error("tenant name must be 1 to 200 characters")]
+    InvalidName,
+    #[error("a tenant with slug `{0}` already exists")]
+    SlugTaken(String),
+    #[error("domain `{0}` already belongs to a tenant")]
+    DomainTaken(String),
+    #[error("no tenant with slug `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Route(#[from] types::RouteError),
+    #[error("policy value `{field}` {problem}")]
+    InvalidPolicy { field: &'static str, problem: &'static str },
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// The tenant-owned policies every route consults.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantPolicy {
+    pub password_min_length: i64,
+    pub password_max_length: i64,
+    /// Consecutive failures that lock the account.
+    pub lockout_threshold: i64,
+    pub lockout_seconds: i64,
+    pub session_idle_seconds: i64,
+    pub session_absolute_seconds: i64,
+    pub audit_retention_days: i64,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy {
+            password_min_length: 8,
+            password_max_length: 128,
+            lockout_threshold: 5,
+            lockout_seconds: 15 * 60,
+            session_idle_seconds: 20 * 60,
+            session_absolute_seconds: 12 * 3600,
+            audit_retention_days: 365,
+        }
+    }
+}
+
+impl TenantPolicy {
+    pub fn validate(&self) -> Result<(), TenantError> {
+        let bad = |field, problem| Err(TenantError::InvalidPolicy { field, problem });
+        if self.password_min_length < 8 {
+            return bad("password_min_length", "must be at least 8");
+        }
+        if self.password_max_length < 128 || self.password_max_length > 1024 {
+            return bad("password_max_length", "must be between 128 and 1024");
+        }
+        if !(1..=100).contains(&self.lockout_threshold) {
+            return bad("lockout_threshold", "must be between 1 and 100");
+        }
+        if !(1..=7 * 86400).contains(&self.lockout_seconds) {
+            return bad("lockout_minutes", "must be between 1 minute and 7 days");
+        }
+        if !(60..=86400).contains(&self.session_idle_seconds) {
+            return bad("session_idle_minutes", "must be between 1 minute and 24 hours");
+        }
+        if !(300..=30 * 86400).contains(&self.session_absolute_seconds)
+            || self.session_absolute_seconds < self.session_idle_seconds
+        {
+            return bad(
+                "session_absolute_hours",
+                "must be between 5 minutes and 30 days and not shorter than the idle timeout",
+            );
+        }
+        if !(1..=3650).contains(&self.audit_retention_days) {
+            return bad("audit_retention_days", "must be between 1 and 3650");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub slug: TenantSlug,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub signin_route: SigninRoute,
+    pub policy: TenantPolicy,
+    pub created_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub slug: TenantSlug,
+    pub name: String,
+    pub domains: Vec<Domain>,
+}
+
+/// Fields an admin may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChange {
+    pub name: Option<String>,
+    pub signin_route: Option<SigninRoute>,
+    pub add_domains: Vec<Domain>,
+    pub remove_domains: Vec<Domain>,
+    pub password_min_length: Option<i64>,
+    pub password_max_length: Option<i64>,
+    pub lockout_threshold: Option<i64>,
+    pub lockout_seconds: Option<i64>,
+    pub session_idle_seconds: Option<i64>,
+    pub session_absolute_seconds: Option<i64>,
+    pub audit_retention_days: Option<i64>,
+}
+
+fn check_name(name: &str) -> Result<String, TenantError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(TenantError::InvalidName);
+    }
+    Ok(name.to_string())
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, signin_route, password_min_length, password_max_length, \
+     lockout_threshold, lockout_seconds, session_idle_seconds, session_absolute_seconds, \
+     audit_retention_days, created_at";
+
+fn from_row(row: &AnyRow, domains: Vec<String>) -> Result<Tenant, TenantError> {
+    let slug: String = row.try_get("slug")?;
+    let route: String = row.try_get("signin_route")?;
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        // Stored values were validated on the way in.
+        slug: TenantSlug::parse(&slug).map_err(TenantError::InvalidSlug)?,
+        name: row.try_get("name")?,
+        domains,
+        signin_route: SigninRoute::from_stored(&route),
+        policy: TenantPolicy {
+            password_min_length: row.try_get("password_min_length")?,
+            password_max_length: row.try_get("password_max_length")?,
+            lockout_threshold: row.try_get("lockout_threshold")?,
+            lockout_seconds: row.try_get("lockout_seconds")?,
+            session_idle_seconds: row.try_get("session_idle_seconds")?,
+            session_absolute_seconds: row.try_get("session_absolute_seconds")?,
+            audit_retention_days: row.try_get("audit_retention_days")?,
+        },
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn domains_of(store: &Store, tenant_id: &str) -> Result<Vec<String>, TenantError> {
+    let rows = sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain")
+        .bind(tenant_id)
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(|r| r.try_get::<String, _>("domain").map_err(Into::into)).collect()
+}
+
+pub async fn create(store: &Store, now: UnixTime, new: NewTenant) -> Result<Tenant, TenantError> {
+    let name = check_name(&new.name)?;
+    let id = new_id();
+    let mut tx = store.pool().begin().await?;
+    let p = TenantPolicy::default();
+    let res = sqlx::query(
+        "INSERT INTO tenants (id, slug, name, signin_route, password_min_length, password_max_length, \
+         lockout_threshold, lockout_seconds, session_idle_seconds, session_absolute_seconds, \
+         audit_retention_days, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'password', $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+    )
+    .bind(&id)
+    .bind(new.slug.as_str())
+    .bind(&name)
+    .bind(p.password_min_length)
+    .bind(p.password_max_length)
+    .bind(p.lockout_threshold)
+    .bind(p.lockout_seconds)
+    .bind(p.session_idle_seconds)
+    .bind(p.session_absolute_seconds)
+    .bind(p.audit_retention_days)
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    match res {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(TenantError::SlugTaken(new.slug.as_str().into()))
+        }
+        r => r?,
+    };
+    for d in &new.domains {
+        insert_domain(&mut tx, &id, d).await?;
+    }
+    tx.commit().await?;
+    find_by_slug(store, &new.slug).await?.ok_or_else(|| TenantError::NotFound(new.slug.to_string()))
+}
+
+async fn insert_domain(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant_id: &str,
+    d: &Domain,
+) -> Result<(), TenantError> {
+    let res = sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
+        .bind(d.as_str())
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await;
+    match res {
+        Err(e) if is_unique_violation(&e) => Err(TenantError::DomainTaken(d.as_str().into())),
+        r => r.map(|_| ()).map_err(Into::into),
+    }
+}
+
+pub async fn find_by_slug(store: &Store, slug: &TenantSlug) -> Result<Option<Tenant>, TenantError> {
+    let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"))
+        .bind(slug.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => {
+            let id: String = row.try_get("id")?;
+            Ok(Some(from_row(&row, domains_of(store, &id).await?)?))
+        }
+        None => Ok(None),
+    }
+}
+
+pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<Tenant>, TenantError> {
+    let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => Ok(Some(from_row(&row, domains_of(store, id).await?)?)),
+        None => Ok(None),
+    }
+}
+
+/// Home-realm discovery: the tenant that owns the domain of this address.
+pub async fn find_by_email_domain(
+    store: &Store,
+    email: &crate::user::Email,
+) -> Result<Option<Tenant>, TenantError> {
+    let row = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
+        .bind(email.domain())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => find_by_id(store, &row.try_get::<String, _>("tenant_id")?).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
+    let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY slug"))
+        .fetch_all(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        out.push(from_row(&row, domains_of(store, &id).await?)?);
+    }
+    Ok(out)
+}
+
+/// Applies `change` in one transaction: a refused value changes nothing.
+pub async fn update(
+    store: &Store,
+    now: UnixTime,
+    slug: &TenantSlug,
+    change: TenantChange,
+) -> Result<Tenant, TenantError> {
+    let current =
+        find_by_slug(store, slug).await?.ok_or_else(|| TenantError::NotFound(slug.to_string()))?;
+    let name = match &change.name {
+        Some(n) => check_name(n)?,
+        None => current.name.clone(),
+    };
+    let route = change.signin_route.unwrap_or(current.signin_route);
+    let p = &current.policy;
+    let policy = TenantPolicy {
+        password_min_length: change.password_min_length.unwrap_or(p.password_min_length),
+        password_max_length: change.password_max_length.unwrap_or(p.password_max_length),
+        lockout_threshold: change.lockout_threshold.unwrap_or(p.lockout_threshold),
+        lockout_seconds: change.lockout_seconds.unwrap_or(p.lockout_seconds),
+        session_idle_seconds: change.session_idle_seconds.unwrap_or(p.session_idle_seconds),
+        session_absolute_seconds: change.session_absolute_seconds.unwrap_or(p.session_absolute_seconds),
+        audit_retention_days: change.audit_retention_days.unwrap_or(p.audit_retention_days),
+    };
+    policy.validate()?;
+    let mut tx = store.pool().begin().await?;
+    sqlx::query(
+        "UPDATE tenants SET name = $1, signin_route = $2, password_min_length = $3, \
+         password_max_length = $4, lockout_threshold = $5, lockout_seconds = $6, \
+         session_idle_seconds = $7, session_absolute_seconds = $8, audit_retention_days = $9, \
+         updated_at = $10 WHERE id = $11",
+    )
+    .bind(&name)
+    .bind(route.as_str())
+    .bind(policy.password_min_length)
+    .bind(policy.password_max_length)
+    .bind(policy.lockout_threshold)
+    .bind(policy.lockout_seconds)
+    .bind(policy.session_idle_seconds)
+    .bind(policy.session_absolute_seconds)
+    .bind(policy.audit_retention_days)
+    .bind(now)
+    .bind(&current.id)
+    .execute(&mut *tx)
+    .await?;
+    for d in &change.add_domains {
+        insert_domain(&mut tx, &current.id, d).await?;
+    }
+    for d in &change.remove_domains {
+        sqlx::query("DELETE FROM tenant_domains WHERE domain = $1 AND tenant_id = $2")
+            .bind(d.as_str())
+            .bind(&current.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    find_by_slug(store, slug).await?.ok_or_else(|| TenantError::NotFound(slug.to_string()))
+}
