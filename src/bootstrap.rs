@@ -47,7 +47,12 @@ pub async fn ensure_first_tenant(
         None => (SecretString::from(crate::keys::random_token(15)), true),
     };
     let ctx = crate::admin::AdminContext { store, hasher, now, actor: "bootstrap", origin: Origin::cli() };
-    ctx.create_tenant("default", "Default", &[email.domain().to_string()]).await?;
+    match ctx.create_tenant("default", "Default", &[email.domain().to_string()]).await {
+        Ok(_) => {}
+        // Another replica bootstrapped the shared store at the same moment.
+        Err(crate::admin::AdminError::Tenant(crate::tenant::TenantError::SlugTaken(_))) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     ctx.create_user("default", email.as_str(), Some(&password), true, generated).await?;
     Ok(Some(BootstrapReport {
         tenant_slug: "default".into(),

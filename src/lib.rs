@@ -65,8 +65,9 @@ impl Application {
     /// Opens the store, migrates, bootstraps a first tenant and admin when the store is
     /// empty, and binds `config.listen` (port 0 picks a free port).
     pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Application> {
-        let store = open_store(&config).await?;
+        // The key first: a bad key must stop start-up before anything is created.
         let master = load_master_key(&config)?;
+        let store = open_store(&config).await?;
         let hasher = {
             let n = config.hash_concurrency;
             tokio::task::spawn_blocking(move || password::Hasher::new(n)).await??

@@ -150,6 +150,13 @@ enum UserCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Delete a user, their credentials and sessions (the audit trail stays).
+    Delete {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Set a user's password, read from standard input.
     SetPassword {
         #[arg(long)]
@@ -311,6 +318,9 @@ async fn admin(ctx: &AdminContext<'_>, cmd: AdminCommand) -> anyhow::Result<()> 
         }
         AdminCommand::User(UserCommand::Enable { email, tenant }) => {
             print_json(&ctx.set_user_disabled(&email, tenant.as_deref(), false).await?)
+        }
+        AdminCommand::User(UserCommand::Delete { email, tenant }) => {
+            print_json(&ctx.delete_user(&email, tenant.as_deref()).await?)
         }
         AdminCommand::User(UserCommand::SetPassword { email, tenant, must_change_password }) => {
             let pw = read_password_stdin()?;

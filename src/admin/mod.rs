@@ -201,6 +201,30 @@ impl AdminContext<'_> {
         Ok(u)
     }
 
+    /// Deletes a user with their credentials and sessions (the audit trail stays).
+    pub async fn delete_user(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
+        let u = self.user_by_email(email, tenant_slug).await?;
+        let mut tx = self.store.pool().begin().await?;
+        user::delete(&mut tx, &u.id).await?;
+        audit::record(
+            &mut *tx,
+            self.now,
+            Event {
+                tenant_id: Some(&u.tenant_id),
+                actor: self.actor,
+                subject: Some(u.email.as_str()),
+                event: "admin.user.delete",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &self.origin,
+                detail: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
     pub async fn audit_events(&self, tenant_slug: &str, limit: i64) -> Result<Vec<audit::StoredEvent>, AdminError> {
         let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         if !(1..=100_000).contains(&limit) {

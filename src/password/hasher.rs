@@ -6,6 +6,7 @@
 //! against a dummy hash made with the same parameters at start-up, so the work done —
 //! and so the timing — does not tell who exists.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
@@ -38,6 +39,25 @@ pub struct Hasher {
     permits: Arc<Semaphore>,
     params: Params,
     dummy_phc: Arc<String>,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+/// Counts a hash in flight for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>, peak: &AtomicUsize) -> InFlight {
+        let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Hasher {
@@ -96,14 +116,27 @@ impl Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             params,
             dummy_phc: Arc::new(dummy),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            peak: Arc::new(AtomicUsize::new(0)),
         })
     }
 
+    /// The most hashes that ever ran at once (never above the configured concurrency).
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Interrupted)?;
+        // The permit moves into the blocking task: if this future is dropped (the client
+        // went away), the hash still counts against the bound until it really finishes.
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| HashError::Interrupted)?;
         let pw = password.clone();
         let params = self.params.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(pw.expose_secret(), params))
+        let guard = InFlight::enter(&self.in_flight, &self.peak);
+        tokio::task::spawn_blocking(move || {
+            let _held = (guard, permit); // counter first, then the permit
+            hash_blocking(pw.expose_secret(), params)
+        })
             .await
             .map_err(|_| HashError::Interrupted)?
     }
@@ -115,12 +148,16 @@ impl Hasher {
         password: &SecretString,
         phc: Option<&str>,
     ) -> Result<Verification, HashError> {
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Interrupted)?;
+        // The permit moves into the blocking task: if this future is dropped (the client
+        // went away), the hash still counts against the bound until it really finishes.
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| HashError::Interrupted)?;
         let pw = password.clone();
         let phc_owned = phc.map(str::to_string);
         let dummy = self.dummy_phc.clone();
         let params = self.params.clone();
+        let guard = InFlight::enter(&self.in_flight, &self.peak);
         let v = tokio::task::spawn_blocking(move || {
+            let _held = (guard, permit); // counter first, then the permit
             let target = phc_owned.as_deref().unwrap_or(dummy.as_str());
             verify_blocking(pw.expose_secret(), target, &params)
         })
@@ -151,6 +188,23 @@ mod tests {
         let weak = hash_blocking("pw", Params::new(4096, 1, 1, None).unwrap()).unwrap();
         let v = verify_blocking("pw", &weak, &current_params());
         assert_eq!(v, Verification { matched: true, needs_rehash: true });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_queues_behind_the_bound() {
+        let hasher = Hasher::new(2).unwrap();
+        let pw = SecretString::from("burst".to_string());
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (h, p) = (hasher.clone(), pw.clone());
+                tokio::spawn(async move { h.verify(&p, None).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(!t.await.unwrap().unwrap().matched);
+        }
+        assert!(hasher.peak_in_flight() <= 2, "peak {}", hasher.peak_in_flight());
+        assert!(hasher.peak_in_flight() >= 1);
     }
 
     #[test]

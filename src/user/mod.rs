@@ -190,6 +190,15 @@ pub async fn set_disabled(
     Ok(())
 }
 
+/// Removes a user; credentials and sessions go with it (ON DELETE CASCADE, and
+/// explicitly here so it does not depend on SQLite's foreign-key pragma).
+pub async fn delete(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user_id: &str) -> Result<(), UserError> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM password_credentials WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

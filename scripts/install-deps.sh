@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages Lanyard needs. Idempotent: does nothing when they
+# are all present. Uses sudo when not root.
+#   scripts/install-deps.sh          build dependencies (incl. samael's xmlsec feature)
+#   scripts/install-deps.sh --test   plus the peers the test suite starts (PostgreSQL)
+set -euo pipefail
+
+pkgs=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(postgresql)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  sudo=()
+  if [[ "$(id -u)" -ne 0 ]]; then sudo=(sudo); fi
+  echo "Installing: ${missing[*]}"
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (rustup) first" >&2
+  exit 1
+fi

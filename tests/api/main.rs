@@ -1,0 +1,9 @@
+//! Integration tests: the real server, over HTTP, on both stores.
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod lockout;
+mod observe;
+mod session;
+mod signin;
