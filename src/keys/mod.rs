@@ -7,8 +7,8 @@
 //! of signing keys and LDAP service passwords later) are derived from it with HKDF-SHA256,
 //! so no two purposes ever share a key.
 //!
-//! This module does not sign tokens; the token service's signing keys will live in
-//! `keys/signing.rs` and be encrypted at rest under a key derived here.
+//! Token-signing keys (generation, sealing at rest, rotation, JWKS) are in `signing.rs`;
+//! the JWS format in `jws.rs`.
 
 use std::path::Path;
 
@@ -121,6 +121,9 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// SHA-256 of a bearer secret (session id, code), hex: what the store keeps instead of it.
+pub mod jws;
+pub mod signing;
+
 pub fn sha256_hex(value: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, value.as_bytes()))
 }
