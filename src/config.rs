@@ -30,6 +30,7 @@ const ENV_KEYS: &[&str] = &[
     "hash_concurrency",
     "trusted_proxies",
     "housekeeping_interval_seconds",
+    "key_rotation_days",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +48,7 @@ pub struct RawConfig {
     pub hash_concurrency: Option<usize>,
     pub trusted_proxies: Option<Vec<String>>,
     pub housekeeping_interval_seconds: Option<u64>,
+    pub key_rotation_days: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub struct Config {
     /// Origin (and optional path prefix) browsers and clients use to reach Lanyard.
     /// Build links with [`Config::url`].
     pub public_url: Url,
+    /// `public_url` was not configured: it follows the bound address (port 0 included).
+    pub public_url_from_listen: bool,
     pub database_url: String,
     pub data_dir: PathBuf,
     pub master_key: Option<SecretString>,
@@ -85,6 +89,8 @@ pub struct Config {
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     pub housekeeping_interval_seconds: u64,
+    /// Signing keys older than this are rotated by the housekeeping job.
+    pub key_rotation_days: u64,
 }
 
 impl Config {
@@ -123,6 +129,7 @@ impl RawConfig {
             invalid("listen", format!("`{listen_s}` is not an address:port such as 127.0.0.1:8080"))
         })?;
 
+        let public_url_from_listen = self.public_url.is_none();
         let public_s = self.public_url.unwrap_or_else(|| format!("http://{listen}"));
         let public_url = Url::parse(&public_s)
             .map_err(|e| invalid("public_url", format!("`{public_s}` is not a URL: {e}")))?;
@@ -186,9 +193,15 @@ impl RawConfig {
         if housekeeping_interval_seconds == 0 {
             return Err(invalid("housekeeping_interval_seconds", "must be at least 1"));
         }
+        let key_rotation_days = self.key_rotation_days.unwrap_or(30);
+        if !(1..=365).contains(&key_rotation_days) {
+            return Err(invalid("key_rotation_days", "must be between 1 and 365"));
+        }
         Ok(Config {
+            key_rotation_days,
             listen,
             public_url,
+            public_url_from_listen,
             database_url,
             data_dir,
             master_key: self.master_key,

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod oauth;
 pub mod password;
 pub mod session;
 pub mod store;
@@ -64,7 +65,7 @@ pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
 impl Application {
     /// Opens the store, migrates, bootstraps a first tenant and admin when the store is
     /// empty, and binds `config.listen` (port 0 picks a free port).
-    pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Application> {
+    pub async fn build(mut config: Config, clock: SharedClock) -> anyhow::Result<Application> {
         // The key first: a bad key must stop start-up before anything is created.
         let master = load_master_key(&config)?;
         let store = open_store(&config).await?;
@@ -72,13 +73,22 @@ impl Application {
             let n = config.hash_concurrency;
             tokio::task::spawn_blocking(move || password::Hasher::new(n)).await??
         };
-        if let Some(report) = bootstrap::ensure_first_tenant(&store, &hasher, clock.now(), &config).await? {
+        let report = bootstrap::ensure_first_tenant(&store, &hasher, clock.now(), &config).await?;
+        let listener = TcpListener::bind(config.listen)?;
+        let bound = listener.local_addr()?;
+        let port = bound.port();
+        if config.public_url_from_listen {
+            config.public_url = url::Url::parse(&format!("http://{bound}"))?;
+        }
+        if let Some(report) = report {
             report.print(&config);
         }
-        let listener = TcpListener::bind(config.listen)?;
-        let port = listener.local_addr()?.port();
         let https = config.is_https();
+        let keys = keys::signing::KeyRing::new(&master);
+        keys.ensure(&store, clock.now(), keys::jws::Alg::ES256).await?;
         let state = web::Data::new(AppState {
+            keys,
+            client_secrets: oauth::client::SecretHasher::new(&master),
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),
             metrics: http::observe::recorder(),
@@ -126,6 +136,13 @@ async fn housekeeping(state: web::Data<AppState>) {
         }
         if let Err(e) = session::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "session purge failed");
+        }
+        if let Err(e) = oauth::grant::purge_expired(&state.store, now).await {
+            tracing::warn!(error = %e, "token purge failed");
+        }
+        let max_age = state.config.key_rotation_days as i64 * 86400;
+        if let Err(e) = state.keys.rotate_due(&state.store, now, max_age).await {
+            tracing::warn!(error = %e, "scheduled key rotation failed");
         }
     }
 }

@@ -32,9 +32,25 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Administer tenants, users and the audit log directly in the store.
+    /// Administer tenants, users, clients and the audit log directly in the store.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Promote the published next key to signing, retire the current one (it stays in
+    /// the JWKS until every token it signed has expired) and publish a new next key.
+    Rotate {
+        /// ES256 or RS256
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
+    /// Print the published JWKS.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +61,9 @@ enum AdminCommand {
     /// Users of a tenant.
     #[command(subcommand)]
     User(UserCommand),
+    /// OAuth clients of a tenant.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Print a tenant's audit events, newest first.
     Audit {
         #[arg(long)]
@@ -54,6 +73,51 @@ enum AdminCommand {
         json: bool,
         #[arg(long, default_value_t = 1000)]
         limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; prints it as JSON, with its secret (shown only this once) for
+    /// web and service clients.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        client_id: String,
+        /// web (confidential, secret), native (public, PKCE) or service (client_credentials)
+        #[arg(long)]
+        kind: String,
+        /// Redirect URI (repeatable). Native: private-use scheme or http://127.0.0.1/path.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Where RP-initiated logout may return (repeatable).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// Allowed scope (repeatable); default openid email profile (none for service).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Read the secret from standard input instead of generating one (43+ characters).
+        #[arg(long)]
+        secret_stdin: bool,
+        /// ID-token signing algorithm: ES256 (default) or RS256.
+        #[arg(long)]
+        id_token_alg: Option<String>,
+        #[arg(long)]
+        access_token_seconds: Option<i64>,
+        #[arg(long)]
+        id_token_seconds: Option<i64>,
+        #[arg(long)]
+        refresh_idle_seconds: Option<i64>,
+        #[arg(long)]
+        refresh_absolute_seconds: Option<i64>,
+    },
+    /// Delete a client; its tokens stop working at once.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        client_id: String,
     },
 }
 
@@ -244,6 +308,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("Lanyard: migrations applied to {}", redact(&config.database_url));
             Ok(())
         }
+        Command::Keys(cmd) => {
+            init_logging(&config, "warn");
+            let store = lanyard::open_store(&config).await?;
+            let master = lanyard::load_master_key(&config)?;
+            let keys = lanyard::keys::signing::KeyRing::new(&master);
+            let now = SystemClock.now();
+            keys.ensure(&store, now, lanyard::keys::jws::Alg::ES256).await?;
+            let r = match cmd {
+                KeysCommand::Rotate { alg } => {
+                    let alg = lanyard::keys::jws::Alg::parse(&alg).ok_or_else(|| anyhow::anyhow!("--alg must be ES256 or RS256"))?;
+                    let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
+                    let ctx = AdminContext { store: &store, hasher: &hasher, now, actor: "cli", origin: Origin::cli() };
+                    let kid = ctx.rotate_keys(&keys, alg).await?;
+                    print_json(&serde_json::json!({"alg": alg.as_str(), "active_kid": kid}))
+                }
+                KeysCommand::List => print_json(&keys.jwks(&store, now).await?),
+            };
+            store.close().await;
+            r
+        }
         Command::Admin(cmd) => {
             init_logging(&config, "warn");
             let store = lanyard::open_store(&config).await?;
@@ -255,7 +339,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 actor: "cli",
                 origin: Origin::cli(),
             };
-            let r = admin(&ctx, cmd).await;
+            let master = lanyard::load_master_key(&config)?;
+            let r = admin(&ctx, &master, cmd).await;
             store.close().await;
             r
         }
@@ -277,8 +362,60 @@ fn parse_domains(list: &[String]) -> Result<Vec<Domain>, AdminError> {
     list.iter().map(|d| Domain::parse(d).map_err(AdminError::from)).collect()
 }
 
-async fn admin(ctx: &AdminContext<'_>, cmd: AdminCommand) -> anyhow::Result<()> {
+async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
+        AdminCommand::Client(ClientCommand::Create {
+            tenant,
+            client_id,
+            kind,
+            redirect_uris,
+            post_logout_redirect_uris,
+            scopes,
+            secret_stdin,
+            id_token_alg,
+            access_token_seconds,
+            id_token_seconds,
+            refresh_idle_seconds,
+            refresh_absolute_seconds,
+        }) => {
+            use lanyard::oauth::client::{ClientKind, NewClient};
+            let kind = ClientKind::parse(&kind)?;
+            let secret = if secret_stdin {
+                use secrecy::ExposeSecret;
+                Some(read_password_stdin()?.expose_secret().to_string())
+            } else {
+                None
+            };
+            let id_token_alg = match id_token_alg {
+                Some(a) => Some(lanyard::keys::jws::Alg::parse(&a).ok_or_else(|| anyhow::anyhow!("--id-token-alg must be ES256 or RS256"))?),
+                None => None,
+            };
+            let keys = lanyard::keys::signing::KeyRing::new(master);
+            let secrets = lanyard::oauth::client::SecretHasher::new(master);
+            let new = NewClient {
+                client_id,
+                kind,
+                redirect_uris,
+                post_logout_redirect_uris,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                access_token_seconds,
+                id_token_seconds,
+                refresh_idle_seconds,
+                refresh_absolute_seconds,
+                id_token_alg,
+                secret,
+            };
+            let (c, secret) = ctx.create_client(&keys, &secrets, &tenant, new).await?;
+            let mut v = serde_json::to_value(&c)?;
+            if let Some(s) = secret {
+                v["client_secret"] = serde_json::json!(s);
+            }
+            print_json(&v)
+        }
+        AdminCommand::Client(ClientCommand::Delete { tenant, client_id }) => {
+            ctx.delete_client(&tenant, &client_id).await?;
+            print_json(&serde_json::json!({"deleted": client_id}))
+        }
         AdminCommand::Tenant(TenantCommand::Create { slug, name, domains }) => {
             print_json(&ctx.create_tenant(&slug, &name, &domains).await?)
         }

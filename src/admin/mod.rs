@@ -24,6 +24,10 @@ pub enum AdminError {
     Credential(#[from] CredentialError),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Client(#[from] crate::oauth::client::ClientError),
+    #[error("{0}")]
+    Keys(#[from] crate::keys::signing::KeyStoreError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -223,6 +227,46 @@ impl AdminContext<'_> {
         .await?;
         tx.commit().await?;
         Ok(u)
+    }
+
+    /// Registers an OAuth client. The secret (web and service kinds) is returned once.
+    pub async fn create_client(
+        &self,
+        keys: &crate::keys::signing::KeyRing,
+        secrets: &crate::oauth::client::SecretHasher,
+        tenant_slug: &str,
+        new: crate::oauth::client::NewClient,
+    ) -> Result<(crate::oauth::client::Client, Option<String>), AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        if let Some(alg) = new.id_token_alg {
+            keys.ensure(self.store, self.now, alg).await?;
+        }
+        let (c, secret) = crate::oauth::client::create(self.store, secrets, self.now, &t.id, new).await?;
+        self.audit(
+            Some(&t.id),
+            None,
+            "admin.client.create",
+            serde_json::json!({"client_id": c.client_id, "kind": c.kind, "redirect_uris": c.redirect_uris}),
+        )
+        .await;
+        Ok((c, secret))
+    }
+
+    /// Deletes a client: its refresh tokens and access tokens stop working at once.
+    pub async fn delete_client(&self, tenant_slug: &str, client_id: &str) -> Result<(), AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        if !crate::oauth::client::delete(self.store, &t.id, client_id).await? {
+            return Err(AdminError::Invalid(format!("no client `{client_id}` in tenant `{tenant_slug}`")));
+        }
+        self.audit(Some(&t.id), None, "admin.client.delete", serde_json::json!({"client_id": client_id})).await;
+        Ok(())
+    }
+
+    /// Rotates the signing key of `alg` (the published next key starts signing).
+    pub async fn rotate_keys(&self, keys: &crate::keys::signing::KeyRing, alg: crate::keys::jws::Alg) -> Result<String, AdminError> {
+        let kid = keys.rotate(self.store, self.now, alg).await?;
+        self.audit(None, None, "admin.keys.rotate", serde_json::json!({"alg": alg.as_str(), "active_kid": kid})).await;
+        Ok(kid)
     }
 
     pub async fn audit_events(&self, tenant_slug: &str, limit: i64) -> Result<Vec<audit::StoredEvent>, AdminError> {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod form;
 pub mod headers;
 pub mod observe;
+mod oauth;
 mod pages;
 mod session_cookie;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub csrf: csrf::Csrf,
     pub cookies: SessionCookie,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub keys: crate::keys::signing::KeyRing,
+    pub client_secrets: crate::oauth::client::SecretHasher,
 }
 
 impl AppState {
@@ -67,6 +70,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/login", web::post().to(pages::password_submit))
                 .route("/account", web::get().to(pages::account))
                 .route("/logout", web::post().to(pages::logout))
+                .route("/logout", web::get().to(oauth::end_session))
+                .route("/.well-known/openid-configuration", web::get().to(oauth::discovery))
+                .route("/jwks", web::get().to(oauth::jwks))
+                .route("/authorize", web::get().to(oauth::authorize))
+                .route("/token", web::post().to(oauth::token))
+                .route("/userinfo", web::get().to(oauth::userinfo))
+                .route("/userinfo", web::post().to(oauth::userinfo))
+                .route("/introspect", web::post().to(oauth::introspect))
+                .route("/revoke", web::post().to(oauth::revoke))
                 .route("/password/change", web::get().to(pages::change_password_form))
                 .route("/password/change", web::post().to(pages::change_password_submit)),
         )

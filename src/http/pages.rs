@@ -29,7 +29,7 @@ pub const SIGNIN_FAILED: &str = "That e-mail address and password do not match a
      your administrator can unlock it.";
 
 const MAX_EMAIL_FIELD: usize = 320;
-const MAX_RETURN_TO: usize = 2048;
+const MAX_RETURN_TO: usize = 4096;
 
 #[derive(Template)]
 #[template(path = "discovery.html")]
@@ -133,7 +133,7 @@ fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
     Ok(())
 }
 
-async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
+pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
     let unknown = || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
     let slug = TenantSlug::parse(raw).map_err(|_| unknown())?;
     tenant::find_by_slug(&state.store, &slug).await?.ok_or_else(unknown)
@@ -336,14 +336,84 @@ async fn record(
     }
 }
 
-/// The signed-in user of this tenant, if the browser has a live session for it.
-async fn current_user(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<Option<User>, PageError> {
+/// The live session of this tenant in this browser and its user, if the user may still
+/// sign in (not disabled, not locked out).
+pub(super) async fn current_session(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+) -> Result<Option<(session::Session, User)>, PageError> {
     let Some(token) = state.cookies.read(req) else { return Ok(None) };
-    let Some(s) = session::lookup(&state.store, state.now(), &token).await? else { return Ok(None) };
+    let now = state.now();
+    let Some(s) = session::lookup(&state.store, now, &token).await? else { return Ok(None) };
     if s.tenant_id != tenant.id {
         return Ok(None);
     }
-    Ok(user::find_by_id(&state.store, &s.user_id).await?.filter(|u| !u.disabled))
+    Ok(crate::oauth::active_user(&state.store, now, &s.user_id).await?.map(|u| (s, u)))
+}
+
+async fn current_user(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<Option<User>, PageError> {
+    Ok(current_session(req, state, tenant).await?.map(|(_, u)| u))
+}
+
+/// Ends the browser's session (if any) and audits the sign-out.
+pub(super) async fn end_current_session(req: &HttpRequest, state: &AppState) -> Result<(), PageError> {
+    let Some(token) = state.cookies.read(req) else { return Ok(()) };
+    if let Some((tenant_id, user_id)) = session::end(&state.store, &token).await? {
+        let email = user::find_by_id(&state.store, &user_id).await?.map(|u| u.email.to_string());
+        let origin = origin_of(req, state);
+        let e = Event {
+            tenant_id: Some(&tenant_id),
+            actor: email.as_deref().unwrap_or("unknown"),
+            subject: email.as_deref(),
+            event: "signout",
+            outcome: Outcome::Success,
+            reason: None,
+            origin: &origin,
+            detail: None,
+        };
+        if let Err(err) = audit::record(state.store.pool(), state.now(), e).await {
+            tracing::error!(%err, "could not write audit event");
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn signed_out_page(tenant: &Tenant) -> Result<HttpResponse, PageError> {
+    let body = SignedOutPage { slug: tenant.slug.as_str() }.render()?;
+    Ok(html(StatusCode::OK, None, body))
+}
+
+#[derive(Template)]
+#[template(path = "confirm_logout.html")]
+struct ConfirmLogoutPage<'a> {
+    tenant_name: &'a str,
+    slug: &'a str,
+    csrf: &'a str,
+    client_id: &'a str,
+    post_logout_redirect_uri: &'a str,
+    state: &'a str,
+}
+
+pub(super) fn confirm_logout_page(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    client_id: Option<&str>,
+    post_logout_redirect_uri: Option<&str>,
+    client_state: Option<&str>,
+) -> Result<HttpResponse, PageError> {
+    let grant = state.csrf.grant(req);
+    let body = ConfirmLogoutPage {
+        tenant_name: &tenant.name,
+        slug: tenant.slug.as_str(),
+        csrf: &grant.token,
+        client_id: client_id.unwrap_or(""),
+        post_logout_redirect_uri: post_logout_redirect_uri.unwrap_or(""),
+        state: client_state.unwrap_or(""),
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
 }
 
 fn to_login(tenant: &Tenant, return_to: &str) -> HttpResponse {
@@ -382,27 +452,27 @@ pub async fn logout(
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
     state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
-    if let Some(token) = state.cookies.read(&req) {
-        if let Some((tenant_id, user_id)) = session::end(&state.store, &token).await? {
-            let email = user::find_by_id(&state.store, &user_id).await?.map(|u| u.email.to_string());
-            let origin = origin_of(&req, &state);
-            let e = Event {
-                tenant_id: Some(&tenant_id),
-                actor: email.as_deref().unwrap_or("unknown"),
-                subject: email.as_deref(),
-                event: "signout",
-                outcome: Outcome::Success,
-                reason: None,
-                origin: &origin,
-                detail: None,
-            };
-            if let Err(err) = audit::record(state.store.pool(), state.now(), e).await {
-                tracing::error!(%err, "could not write audit event");
-            }
+    // From the RP-initiated logout confirmation: go back to the client if it registered
+    // that address.
+    let mut target = None;
+    if let (Some(client_id), Some(uri)) = (form.optional("client_id", 128)?, form.optional("post_logout_redirect_uri", 2000)?) {
+        let registered = crate::oauth::client::find(&state.store, &tenant.id, client_id)
+            .await?
+            .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri));
+        if !registered {
+            return Err(PageError::bad_request("The application asked to return you to an address it has not registered for sign-out."));
         }
+        let mut url = url::Url::parse(uri).map_err(|_| PageError::bad_request("The sign-out return address is not valid."))?;
+        if let Some(s) = form.optional("state", 2000)? {
+            url.query_pairs_mut().append_pair("state", s);
+        }
+        target = Some(url.to_string());
     }
-    let body = SignedOutPage { slug: tenant.slug.as_str() }.render()?;
-    let mut res = html(StatusCode::OK, None, body);
+    end_current_session(&req, &state).await?;
+    let mut res = match target {
+        Some(t) => see_other(&t).finish(),
+        None => signed_out_page(&tenant)?,
+    };
     res.add_cookie(&state.cookies.clear()).map_err(PageError::internal)?;
     Ok(res)
 }

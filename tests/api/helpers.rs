@@ -167,7 +167,8 @@ pub struct TestApp {
     pub base: String,
     pub clock: Arc<MockClock>,
     pub state: Arc<AppState>,
-    pub dir: tempfile::TempDir,
+    /// Kept so the temp dir (SQLite file, master key) lives as long as the app.
+    pub _dir: tempfile::TempDir,
 }
 
 pub struct Options {
@@ -206,7 +207,7 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
         tokio::spawn(app.run_until_stopped());
-        TestApp { base, clock, state, dir }
+        TestApp { base, clock, state, _dir: dir }
     }
 
     pub fn now(&self) -> i64 {

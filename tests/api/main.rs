@@ -4,6 +4,7 @@ mod helpers;
 mod bad_input;
 mod cli;
 mod lockout;
+mod oauth;
 mod observe;
 mod session;
 mod signin;

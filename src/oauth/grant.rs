@@ -1,0 +1,258 @@
+//! Grants, authorization codes and refresh tokens — each kind in its own table, stored
+//! only as SHA-256 of the value, so a value of one kind can never be redeemed as another
+//! and a copy of the database redeems nothing.
+//!
+//! A grant is the family: every code, refresh token and access token issued from one
+//! authentication of one user to one client carries its id. Revoking the grant (code
+//! replay, refresh-token reuse, revocation, a disabled user) ends the whole family.
+//!
+//! Redemption is one conditional `UPDATE … WHERE used_at IS NULL RETURNING`: of any
+//! number of concurrent uses of a code or refresh token, exactly one wins, on both stores.
+
+use sqlx::Row;
+
+use crate::clock::UnixTime;
+use crate::keys::{random_token, sha256_hex};
+use crate::store::{new_id, Store};
+
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub id: String,
+    pub tenant_id: String,
+    pub client_row_id: String,
+    pub user_id: Option<String>,
+    pub scope: Vec<String>,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+    pub absolute_expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+impl Grant {
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && now < self.absolute_expires_at
+    }
+}
+
+pub struct NewGrant<'a> {
+    pub tenant_id: &'a str,
+    pub client_row_id: &'a str,
+    pub user_id: &'a str,
+    pub scope: &'a [String],
+    pub auth_time: UnixTime,
+    pub amr: &'a str,
+    pub absolute_expires_at: UnixTime,
+}
+
+/// What a code remembers of its authorization request.
+pub struct CodeRequest<'a> {
+    pub redirect_uri: &'a str,
+    pub nonce: Option<&'a str>,
+    pub code_challenge: Option<&'a str>,
+    pub expires_at: UnixTime,
+}
+
+/// Creates the grant and its authorization code together; returns the code.
+pub async fn issue_code(store: &Store, now: UnixTime, g: NewGrant<'_>, c: CodeRequest<'_>) -> Result<String, sqlx::Error> {
+    let grant_id = new_id();
+    let code = random_token(32);
+    let mut tx = store.pool().begin().await?;
+    sqlx::query(
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&grant_id)
+    .bind(g.tenant_id)
+    .bind(g.client_row_id)
+    .bind(g.user_id)
+    .bind(g.scope.join(" "))
+    .bind(g.auth_time)
+    .bind(g.amr)
+    .bind(now)
+    .bind(g.absolute_expires_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO oauth_codes (code_hash, grant_id, redirect_uri, nonce, code_challenge, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sha256_hex(&code))
+    .bind(&grant_id)
+    .bind(c.redirect_uri)
+    .bind(c.nonce)
+    .bind(c.code_challenge)
+    .bind(c.expires_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(code)
+}
+
+pub struct RedeemedCode {
+    pub grant_id: String,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub expires_at: UnixTime,
+}
+
+pub enum CodeRedemption {
+    Redeemed(RedeemedCode),
+    /// The code was used before: the caller revokes its grant (RFC 6749 §4.1.2).
+    Replayed { grant_id: String },
+    Unknown,
+}
+
+pub async fn redeem_code(store: &Store, now: UnixTime, code: &str) -> Result<CodeRedemption, sqlx::Error> {
+    if code.len() > 200 {
+        return Ok(CodeRedemption::Unknown);
+    }
+    let hash = sha256_hex(code);
+    let row = sqlx::query(
+        "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
+         RETURNING grant_id, redirect_uri, nonce, code_challenge, expires_at",
+    )
+    .bind(now)
+    .bind(&hash)
+    .fetch_optional(store.pool())
+    .await?;
+    if let Some(r) = row {
+        return Ok(CodeRedemption::Redeemed(RedeemedCode {
+            grant_id: r.try_get("grant_id")?,
+            redirect_uri: r.try_get("redirect_uri")?,
+            nonce: r.try_get("nonce")?,
+            code_challenge: r.try_get("code_challenge")?,
+            expires_at: r.try_get("expires_at")?,
+        }));
+    }
+    let used = sqlx::query("SELECT grant_id FROM oauth_codes WHERE code_hash = $1")
+        .bind(&hash)
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(match used {
+        Some(r) => CodeRedemption::Replayed { grant_id: r.try_get("grant_id")? },
+        None => CodeRedemption::Unknown,
+    })
+}
+
+pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, tenant_id, client_row_id, user_id, scope, auth_time, amr, absolute_expires_at, revoked_at \
+         FROM oauth_grants WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(store.pool())
+    .await?;
+    row.map(|r| {
+        let scope: String = r.try_get("scope")?;
+        let amr: String = r.try_get("amr")?;
+        Ok(Grant {
+            id: r.try_get("id")?,
+            tenant_id: r.try_get("tenant_id")?,
+            client_row_id: r.try_get("client_row_id")?,
+            user_id: r.try_get("user_id")?,
+            scope: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            auth_time: r.try_get("auth_time")?,
+            amr: amr.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            absolute_expires_at: r.try_get("absolute_expires_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Ends a family. Returns whether it was live until now.
+pub async fn revoke_grant(store: &Store, now: UnixTime, id: &str, reason: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(store.pool())
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A new refresh token in the family; it idles out after `idle` seconds, never later
+/// than the grant's absolute expiry.
+pub async fn issue_refresh(store: &Store, now: UnixTime, grant: &Grant, idle: i64) -> Result<String, sqlx::Error> {
+    let token = random_token(32);
+    sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at, idle_expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(sha256_hex(&token))
+        .bind(&grant.id)
+        .bind(now)
+        .bind((now + idle).min(grant.absolute_expires_at))
+        .execute(store.pool())
+        .await?;
+    Ok(token)
+}
+
+pub enum RefreshRedemption {
+    Rotated { grant_id: String },
+    /// Presented again after rotation: the caller revokes the family.
+    Reused { grant_id: String },
+    Expired,
+    Unknown,
+}
+
+/// Looks a refresh token up without using it (to check which client it belongs to).
+pub async fn refresh_grant_id(store: &Store, token: &str) -> Result<Option<(String, Option<i64>, i64)>, sqlx::Error> {
+    if token.len() > 200 {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT grant_id, used_at, idle_expires_at FROM oauth_refresh_tokens WHERE token_hash = $1")
+        .bind(sha256_hex(token))
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| Ok((r.try_get("grant_id")?, r.try_get("used_at")?, r.try_get("idle_expires_at")?))).transpose()
+}
+
+pub async fn redeem_refresh(store: &Store, now: UnixTime, token: &str) -> Result<RefreshRedemption, sqlx::Error> {
+    if token.len() > 200 {
+        return Ok(RefreshRedemption::Unknown);
+    }
+    let hash = sha256_hex(token);
+    let row = sqlx::query(
+        "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND idle_expires_at > $1 \
+         RETURNING grant_id",
+    )
+    .bind(now)
+    .bind(&hash)
+    .fetch_optional(store.pool())
+    .await?;
+    if let Some(r) = row {
+        return Ok(RefreshRedemption::Rotated { grant_id: r.try_get("grant_id")? });
+    }
+    Ok(match refresh_grant_id(store, token).await? {
+        Some((grant_id, Some(_), _)) => RefreshRedemption::Reused { grant_id },
+        Some(_) => RefreshRedemption::Expired,
+        None => RefreshRedemption::Unknown,
+    })
+}
+
+pub async fn revoke_access_token(store: &Store, jti: &str, expires_at: UnixTime) -> Result<(), sqlx::Error> {
+    let r = sqlx::query("INSERT INTO oauth_revoked_access_tokens (jti, expires_at) VALUES ($1, $2)")
+        .bind(jti)
+        .bind(expires_at)
+        .execute(store.pool())
+        .await;
+    match r {
+        Err(e) if crate::store::is_unique_violation(&e) => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
+pub async fn access_token_revoked(store: &Store, jti: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT jti FROM oauth_revoked_access_tokens WHERE jti = $1")
+        .bind(jti)
+        .fetch_optional(store.pool())
+        .await?
+        .is_some())
+}
+
+/// Housekeeping: removes expired codes, refresh tokens, revocation entries and grants.
+pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM oauth_codes WHERE expires_at <= $1").bind(now - 86400).execute(store.pool()).await?;
+    sqlx::query("DELETE FROM oauth_refresh_tokens WHERE idle_expires_at <= $1").bind(now - 86400).execute(store.pool()).await?;
+    sqlx::query("DELETE FROM oauth_revoked_access_tokens WHERE expires_at <= $1").bind(now).execute(store.pool()).await?;
+    sqlx::query("DELETE FROM oauth_grants WHERE absolute_expires_at <= $1").bind(now - 86400).execute(store.pool()).await?;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Lanyard as OAuth 2.0 authorization server and OpenID Provider.
+//!
+//! The flows live here, free of HTTP: client authentication (RFC 6749 §2.3), the
+//! `authorization_code` (with PKCE, RFC 7636), `refresh_token` (rotating, with reuse
+//! detection) and `client_credentials` grants, introspection (RFC 7662) and revocation
+//! (RFC 7009). `http/oauth.rs` parses requests into these calls and renders the answers.
+//! Errors are one enum whose `Display` is the RFC error code (§5.2).
+
+pub mod client;
+pub mod grant;
+pub mod pkce;
+pub mod tokens;
+
+use serde::Serialize;
+
+use crate::clock::UnixTime;
+use crate::keys::signing::{KeyRing, KeyStoreError};
+use crate::store::Store;
+use crate::tenant::Tenant;
+use crate::user::User;
+use client::{Client, ClientKind, SecretHasher};
+use grant::{CodeRedemption, RefreshRedemption};
+
+/// RFC 6749 §5.2 (and §4.1.2.1) error codes. `Display` is the code itself; the string
+/// inside is the `error_description`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OAuthError {
+    #[error("invalid_request")]
+    InvalidRequest(String),
+    #[error("invalid_client")]
+    InvalidClient(String),
+    #[error("invalid_grant")]
+    InvalidGrant(String),
+    #[error("unauthorized_client")]
+    UnauthorizedClient(String),
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType(String),
+    #[error("invalid_scope")]
+    InvalidScope(String),
+    #[error("server_error")]
+    Server(String),
+}
+
+impl OAuthError {
+    pub fn description(&self) -> &str {
+        match self {
+            OAuthError::InvalidRequest(d)
+            | OAuthError::InvalidClient(d)
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::UnauthorizedClient(d)
+            | OAuthError::UnsupportedGrantType(d)
+            | OAuthError::InvalidScope(d)
+            | OAuthError::Server(d) => d,
+        }
+    }
+}
+
+impl From<sqlx::Error> for OAuthError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "store error in token service");
+        OAuthError::Server("temporary failure".into())
+    }
+}
+
+impl From<KeyStoreError> for OAuthError {
+    fn from(e: KeyStoreError) -> Self {
+        tracing::error!(error = %e, "signing failure in token service");
+        OAuthError::Server("temporary failure".into())
+    }
+}
+
+/// A user who may still receive tokens: exists, not disabled, not locked out.
+pub async fn active_user(store: &Store, now: UnixTime, user_id: &str) -> Result<Option<User>, sqlx::Error> {
+    let Some(u) = crate::user::find_by_id(store, user_id).await.map_err(|e| match e {
+        crate::user::UserError::Store(s) => s,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?
+    else {
+        return Ok(None);
+    };
+    if u.disabled {
+        return Ok(None);
+    }
+    if let Some(lock) = crate::password::lock_state(store, &u.id).await? {
+        if lock.locked_until.is_some_and(|t| t > now) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(u))
+}
+
+/// What the client presented to authenticate (RFC 6749 §2.3.1).
+pub struct PresentedClient<'a> {
+    pub client_id: &'a str,
+    pub secret: Option<&'a str>,
+}
+
+/// Confidential clients must present their secret; public clients must not have one.
+pub async fn authenticate_client(
+    store: &Store,
+    secrets: &SecretHasher,
+    tenant: &Tenant,
+    p: PresentedClient<'_>,
+) -> Result<Client, OAuthError> {
+    let unknown = || OAuthError::InvalidClient("client authentication failed".into());
+    let client = client::find(store, &tenant.id, p.client_id).await?.ok_or_else(unknown)?;
+    match (client.kind.is_public(), p.secret) {
+        (true, None) => Ok(client),
+        (true, Some(_)) => Err(OAuthError::InvalidClient("public clients have no secret".into())),
+        (false, Some(s)) if secrets.verify(&client, s) => Ok(client),
+        (false, _) => Err(unknown()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// The token service for one tenant at one instant.
+pub struct TokenService<'a> {
+    pub store: &'a Store,
+    pub keys: &'a KeyRing,
+    pub now: UnixTime,
+    pub issuer: String,
+    pub tenant: &'a Tenant,
+}
+
+impl TokenService<'_> {
+    async fn issue(
+        &self,
+        client: &Client,
+        grant: &grant::Grant,
+        user: &User,
+        nonce: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let minted = tokens::mint(
+            self.keys,
+            self.store,
+            self.now,
+            tokens::MintRequest { issuer: &self.issuer, client, user: Some(user), grant: Some(grant), scope: &grant.scope, nonce },
+        )
+        .await?;
+        let refresh_token = if client.allows_grant("refresh_token") {
+            Some(grant::issue_refresh(self.store, self.now, grant, client.refresh_idle_seconds).await?)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token: minted.access_token,
+            token_type: "Bearer",
+            expires_in: minted.expires_in,
+            scope: minted.scope,
+            id_token: minted.id_token,
+            refresh_token,
+        })
+    }
+
+    /// Loads the family and its user, refusing anything no longer live.
+    async fn live_family(&self, client: &Client, grant_id: &str) -> Result<(grant::Grant, User), OAuthError> {
+        let g = grant::find_grant(self.store, grant_id)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("grant not found".into()))?;
+        if g.client_row_id != client.row_id {
+            return Err(OAuthError::InvalidGrant("the grant was issued to another client".into()));
+        }
+        if !g.is_live(self.now) {
+            return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()));
+        }
+        let uid = g.user_id.clone().ok_or_else(|| OAuthError::InvalidGrant("grant has no user".into()))?;
+        let user = active_user(self.store, self.now, &uid)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("the user can no longer sign in".into()))?;
+        Ok((g, user))
+    }
+
+    /// RFC 6749 §4.1.3 with RFC 7636 §4.6.
+    #[tracing::instrument(skip_all, fields(client = %client.client_id))]
+    pub async fn exchange_code(
+        &self,
+        client: &Client,
+        code: &str,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        if !client.allows_grant("authorization_code") {
+            return Err(OAuthError::UnauthorizedClient("this client may not use authorization_code".into()));
+        }
+        let redeemed = match grant::redeem_code(self.store, self.now, code).await? {
+            CodeRedemption::Redeemed(r) => r,
+            CodeRedemption::Replayed { grant_id } => {
+                // RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
+                if grant::revoke_grant(self.store, self.now, &grant_id, "code_replay").await? {
+                    tracing::warn!("authorization code replayed: its grant was revoked");
+                }
+                return Err(OAuthError::InvalidGrant("authorization code was already used".into()));
+            }
+            CodeRedemption::Unknown => return Err(OAuthError::InvalidGrant("authorization code is not valid".into())),
+        };
+        if self.now >= redeemed.expires_at {
+            return Err(OAuthError::InvalidGrant("authorization code has expired".into()));
+        }
+        let (g, user) = self.live_family(client, &redeemed.grant_id).await?;
+        if redirect_uri != Some(redeemed.redirect_uri.as_str()) {
+            return Err(OAuthError::InvalidGrant("redirect_uri does not match the authorization request".into()));
+        }
+        match (&redeemed.code_challenge, verifier) {
+            (Some(c), Some(v)) => pkce::Challenge::from_stored(c.clone())
+                .verify(v)
+                .map_err(|e| OAuthError::InvalidGrant(e.to_string()))?,
+            (Some(_), None) => return Err(OAuthError::InvalidGrant("code_verifier is required".into())),
+            (None, Some(_)) => return Err(OAuthError::InvalidGrant("no code_challenge was sent for this code".into())),
+            (None, None) if client.kind == ClientKind::Native => {
+                return Err(OAuthError::InvalidGrant("PKCE is required for native clients".into()))
+            }
+            (None, None) => {}
+        }
+        self.issue(client, &g, &user, redeemed.nonce.as_deref()).await
+    }
+
+    /// RFC 6749 §6, rotating: every use returns a new refresh token; presenting a used
+    /// one revokes the family (OAuth 2.0 Security BCP §4.14.2).
+    #[tracing::instrument(skip_all, fields(client = %client.client_id))]
+    pub async fn refresh(&self, client: &Client, token: &str, scope: Option<&str>) -> Result<TokenResponse, OAuthError> {
+        if !client.allows_grant("refresh_token") {
+            return Err(OAuthError::UnauthorizedClient("this client may not use refresh_token".into()));
+        }
+        // The token must be this client's before it is spent.
+        match grant::refresh_grant_id(self.store, token).await? {
+            Some((gid, _, _)) => {
+                let g = grant::find_grant(self.store, &gid).await?;
+                if g.map(|g| g.client_row_id != client.row_id).unwrap_or(true) {
+                    return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
+                }
+            }
+            None => return Err(OAuthError::InvalidGrant("refresh token is not valid".into())),
+        }
+        let grant_id = match grant::redeem_refresh(self.store, self.now, token).await? {
+            RefreshRedemption::Rotated { grant_id } => grant_id,
+            RefreshRedemption::Reused { grant_id } => {
+                if grant::revoke_grant(self.store, self.now, &grant_id, "refresh_reuse").await? {
+                    tracing::warn!("rotated refresh token presented again: its family was revoked");
+                }
+                return Err(OAuthError::InvalidGrant("refresh token was already used".into()));
+            }
+            RefreshRedemption::Expired => return Err(OAuthError::InvalidGrant("refresh token has expired".into())),
+            RefreshRedemption::Unknown => return Err(OAuthError::InvalidGrant("refresh token is not valid".into())),
+        };
+        let (mut g, user) = self.live_family(client, &grant_id).await?;
+        if let Some(s) = scope {
+            let asked: Vec<String> = s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect();
+            if asked.iter().any(|a| !g.scope.contains(a)) {
+                return Err(OAuthError::InvalidScope("a refresh cannot widen the granted scope".into()));
+            }
+            g.scope = asked;
+        }
+        self.issue(client, &g, &user, None).await
+    }
+
+    /// RFC 6749 §4.4: the client acts for itself. No store writes.
+    pub async fn client_credentials(&self, client: &Client, scope: Option<&str>) -> Result<TokenResponse, OAuthError> {
+        if !client.allows_grant("client_credentials") {
+            return Err(OAuthError::UnauthorizedClient("this client may not use client_credentials".into()));
+        }
+        let scope = client.check_scope(scope).map_err(OAuthError::InvalidScope)?;
+        let minted = tokens::mint(
+            self.keys,
+            self.store,
+            self.now,
+            tokens::MintRequest { issuer: &self.issuer, client, user: None, grant: None, scope: &scope, nonce: None },
+        )
+        .await?;
+        Ok(TokenResponse {
+            access_token: minted.access_token,
+            token_type: "Bearer",
+            expires_in: minted.expires_in,
+            scope: minted.scope,
+            id_token: None,
+            refresh_token: None,
+        })
+    }
+
+    /// RFC 7662. Public clients may only ask about their own tokens.
+    pub async fn introspect(&self, caller: &Client, token: &str) -> Result<serde_json::Value, OAuthError> {
+        let inactive = serde_json::json!({"active": false});
+        if token.matches('.').count() == 2 {
+            let v = match tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, token).await? {
+                Ok(v) => v,
+                Err(_) => return Ok(inactive),
+            };
+            if caller.kind.is_public() && v.claims.client_id != caller.client_id {
+                return Ok(inactive);
+            }
+            let c = &v.claims;
+            let mut out = serde_json::json!({
+                "active": true, "token_type": "Bearer", "scope": c.scope, "client_id": c.client_id,
+                "sub": c.sub, "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
+            });
+            if let Some(u) = &v.user {
+                out["username"] = serde_json::json!(u.email);
+            }
+            return Ok(out);
+        }
+        let Some((gid, used, idle_exp)) = grant::refresh_grant_id(self.store, token).await? else { return Ok(inactive) };
+        if used.is_some() || self.now >= idle_exp {
+            return Ok(inactive);
+        }
+        let Some(g) = grant::find_grant(self.store, &gid).await? else { return Ok(inactive) };
+        let Some(client) = client::find_by_row_id(self.store, &g.client_row_id).await? else { return Ok(inactive) };
+        if !g.is_live(self.now) || (caller.kind.is_public() && client.row_id != caller.row_id) {
+            return Ok(inactive);
+        }
+        let Some(uid) = &g.user_id else { return Ok(inactive) };
+        let Some(user) = active_user(self.store, self.now, uid).await? else { return Ok(inactive) };
+        Ok(serde_json::json!({
+            "active": true, "token_type": "refresh_token", "scope": g.scope.join(" "), "client_id": client.client_id,
+            "sub": user.id, "username": user.email, "iss": self.issuer, "exp": idle_exp.min(g.absolute_expires_at),
+        }))
+    }
+
+    /// RFC 7009: always succeeds for the caller; revokes only the caller's own tokens.
+    /// A refresh token ends its whole family; an access token is listed as revoked
+    /// until it expires.
+    pub async fn revoke(&self, caller: &Client, token: &str) -> Result<(), OAuthError> {
+        if let Some((gid, _, _)) = grant::refresh_grant_id(self.store, token).await? {
+            if let Some(g) = grant::find_grant(self.store, &gid).await? {
+                if g.client_row_id == caller.row_id {
+                    grant::revoke_grant(self.store, self.now, &gid, "revoked_by_client").await?;
+                }
+            }
+            return Ok(());
+        }
+        if token.matches('.').count() == 2 {
+            if let Ok(Ok(v)) = tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, token).await {
+                if v.claims.client_id == caller.client_id {
+                    grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Lanyard's own tokens: JWT access tokens (RFC 9068, `typ: at+jwt`) and OpenID
+//! Connect ID tokens, and the one function that turns a presented access token into a
+//! [`VerifiedAccessToken`] (signature, `typ`, issuer, expiry, revocation, live family).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::client::Client;
+use super::grant::{self, Grant};
+use crate::clock::UnixTime;
+use crate::keys::jws::Alg;
+use crate::keys::signing::{KeyRing, KeyStoreError};
+use crate::store::Store;
+use crate::user::User;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// The grant (token family) this token belongs to; absent for client_credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub amr: Vec<String>,
+    pub at_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// OpenID Connect Core §3.1.3.6: left half of the hash of the access token.
+pub fn at_hash(access_token: &str, alg: Alg) -> String {
+    // ES256 and RS256 both use SHA-256.
+    let _ = alg;
+    let d = ring::digest::digest(&ring::digest::SHA256, access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
+}
+
+pub struct Minted {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub scope: String,
+    pub id_token: Option<String>,
+}
+
+pub struct MintRequest<'a> {
+    pub issuer: &'a str,
+    pub client: &'a Client,
+    pub user: Option<&'a User>,
+    pub grant: Option<&'a Grant>,
+    pub scope: &'a [String],
+    pub nonce: Option<&'a str>,
+}
+
+/// Signs an access token (ES256 always: verifiers of access tokens are ours to choose
+/// for) and, for `openid` requests with a user, an ID token in the client's algorithm.
+pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'_>) -> Result<Minted, KeyStoreError> {
+    let scope = r.scope.join(" ");
+    let access = AccessClaims {
+        iss: r.issuer.to_string(),
+        sub: r.user.map(|u| u.id.clone()).unwrap_or_else(|| r.client.client_id.clone()),
+        aud: r.client.client_id.clone(),
+        client_id: r.client.client_id.clone(),
+        exp: now + r.client.access_token_seconds,
+        iat: now,
+        jti: crate::keys::random_token(16),
+        scope: scope.clone(),
+        auth_time: r.grant.map(|g| g.auth_time),
+        gid: r.grant.map(|g| g.id.clone()),
+    };
+    let signer = keys.signer(store, now, Alg::ES256).await?;
+    let access_token = signer.sign(Some("at+jwt"), &access)?;
+    let id_token = match (r.user, r.grant, r.scope.iter().any(|s| s == "openid")) {
+        (Some(user), Some(grant), true) => {
+            let alg = r.client.id_token_alg;
+            let with_email = r.scope.iter().any(|s| s == "email");
+            let claims = IdClaims {
+                iss: r.issuer.to_string(),
+                sub: user.id.clone(),
+                aud: r.client.client_id.clone(),
+                exp: now + r.client.id_token_seconds,
+                iat: now,
+                auth_time: grant.auth_time,
+                nonce: r.nonce.map(str::to_string),
+                amr: grant.amr.clone(),
+                at_hash: at_hash(&access_token, alg),
+                email: with_email.then(|| user.email.to_string()),
+                email_verified: with_email.then_some(true),
+                sid: Some(grant.id.clone()),
+            };
+            let signer = keys.signer(store, now, alg).await?;
+            Some(signer.sign(Some("JWT"), &claims)?)
+        }
+        _ => None,
+    };
+    Ok(Minted { access_token, expires_in: r.client.access_token_seconds, scope, id_token })
+}
+
+/// An access token that passed every check. Only [`verify_access_token`] builds one.
+#[derive(Debug, Clone)]
+pub struct VerifiedAccessToken {
+    pub claims: AccessClaims,
+    pub user: Option<User>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccessTokenRejection {
+    #[error("not a valid token")]
+    Invalid,
+    #[error("token was issued by another issuer")]
+    WrongIssuer,
+    #[error("token has expired")]
+    Expired,
+    #[error("token was revoked")]
+    Revoked,
+    #[error("the user or client behind the token can no longer use it")]
+    Inactive,
+}
+
+pub async fn verify_access_token(
+    keys: &KeyRing,
+    store: &Store,
+    now: UnixTime,
+    issuer: &str,
+    token: &str,
+) -> Result<Result<VerifiedAccessToken, AccessTokenRejection>, sqlx::Error> {
+    use AccessTokenRejection::*;
+    let verified = match keys.verify(store, now, token).await {
+        Ok(v) => v,
+        Err(KeyStoreError::Store(e)) => return Err(e),
+        Err(_) => return Ok(Err(Invalid)),
+    };
+    if verified.header.typ.as_deref() != Some("at+jwt") {
+        return Ok(Err(Invalid));
+    }
+    let Ok(claims) = verified.claims_after_verification::<AccessClaims>() else { return Ok(Err(Invalid)) };
+    if claims.iss != issuer {
+        return Ok(Err(WrongIssuer));
+    }
+    if now >= claims.exp {
+        return Ok(Err(Expired));
+    }
+    if grant::access_token_revoked(store, &claims.jti).await? {
+        return Ok(Err(Revoked));
+    }
+    let mut user = None;
+    if let Some(gid) = &claims.gid {
+        let Some(g) = grant::find_grant(store, gid).await? else { return Ok(Err(Revoked)) };
+        if !g.is_live(now) {
+            return Ok(Err(Revoked));
+        }
+        if let Some(uid) = &g.user_id {
+            match super::active_user(store, now, uid).await? {
+                Some(u) => user = Some(u),
+                None => return Ok(Err(Inactive)),
+            }
+        }
+        if super::client::find_by_row_id(store, &g.client_row_id).await?.is_none() {
+            return Ok(Err(Inactive));
+        }
+    } else {
+        let tenant_slug = issuer.rsplit('/').next().unwrap_or("");
+        let Ok(slug) = crate::tenant::TenantSlug::parse(tenant_slug) else { return Ok(Err(Inactive)) };
+        let tenant = crate::tenant::find_by_slug(store, &slug).await.map_err(|e| match e {
+            crate::tenant::TenantError::Store(s) => s,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })?;
+        let Some(tenant) = tenant else { return Ok(Err(Inactive)) };
+        if super::client::find(store, &tenant.id, &claims.client_id).await?.is_none() {
+            return Ok(Err(Inactive));
+        }
+    }
+    Ok(Ok(VerifiedAccessToken { claims, user }))
+}
