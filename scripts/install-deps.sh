@@ -8,6 +8,8 @@ set -euo pipefail
 pkgs=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(postgresql)
+  # Node.js runs the third-party conformance peers (openid-client, jose).
+  if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
 fi
 
 missing=()

@@ -3,8 +3,10 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod conformance;
 mod lockout;
 mod oauth;
 mod observe;
+mod secrets;
 mod session;
 mod signin;
