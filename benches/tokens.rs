@@ -1,0 +1,275 @@
+//! Token-service throughput: `cargo bench --bench tokens`.
+//!
+//! Starts the release `lanyard` on a fresh SQLite store (loopback, free port), registers
+//! a service client and a native client with the CLI, signs a user in, then measures
+//! with BENCH_CONCURRENCY concurrent HTTP clients:
+//!   client_credentials grants/s (client_secret_basic, ES256 JWT access tokens),
+//!   introspections/s of such a token,
+//!   authorization-code exchanges/s (PKCE S256; codes minted beforehand by authorize),
+//!   refresh grants/s (each rotating a distinct refresh token),
+//! plus offline ES256 JWT validations/s (ring, key from the JWKS) and the server's
+//! peak RSS. The load generator shares the 2 cores with the server.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+const SECRET: &str = "bench-secret-0123456789-0123456789-0123456789";
+const PASSWORD: &str = "bench password 123";
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Runs `op` from `concurrency` tasks for `seconds`; returns successes per second.
+async fn sustained<F, Fut>(concurrency: usize, seconds: u64, op: F) -> (f64, u64)
+where
+    F: Fn(reqwest::Client) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, ok, failed) = (op.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                while Instant::now() < deadline {
+                    if op(c.clone()).await { ok.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    (ok.load(Ordering::Relaxed) as f64 / seconds as f64, failed.load(Ordering::Relaxed))
+}
+
+/// Runs `op` once per item of `items`, `concurrency` at a time; returns items per second.
+async fn drain(concurrency: usize, items: Vec<String>, op: impl Fn(reqwest::Client, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync + Clone + 'static) -> (f64, u64) {
+    let queue = Arc::new(std::sync::Mutex::new(items));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (queue, op, ok, failed) = (queue.clone(), op.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                loop {
+                    let Some(item) = queue.lock().expect("lock").pop() else { break };
+                    if op(c.clone(), item).await { ok.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    (ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = env_num("BENCH_SECONDS", 8);
+    let concurrency = env_num("BENCH_CONCURRENCY", 32) as usize;
+    let n_codes = env_num("BENCH_CODES", 3000) as usize;
+    let bin = env!("CARGO_BIN_EXE_lanyard");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}/lanyard.db", dir.path().display());
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("LANYARD_DATABASE_URL", &db)
+            .env("LANYARD_DATA_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("lanyard");
+        if let Some(s) = stdin {
+            child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
+        }
+        drop(child.stdin.take());
+        assert!(child.wait().expect("wait").success(), "lanyard {args:?}");
+    };
+    cli(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
+    cli(&["admin", "user", "create", "--tenant", "bench", "--email", "u@bench.test", "--password-stdin"], Some(PASSWORD));
+    cli(&["admin", "client", "create", "--tenant", "bench", "--client-id", "svc", "--kind", "service", "--scope", "api", "--secret-stdin"], Some(SECRET));
+    cli(&["admin", "client", "create", "--tenant", "bench", "--client-id", "app", "--kind", "native", "--redirect-uri", "com.example.app://cb"], None);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut server = Command::new(bin)
+        .arg("serve")
+        .env("LANYARD_DATABASE_URL", &db)
+        .env("LANYARD_DATA_DIR", dir.path())
+        .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LANYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let pid = server.id();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token_url = format!("{base}/t/bench/token");
+    println!("lanyard token-service benchmark: {} cores, {concurrency} clients, {seconds} s per figure, store SQLite",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+    // client_credentials
+    let url = token_url.clone();
+    let (cc_rate, cc_fail) = sustained(concurrency, seconds, move |c| {
+        let url = url.clone();
+        async move {
+            matches!(c.post(&url).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await, Ok(r) if r.status() == 200)
+        }
+    })
+    .await;
+
+    // introspection
+    let at: serde_json::Value = reqwest::Client::new()
+        .post(&token_url)
+        .basic_auth("svc", Some(SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("cc")
+        .json()
+        .await
+        .expect("json");
+    let access_token = at["access_token"].as_str().expect("token").to_string();
+    let url = format!("{base}/t/bench/introspect");
+    let tok = access_token.clone();
+    let (intro_rate, intro_fail) = sustained(concurrency, seconds, move |c| {
+        let (url, tok) = (url.clone(), tok.clone());
+        async move {
+            match c.post(&url).basic_auth("svc", Some(SECRET)).form(&[("token", tok.as_str())]).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.map(|v| v["active"] == true).unwrap_or(false),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+
+    // Codes: sign in once, then authorize repeatedly on that session.
+    let browser = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let page = browser.get(format!("{base}/t/bench/login")).send().await.expect("login").text().await.expect("text");
+    let start = page.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+    let csrf = &page[start..start + page[start..].find('"').expect("quote")];
+    browser
+        .post(format!("{base}/t/bench/login"))
+        .form(&[("csrf", csrf), ("email", "u@bench.test"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("sign in");
+    let verifier = "v".repeat(43) + "erifier-for-the-benchmark";
+    let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+    let authorize = format!(
+        "{base}/t/bench/authorize?response_type=code&client_id=app&redirect_uri=com.example.app%3A%2F%2Fcb&scope=openid%20email&code_challenge={challenge}&code_challenge_method=S256"
+    );
+    let mint_start = Instant::now();
+    let mut codes = Vec::with_capacity(n_codes);
+    for _ in 0..n_codes {
+        let r = browser.get(&authorize).send().await.expect("authorize");
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        if let Some(code) = loc.split("code=").nth(1).map(|s| s.split('&').next().unwrap_or("").to_string()) {
+            codes.push(code);
+        }
+        if mint_start.elapsed() > Duration::from_secs(40) {
+            break;
+        }
+    }
+    let authorize_rate = codes.len() as f64 / mint_start.elapsed().as_secs_f64();
+    let refresh_tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (url, v, rts) = (token_url.clone(), verifier.clone(), refresh_tokens.clone());
+    let (code_rate, code_fail) = drain(concurrency, codes, move |c, code| {
+        let (url, v, rts) = (url.clone(), v.clone(), rts.clone());
+        Box::pin(async move {
+            let form = [("grant_type", "authorization_code"), ("client_id", "app"), ("code", code.as_str()), ("redirect_uri", "com.example.app://cb"), ("code_verifier", v.as_str())];
+            match c.post(&url).form(&form).send().await {
+                Ok(r) if r.status() == 200 => match r.json::<serde_json::Value>().await {
+                    Ok(t) => {
+                        rts.lock().expect("lock").push(t["refresh_token"].as_str().unwrap_or("").to_string());
+                        true
+                    }
+                    Err(_) => false,
+                },
+                _ => false,
+            }
+        })
+    })
+    .await;
+    let rts = std::mem::take(&mut *refresh_tokens.lock().expect("lock"));
+    let url = token_url.clone();
+    let (refresh_rate, refresh_fail) = drain(concurrency, rts, move |c, rt| {
+        let url = url.clone();
+        Box::pin(async move {
+            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
+            matches!(c.post(&url).form(&form).send().await, Ok(r) if r.status() == 200)
+        })
+    })
+    .await;
+
+    // Offline validation: ES256 signature with the key from the JWKS (what an API does).
+    let jwks: serde_json::Value = reqwest::get(format!("{base}/t/bench/jwks")).await.expect("jwks").json().await.expect("json");
+    let kid = {
+        let h: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access_token.split('.').next().expect("h")).expect("b64")).expect("json");
+        h["kid"].as_str().expect("kid").to_string()
+    };
+    let jwk = jwks["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid.as_str()).expect("key").clone();
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().expect("x")).expect("x"));
+    point.extend(URL_SAFE_NO_PAD.decode(jwk["y"].as_str().expect("y")).expect("y"));
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let count = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (point, token, count) = (point.clone(), access_token.clone(), count.clone());
+            std::thread::spawn(move || {
+                let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point);
+                while t0.elapsed() < Duration::from_secs(3) {
+                    let (input, sig) = token.rsplit_once('.').expect("jws");
+                    let sig = URL_SAFE_NO_PAD.decode(sig).expect("sig");
+                    key.verify(input.as_bytes(), &sig).expect("valid");
+                    let claims: serde_json::Value =
+                        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(input.split('.').nth(1).expect("p")).expect("b64")).expect("json");
+                    assert!(claims["exp"].as_i64().is_some());
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    let offline = count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+
+    println!();
+    println!("client_credentials (ES256 JWT, client_secret_basic): {cc_rate:9.1} grants/s   ({cc_fail} failed)");
+    println!("introspection of a JWT access token:                 {intro_rate:9.1} req/s      ({intro_fail} failed)");
+    println!("authorize on a live session (codes minted):          {authorize_rate:9.1} codes/s    (sequential, one client)");
+    println!("authorization-code exchange (PKCE S256):             {code_rate:9.1} grants/s   ({code_fail} failed)");
+    println!("refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)");
+    println!("offline ES256 JWT validations ({threads} threads, ring):      {offline:9.1} /s");
+    println!("lanyard peak RSS:                                     {:9.1} MiB", peak_rss_mib(pid));
+    let _ = server.kill();
+    let _ = server.wait();
+}
