@@ -227,8 +227,26 @@ async fn main() {
     })
     .await;
 
-    // Offline validation: ES256 signature with the key from the JWKS (what an API does).
     let jwks: serde_json::Value = reqwest::get(format!("{base}/t/bench/jwks")).await.expect("jwks").json().await.expect("json");
+    let offline = offline_validations(&access_token, &jwks);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let lanyard_rss = peak_rss_mib(pid);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    println!();
+    println!("client_credentials (ES256 JWT, client_secret_basic): {cc_rate:9.1} grants/s   ({cc_fail} failed)");
+    println!("introspection of a JWT access token:                 {intro_rate:9.1} req/s      ({intro_fail} failed)");
+    println!("authorize on a live session (codes minted):          {authorize_rate:9.1} codes/s    (sequential, one client)");
+    println!("authorization-code exchange (PKCE S256):             {code_rate:9.1} grants/s   ({code_fail} failed)");
+    println!("refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)");
+    println!("offline ES256 JWT validations ({threads} threads, ring):      {offline:9.1} /s");
+    println!("lanyard peak RSS:                                     {lanyard_rss:9.1} MiB");
+    oidc_provider(concurrency, seconds, threads, cc_rate, intro_rate, offline, lanyard_rss).await;
+}
+
+/// Offline ES256 validation as an API does it: signature with the JWKS key, then claims.
+fn offline_validations(access_token: &str, jwks: &serde_json::Value) -> f64 {
     let kid = {
         let h: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access_token.split('.').next().expect("h")).expect("b64")).expect("json");
         h["kid"].as_str().expect("kid").to_string()
@@ -242,7 +260,7 @@ async fn main() {
     let t0 = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (point, token, count) = (point.clone(), access_token.clone(), count.clone());
+            let (point, token, count) = (point.clone(), access_token.to_string(), count.clone());
             std::thread::spawn(move || {
                 let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point);
                 while t0.elapsed() < Duration::from_secs(3) {
@@ -260,16 +278,82 @@ async fn main() {
     for h in handles {
         h.join().expect("thread");
     }
-    let offline = count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64()
+}
 
+/// The same figures from npm oidc-provider (conformance/op-bench.mjs), one Node process.
+async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, l_cc: f64, l_intro: f64, l_offline: f64, l_rss: f64) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/op-bench.mjs");
+    if !script.with_file_name("node_modules/oidc-provider").exists() {
+        println!("\noidc-provider not installed (npm ci --prefix conformance): side-by-side figures skipped");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node");
+    let pid = child.id();
+    {
+        use std::io::BufRead;
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(out).lines();
+        for line in lines.by_ref() {
+            if line.expect("line").starts_with("READY") {
+                break;
+            }
+        }
+        // Keep draining: a closed pipe would kill the Node process at its next write.
+        std::thread::spawn(move || for _ in lines {});
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/token");
+    let u = url.clone();
+    let (cc, cc_fail) = sustained(concurrency, seconds, move |c| {
+        let u = u.clone();
+        async move { matches!(c.post(&u).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let jwt: serde_json::Value = http.post(&url).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await.expect("cc").json().await.expect("json");
+    let opaque: serde_json::Value = http
+        .post(&url)
+        .basic_auth("svc", Some(SECRET))
+        .form(&[("grant_type", "client_credentials"), ("resource", "urn:opaque")])
+        .send()
+        .await
+        .expect("cc")
+        .json()
+        .await
+        .expect("json");
+    let tok = opaque["access_token"].as_str().expect("opaque").to_string();
+    let iu = format!("{base}/token/introspection");
+    let (intro, intro_fail) = sustained(concurrency, seconds, move |c| {
+        let (iu, tok) = (iu.clone(), tok.clone());
+        async move {
+            match c.post(&iu).basic_auth("svc", Some(SECRET)).form(&[("token", tok.as_str())]).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.map(|v| v["active"] == true).unwrap_or(false),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let jwks: serde_json::Value = http.get(format!("{base}/jwks")).send().await.expect("jwks").json().await.expect("json");
+    let offline = offline_validations(jwt["access_token"].as_str().expect("jwt"), &jwks);
+    let rss = peak_rss_mib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
     println!();
-    println!("client_credentials (ES256 JWT, client_secret_basic): {cc_rate:9.1} grants/s   ({cc_fail} failed)");
-    println!("introspection of a JWT access token:                 {intro_rate:9.1} req/s      ({intro_fail} failed)");
-    println!("authorize on a live session (codes minted):          {authorize_rate:9.1} codes/s    (sequential, one client)");
-    println!("authorization-code exchange (PKCE S256):             {code_rate:9.1} grants/s   ({code_fail} failed)");
-    println!("refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)");
-    println!("offline ES256 JWT validations ({threads} threads, ring):      {offline:9.1} /s");
-    println!("lanyard peak RSS:                                     {:9.1} MiB", peak_rss_mib(pid));
-    let _ = server.kill();
-    let _ = server.wait();
+    println!("side by side with npm oidc-provider 9.13.3 (one Node.js process; Lanyard: {threads} workers)");
+    println!("{:<44} {:>12} {:>14} {:>8}", "", "lanyard", "oidc-provider", "ratio");
+    let row = |name: &str, l: f64, o: f64| println!("{name:<44} {l:>12.1} {o:>14.1} {:>8.2}", if o > 0.0 { l / o } else { 0.0 });
+    row("client_credentials grants/s (ES256 JWT)", l_cc, cc);
+    row("introspections/s (oidc-provider: opaque)", l_intro, intro);
+    row("offline ES256 validations/s (same verifier)", l_offline, offline);
+    row("peak RSS MiB", l_rss, rss);
+    println!("(oidc-provider failures: client_credentials {cc_fail}, introspection {intro_fail}; it cannot introspect JWT access tokens)");
 }
