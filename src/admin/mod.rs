@@ -2,8 +2,10 @@
 //! each validated, applied in one transaction where it touches several rows, and audited
 //! with the acting admin.
 //!
-//! This module decides nothing about presentation: the CLI prints what it returns as
-//! JSON.
+//! The operations decide nothing about presentation: the CLI prints what they return as
+//! JSON, and `api.rs` serves them as the JSON admin API.
+
+pub mod api;
 
 use secrecy::SecretString;
 

@@ -61,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(observe::readyz))
         .route("/metrics", web::get().to(observe::metrics_text))
         .route("/static/lanyard.css", web::get().to(stylesheet))
+        .configure(crate::admin::api::configure)
         .route("/", web::get().to(pages::root))
         .route("/login", web::get().to(pages::discovery_form))
         .route("/login", web::post().to(pages::discovery_submit))

@@ -288,7 +288,7 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, path: web::Path
         Ok(x) => x,
         Err(r) => return r,
     };
-    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant };
+    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant, origin: pages::origin_of(&req, &state) };
     let result = async {
         let grant_type = form.optional("grant_type", 100).map_err(form_error)?;
         match grant_type {
@@ -325,7 +325,7 @@ pub async fn introspect(req: HttpRequest, state: web::Data<AppState>, path: web:
     let Some(token) = form.optional("token", 16 * 1024).ok().flatten() else {
         return oauth_error(&OAuthError::InvalidRequest("token is missing".into()));
     };
-    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant };
+    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant, origin: pages::origin_of(&req, &state) };
     match svc.introspect(&client, token).await {
         Ok(v) => json_ok(&v),
         Err(e) => oauth_error(&e),
@@ -340,7 +340,7 @@ pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     let Some(token) = form.optional("token", 16 * 1024).ok().flatten() else {
         return oauth_error(&OAuthError::InvalidRequest("token is missing".into()));
     };
-    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant };
+    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant, origin: pages::origin_of(&req, &state) };
     match svc.revoke(&client, token).await {
         Ok(()) => HttpResponse::Ok().insert_header(("pragma", "no-cache")).finish(),
         Err(e) => oauth_error(&e),

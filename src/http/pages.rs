@@ -99,7 +99,7 @@ fn see_other(location: &str) -> HttpResponseBuilder {
     b
 }
 
-fn origin_of(req: &HttpRequest, state: &AppState) -> Origin {
+pub(super) fn origin_of(req: &HttpRequest, state: &AppState) -> Origin {
     Origin {
         client_ip: client_ip::resolve(req, &state.config.trusted_proxies).map(|ip| ip.to_string()),
         user_agent: req

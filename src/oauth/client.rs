@@ -342,6 +342,14 @@ pub async fn find(store: &Store, tenant_id: &str, client_id: &str) -> Result<Opt
     row.as_ref().map(from_row).transpose()
 }
 
+pub async fn list(store: &Store, tenant_id: &str) -> Result<Vec<Client>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE tenant_id = $1 ORDER BY client_id"))
+        .bind(tenant_id)
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 pub async fn find_by_row_id(store: &Store, row_id: &str) -> Result<Option<Client>, sqlx::Error> {
     let row = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE id = $1"))
         .bind(row_id)

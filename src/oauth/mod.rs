@@ -132,9 +132,36 @@ pub struct TokenService<'a> {
     pub now: UnixTime,
     pub issuer: String,
     pub tenant: &'a Tenant,
+    /// Where the request came from, for the audit trail.
+    pub origin: crate::audit::Origin,
 }
 
 impl TokenService<'_> {
+    /// Records a token-service security event (replay, reuse, revocation).
+    async fn audit(&self, client: &Client, event: &str, grant_id: &str) {
+        let subject = match grant::find_grant(self.store, grant_id).await {
+            Ok(Some(g)) => match g.user_id {
+                Some(uid) => crate::user::find_by_id(self.store, &uid).await.ok().flatten().map(|u| u.email.to_string()),
+                None => None,
+            },
+            _ => None,
+        };
+        let actor = format!("client:{}", client.client_id);
+        let e = crate::audit::Event {
+            tenant_id: Some(&self.tenant.id),
+            actor: &actor,
+            subject: subject.as_deref(),
+            event,
+            outcome: crate::audit::Outcome::Failure,
+            reason: Some("grant_revoked"),
+            origin: &self.origin,
+            detail: Some(serde_json::json!({"client_id": client.client_id})),
+        };
+        if let Err(err) = crate::audit::record(self.store.pool(), self.now, e).await {
+            tracing::error!(%err, "could not write audit event");
+        }
+    }
+
     async fn issue(
         &self,
         client: &Client,
@@ -200,6 +227,7 @@ impl TokenService<'_> {
                 // RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
                 if grant::revoke_grant(self.store, self.now, &grant_id, "code_replay").await? {
                     tracing::warn!("authorization code replayed: its grant was revoked");
+                    self.audit(client, "oauth.code_replay", &grant_id).await;
                 }
                 return Err(OAuthError::InvalidGrant("authorization code was already used".into()));
             }
@@ -248,6 +276,7 @@ impl TokenService<'_> {
             RefreshRedemption::Reused { grant_id } => {
                 if grant::revoke_grant(self.store, self.now, &grant_id, "refresh_reuse").await? {
                     tracing::warn!("rotated refresh token presented again: its family was revoked");
+                    self.audit(client, "oauth.refresh_reuse", &grant_id).await;
                 }
                 return Err(OAuthError::InvalidGrant("refresh token was already used".into()));
             }

@@ -59,12 +59,12 @@ async fn setup(kind: StoreKind) -> (TestApp, Browser) {
     (app, b)
 }
 
-fn query_of(location: &str) -> std::collections::HashMap<String, String> {
+pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
     let q = location.split_once('?').map(|(_, q)| q).unwrap_or("");
     url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
-fn authorize_url(client_id: &str, redirect: &str, challenge: Option<&str>, extra: &[(&str, &str)]) -> String {
+pub fn authorize_url(client_id: &str, redirect: &str, challenge: Option<&str>, extra: &[(&str, &str)]) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("response_type", "code")
         .append_pair("client_id", client_id)
@@ -82,7 +82,7 @@ fn authorize_url(client_id: &str, redirect: &str, challenge: Option<&str>, extra
 }
 
 /// A code for the signed-in browser.
-async fn code_for(b: &Browser, client_id: &str, redirect: &str, challenge: Option<&str>) -> String {
+pub async fn code_for(b: &Browser, client_id: &str, redirect: &str, challenge: Option<&str>) -> String {
     let res = b.get(&authorize_url(client_id, redirect, challenge, &[])).await;
     assert_eq!(res.status(), 303);
     let loc = location(&res);
@@ -99,7 +99,7 @@ async fn token(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
-async fn exchange(app: &TestApp, client_id: &str, code: &str, redirect: &str, verifier: &str) -> (u16, Value) {
+pub async fn exchange(app: &TestApp, client_id: &str, code: &str, redirect: &str, verifier: &str) -> (u16, Value) {
     token(app, &[("grant_type", "authorization_code"), ("client_id", client_id), ("code", code), ("redirect_uri", redirect), ("code_verifier", verifier)]).await
 }
 
@@ -252,6 +252,11 @@ async fn code_replay_is_refused_and_revokes_the_first_tokens(kind: StoreKind) {
     assert_eq!(userinfo(&app, at).await, 401);
     let (s, _) = refresh(&app, "workview", first["refresh_token"].as_str().unwrap()).await;
     assert_eq!(s, 400, "first refresh token revoked");
+    let tenant = lanyard::tenant::find_by_slug(&app.state.store, &lanyard::tenant::TenantSlug::parse("acme").unwrap()).await.unwrap().unwrap();
+    let events = app.audit(&tenant).await;
+    let e = events.iter().find(|e| e.event == "oauth.code_replay").expect("replay audited");
+    assert_eq!((e.actor.as_str(), e.subject.as_deref()), ("client:workview", Some("alice@acme.test")));
+    assert_eq!(e.client_ip.as_deref(), Some("127.0.0.1"));
 }
 
 async fn bad_redirect_uris_are_refused_without_redirecting(kind: StoreKind) {
@@ -303,6 +308,8 @@ async fn refresh_rotates_and_reuse_revokes_the_family(kind: StoreKind) {
     assert_eq!(refresh(&app, "workview", &rt1).await.0, 400, "the whole family is revoked");
     assert_eq!(introspect(&app, "workview", &at1).await["active"], false);
     assert_eq!(introspect(&app, "workview", &rt1).await["active"], false);
+    let tenant = lanyard::tenant::find_by_slug(&app.state.store, &lanyard::tenant::TenantSlug::parse("acme").unwrap()).await.unwrap().unwrap();
+    assert_eq!(app.audit(&tenant).await.iter().filter(|e| e.event == "oauth.refresh_reuse").count(), 1);
 }
 
 async fn fifty_parallel_refreshes_yield_exactly_one_success(kind: StoreKind) {

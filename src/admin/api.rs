@@ -1,0 +1,308 @@
+//! The JSON admin API, per tenant, under `/t/{tenant}/admin/api/…`: the CLI's powers
+//! over clients, users, the tenant's policies and the audit log.
+//!
+//! Authentication is Lanyard's own: a Bearer access token from this tenant's issuer whose
+//! scope includes `lanyard:admin`, held either by a user who is an admin of the tenant
+//! (authorization-code flow through a client allowed that scope) or by a service client
+//! allowed that scope (`client_credentials`, for scripting). Anything else is 401 (no or
+//! bad token) or 403 (a valid token without the right). Every change is audited with the
+//! acting user or `client:<id>`.
+//!
+//! Errors are JSON: `{"error": "<code>", "message": "<what to fix>"}`.
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{AdminContext, AdminError};
+use crate::audit::Origin;
+use crate::http::AppState;
+use crate::keys::jws::Alg;
+use crate::oauth::client::{ClientError, ClientKind, NewClient};
+use crate::oauth::tokens::{self, AccessTokenRejection};
+use crate::tenant::{Tenant, TenantChange, TenantError, TenantSlug};
+use crate::user::UserError;
+
+pub const ADMIN_SCOPE: &str = "lanyard:admin";
+
+fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> HttpResponse {
+    let mut b = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        b.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"lanyard-admin\""));
+    }
+    b.json(serde_json::json!({"error": error, "message": message.into()}))
+}
+
+impl AdminError {
+    fn to_response(&self) -> HttpResponse {
+        let (status, code) = match self {
+            AdminError::Tenant(TenantError::NotFound(_)) | AdminError::User(UserError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
+            | AdminError::User(UserError::EmailTaken(_))
+            | AdminError::Client(ClientError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Store(_) | AdminError::Keys(_) | AdminError::Tenant(TenantError::Store(_))
+            | AdminError::User(UserError::Store(_)) | AdminError::Client(ClientError::Store(_)) => {
+                tracing::error!(error = %self, "admin API internal error");
+                return problem(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "temporary failure; try again");
+            }
+            _ => (StatusCode::BAD_REQUEST, "invalid_request"),
+        };
+        problem(status, code, self.to_string())
+    }
+}
+
+/// Who is calling, once the token checked out.
+struct Caller {
+    tenant: Tenant,
+    actor: String,
+    origin: Origin,
+}
+
+async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Caller, HttpResponse> {
+    let not_found = || problem(StatusCode::NOT_FOUND, "not_found", "no such tenant");
+    let slug = TenantSlug::parse(slug).map_err(|_| not_found())?;
+    let tenant = crate::tenant::find_by_slug(&state.store, &slug)
+        .await
+        .map_err(|e| AdminError::from(e).to_response())?
+        .ok_or_else(not_found)?;
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| problem(StatusCode::UNAUTHORIZED, "invalid_token", "a Bearer access token is required"))?;
+    let issuer = state.config.url(&format!("/t/{}", tenant.slug));
+    let verified = tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, token.trim())
+        .await
+        .map_err(|e| AdminError::from(e).to_response())?
+        .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
+    if !verified.claims.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
+        return Err(problem(StatusCode::FORBIDDEN, "insufficient_scope", format!("the token lacks the `{ADMIN_SCOPE}` scope")));
+    }
+    let actor = match &verified.user {
+        Some(u) if u.is_admin && u.tenant_id == tenant.id => u.email.to_string(),
+        Some(_) => return Err(problem(StatusCode::FORBIDDEN, "forbidden", "the user is not an admin of this tenant")),
+        None => format!("client:{}", verified.claims.client_id),
+    };
+    let origin = Origin {
+        client_ip: crate::http::client_ip::resolve(req, &state.config.trusted_proxies).map(|i| i.to_string()),
+        user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
+    };
+    Ok(Caller { tenant, actor, origin })
+}
+
+fn ctx<'a>(state: &'a AppState, caller: &'a Caller) -> AdminContext<'a> {
+    AdminContext { store: &state.store, hasher: &state.hasher, now: state.now(), actor: &caller.actor, origin: caller.origin.clone() }
+}
+
+macro_rules! caller {
+    ($req:expr, $state:expr, $slug:expr) => {
+        match authorize(&$req, &$state, &$slug).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, AdminError>) -> HttpResponse {
+    match r {
+        Ok(v) => HttpResponse::build(status).json(v),
+        Err(e) => e.to_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBody {
+    client_id: String,
+    kind: String,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    scopes: Option<Vec<String>>,
+    id_token_alg: Option<String>,
+    access_token_seconds: Option<i64>,
+    id_token_seconds: Option<i64>,
+    refresh_idle_seconds: Option<i64>,
+    refresh_absolute_seconds: Option<i64>,
+}
+
+pub async fn create_client(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Json<ClientBody>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    let b = body.into_inner();
+    let r = async {
+        let kind = ClientKind::parse(&b.kind)?;
+        let id_token_alg = match b.id_token_alg.as_deref() {
+            Some(a) => Some(Alg::parse(a).ok_or_else(|| AdminError::Invalid("id_token_alg must be ES256 or RS256".into()))?),
+            None => None,
+        };
+        let new = NewClient {
+            client_id: b.client_id,
+            kind,
+            redirect_uris: b.redirect_uris,
+            post_logout_redirect_uris: b.post_logout_redirect_uris,
+            scopes: b.scopes,
+            access_token_seconds: b.access_token_seconds,
+            id_token_seconds: b.id_token_seconds,
+            refresh_idle_seconds: b.refresh_idle_seconds,
+            refresh_absolute_seconds: b.refresh_absolute_seconds,
+            id_token_alg,
+            secret: None,
+        };
+        let (c, secret) = ctx(&state, &caller).create_client(&state.keys, &state.client_secrets, caller.tenant.slug.as_str(), new).await?;
+        let mut v = serde_json::to_value(&c).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        if let Some(s) = secret {
+            v["client_secret"] = serde_json::json!(s);
+        }
+        Ok::<_, AdminError>(v)
+    }
+    .await;
+    respond(StatusCode::CREATED, r)
+}
+
+pub async fn list_clients(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, crate::oauth::client::list(&state.store, &caller.tenant.id).await.map_err(AdminError::from))
+}
+
+pub async fn get_client(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, id) = path.into_inner();
+    let caller = caller!(req, state, slug);
+    match crate::oauth::client::find(&state.store, &caller.tenant.id, &id).await {
+        Ok(Some(c)) => HttpResponse::Ok().json(c),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", format!("no client `{id}`")),
+        Err(e) => AdminError::from(e).to_response(),
+    }
+}
+
+pub async fn delete_client(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, id) = path.into_inner();
+    let caller = caller!(req, state, slug);
+    match ctx(&state, &caller).delete_client(caller.tenant.slug.as_str(), &id).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(AdminError::Invalid(m)) => problem(StatusCode::NOT_FOUND, "not_found", m),
+        Err(e) => e.to_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    email: String,
+    password: Option<String>,
+    #[serde(default)]
+    is_admin: bool,
+    #[serde(default)]
+    must_change_password: bool,
+}
+
+pub async fn create_user(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Json<UserBody>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    let b = body.into_inner();
+    let pw = b.password.map(SecretString::from);
+    let r = ctx(&state, &caller).create_user(caller.tenant.slug.as_str(), &b.email, pw.as_ref(), b.is_admin, b.must_change_password).await;
+    respond(StatusCode::CREATED, r)
+}
+
+pub async fn list_users(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, crate::user::list_in_tenant(&state.store, &caller.tenant.id).await.map_err(AdminError::from))
+}
+
+pub async fn unlock_user(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    let caller = caller!(req, state, slug);
+    respond(StatusCode::OK, ctx(&state, &caller).unlock_user(&email, Some(caller.tenant.slug.as_str())).await)
+}
+
+pub async fn delete_user(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    let caller = caller!(req, state, slug);
+    match ctx(&state, &caller).delete_user(&email, Some(caller.tenant.slug.as_str())).await {
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(e) => e.to_response(),
+    }
+}
+
+pub async fn get_tenant(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    HttpResponse::Ok().json(&caller.tenant)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBody {
+    name: Option<String>,
+    signin_route: Option<String>,
+    password_min_length: Option<i64>,
+    password_max_length: Option<i64>,
+    lockout_threshold: Option<i64>,
+    lockout_seconds: Option<i64>,
+    session_idle_seconds: Option<i64>,
+    session_absolute_seconds: Option<i64>,
+    audit_retention_days: Option<i64>,
+}
+
+pub async fn update_tenant(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Json<TenantBody>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    let b = body.into_inner();
+    let r = async {
+        let change = TenantChange {
+            name: b.name,
+            signin_route: b.signin_route.as_deref().map(crate::tenant::SigninRoute::parse).transpose().map_err(AdminError::from_route)?,
+            add_domains: vec![],
+            remove_domains: vec![],
+            password_min_length: b.password_min_length,
+            password_max_length: b.password_max_length,
+            lockout_threshold: b.lockout_threshold,
+            lockout_seconds: b.lockout_seconds,
+            session_idle_seconds: b.session_idle_seconds,
+            session_absolute_seconds: b.session_absolute_seconds,
+            audit_retention_days: b.audit_retention_days,
+        };
+        ctx(&state, &caller).update_tenant(caller.tenant.slug.as_str(), change).await
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+}
+
+pub async fn audit(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, q: web::Query<AuditQuery>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, ctx(&state, &caller).audit_events(caller.tenant.slug.as_str(), q.limit.unwrap_or(1000)).await)
+}
+
+/// JSON bodies: 64 KiB at most; malformed JSON is a 400 that says why.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| {
+        let resp = problem(StatusCode::BAD_REQUEST, "invalid_request", format!("the request body is not valid JSON for this call: {e}"));
+        actix_web::error::InternalError::from_response(e, resp).into()
+    })
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/t/{tenant}/admin/api")
+            .app_data(json_config())
+            .route("/tenant", web::get().to(get_tenant))
+            .route("/tenant", web::patch().to(update_tenant))
+            .route("/clients", web::get().to(list_clients))
+            .route("/clients", web::post().to(create_client))
+            .route("/clients/{client_id}", web::get().to(get_client))
+            .route("/clients/{client_id}", web::delete().to(delete_client))
+            .route("/users", web::get().to(list_users))
+            .route("/users", web::post().to(create_user))
+            .route("/users/{email}/unlock", web::post().to(unlock_user))
+            .route("/users/{email}", web::delete().to(delete_user))
+            .route("/audit", web::get().to(audit)),
+    );
+}
