@@ -242,7 +242,8 @@ async fn main() {
     println!("refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)");
     println!("offline ES256 JWT validations ({threads} threads, ring):      {offline:9.1} /s");
     println!("lanyard peak RSS:                                     {lanyard_rss:9.1} MiB");
-    oidc_provider(concurrency, seconds, threads, cc_rate, intro_rate, offline, lanyard_rss).await;
+    let lanyard = Figures { cc: cc_rate, intro: intro_rate, code: code_rate, refresh: refresh_rate, offline, rss: lanyard_rss };
+    oidc_provider(concurrency, seconds, threads, n_codes, lanyard).await;
 }
 
 /// Offline ES256 validation as an API does it: signature with the JWKS key, then claims.
@@ -282,7 +283,30 @@ fn offline_validations(access_token: &str, jwks: &serde_json::Value) -> f64 {
 }
 
 /// The same figures from npm oidc-provider (conformance/op-bench.mjs), one Node process.
-async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, l_cc: f64, l_intro: f64, l_offline: f64, l_rss: f64) {
+struct Figures {
+    cc: f64,
+    intro: f64,
+    code: f64,
+    refresh: f64,
+    offline: f64,
+    rss: f64,
+}
+
+/// Follows oidc-provider's redirects (auth → interaction → auth) to the app's callback.
+async fn op_code(browser: &reqwest::Client, start: &str) -> Option<String> {
+    let mut url = start.to_string();
+    for _ in 0..8 {
+        let r = browser.get(&url).send().await.ok()?;
+        let loc = r.headers().get("location")?.to_str().ok()?.to_string();
+        if loc.starts_with("com.example.app://cb") {
+            return loc.split("code=").nth(1).map(|c| c.split('&').next().unwrap_or("").to_string());
+        }
+        url = reqwest::Url::parse(&url).ok()?.join(&loc).ok()?.to_string();
+    }
+    None
+}
+
+async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes: usize, l: Figures) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/op-bench.mjs");
     if !script.with_file_name("node_modules/oidc-provider").exists() {
         println!("\noidc-provider not installed (npm ci --prefix conformance): side-by-side figures skipped");
@@ -344,6 +368,53 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, l_cc: f
     .await;
     let jwks: serde_json::Value = http.get(format!("{base}/jwks")).send().await.expect("jwks").json().await.expect("json");
     let offline = offline_validations(jwt["access_token"].as_str().expect("jwt"), &jwks);
+
+    // Codes for the native client, then exchange and refresh as for Lanyard.
+    let browser = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let verifier = "v".repeat(43) + "erifier-for-the-benchmark";
+    let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+    let auth = format!(
+        "{base}/auth?response_type=code&client_id=app&redirect_uri=com.example.app%3A%2F%2Fcb&scope=openid%20email&code_challenge={challenge}&code_challenge_method=S256"
+    );
+    let mint_start = Instant::now();
+    let mut codes = Vec::new();
+    while codes.len() < n_codes && mint_start.elapsed() < Duration::from_secs(40) {
+        if let Some(c) = op_code(&browser, &auth).await {
+            codes.push(c);
+        }
+    }
+    let op_authorize = codes.len() as f64 / mint_start.elapsed().as_secs_f64();
+    let refresh_tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let at_is_jwt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (u, v, rts, jwtflag) = (url.clone(), verifier.clone(), refresh_tokens.clone(), at_is_jwt.clone());
+    let (code, code_fail) = drain(concurrency, codes, move |c, code| {
+        let (u, v, rts, jwtflag) = (u.clone(), v.clone(), rts.clone(), jwtflag.clone());
+        Box::pin(async move {
+            let form = [("grant_type", "authorization_code"), ("client_id", "app"), ("code", code.as_str()), ("redirect_uri", "com.example.app://cb"), ("code_verifier", v.as_str())];
+            match c.post(&u).form(&form).send().await {
+                Ok(r) if r.status() == 200 => match r.json::<serde_json::Value>().await {
+                    Ok(t) => {
+                        jwtflag.store(t["access_token"].as_str().unwrap_or("").matches('.').count() == 2, Ordering::Relaxed);
+                        rts.lock().expect("lock").push(t["refresh_token"].as_str().unwrap_or("").to_string());
+                        true
+                    }
+                    Err(_) => false,
+                },
+                _ => false,
+            }
+        })
+    })
+    .await;
+    let rts = std::mem::take(&mut *refresh_tokens.lock().expect("lock"));
+    let u = url.clone();
+    let (refresh, refresh_fail) = drain(concurrency, rts, move |c, rt| {
+        let u = u.clone();
+        Box::pin(async move {
+            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
+            matches!(c.post(&u).form(&form).send().await, Ok(r) if r.status() == 200)
+        })
+    })
+    .await;
     let rss = peak_rss_mib(pid);
     let _ = child.kill();
     let _ = child.wait();
@@ -351,9 +422,16 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, l_cc: f
     println!("side by side with npm oidc-provider 9.13.3 (one Node.js process; Lanyard: {threads} workers)");
     println!("{:<44} {:>12} {:>14} {:>8}", "", "lanyard", "oidc-provider", "ratio");
     let row = |name: &str, l: f64, o: f64| println!("{name:<44} {l:>12.1} {o:>14.1} {:>8.2}", if o > 0.0 { l / o } else { 0.0 });
-    row("client_credentials grants/s (ES256 JWT)", l_cc, cc);
-    row("introspections/s (oidc-provider: opaque)", l_intro, intro);
-    row("offline ES256 validations/s (same verifier)", l_offline, offline);
-    row("peak RSS MiB", l_rss, rss);
-    println!("(oidc-provider failures: client_credentials {cc_fail}, introspection {intro_fail}; it cannot introspect JWT access tokens)");
+    row("client_credentials grants/s (ES256 JWT)", l.cc, cc);
+    row("introspections/s (oidc-provider: opaque)", l.intro, intro);
+    row("code exchanges/s (PKCE S256, + ID token)", l.code, code);
+    row("refresh grants/s (rotating)", l.refresh, refresh);
+    row("offline ES256 validations/s (same verifier)", l.offline, offline);
+    row("peak RSS MiB", l.rss, rss);
+    println!(
+        "(oidc-provider: failures cc {cc_fail}, introspection {intro_fail}, code {code_fail}, refresh {refresh_fail}; \
+         code-flow access tokens are {}; codes minted at {op_authorize:.1}/s through its interaction redirects; \
+         it cannot introspect JWT access tokens)",
+        if at_is_jwt.load(Ordering::Relaxed) { "JWTs" } else { "opaque" }
+    );
 }

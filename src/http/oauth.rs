@@ -369,7 +369,7 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::P
         return bearer_error("a Bearer access token is required");
     };
     let iss = issuer(&state, &tenant);
-    match tokens::verify_access_token(&state.keys, &state.store, state.now(), &iss, token.trim()).await {
+    match tokens::verify_access_token(&state.keys, &state.store, state.now(), &iss, &tenant.id, token.trim()).await {
         Err(e) => oauth_error(&OAuthError::from(e)),
         Ok(Err(why)) => bearer_error(&why.to_string()),
         Ok(Ok(v)) => {

@@ -342,6 +342,15 @@ pub async fn find(store: &Store, tenant_id: &str, client_id: &str) -> Result<Opt
     row.as_ref().map(from_row).transpose()
 }
 
+pub async fn exists(store: &Store, tenant_id: &str, client_id: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT id FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2")
+        .bind(tenant_id)
+        .bind(client_id)
+        .fetch_optional(store.pool())
+        .await?
+        .is_some())
+}
+
 pub async fn list(store: &Store, tenant_id: &str) -> Result<Vec<Client>, sqlx::Error> {
     let rows = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE tenant_id = $1 ORDER BY client_id"))
         .bind(tenant_id)

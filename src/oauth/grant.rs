@@ -205,6 +205,20 @@ pub async fn refresh_grant_id(store: &Store, token: &str) -> Result<Option<(Stri
     row.map(|r| Ok((r.try_get("grant_id")?, r.try_get("used_at")?, r.try_get("idle_expires_at")?))).transpose()
 }
 
+/// The client (row id) a refresh token was issued to, without using the token.
+pub async fn refresh_token_client(store: &Store, token: &str) -> Result<Option<String>, sqlx::Error> {
+    if token.len() > 200 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT g.client_row_id FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
+    )
+    .bind(sha256_hex(token))
+    .fetch_optional(store.pool())
+    .await?;
+    row.map(|r| r.try_get("client_row_id")).transpose()
+}
+
 pub async fn redeem_refresh(store: &Store, now: UnixTime, token: &str) -> Result<RefreshRedemption, sqlx::Error> {
     if token.len() > 200 {
         return Ok(RefreshRedemption::Unknown);

@@ -69,24 +69,13 @@ impl From<KeyStoreError> for OAuthError {
     }
 }
 
-/// A user who may still receive tokens: exists, not disabled, not locked out.
+/// A user who may still receive tokens: exists, not disabled, not locked out. One query.
 pub async fn active_user(store: &Store, now: UnixTime, user_id: &str) -> Result<Option<User>, sqlx::Error> {
-    let Some(u) = crate::user::find_by_id(store, user_id).await.map_err(|e| match e {
+    let u = crate::user::find_active(store, now, user_id).await.map_err(|e| match e {
         crate::user::UserError::Store(s) => s,
         other => sqlx::Error::Protocol(other.to_string()),
-    })?
-    else {
-        return Ok(None);
-    };
-    if u.disabled {
-        return Ok(None);
-    }
-    if let Some(lock) = crate::password::lock_state(store, &u.id).await? {
-        if lock.locked_until.is_some_and(|t| t > now) {
-            return Ok(None);
-        }
-    }
-    Ok(Some(u))
+    })?;
+    Ok(u)
 }
 
 /// What the client presented to authenticate (RFC 6749 §2.3.1).
@@ -262,14 +251,9 @@ impl TokenService<'_> {
             return Err(OAuthError::UnauthorizedClient("this client may not use refresh_token".into()));
         }
         // The token must be this client's before it is spent.
-        match grant::refresh_grant_id(self.store, token).await? {
-            Some((gid, _, _)) => {
-                let g = grant::find_grant(self.store, &gid).await?;
-                if g.map(|g| g.client_row_id != client.row_id).unwrap_or(true) {
-                    return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
-                }
-            }
-            None => return Err(OAuthError::InvalidGrant("refresh token is not valid".into())),
+        let owned = grant::refresh_token_client(self.store, token).await?;
+        if owned.as_deref() != Some(client.row_id.as_str()) {
+            return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
         }
         let grant_id = match grant::redeem_refresh(self.store, self.now, token).await? {
             RefreshRedemption::Rotated { grant_id } => grant_id,
@@ -321,7 +305,7 @@ impl TokenService<'_> {
     pub async fn introspect(&self, caller: &Client, token: &str) -> Result<serde_json::Value, OAuthError> {
         let inactive = serde_json::json!({"active": false});
         if token.matches('.').count() == 2 {
-            let v = match tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, token).await? {
+            let v = match tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await? {
                 Ok(v) => v,
                 Err(_) => return Ok(inactive),
             };
@@ -368,7 +352,7 @@ impl TokenService<'_> {
             return Ok(());
         }
         if token.matches('.').count() == 2 {
-            if let Ok(Ok(v)) = tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, token).await {
+            if let Ok(Ok(v)) = tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await {
                 if v.claims.client_id == caller.client_id {
                     grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;
                 }

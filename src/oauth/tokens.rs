@@ -146,6 +146,7 @@ pub async fn verify_access_token(
     store: &Store,
     now: UnixTime,
     issuer: &str,
+    tenant_id: &str,
     token: &str,
 ) -> Result<Result<VerifiedAccessToken, AccessTokenRejection>, sqlx::Error> {
     use AccessTokenRejection::*;
@@ -182,17 +183,8 @@ pub async fn verify_access_token(
         if super::client::find_by_row_id(store, &g.client_row_id).await?.is_none() {
             return Ok(Err(Inactive));
         }
-    } else {
-        let tenant_slug = issuer.rsplit('/').next().unwrap_or("");
-        let Ok(slug) = crate::tenant::TenantSlug::parse(tenant_slug) else { return Ok(Err(Inactive)) };
-        let tenant = crate::tenant::find_by_slug(store, &slug).await.map_err(|e| match e {
-            crate::tenant::TenantError::Store(s) => s,
-            other => sqlx::Error::Protocol(other.to_string()),
-        })?;
-        let Some(tenant) = tenant else { return Ok(Err(Inactive)) };
-        if super::client::find(store, &tenant.id, &claims.client_id).await?.is_none() {
-            return Ok(Err(Inactive));
-        }
+    } else if !super::client::exists(store, tenant_id, &claims.client_id).await? {
+        return Ok(Err(Inactive));
     }
     Ok(Ok(VerifiedAccessToken { claims, user }))
 }

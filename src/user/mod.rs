@@ -159,6 +159,21 @@ pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<User>, UserErr
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+/// The user if they may still sign in or hold tokens: not disabled and not locked out
+/// (a password lock counts; users without a password credential cannot be locked).
+pub async fn find_active(store: &Store, now: UnixTime, id: &str) -> Result<Option<User>, UserError> {
+    let row = sqlx::query(
+        "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.created_at FROM users u \
+         LEFT JOIN password_credentials p ON p.user_id = u.id \
+         WHERE u.id = $1 AND u.disabled = 0 AND (p.locked_until IS NULL OR p.locked_until <= $2)",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
 pub async fn list_in_tenant(store: &Store, tenant_id: &str) -> Result<Vec<User>, UserError> {
     let rows = sqlx::query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY email"
