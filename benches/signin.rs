@@ -50,11 +50,7 @@ async fn one_sign_in(client: &reqwest::Client, base: &str, email: &str) -> bool 
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 fn argon2_floor(threads: usize, seconds: f64) -> f64 {
@@ -114,7 +110,10 @@ async fn main() {
     lanyard(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
     for i in 0..users {
         let email = format!("user{i}@bench.test");
-        lanyard(&["admin", "user", "create", "--tenant", "bench", "--email", &email, "--password-stdin"], Some(PASSWORD));
+        lanyard(
+            &["admin", "user", "create", "--tenant", "bench", "--email", &email, "--password-stdin"],
+            Some(PASSWORD),
+        );
     }
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
@@ -193,7 +192,10 @@ async fn main() {
 
     println!();
     println!("argon2id floor (m=19456 KiB, t=2, p=1, {cores} threads): {floor:8.1} hashes/s");
-    println!("password sign-ins through HTTP:                    {rate:8.1} sign-ins/s  ({} failed)", failed.load(Ordering::Relaxed));
+    println!(
+        "password sign-ins through HTTP:                    {rate:8.1} sign-ins/s  ({} failed)",
+        failed.load(Ordering::Relaxed)
+    );
     println!("ratio sign-ins / floor:                             {:8.2}", rate / floor);
     println!(
         "sign-in latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  (GET form + POST, {concurrency} clients)",
@@ -205,7 +207,11 @@ async fn main() {
         "burst of {burst} simultaneous sign-ins: {burst_ok} succeeded in {burst_secs:.1} s ({:.1}/s)",
         burst_ok as f64 / burst_secs
     );
-    println!("server peak RSS: {:.1} MiB after sustained load, {:.1} MiB after the burst", rss_sustained as f64 / 1024.0, rss_burst as f64 / 1024.0);
+    println!(
+        "server peak RSS: {:.1} MiB after sustained load, {:.1} MiB after the burst",
+        rss_sustained as f64 / 1024.0,
+        rss_burst as f64 / 1024.0
+    );
 
     let _ = server.kill();
     let _ = server.wait();

@@ -28,7 +28,9 @@ fn env_num(name: &str, default: u64) -> u64 {
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -47,7 +49,11 @@ where
             tokio::spawn(async move {
                 let c = reqwest::Client::new();
                 while Instant::now() < deadline {
-                    if op(c.clone()).await { ok.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                    if op(c.clone()).await {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    };
                 }
             })
         })
@@ -59,7 +65,15 @@ where
 }
 
 /// Runs `op` once per item of `items`, `concurrency` at a time; returns items per second.
-async fn drain(concurrency: usize, items: Vec<String>, op: impl Fn(reqwest::Client, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync + Clone + 'static) -> (f64, u64) {
+async fn drain(
+    concurrency: usize,
+    items: Vec<String>,
+    op: impl Fn(reqwest::Client, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+) -> (f64, u64) {
     let queue = Arc::new(std::sync::Mutex::new(items));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
@@ -70,7 +84,11 @@ async fn drain(concurrency: usize, items: Vec<String>, op: impl Fn(reqwest::Clie
                 let c = reqwest::Client::new();
                 loop {
                     let Some(item) = queue.lock().expect("lock").pop() else { break };
-                    if op(c.clone(), item).await { ok.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                    if op(c.clone(), item).await {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    };
                 }
             })
         })
@@ -106,9 +124,43 @@ async fn main() {
         assert!(child.wait().expect("wait").success(), "lanyard {args:?}");
     };
     cli(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
-    cli(&["admin", "user", "create", "--tenant", "bench", "--email", "u@bench.test", "--password-stdin"], Some(PASSWORD));
-    cli(&["admin", "client", "create", "--tenant", "bench", "--client-id", "svc", "--kind", "service", "--scope", "api", "--secret-stdin"], Some(SECRET));
-    cli(&["admin", "client", "create", "--tenant", "bench", "--client-id", "app", "--kind", "native", "--redirect-uri", "com.example.app://cb"], None);
+    cli(
+        &["admin", "user", "create", "--tenant", "bench", "--email", "u@bench.test", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    cli(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "bench",
+            "--client-id",
+            "svc",
+            "--kind",
+            "service",
+            "--scope",
+            "api",
+            "--secret-stdin",
+        ],
+        Some(SECRET),
+    );
+    cli(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "bench",
+            "--client-id",
+            "app",
+            "--kind",
+            "native",
+            "--redirect-uri",
+            "com.example.app://cb",
+        ],
+        None,
+    );
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let mut server = Command::new(bin)
@@ -130,8 +182,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let token_url = format!("{base}/t/bench/token");
-    println!("lanyard token-service benchmark: {} cores, {concurrency} clients, {seconds} s per figure, store SQLite",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "lanyard token-service benchmark: {} cores, {concurrency} clients, {seconds} s per figure, store SQLite",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
 
     // client_credentials
     let url = token_url.clone();
@@ -169,7 +223,11 @@ async fn main() {
     .await;
 
     // Codes: sign in once, then authorize repeatedly on that session.
-    let browser = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     let page = browser.get(format!("{base}/t/bench/login")).send().await.expect("login").text().await.expect("text");
     let start = page.find("name=\"csrf\" value=\"").expect("csrf") + 19;
     let csrf = &page[start..start + page[start..].find('"').expect("quote")];
@@ -202,7 +260,13 @@ async fn main() {
     let (code_rate, code_fail) = drain(concurrency, codes, move |c, code| {
         let (url, v, rts) = (url.clone(), v.clone(), rts.clone());
         Box::pin(async move {
-            let form = [("grant_type", "authorization_code"), ("client_id", "app"), ("code", code.as_str()), ("redirect_uri", "com.example.app://cb"), ("code_verifier", v.as_str())];
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("client_id", "app"),
+                ("code", code.as_str()),
+                ("redirect_uri", "com.example.app://cb"),
+                ("code_verifier", v.as_str()),
+            ];
             match c.post(&url).form(&form).send().await {
                 Ok(r) if r.status() == 200 => match r.json::<serde_json::Value>().await {
                     Ok(t) => {
@@ -227,7 +291,8 @@ async fn main() {
     })
     .await;
 
-    let jwks: serde_json::Value = reqwest::get(format!("{base}/t/bench/jwks")).await.expect("jwks").json().await.expect("json");
+    let jwks: serde_json::Value =
+        reqwest::get(format!("{base}/t/bench/jwks")).await.expect("jwks").json().await.expect("json");
     let offline = offline_validations(&access_token, &jwks);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let lanyard_rss = peak_rss_mib(pid);
@@ -237,19 +302,26 @@ async fn main() {
     println!();
     println!("client_credentials (ES256 JWT, client_secret_basic): {cc_rate:9.1} grants/s   ({cc_fail} failed)");
     println!("introspection of a JWT access token:                 {intro_rate:9.1} req/s      ({intro_fail} failed)");
-    println!("authorize on a live session (codes minted):          {authorize_rate:9.1} codes/s    (sequential, one client)");
+    println!(
+        "authorize on a live session (codes minted):          {authorize_rate:9.1} codes/s    (sequential, one client)"
+    );
     println!("authorization-code exchange (PKCE S256):             {code_rate:9.1} grants/s   ({code_fail} failed)");
-    println!("refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)");
+    println!(
+        "refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)"
+    );
     println!("offline ES256 JWT validations ({threads} threads, ring):      {offline:9.1} /s");
     println!("lanyard peak RSS:                                     {lanyard_rss:9.1} MiB");
-    let lanyard = Figures { cc: cc_rate, intro: intro_rate, code: code_rate, refresh: refresh_rate, offline, rss: lanyard_rss };
+    let lanyard =
+        Figures { cc: cc_rate, intro: intro_rate, code: code_rate, refresh: refresh_rate, offline, rss: lanyard_rss };
     oidc_provider(concurrency, seconds, threads, n_codes, lanyard).await;
 }
 
 /// Offline ES256 validation as an API does it: signature with the JWKS key, then claims.
 fn offline_validations(access_token: &str, jwks: &serde_json::Value) -> f64 {
     let kid = {
-        let h: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access_token.split('.').next().expect("h")).expect("b64")).expect("json");
+        let h: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access_token.split('.').next().expect("h")).expect("b64"))
+                .expect("json");
         h["kid"].as_str().expect("kid").to_string()
     };
     let jwk = jwks["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid.as_str()).expect("key").clone();
@@ -268,8 +340,10 @@ fn offline_validations(access_token: &str, jwks: &serde_json::Value) -> f64 {
                     let (input, sig) = token.rsplit_once('.').expect("jws");
                     let sig = URL_SAFE_NO_PAD.decode(sig).expect("sig");
                     key.verify(input.as_bytes(), &sig).expect("valid");
-                    let claims: serde_json::Value =
-                        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(input.split('.').nth(1).expect("p")).expect("b64")).expect("json");
+                    let claims: serde_json::Value = serde_json::from_slice(
+                        &URL_SAFE_NO_PAD.decode(input.split('.').nth(1).expect("p")).expect("b64"),
+                    )
+                    .expect("json");
                     assert!(claims["exp"].as_i64().is_some());
                     count.fetch_add(1, Ordering::Relaxed);
                 }
@@ -343,7 +417,16 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
     })
     .await;
     let http = reqwest::Client::new();
-    let jwt: serde_json::Value = http.post(&url).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await.expect("cc").json().await.expect("json");
+    let jwt: serde_json::Value = http
+        .post(&url)
+        .basic_auth("svc", Some(SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("cc")
+        .json()
+        .await
+        .expect("json");
     let opaque: serde_json::Value = http
         .post(&url)
         .basic_auth("svc", Some(SECRET))
@@ -366,11 +449,16 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
         }
     })
     .await;
-    let jwks: serde_json::Value = http.get(format!("{base}/jwks")).send().await.expect("jwks").json().await.expect("json");
+    let jwks: serde_json::Value =
+        http.get(format!("{base}/jwks")).send().await.expect("jwks").json().await.expect("json");
     let offline = offline_validations(jwt["access_token"].as_str().expect("jwt"), &jwks);
 
     // Codes for the native client, then exchange and refresh as for Lanyard.
-    let browser = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     let verifier = "v".repeat(43) + "erifier-for-the-benchmark";
     let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
     let auth = format!(
@@ -390,11 +478,20 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
     let (code, code_fail) = drain(concurrency, codes, move |c, code| {
         let (u, v, rts, jwtflag) = (u.clone(), v.clone(), rts.clone(), jwtflag.clone());
         Box::pin(async move {
-            let form = [("grant_type", "authorization_code"), ("client_id", "app"), ("code", code.as_str()), ("redirect_uri", "com.example.app://cb"), ("code_verifier", v.as_str())];
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("client_id", "app"),
+                ("code", code.as_str()),
+                ("redirect_uri", "com.example.app://cb"),
+                ("code_verifier", v.as_str()),
+            ];
             match c.post(&u).form(&form).send().await {
                 Ok(r) if r.status() == 200 => match r.json::<serde_json::Value>().await {
                     Ok(t) => {
-                        jwtflag.store(t["access_token"].as_str().unwrap_or("").matches('.').count() == 2, Ordering::Relaxed);
+                        jwtflag.store(
+                            t["access_token"].as_str().unwrap_or("").matches('.').count() == 2,
+                            Ordering::Relaxed,
+                        );
                         rts.lock().expect("lock").push(t["refresh_token"].as_str().unwrap_or("").to_string());
                         true
                     }
@@ -421,7 +518,9 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
     println!();
     println!("side by side with npm oidc-provider 9.13.3 (one Node.js process; Lanyard: {threads} workers)");
     println!("{:<44} {:>12} {:>14} {:>8}", "", "lanyard", "oidc-provider", "ratio");
-    let row = |name: &str, l: f64, o: f64| println!("{name:<44} {l:>12.1} {o:>14.1} {:>8.2}", if o > 0.0 { l / o } else { 0.0 });
+    let row = |name: &str, l: f64, o: f64| {
+        println!("{name:<44} {l:>12.1} {o:>14.1} {:>8.2}", if o > 0.0 { l / o } else { 0.0 })
+    };
     row("client_credentials grants/s (ES256 JWT)", l.cc, cc);
     row("introspections/s (oidc-provider: opaque)", l.intro, intro);
     row("code exchanges/s (PKCE S256, + ID token)", l.code, code);

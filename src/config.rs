@@ -99,16 +99,12 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError::Unreadable(format!(
-                    "config file {} does not exist",
-                    file.display()
-                )));
+                return Err(ConfigError::Unreadable(format!("config file {} does not exist", file.display())));
             }
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("LANYARD_").only(ENV_KEYS));
-        let raw: RawConfig =
-            figment.extract().map_err(|e| ConfigError::Unreadable(e.to_string()))?;
+        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Unreadable(e.to_string()))?;
         raw.validate()
     }
 
@@ -125,14 +121,14 @@ impl Config {
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let listen_s = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            invalid("listen", format!("`{listen_s}` is not an address:port such as 127.0.0.1:8080"))
-        })?;
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{listen_s}` is not an address:port such as 127.0.0.1:8080")))?;
 
         let public_url_from_listen = self.public_url.is_none();
         let public_s = self.public_url.unwrap_or_else(|| format!("http://{listen}"));
-        let public_url = Url::parse(&public_s)
-            .map_err(|e| invalid("public_url", format!("`{public_s}` is not a URL: {e}")))?;
+        let public_url =
+            Url::parse(&public_s).map_err(|e| invalid("public_url", format!("`{public_s}` is not a URL: {e}")))?;
         if public_url.scheme() != "http" && public_url.scheme() != "https" {
             return Err(invalid("public_url", "must start with http:// or https://"));
         }
@@ -142,16 +138,14 @@ impl RawConfig {
         if !public_url.username().is_empty() || public_url.password().is_some() {
             return Err(invalid("public_url", "must not carry user information"));
         }
-        let public_url = Url::parse(public_url.as_str().trim_end_matches('/'))
-            .map_err(|e| invalid("public_url", e.to_string()))?;
+        let public_url =
+            Url::parse(public_url.as_str().trim_end_matches('/')).map_err(|e| invalid("public_url", e.to_string()))?;
 
         let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
-        let database_url = self
-            .database_url
-            .unwrap_or_else(|| format!("sqlite://{}/lanyard.db", data_dir.display()));
+        let database_url = self.database_url.unwrap_or_else(|| format!("sqlite://{}/lanyard.db", data_dir.display()));
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
@@ -162,8 +156,7 @@ impl RawConfig {
             ));
         }
 
-        let bootstrap_admin_email =
-            self.bootstrap_admin_email.unwrap_or_else(|| "admin@lanyard.local".into());
+        let bootstrap_admin_email = self.bootstrap_admin_email.unwrap_or_else(|| "admin@lanyard.local".into());
         if crate::user::Email::parse(&bootstrap_admin_email).is_err() {
             return Err(invalid("bootstrap_admin_email", "is not a valid e-mail address"));
         }

@@ -317,7 +317,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             keys.ensure(&store, now, lanyard::keys::jws::Alg::ES256).await?;
             let r = match cmd {
                 KeysCommand::Rotate { alg } => {
-                    let alg = lanyard::keys::jws::Alg::parse(&alg).ok_or_else(|| anyhow::anyhow!("--alg must be ES256 or RS256"))?;
+                    let alg = lanyard::keys::jws::Alg::parse(&alg)
+                        .ok_or_else(|| anyhow::anyhow!("--alg must be ES256 or RS256"))?;
                     let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
                     let ctx = AdminContext { store: &store, hasher: &hasher, now, actor: "cli", origin: Origin::cli() };
                     let kid = ctx.rotate_keys(&keys, alg).await?;
@@ -387,7 +388,10 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 None
             };
             let id_token_alg = match id_token_alg {
-                Some(a) => Some(lanyard::keys::jws::Alg::parse(&a).ok_or_else(|| anyhow::anyhow!("--id-token-alg must be ES256 or RS256"))?),
+                Some(a) => Some(
+                    lanyard::keys::jws::Alg::parse(&a)
+                        .ok_or_else(|| anyhow::anyhow!("--id-token-alg must be ES256 or RS256"))?,
+                ),
                 None => None,
             };
             let keys = lanyard::keys::signing::KeyRing::new(master);
@@ -422,7 +426,12 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
         AdminCommand::Tenant(TenantCommand::Update(u)) => {
             let change = TenantChange {
                 name: u.name,
-                signin_route: u.signin.as_deref().map(SigninRoute::parse).transpose().map_err(AdminError::from_route)?,
+                signin_route: u
+                    .signin
+                    .as_deref()
+                    .map(SigninRoute::parse)
+                    .transpose()
+                    .map_err(AdminError::from_route)?,
                 add_domains: parse_domains(&u.add_domains)?,
                 remove_domains: parse_domains(&u.remove_domains)?,
                 password_min_length: u.password_min_length,

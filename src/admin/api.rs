@@ -44,8 +44,11 @@ impl AdminError {
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_))
             | AdminError::Client(ClientError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
-            AdminError::Store(_) | AdminError::Keys(_) | AdminError::Tenant(TenantError::Store(_))
-            | AdminError::User(UserError::Store(_)) | AdminError::Client(ClientError::Store(_)) => {
+            AdminError::Store(_)
+            | AdminError::Keys(_)
+            | AdminError::Tenant(TenantError::Store(_))
+            | AdminError::User(UserError::Store(_))
+            | AdminError::Client(ClientError::Store(_)) => {
                 tracing::error!(error = %self, "admin API internal error");
                 return problem(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "temporary failure; try again");
             }
@@ -76,12 +79,17 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| problem(StatusCode::UNAUTHORIZED, "invalid_token", "a Bearer access token is required"))?;
     let issuer = state.config.url(&format!("/t/{}", tenant.slug));
-    let verified = tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim())
-        .await
-        .map_err(|e| AdminError::from(e).to_response())?
-        .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
+    let verified =
+        tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim())
+            .await
+            .map_err(|e| AdminError::from(e).to_response())?
+            .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
     if !verified.claims.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
-        return Err(problem(StatusCode::FORBIDDEN, "insufficient_scope", format!("the token lacks the `{ADMIN_SCOPE}` scope")));
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("the token lacks the `{ADMIN_SCOPE}` scope"),
+        ));
     }
     let actor = match &verified.user {
         Some(u) if u.is_admin && u.tenant_id == tenant.id => u.email.to_string(),
@@ -90,13 +98,23 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
     };
     let origin = Origin {
         client_ip: crate::http::client_ip::resolve(req, &state.config.trusted_proxies).map(|i| i.to_string()),
-        user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
     };
     Ok(Caller { tenant, actor, origin })
 }
 
 fn ctx<'a>(state: &'a AppState, caller: &'a Caller) -> AdminContext<'a> {
-    AdminContext { store: &state.store, hasher: &state.hasher, now: state.now(), actor: &caller.actor, origin: caller.origin.clone() }
+    AdminContext {
+        store: &state.store,
+        hasher: &state.hasher,
+        now: state.now(),
+        actor: &caller.actor,
+        origin: caller.origin.clone(),
+    }
 }
 
 macro_rules! caller {
@@ -132,13 +150,20 @@ pub struct ClientBody {
     refresh_absolute_seconds: Option<i64>,
 }
 
-pub async fn create_client(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Json<ClientBody>) -> HttpResponse {
+pub async fn create_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<ClientBody>,
+) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
     let r = async {
         let kind = ClientKind::parse(&b.kind)?;
         let id_token_alg = match b.id_token_alg.as_deref() {
-            Some(a) => Some(Alg::parse(a).ok_or_else(|| AdminError::Invalid("id_token_alg must be ES256 or RS256".into()))?),
+            Some(a) => {
+                Some(Alg::parse(a).ok_or_else(|| AdminError::Invalid("id_token_alg must be ES256 or RS256".into()))?)
+            }
             None => None,
         };
         let new = NewClient {
@@ -154,7 +179,9 @@ pub async fn create_client(req: HttpRequest, state: web::Data<AppState>, path: w
             id_token_alg,
             secret: None,
         };
-        let (c, secret) = ctx(&state, &caller).create_client(&state.keys, &state.client_secrets, caller.tenant.slug.as_str(), new).await?;
+        let (c, secret) = ctx(&state, &caller)
+            .create_client(&state.keys, &state.client_secrets, caller.tenant.slug.as_str(), new)
+            .await?;
         let mut v = serde_json::to_value(&c).map_err(|e| AdminError::Invalid(e.to_string()))?;
         if let Some(s) = secret {
             v["client_secret"] = serde_json::json!(s);
@@ -170,7 +197,11 @@ pub async fn list_clients(req: HttpRequest, state: web::Data<AppState>, path: we
     respond(StatusCode::OK, crate::oauth::client::list(&state.store, &caller.tenant.id).await.map_err(AdminError::from))
 }
 
-pub async fn get_client(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn get_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (slug, id) = path.into_inner();
     let caller = caller!(req, state, slug);
     match crate::oauth::client::find(&state.store, &caller.tenant.id, &id).await {
@@ -180,7 +211,11 @@ pub async fn get_client(req: HttpRequest, state: web::Data<AppState>, path: web:
     }
 }
 
-pub async fn delete_client(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn delete_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (slug, id) = path.into_inner();
     let caller = caller!(req, state, slug);
     match ctx(&state, &caller).delete_client(caller.tenant.slug.as_str(), &id).await {
@@ -201,26 +236,44 @@ pub struct UserBody {
     must_change_password: bool,
 }
 
-pub async fn create_user(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Json<UserBody>) -> HttpResponse {
+pub async fn create_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<UserBody>,
+) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
     let pw = b.password.map(SecretString::from);
-    let r = ctx(&state, &caller).create_user(caller.tenant.slug.as_str(), &b.email, pw.as_ref(), b.is_admin, b.must_change_password).await;
+    let r = ctx(&state, &caller)
+        .create_user(caller.tenant.slug.as_str(), &b.email, pw.as_ref(), b.is_admin, b.must_change_password)
+        .await;
     respond(StatusCode::CREATED, r)
 }
 
 pub async fn list_users(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
-    respond(StatusCode::OK, crate::user::list_in_tenant(&state.store, &caller.tenant.id).await.map_err(AdminError::from))
+    respond(
+        StatusCode::OK,
+        crate::user::list_in_tenant(&state.store, &caller.tenant.id).await.map_err(AdminError::from),
+    )
 }
 
-pub async fn unlock_user(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn unlock_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (slug, email) = path.into_inner();
     let caller = caller!(req, state, slug);
     respond(StatusCode::OK, ctx(&state, &caller).unlock_user(&email, Some(caller.tenant.slug.as_str())).await)
 }
 
-pub async fn delete_user(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn delete_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (slug, email) = path.into_inner();
     let caller = caller!(req, state, slug);
     match ctx(&state, &caller).delete_user(&email, Some(caller.tenant.slug.as_str())).await {
@@ -248,13 +301,23 @@ pub struct TenantBody {
     audit_retention_days: Option<i64>,
 }
 
-pub async fn update_tenant(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Json<TenantBody>) -> HttpResponse {
+pub async fn update_tenant(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<TenantBody>,
+) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
     let r = async {
         let change = TenantChange {
             name: b.name,
-            signin_route: b.signin_route.as_deref().map(crate::tenant::SigninRoute::parse).transpose().map_err(AdminError::from_route)?,
+            signin_route: b
+                .signin_route
+                .as_deref()
+                .map(crate::tenant::SigninRoute::parse)
+                .transpose()
+                .map_err(AdminError::from_route)?,
             add_domains: vec![],
             remove_domains: vec![],
             password_min_length: b.password_min_length,
@@ -276,15 +339,27 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-pub async fn audit(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, q: web::Query<AuditQuery>) -> HttpResponse {
+pub async fn audit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<AuditQuery>,
+) -> HttpResponse {
     let caller = caller!(req, state, path);
-    respond(StatusCode::OK, ctx(&state, &caller).audit_events(caller.tenant.slug.as_str(), q.limit.unwrap_or(1000)).await)
+    respond(
+        StatusCode::OK,
+        ctx(&state, &caller).audit_events(caller.tenant.slug.as_str(), q.limit.unwrap_or(1000)).await,
+    )
 }
 
 /// JSON bodies: 64 KiB at most; malformed JSON is a 400 that says why.
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| {
-        let resp = problem(StatusCode::BAD_REQUEST, "invalid_request", format!("the request body is not valid JSON for this call: {e}"));
+        let resp = problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the request body is not valid JSON for this call: {e}"),
+        );
         actix_web::error::InternalError::from_response(e, resp).into()
     })
 }

@@ -56,6 +56,28 @@ async fn tenant_by_slug(store: &Store, slug: &TenantSlug) -> Result<Tenant, Admi
 }
 
 impl AdminContext<'_> {
+    /// Records an admin change inside the transaction that makes it: both or neither.
+    async fn audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+        subject: &str,
+        event: &str,
+        detail: Option<serde_json::Value>,
+    ) -> Result<(), sqlx::Error> {
+        let e = Event {
+            tenant_id: Some(tenant_id),
+            actor: self.actor,
+            subject: Some(subject),
+            event,
+            outcome: Outcome::Success,
+            reason: None,
+            origin: &self.origin,
+            detail,
+        };
+        audit::record(&mut **tx, self.now, e).await
+    }
+
     async fn audit(&self, tenant_id: Option<&str>, subject: Option<&str>, event: &str, detail: serde_json::Value) {
         let e = Event {
             tenant_id,
@@ -114,19 +136,12 @@ impl AdminContext<'_> {
         if let Some(phc) = &phc {
             password::insert_credential(&mut tx, self.now, &u.id, phc, must_change_password).await?;
         }
-        audit::record(
-            &mut *tx,
-            self.now,
-            Event {
-                tenant_id: Some(&tenant.id),
-                actor: self.actor,
-                subject: Some(email.as_str()),
-                event: "admin.user.create",
-                outcome: Outcome::Success,
-                reason: None,
-                origin: &self.origin,
-                detail: Some(serde_json::json!({"is_admin": is_admin, "password": phc.is_some()})),
-            },
+        self.audit_in(
+            &mut tx,
+            &tenant.id,
+            email.as_str(),
+            "admin.user.create",
+            Some(serde_json::json!({"is_admin": is_admin, "password": phc.is_some()})),
         )
         .await?;
         tx.commit().await?;
@@ -154,7 +169,12 @@ impl AdminContext<'_> {
         Ok(u)
     }
 
-    pub async fn set_user_disabled(&self, email: &str, tenant_slug: Option<&str>, disabled: bool) -> Result<User, AdminError> {
+    pub async fn set_user_disabled(
+        &self,
+        email: &str,
+        tenant_slug: Option<&str>,
+        disabled: bool,
+    ) -> Result<User, AdminError> {
         let mut u = self.user_by_email(email, tenant_slug).await?;
         user::set_disabled(self.store, self.now, &u.id, disabled).await?;
         let event = if disabled { "admin.user.disable" } else { "admin.user.enable" };
@@ -188,19 +208,12 @@ impl AdminContext<'_> {
         if updated.rows_affected() == 0 {
             password::insert_credential(&mut tx, self.now, &u.id, &phc, must_change).await?;
         }
-        audit::record(
-            &mut *tx,
-            self.now,
-            Event {
-                tenant_id: Some(&u.tenant_id),
-                actor: self.actor,
-                subject: Some(u.email.as_str()),
-                event: "admin.user.set_password",
-                outcome: Outcome::Success,
-                reason: None,
-                origin: &self.origin,
-                detail: Some(serde_json::json!({"must_change": must_change})),
-            },
+        self.audit_in(
+            &mut tx,
+            &u.tenant_id,
+            u.email.as_str(),
+            "admin.user.set_password",
+            Some(serde_json::json!({"must_change": must_change})),
         )
         .await?;
         tx.commit().await?;
@@ -212,21 +225,7 @@ impl AdminContext<'_> {
         let u = self.user_by_email(email, tenant_slug).await?;
         let mut tx = self.store.pool().begin().await?;
         user::delete(&mut tx, &u.id).await?;
-        audit::record(
-            &mut *tx,
-            self.now,
-            Event {
-                tenant_id: Some(&u.tenant_id),
-                actor: self.actor,
-                subject: Some(u.email.as_str()),
-                event: "admin.user.delete",
-                outcome: Outcome::Success,
-                reason: None,
-                origin: &self.origin,
-                detail: None,
-            },
-        )
-        .await?;
+        self.audit_in(&mut tx, &u.tenant_id, u.email.as_str(), "admin.user.delete", None).await?;
         tx.commit().await?;
         Ok(u)
     }
@@ -265,7 +264,11 @@ impl AdminContext<'_> {
     }
 
     /// Rotates the signing key of `alg` (the published next key starts signing).
-    pub async fn rotate_keys(&self, keys: &crate::keys::signing::KeyRing, alg: crate::keys::jws::Alg) -> Result<String, AdminError> {
+    pub async fn rotate_keys(
+        &self,
+        keys: &crate::keys::signing::KeyRing,
+        alg: crate::keys::jws::Alg,
+    ) -> Result<String, AdminError> {
         let kid = keys.rotate(self.store, self.now, alg).await?;
         self.audit(None, None, "admin.keys.rotate", serde_json::json!({"alg": alg.as_str(), "active_kid": kid})).await;
         Ok(kid)

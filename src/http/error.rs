@@ -55,9 +55,8 @@ impl ResponseError for PageError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        let body = ErrorPage { title: self.title, message: &self.message }
-            .render()
-            .unwrap_or_else(|_| self.message.clone());
+        let body =
+            ErrorPage { title: self.title, message: &self.message }.render().unwrap_or_else(|_| self.message.clone());
         HttpResponse::build(self.status).content_type("text/html; charset=utf-8").body(body)
     }
 }

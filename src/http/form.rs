@@ -46,10 +46,7 @@ pub struct FormFields(HashMap<String, String>);
 
 fn decode(part: &[u8]) -> Result<String, FormError> {
     let plus_to_space: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-    percent_decode(&plus_to_space)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| FormError::InvalidUtf8)
+    percent_decode(&plus_to_space).decode_utf8().map(|c| c.into_owned()).map_err(|_| FormError::InvalidUtf8)
 }
 
 impl FormFields {

@@ -18,10 +18,7 @@ pub async fn add(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let https = req
-        .app_data::<actix_web::web::Data<super::AppState>>()
-        .map(|s| s.config.is_https())
-        .unwrap_or(false);
+    let https = req.app_data::<actix_web::web::Data<super::AppState>>().map(|s| s.config.is_https()).unwrap_or(false);
     let mut res = next.call(req).await?;
     let h = res.headers_mut();
     let set = |h: &mut header::HeaderMap, k: HeaderName, v: &'static str| {

@@ -9,8 +9,8 @@ pub mod csrf;
 pub mod error;
 pub mod form;
 pub mod headers;
-pub mod observe;
 mod oauth;
+pub mod observe;
 mod pages;
 mod session_cookie;
 
@@ -100,12 +100,15 @@ pub fn app(
 > {
     actix_web::App::new()
         .app_data(state)
-        .app_data(web::PathConfig::default().error_handler(|e, _| {
-            error::PageError::bad_request(format!("the address is not valid: {e}")).into()
-        }))
-        .app_data(web::QueryConfig::default().error_handler(|e, _| {
-            error::PageError::bad_request(format!("the query string is not valid: {e}")).into()
-        }))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| error::PageError::bad_request(format!("the address is not valid: {e}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|e, _| {
+                error::PageError::bad_request(format!("the query string is not valid: {e}")).into()
+            }),
+        )
         .configure(configure)
         .wrap(from_fn(headers::add))
         .wrap(from_fn(observe::track))

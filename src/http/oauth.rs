@@ -111,16 +111,21 @@ impl OwnedErrorResponse for PageError {
     }
 }
 
-pub async fn authorize(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn authorize(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
     let q = FormFields::parse(req.query_string().as_bytes())?;
-    let client_id = q.optional("client_id", 128)?.ok_or_else(|| PageError::bad_request("The request names no client (client_id is missing)."))?;
-    let client = client::find(&state.store, &tenant.id, client_id)
-        .await?
-        .ok_or_else(|| PageError::bad_request("The application that sent you here is not registered with this organisation."))?;
-    let redirect_uri = q
-        .optional("redirect_uri", 2000)?
-        .ok_or_else(|| PageError::bad_request("The request has no redirect_uri."))?;
+    let client_id = q
+        .optional("client_id", 128)?
+        .ok_or_else(|| PageError::bad_request("The request names no client (client_id is missing)."))?;
+    let client = client::find(&state.store, &tenant.id, client_id).await?.ok_or_else(|| {
+        PageError::bad_request("The application that sent you here is not registered with this organisation.")
+    })?;
+    let redirect_uri =
+        q.optional("redirect_uri", 2000)?.ok_or_else(|| PageError::bad_request("The request has no redirect_uri."))?;
     if !client.redirect_uri_matches(redirect_uri) {
         return Err(PageError::bad_request(
             "The application asked to return you to an address it has not registered. You have not been redirected.",
@@ -223,15 +228,22 @@ pub async fn authorize(req: HttpRequest, state: web::Data<AppState>, path: web::
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: each part
 /// form-urlencoded) or from the body; never both.
-fn presented_client<'a>(req: &HttpRequest, form: &'a FormFields, basic: &'a mut Option<(String, String)>) -> Result<PresentedClient<'a>, OAuthError> {
+fn presented_client<'a>(
+    req: &HttpRequest,
+    form: &'a FormFields,
+    basic: &'a mut Option<(String, String)>,
+) -> Result<PresentedClient<'a>, OAuthError> {
     if let Some(h) = req.headers().get(header::AUTHORIZATION) {
         let h = h.to_str().map_err(|_| OAuthError::InvalidClient("malformed Authorization header".into()))?;
         let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) else {
             return Err(OAuthError::InvalidClient("only Basic client authentication is supported".into()));
         };
-        let raw = STANDARD.decode(b64.trim()).map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
-        let raw = String::from_utf8(raw).map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
-        let (id, secret) = raw.split_once(':').ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
+        let raw =
+            STANDARD.decode(b64.trim()).map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
+        let raw =
+            String::from_utf8(raw).map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
+        let (id, secret) =
+            raw.split_once(':').ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
         let dec = |s: &str| {
             percent_encoding::percent_decode_str(&s.replace('+', " "))
                 .decode_utf8()
@@ -262,7 +274,8 @@ async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, 
 
 async fn tenant_or_json(state: &AppState, slug: &str) -> Result<Tenant, HttpResponse> {
     tenant_from_path(state, slug).await.map_err(|_| {
-        HttpResponse::NotFound().json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
+        HttpResponse::NotFound()
+            .json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
     })
 }
 
@@ -283,17 +296,51 @@ async fn client_request(
     Ok((tenant, form, client))
 }
 
-pub async fn token(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+fn service<'a>(req: &HttpRequest, state: &'a AppState, tenant: &'a Tenant) -> TokenService<'a> {
+    TokenService {
+        store: &state.store,
+        keys: &state.keys,
+        now: state.now(),
+        issuer: issuer(state, tenant),
+        tenant,
+        origin: pages::origin_of(req, state),
+    }
+}
+
+/// Introspection and revocation: an authenticated client and its `token` parameter.
+async fn token_request(
+    req: &HttpRequest,
+    state: &AppState,
+    slug: &str,
+    body: &web::Bytes,
+) -> Result<(Tenant, client::Client, String), HttpResponse> {
+    let (tenant, form, client) = client_request(req, state, slug, body).await?;
+    match form.optional("token", 16 * 1024) {
+        Ok(Some(t)) => Ok((tenant, client, t.to_string())),
+        Ok(None) => Err(oauth_error(&OAuthError::InvalidRequest("token is missing".into()))),
+        Err(e) => Err(oauth_error(&form_error(e))),
+    }
+}
+
+pub async fn token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let (tenant, form, client) = match client_request(&req, &state, &path, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant, origin: pages::origin_of(&req, &state) };
+    let svc = service(&req, &state, &tenant);
     let result = async {
         let grant_type = form.optional("grant_type", 100).map_err(form_error)?;
         match grant_type {
             Some("authorization_code") => {
-                let code = form.optional("code", 200).map_err(form_error)?.ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
+                let code = form
+                    .optional("code", 200)
+                    .map_err(form_error)?
+                    .ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
                 let redirect_uri = form.optional("redirect_uri", 2000).map_err(form_error)?;
                 let verifier = form.optional("code_verifier", 200).map_err(form_error)?;
                 svc.exchange_code(&client, code, redirect_uri, verifier).await
@@ -305,8 +352,13 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, path: web::Path
                     .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
                 svc.refresh(&client, rt, form.optional("scope", 1000).map_err(form_error)?).await
             }
-            Some("client_credentials") => svc.client_credentials(&client, form.optional("scope", 1000).map_err(form_error)?).await,
-            Some(other) => Err(OAuthError::UnsupportedGrantType(format!("grant_type `{}` is not supported", other.chars().take(40).collect::<String>()))),
+            Some("client_credentials") => {
+                svc.client_credentials(&client, form.optional("scope", 1000).map_err(form_error)?).await
+            }
+            Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
+                "grant_type `{}` is not supported",
+                other.chars().take(40).collect::<String>()
+            ))),
             None => Err(OAuthError::InvalidRequest("grant_type is missing".into())),
         }
     }
@@ -317,31 +369,35 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, path: web::Path
     }
 }
 
-pub async fn introspect(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
-    let (tenant, form, client) = match client_request(&req, &state, &path, &body).await {
+pub async fn introspect(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (tenant, client, token) = match token_request(&req, &state, &path, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Some(token) = form.optional("token", 16 * 1024).ok().flatten() else {
-        return oauth_error(&OAuthError::InvalidRequest("token is missing".into()));
-    };
-    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant, origin: pages::origin_of(&req, &state) };
-    match svc.introspect(&client, token).await {
+    let svc = service(&req, &state, &tenant);
+    match svc.introspect(&client, &token).await {
         Ok(v) => json_ok(&v),
         Err(e) => oauth_error(&e),
     }
 }
 
-pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
-    let (tenant, form, client) = match client_request(&req, &state, &path, &body).await {
+pub async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (tenant, client, token) = match token_request(&req, &state, &path, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Some(token) = form.optional("token", 16 * 1024).ok().flatten() else {
-        return oauth_error(&OAuthError::InvalidRequest("token is missing".into()));
-    };
-    let svc = TokenService { store: &state.store, keys: &state.keys, now: state.now(), issuer: issuer(&state, &tenant), tenant: &tenant, origin: pages::origin_of(&req, &state) };
-    match svc.revoke(&client, token).await {
+    let svc = service(&req, &state, &tenant);
+    match svc.revoke(&client, &token).await {
         Ok(()) => HttpResponse::Ok().insert_header(("pragma", "no-cache")).finish(),
         Err(e) => oauth_error(&e),
     }
@@ -350,7 +406,10 @@ pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
 fn bearer_error(desc: &str) -> HttpResponse {
     let v = format!("Bearer error=\"invalid_token\", error_description=\"{desc}\"");
     HttpResponse::Unauthorized()
-        .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer"))))
+        .insert_header((
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer")),
+        ))
         .json(serde_json::json!({"error": "invalid_token", "error_description": desc}))
 }
 
@@ -396,7 +455,11 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::P
 
 /// OpenID Connect RP-Initiated Logout 1.0. With a valid `id_token_hint` for the
 /// signed-in user the session ends at once; otherwise the person confirms with a form.
-pub async fn end_session(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn end_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
     let q = FormFields::parse(req.query_string().as_bytes())?;
     let now = state.now();
@@ -417,11 +480,15 @@ pub async fn end_session(req: HttpRequest, state: web::Data<AppState>, path: web
     let client_state = q.optional("state", 2000)?;
     if let Some(uri) = post_logout {
         let registered = match &client_id {
-            Some(id) => client::find(&state.store, &tenant.id, id).await?.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri)),
+            Some(id) => client::find(&state.store, &tenant.id, id)
+                .await?
+                .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri)),
             None => false,
         };
         if !registered {
-            return Err(PageError::bad_request("The application asked to return you to an address it has not registered for sign-out."));
+            return Err(PageError::bad_request(
+                "The application asked to return you to an address it has not registered for sign-out.",
+            ));
         }
     }
     let session = current_session(&req, &state, &tenant).await?;

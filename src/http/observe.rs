@@ -51,8 +51,7 @@ pub async fn track(
     let status = res.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("lanyard_http_requests_total", &labels).increment(1);
-    metrics::histogram!("lanyard_http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
+    metrics::histogram!("lanyard_http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     Ok(res)
 }
 
@@ -71,7 +70,5 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

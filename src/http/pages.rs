@@ -133,8 +133,14 @@ fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
     Ok(())
 }
 
+/// Every state-changing form starts here: a missing or foreign token is a 403.
+fn check_csrf(req: &HttpRequest, state: &AppState, form: &FormFields) -> Result<(), PageError> {
+    state.csrf.verify(req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))
+}
+
 pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
-    let unknown = || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
+    let unknown =
+        || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
     let slug = TenantSlug::parse(raw).map_err(|_| unknown())?;
     tenant::find_by_slug(&state.store, &slug).await?.ok_or_else(unknown)
 }
@@ -152,7 +158,11 @@ fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Option<&str>) 
         q.append_pair("return_to", r);
     }
     let q = q.finish();
-    if q.is_empty() { path } else { format!("{path}?{q}") }
+    if q.is_empty() {
+        path
+    } else {
+        format!("{path}?{q}")
+    }
 }
 
 pub async fn root() -> HttpResponse {
@@ -182,7 +192,7 @@ pub async fn discovery_submit(
     state: web::Data<AppState>,
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
-    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    check_csrf(&req, &state, &form)?;
     let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
     let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
     let grant = state.csrf.grant(&req);
@@ -238,7 +248,7 @@ pub async fn password_submit(
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
-    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    check_csrf(&req, &state, &form)?;
     let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
     let raw_password = form.required("password", MAX_PASSWORD_BYTES)?;
     if raw_password.len() > MAX_PASSWORD_BYTES {
@@ -298,8 +308,17 @@ pub async fn password_submit(
             Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
         }
         Err(SignInError::Rejected(failure, _)) => {
-            record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Failure, Some(failure.reason()), &origin)
-                .await;
+            record(
+                &state,
+                now,
+                &tenant,
+                Some(email.as_str()),
+                "signin",
+                Outcome::Failure,
+                Some(failure.reason()),
+                &origin,
+            )
+            .await;
             if failure == SignInFailure::BadPasswordNowLocked {
                 record(&state, now, &tenant, Some(email.as_str()), "lockout", Outcome::Success, None, &origin).await;
             }
@@ -451,18 +470,23 @@ pub async fn logout(
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
-    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    check_csrf(&req, &state, &form)?;
     // From the RP-initiated logout confirmation: go back to the client if it registered
     // that address.
     let mut target = None;
-    if let (Some(client_id), Some(uri)) = (form.optional("client_id", 128)?, form.optional("post_logout_redirect_uri", 2000)?) {
+    if let (Some(client_id), Some(uri)) =
+        (form.optional("client_id", 128)?, form.optional("post_logout_redirect_uri", 2000)?)
+    {
         let registered = crate::oauth::client::find(&state.store, &tenant.id, client_id)
             .await?
             .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri));
         if !registered {
-            return Err(PageError::bad_request("The application asked to return you to an address it has not registered for sign-out."));
+            return Err(PageError::bad_request(
+                "The application asked to return you to an address it has not registered for sign-out.",
+            ));
         }
-        let mut url = url::Url::parse(uri).map_err(|_| PageError::bad_request("The sign-out return address is not valid."))?;
+        let mut url =
+            url::Url::parse(uri).map_err(|_| PageError::bad_request("The sign-out return address is not valid."))?;
         if let Some(s) = form.optional("state", 2000)? {
             url.query_pairs_mut().append_pair("state", s);
         }
@@ -511,7 +535,7 @@ pub async fn change_password_submit(
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
-    state.csrf.verify(&req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))?;
+    check_csrf(&req, &state, &form)?;
     let Some(user) = current_user(&req, &state, &tenant).await? else {
         return Ok(to_login(&tenant, &format!("/t/{}/password/change", tenant.slug)));
     };
@@ -543,8 +567,17 @@ pub async fn change_password_submit(
     match password::sign_in(&state.store, &state.hasher, now, &tenant, &user.email, &current).await {
         Ok(_) => {}
         Err(SignInError::Rejected(f, _)) => {
-            record(&state, now, &tenant, Some(user.email.as_str()), "password.change", Outcome::Failure, Some(f.reason()), &origin)
-                .await;
+            record(
+                &state,
+                now,
+                &tenant,
+                Some(user.email.as_str()),
+                "password.change",
+                Outcome::Failure,
+                Some(f.reason()),
+                &origin,
+            )
+            .await;
             return refuse(StatusCode::UNAUTHORIZED, "The current password is not right.");
         }
         Err(e) => return Err(PageError::internal(e)),
@@ -553,7 +586,9 @@ pub async fn change_password_submit(
     let phc = match password::prepare(&state.hasher, &tenant, &user.email, &new).await {
         Ok(p) => p,
         Err(password::CredentialError::Policy(p)) => return refuse(StatusCode::BAD_REQUEST, &p.to_string()),
-        Err(password::CredentialError::TooLong) => return refuse(StatusCode::BAD_REQUEST, "The new password is too long."),
+        Err(password::CredentialError::TooLong) => {
+            return refuse(StatusCode::BAD_REQUEST, "The new password is too long.")
+        }
         Err(e) => return Err(PageError::internal(e)),
     };
     password::replace(&state.store, now, &user.id, &phc, false).await?;

@@ -65,8 +65,7 @@ impl MasterKey {
             .decode(value.expose_secret().trim())
             .or_else(|_| URL_SAFE_NO_PAD.decode(value.expose_secret().trim()))
             .map_err(|_| KeyError::BadMasterKey("not base64"))?;
-        let arr: [u8; 32] =
-            bytes.try_into().map_err(|_| KeyError::BadMasterKey("must decode to exactly 32 bytes"))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadMasterKey("must decode to exactly 32 bytes"))?;
         Ok(MasterKey(arr))
     }
 

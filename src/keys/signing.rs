@@ -66,7 +66,8 @@ impl Signer {
             PrivateKey::Ec(k) => k.sign(&rng, input.as_bytes()).map_err(|_| JwsError::Signing)?.as_ref().to_vec(),
             PrivateKey::Rsa(k) => {
                 let mut out = vec![0u8; k.public().modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut out).map_err(|_| JwsError::Signing)?;
+                k.sign(&signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut out)
+                    .map_err(|_| JwsError::Signing)?;
                 out
             }
         };
@@ -121,7 +122,8 @@ impl Sealer {
         }
         let nonce = Nonce::try_assume_unique_for_key(&sealed[..12]).map_err(|_| KeyStoreError::Unseal)?;
         let mut buf = sealed[12..].to_vec();
-        let plain = self.0.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf).map_err(|_| KeyStoreError::Unseal)?;
+        let plain =
+            self.0.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf).map_err(|_| KeyStoreError::Unseal)?;
         Ok(plain.to_vec())
     }
 }
@@ -254,11 +256,12 @@ impl KeyRing {
     /// whose tokens have all expired. Returns the newly active kid.
     pub async fn rotate(&self, store: &Store, now: UnixTime, alg: Alg) -> Result<String, KeyStoreError> {
         self.ensure(store, now, alg).await?;
-        let next: String = sqlx::query("SELECT kid FROM signing_keys WHERE alg = $1 AND state = 'next' ORDER BY created_at LIMIT 1")
-            .bind(alg.as_str())
-            .fetch_one(store.pool())
-            .await?
-            .try_get("kid")?;
+        let next: String =
+            sqlx::query("SELECT kid FROM signing_keys WHERE alg = $1 AND state = 'next' ORDER BY created_at LIMIT 1")
+                .bind(alg.as_str())
+                .fetch_one(store.pool())
+                .await?
+                .try_get("kid")?;
         let mut tx = store.pool().begin().await?;
         sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1, remove_after = $2 WHERE alg = $3 AND state = 'active'")
             .bind(now)
@@ -359,7 +362,12 @@ impl KeyRing {
     }
 
     /// Verifies a token's signature against the published keys; returns its parts.
-    pub async fn verify<'a>(&self, store: &Store, now: UnixTime, token: &'a str) -> Result<Unverified<'a>, KeyStoreError> {
+    pub async fn verify<'a>(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        token: &'a str,
+    ) -> Result<Unverified<'a>, KeyStoreError> {
         let u = Unverified::parse(token)?;
         let snap = self.snapshot(store, now).await?;
         let key = snap.published.iter().find(|k| k.kid == u.header.kid).ok_or(JwsError::UnknownKey)?;

@@ -113,7 +113,10 @@ impl Client {
         };
         for s in &requested {
             if !self.allowed_scopes.contains(s) {
-                return Err(format!("scope `{}` is not allowed for this client", s.chars().take(40).collect::<String>()));
+                return Err(format!(
+                    "scope `{}` is not allowed for this client",
+                    s.chars().take(40).collect::<String>()
+                ));
             }
         }
         let mut out: Vec<String> = Vec::new();
@@ -127,14 +130,15 @@ impl Client {
 }
 
 fn is_loopback(u: &Url) -> bool {
-    u.scheme() == "http"
-        && matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+    u.scheme() == "http" && matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
         || u.scheme() == "http" && matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
 }
 
 /// Validates a redirect URI at registration.
 fn check_redirect_uri(kind: ClientKind, uri: &str) -> Result<(), ClientError> {
-    let bad = |why: &str| Err(ClientError::Invalid(format!("redirect URI `{}` {why}", uri.chars().take(200).collect::<String>())));
+    let bad = |why: &str| {
+        Err(ClientError::Invalid(format!("redirect URI `{}` {why}", uri.chars().take(200).collect::<String>())))
+    };
     if uri.len() > 2000 {
         return bad("is too long");
     }
@@ -145,16 +149,19 @@ fn check_redirect_uri(kind: ClientKind, uri: &str) -> Result<(), ClientError> {
     if !u.username().is_empty() || u.password().is_some() {
         return bad("must not contain user information");
     }
-    let loopback_http = u.scheme() == "http"
-        && (is_loopback(&u) || u.host_str() == Some("localhost"));
+    let loopback_http = u.scheme() == "http" && (is_loopback(&u) || u.host_str() == Some("localhost"));
     match kind {
         ClientKind::Service => bad("is not used: service clients have no redirect URIs"),
         ClientKind::Web if u.scheme() == "https" || loopback_http => Ok(()),
         ClientKind::Web => bad("must be https (http only on the loopback interface)"),
         ClientKind::Native if u.scheme() == "https" || is_loopback(&u) => Ok(()),
-        ClientKind::Native if u.scheme() == "http" => bad("must use a loopback IP literal (127.0.0.1 or [::1]), not a host name (RFC 8252 §8.3)"),
+        ClientKind::Native if u.scheme() == "http" => {
+            bad("must use a loopback IP literal (127.0.0.1 or [::1]), not a host name (RFC 8252 §8.3)")
+        }
         ClientKind::Native if u.scheme().contains('.') => Ok(()),
-        ClientKind::Native => bad("must use a private-use scheme in reverse-domain form such as com.example.app (RFC 8252 §7.1)"),
+        ClientKind::Native => {
+            bad("must use a private-use scheme in reverse-domain form such as com.example.app (RFC 8252 §7.1)")
+        }
     }
 }
 
@@ -233,9 +240,12 @@ pub async fn create(
     let access = ttl(new.access_token_seconds, DEFAULT_ACCESS_SECONDS, max_signed, "access token lifetime")?;
     let id = ttl(new.id_token_seconds, DEFAULT_ID_SECONDS, max_signed, "ID token lifetime")?;
     let r_idle = ttl(new.refresh_idle_seconds, DEFAULT_REFRESH_IDLE_SECONDS, 90 * 86400, "refresh idle lifetime")?;
-    let r_abs = ttl(new.refresh_absolute_seconds, DEFAULT_REFRESH_ABSOLUTE_SECONDS, 365 * 86400, "refresh absolute lifetime")?;
+    let r_abs =
+        ttl(new.refresh_absolute_seconds, DEFAULT_REFRESH_ABSOLUTE_SECONDS, 365 * 86400, "refresh absolute lifetime")?;
     let (grants, default_scopes): (&[&str], &[&str]) = match new.kind {
-        ClientKind::Web | ClientKind::Native => (&["authorization_code", "refresh_token"], &["openid", "email", "profile"]),
+        ClientKind::Web | ClientKind::Native => {
+            (&["authorization_code", "refresh_token"], &["openid", "email", "profile"])
+        }
         ClientKind::Service => (&["client_credentials"], &[]),
     };
     let scopes = new.scopes.unwrap_or_else(|| default_scopes.iter().map(|s| s.to_string()).collect());
@@ -253,7 +263,9 @@ pub async fn create(
         }
         _ => match new.secret {
             Some(s) if s.len() < 43 || s.len() > 512 || s.chars().any(|c| c.is_control() || c == ' ') => {
-                return Err(ClientError::Invalid("a client secret must be 43 to 512 printable characters (256 bits)".into()))
+                return Err(ClientError::Invalid(
+                    "a client secret must be 43 to 512 printable characters (256 bits)".into(),
+                ))
             }
             Some(s) => Some(s),
             None => Some(crate::keys::random_token(32)),
@@ -334,11 +346,12 @@ pub async fn find(store: &Store, tenant_id: &str, client_id: &str) -> Result<Opt
     if client_id.len() > 128 {
         return Ok(None);
     }
-    let row = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2"))
-        .bind(tenant_id)
-        .bind(client_id)
-        .fetch_optional(store.pool())
-        .await?;
+    let row =
+        sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2"))
+            .bind(tenant_id)
+            .bind(client_id)
+            .fetch_optional(store.pool())
+            .await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -352,10 +365,11 @@ pub async fn exists(store: &Store, tenant_id: &str, client_id: &str) -> Result<b
 }
 
 pub async fn list(store: &Store, tenant_id: &str) -> Result<Vec<Client>, sqlx::Error> {
-    let rows = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE tenant_id = $1 ORDER BY client_id"))
-        .bind(tenant_id)
-        .fetch_all(store.pool())
-        .await?;
+    let rows =
+        sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE tenant_id = $1 ORDER BY client_id"))
+            .bind(tenant_id)
+            .fetch_all(store.pool())
+            .await?;
     rows.iter().map(from_row).collect()
 }
 

@@ -53,7 +53,12 @@ pub struct CodeRequest<'a> {
 }
 
 /// Creates the grant and its authorization code together; returns the code.
-pub async fn issue_code(store: &Store, now: UnixTime, g: NewGrant<'_>, c: CodeRequest<'_>) -> Result<String, sqlx::Error> {
+pub async fn issue_code(
+    store: &Store,
+    now: UnixTime,
+    g: NewGrant<'_>,
+    c: CodeRequest<'_>,
+) -> Result<String, sqlx::Error> {
     let grant_id = new_id();
     let code = random_token(32);
     let mut tx = store.pool().begin().await?;
@@ -98,7 +103,9 @@ pub struct RedeemedCode {
 pub enum CodeRedemption {
     Redeemed(RedeemedCode),
     /// The code was used before: the caller revokes its grant (RFC 6749 §4.1.2).
-    Replayed { grant_id: String },
+    Replayed {
+        grant_id: String,
+    },
     Unknown,
 }
 
@@ -162,12 +169,14 @@ pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::
 
 /// Ends a family. Returns whether it was live until now.
 pub async fn revoke_grant(store: &Store, now: UnixTime, id: &str, reason: &str) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(reason)
-        .bind(id)
-        .execute(store.pool())
-        .await?;
+    let r = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(id)
+    .execute(store.pool())
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -175,20 +184,26 @@ pub async fn revoke_grant(store: &Store, now: UnixTime, id: &str, reason: &str) 
 /// than the grant's absolute expiry.
 pub async fn issue_refresh(store: &Store, now: UnixTime, grant: &Grant, idle: i64) -> Result<String, sqlx::Error> {
     let token = random_token(32);
-    sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at, idle_expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(sha256_hex(&token))
-        .bind(&grant.id)
-        .bind(now)
-        .bind((now + idle).min(grant.absolute_expires_at))
-        .execute(store.pool())
-        .await?;
+    sqlx::query(
+        "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at, idle_expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(sha256_hex(&token))
+    .bind(&grant.id)
+    .bind(now)
+    .bind((now + idle).min(grant.absolute_expires_at))
+    .execute(store.pool())
+    .await?;
     Ok(token)
 }
 
 pub enum RefreshRedemption {
-    Rotated { grant_id: String },
+    Rotated {
+        grant_id: String,
+    },
     /// Presented again after rotation: the caller revokes the family.
-    Reused { grant_id: String },
+    Reused {
+        grant_id: String,
+    },
     Expired,
     Unknown,
 }
@@ -265,8 +280,17 @@ pub async fn access_token_revoked(store: &Store, jti: &str) -> Result<bool, sqlx
 /// Housekeeping: removes expired codes, refresh tokens, revocation entries and grants.
 pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM oauth_codes WHERE expires_at <= $1").bind(now - 86400).execute(store.pool()).await?;
-    sqlx::query("DELETE FROM oauth_refresh_tokens WHERE idle_expires_at <= $1").bind(now - 86400).execute(store.pool()).await?;
-    sqlx::query("DELETE FROM oauth_revoked_access_tokens WHERE expires_at <= $1").bind(now).execute(store.pool()).await?;
-    sqlx::query("DELETE FROM oauth_grants WHERE absolute_expires_at <= $1").bind(now - 86400).execute(store.pool()).await?;
+    sqlx::query("DELETE FROM oauth_refresh_tokens WHERE idle_expires_at <= $1")
+        .bind(now - 86400)
+        .execute(store.pool())
+        .await?;
+    sqlx::query("DELETE FROM oauth_revoked_access_tokens WHERE expires_at <= $1")
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    sqlx::query("DELETE FROM oauth_grants WHERE absolute_expires_at <= $1")
+        .bind(now - 86400)
+        .execute(store.pool())
+        .await?;
     Ok(())
 }

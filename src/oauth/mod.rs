@@ -130,7 +130,9 @@ impl TokenService<'_> {
     async fn audit(&self, client: &Client, event: &str, grant_id: &str) {
         let subject = match grant::find_grant(self.store, grant_id).await {
             Ok(Some(g)) => match g.user_id {
-                Some(uid) => crate::user::find_by_id(self.store, &uid).await.ok().flatten().map(|u| u.email.to_string()),
+                Some(uid) => {
+                    crate::user::find_by_id(self.store, &uid).await.ok().flatten().map(|u| u.email.to_string())
+                }
                 None => None,
             },
             _ => None,
@@ -162,7 +164,14 @@ impl TokenService<'_> {
             self.keys,
             self.store,
             self.now,
-            tokens::MintRequest { issuer: &self.issuer, client, user: Some(user), grant: Some(grant), scope: &grant.scope, nonce },
+            tokens::MintRequest {
+                issuer: &self.issuer,
+                client,
+                user: Some(user),
+                grant: Some(grant),
+                scope: &grant.scope,
+                nonce,
+            },
         )
         .await?;
         let refresh_token = if client.allows_grant("refresh_token") {
@@ -246,7 +255,12 @@ impl TokenService<'_> {
     /// RFC 6749 §6, rotating: every use returns a new refresh token; presenting a used
     /// one revokes the family (OAuth 2.0 Security BCP §4.14.2).
     #[tracing::instrument(skip_all, fields(client = %client.client_id))]
-    pub async fn refresh(&self, client: &Client, token: &str, scope: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    pub async fn refresh(
+        &self,
+        client: &Client,
+        token: &str,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         if !client.allows_grant("refresh_token") {
             return Err(OAuthError::UnauthorizedClient("this client may not use refresh_token".into()));
         }
@@ -305,7 +319,16 @@ impl TokenService<'_> {
     pub async fn introspect(&self, caller: &Client, token: &str) -> Result<serde_json::Value, OAuthError> {
         let inactive = serde_json::json!({"active": false});
         if token.matches('.').count() == 2 {
-            let v = match tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await? {
+            let v = match tokens::verify_access_token(
+                self.keys,
+                self.store,
+                self.now,
+                &self.issuer,
+                &self.tenant.id,
+                token,
+            )
+            .await?
+            {
                 Ok(v) => v,
                 Err(_) => return Ok(inactive),
             };
@@ -322,7 +345,9 @@ impl TokenService<'_> {
             }
             return Ok(out);
         }
-        let Some((gid, used, idle_exp)) = grant::refresh_grant_id(self.store, token).await? else { return Ok(inactive) };
+        let Some((gid, used, idle_exp)) = grant::refresh_grant_id(self.store, token).await? else {
+            return Ok(inactive);
+        };
         if used.is_some() || self.now >= idle_exp {
             return Ok(inactive);
         }
@@ -352,7 +377,9 @@ impl TokenService<'_> {
             return Ok(());
         }
         if token.matches('.').count() == 2 {
-            if let Ok(Ok(v)) = tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await {
+            if let Ok(Ok(v)) =
+                tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await
+            {
                 if v.claims.client_id == caller.client_id {
                     grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;
                 }

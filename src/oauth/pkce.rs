@@ -27,7 +27,8 @@ impl Challenge {
         if method != Some("S256") {
             return Err(PkceError::PlainRefused);
         }
-        let ok = challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok =
+            challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(PkceError::BadChallenge);
         }
@@ -65,7 +66,13 @@ mod tests {
         assert_eq!(c.verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), Ok(()));
         assert_eq!(c.verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXx"), Err(PkceError::Mismatch));
         assert_eq!(c.verify("short"), Err(PkceError::BadVerifier));
-        assert_eq!(Challenge::parse("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", Some("plain")).unwrap_err(), PkceError::PlainRefused);
-        assert_eq!(Challenge::parse("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", None).unwrap_err(), PkceError::PlainRefused);
+        assert_eq!(
+            Challenge::parse("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", Some("plain")).unwrap_err(),
+            PkceError::PlainRefused
+        );
+        assert_eq!(
+            Challenge::parse("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", None).unwrap_err(),
+            PkceError::PlainRefused
+        );
     }
 }

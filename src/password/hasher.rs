@@ -106,8 +106,7 @@ fn owasp_params() -> Params {
 /// Hashes synchronously with explicit parameters. For the hasher itself, for tests that
 /// need an old-parameter hash, and for the benchmark's argon2 floor.
 pub fn hash_blocking(password: &str, params: Params) -> Result<String, HashError> {
-    let salt = SaltString::encode_b64(&crate::keys::random_bytes(16))
-        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    let salt = SaltString::encode_b64(&crate::keys::random_bytes(16)).map_err(|e| HashError::Argon2(e.to_string()))?;
     argon2_with(params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -127,11 +126,7 @@ fn verify_blocking(password: &str, phc: &str, current: &Params) -> Verification 
     let same = hash.algorithm.as_str() == "argon2id"
         && hash.version == Some(0x13)
         && Params::try_from(&hash)
-            .map(|p| {
-                p.m_cost() == current.m_cost()
-                    && p.t_cost() == current.t_cost()
-                    && p.p_cost() == current.p_cost()
-            })
+            .map(|p| p.m_cost() == current.m_cost() && p.t_cost() == current.t_cost() && p.p_cost() == current.p_cost())
             .unwrap_or(false);
     Verification { matched, needs_rehash: !same }
 }
@@ -177,11 +172,7 @@ impl Hasher {
 
     /// Verifies against `phc`, or against the dummy hash when there is none (unknown
     /// user, locked account) so every path costs the same.
-    pub async fn verify(
-        &self,
-        password: &SecretString,
-        phc: Option<&str>,
-    ) -> Result<Verification, HashError> {
+    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<Verification, HashError> {
         let pw = password.clone();
         let phc_owned = phc.map(str::to_string);
         let dummy = self.dummy_phc.clone();

@@ -101,12 +101,10 @@ struct Credential {
 }
 
 async fn load_credential(store: &Store, user_id: &str) -> Result<Option<Credential>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT phc, must_change, locked_until FROM password_credentials WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(store.pool())
-    .await?;
+    let row = sqlx::query("SELECT phc, must_change, locked_until FROM password_credentials WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await?;
     row.map(|r| {
         Ok(Credential {
             phc: r.try_get("phc")?,
@@ -268,15 +266,14 @@ pub async fn replace(
     phc: &str,
     must_change: bool,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE password_credentials SET phc = $1, must_change = $2, updated_at = $3 WHERE user_id = $4",
-    )
-    .bind(phc)
-    .bind(must_change as i64)
-    .bind(now)
-    .bind(user_id)
-    .execute(store.pool())
-    .await?;
+    let r =
+        sqlx::query("UPDATE password_credentials SET phc = $1, must_change = $2, updated_at = $3 WHERE user_id = $4")
+            .bind(phc)
+            .bind(must_change as i64)
+            .bind(now)
+            .bind(user_id)
+            .execute(store.pool())
+            .await?;
     Ok(r.rows_affected() == 1)
 }
 

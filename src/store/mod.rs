@@ -55,8 +55,7 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl("expected sqlite: or postgres://".into()));
         };
-        let options =
-            AnyConnectOptions::from_str(&url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
         let max = match kind {
             StoreKind::Sqlite => 8,
             StoreKind::Postgres => 16,
@@ -122,8 +121,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     if path != ":memory:" {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::DataDir(parent.display().to_string(), e))?;
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::DataDir(parent.display().to_string(), e))?;
             }
         }
     }

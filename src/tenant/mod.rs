@@ -202,9 +202,7 @@ pub async fn create(store: &Store, now: UnixTime, new: NewTenant) -> Result<Tena
     .execute(&mut *tx)
     .await;
     match res {
-        Err(e) if is_unique_violation(&e) => {
-            return Err(TenantError::SlugTaken(new.slug.as_str().into()))
-        }
+        Err(e) if is_unique_violation(&e) => return Err(TenantError::SlugTaken(new.slug.as_str().into())),
         r => r?,
     };
     for d in &new.domains {
@@ -256,10 +254,7 @@ pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<Tenant>, Tenan
 }
 
 /// Home-realm discovery: the tenant that owns the domain of this address.
-pub async fn find_by_email_domain(
-    store: &Store,
-    email: &crate::user::Email,
-) -> Result<Option<Tenant>, TenantError> {
+pub async fn find_by_email_domain(store: &Store, email: &crate::user::Email) -> Result<Option<Tenant>, TenantError> {
     let row = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
         .bind(email.domain())
         .fetch_optional(store.pool())
@@ -271,9 +266,8 @@ pub async fn find_by_email_domain(
 }
 
 pub async fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
-    let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY slug"))
-        .fetch_all(store.pool())
-        .await?;
+    let rows =
+        sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY slug")).fetch_all(store.pool()).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get("id")?;
@@ -289,8 +283,7 @@ pub async fn update(
     slug: &TenantSlug,
     change: TenantChange,
 ) -> Result<Tenant, TenantError> {
-    let current =
-        find_by_slug(store, slug).await?.ok_or_else(|| TenantError::NotFound(slug.to_string()))?;
+    let current = find_by_slug(store, slug).await?.ok_or_else(|| TenantError::NotFound(slug.to_string()))?;
     let name = match &change.name {
         Some(n) => check_name(n)?,
         None => current.name.clone(),

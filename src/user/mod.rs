@@ -44,9 +44,7 @@ impl Email {
             || local.starts_with('.')
             || local.ends_with('.')
             || local.contains("..")
-            || !local.chars().all(|c| {
-                !c.is_control() && !c.is_whitespace() && !"@<>()[],;:\"\\".contains(c)
-            })
+            || !local.chars().all(|c| !c.is_control() && !c.is_whitespace() && !"@<>()[],;:\"\\".contains(c))
         {
             return Err(EmailError::Malformed);
         }
@@ -175,21 +173,14 @@ pub async fn find_active(store: &Store, now: UnixTime, id: &str) -> Result<Optio
 }
 
 pub async fn list_in_tenant(store: &Store, tenant_id: &str) -> Result<Vec<User>, UserError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY email"
-    ))
-    .bind(tenant_id)
-    .fetch_all(store.pool())
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY email"))
+        .bind(tenant_id)
+        .fetch_all(store.pool())
+        .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-pub async fn set_disabled(
-    store: &Store,
-    now: UnixTime,
-    user_id: &str,
-    disabled: bool,
-) -> Result<(), UserError> {
+pub async fn set_disabled(store: &Store, now: UnixTime, user_id: &str, disabled: bool) -> Result<(), UserError> {
     let mut tx = store.pool().begin().await?;
     sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
         .bind(disabled as i64)

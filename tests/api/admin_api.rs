@@ -71,11 +71,19 @@ impl Api<'_> {
 async fn service_client_administers_clients_users_and_policy(kind: StoreKind) {
     let app = TestApp::spawn(kind).await;
     let tenant = app.tenant("acme").await;
-    let api = Api { app: &app, token: service_token(&app, "acme", "ops", &["lanyard:admin"]).await, http: reqwest::Client::new() };
+    let api = Api {
+        app: &app,
+        token: service_token(&app, "acme", "ops", &["lanyard:admin"]).await,
+        http: reqwest::Client::new(),
+    };
     use reqwest::Method as M;
 
     let (s, c) = api
-        .send(M::POST, "/clients", Some(json!({"client_id": "portal", "kind": "web", "redirect_uris": ["https://portal.acme.test/cb"]})))
+        .send(
+            M::POST,
+            "/clients",
+            Some(json!({"client_id": "portal", "kind": "web", "redirect_uris": ["https://portal.acme.test/cb"]})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{c}");
     assert_eq!(c["client_id"], "portal");
@@ -84,15 +92,35 @@ async fn service_client_administers_clients_users_and_policy(kind: StoreKind) {
     assert_eq!(s, StatusCode::OK);
     assert!(list.as_array().unwrap().iter().any(|c| c["client_id"] == "portal"));
     assert!(!list.to_string().contains("client_secret") && !list.to_string().contains("secret_hash"));
-    let (s, e) = api.send(M::POST, "/clients", Some(json!({"client_id": "portal", "kind": "web", "redirect_uris": ["https://x.test/cb"]}))).await;
+    let (s, e) = api
+        .send(
+            M::POST,
+            "/clients",
+            Some(json!({"client_id": "portal", "kind": "web", "redirect_uris": ["https://x.test/cb"]})),
+        )
+        .await;
     assert_eq!((s, e["error"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
-    let (s, e) = api.send(M::POST, "/clients", Some(json!({"client_id": "app2", "kind": "native", "redirect_uris": ["myapp://cb"]}))).await;
+    let (s, e) = api
+        .send(
+            M::POST,
+            "/clients",
+            Some(json!({"client_id": "app2", "kind": "native", "redirect_uris": ["myapp://cb"]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("private-use scheme"), "{e}");
     let (s, e) = api.send(M::POST, "/clients", Some(json!({"client_id": "x", "kind": "web", "bogus": 1}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("bogus"), "{e}");
-    let r = api.http.post(api.url("/clients")).bearer_auth(&api.token).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = api
+        .http
+        .post(api.url("/clients"))
+        .bearer_auth(&api.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("not valid JSON"));
     let (s, _) = api.send(M::DELETE, "/clients/portal", None).await;
@@ -105,7 +133,8 @@ async fn service_client_administers_clients_users_and_policy(kind: StoreKind) {
     let (s, e) = api.send(M::POST, "/users", Some(json!({"email": "bob@acme.test", "password": "short"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("at least 8"));
-    let (s, u) = api.send(M::POST, "/users", Some(json!({"email": "bob@acme.test", "password": "a long password"}))).await;
+    let (s, u) =
+        api.send(M::POST, "/users", Some(json!({"email": "bob@acme.test", "password": "a long password"}))).await;
     assert_eq!((s, u["email"].as_str()), (StatusCode::CREATED, Some("bob@acme.test")));
     let (s, _) = api.send(M::POST, "/users/bob@acme.test/unlock", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -126,7 +155,9 @@ async fn service_client_administers_clients_users_and_policy(kind: StoreKind) {
     let (s, events) = api.send(M::GET, "/audit?limit=50", None).await;
     assert_eq!(s, StatusCode::OK);
     let events = events.as_array().unwrap();
-    for ev in ["admin.client.create", "admin.client.delete", "admin.user.create", "admin.user.unlock", "admin.tenant.update"] {
+    for ev in
+        ["admin.client.create", "admin.client.delete", "admin.user.create", "admin.user.unlock", "admin.tenant.update"]
+    {
         assert!(events.iter().any(|e| e["event"] == ev && e["actor"] == "client:ops"), "{ev}");
     }
 }
@@ -156,7 +187,12 @@ async fn admin_api_refuses_without_the_right(kind: StoreKind) {
 
     // A user token with the scope: only an admin of the tenant gets in.
     app.admin()
-        .create_client(&app.state.keys, &app.state.client_secrets, "acme", new_client("console", ClientKind::Native, &["openid", "lanyard:admin"]))
+        .create_client(
+            &app.state.keys,
+            &app.state.client_secrets,
+            "acme",
+            new_client("console", ClientKind::Native, &["openid", "lanyard:admin"]),
+        )
         .await
         .unwrap();
     let pw = secrecy::SecretString::from(PASSWORD.to_string());

@@ -19,7 +19,8 @@ async fn bad_sign_in_input_is_refused_and_changes_nothing(kind: StoreKind) {
     assert!(r.text().await.unwrap().contains("`email` is longer than 320"));
 
     let long_pw = "p".repeat(5000);
-    let r = b.post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", &long_pw)]).await;
+    let r =
+        b.post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", &long_pw)]).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("`password` is longer than"));
 
@@ -55,7 +56,11 @@ async fn bad_sign_in_input_is_refused_and_changes_nothing(kind: StoreKind) {
     assert!(r.text().await.unwrap().contains("`password` is missing"));
 
     let r = b
-        .post_raw("/t/acme/login", "application/x-www-form-urlencoded", format!("csrf={csrf}&email=a%40acme.test&email=b%40acme.test&password=x").into_bytes())
+        .post_raw(
+            "/t/acme/login",
+            "application/x-www-form-urlencoded",
+            format!("csrf={csrf}&email=a%40acme.test&email=b%40acme.test&password=x").into_bytes(),
+        )
         .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("more than once"));
@@ -82,7 +87,10 @@ async fn bad_sign_in_input_is_refused_and_changes_nothing(kind: StoreKind) {
 
     // Open redirects through return_to are dropped, not followed.
     let r = b
-        .post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD), ("return_to", "//evil.test/x")])
+        .post_form(
+            "/t/acme/login",
+            &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD), ("return_to", "//evil.test/x")],
+        )
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/t/acme/account");
@@ -119,7 +127,10 @@ async fn bad_admin_input_changes_nothing(kind: StoreKind) {
     assert!(err.to_string().contains("lockout_threshold"), "{err}");
     let change = lanyard::tenant::TenantChange {
         name: Some("Renamed".into()),
-        add_domains: vec![lanyard::tenant::Domain::parse("new.test").unwrap(), lanyard::tenant::Domain::parse("lanyard.local").unwrap()],
+        add_domains: vec![
+            lanyard::tenant::Domain::parse("new.test").unwrap(),
+            lanyard::tenant::Domain::parse("lanyard.local").unwrap(),
+        ],
         ..Default::default()
     };
     assert!(admin.update_tenant("acme", change).await.is_err(), "lanyard.local belongs to the default tenant");
@@ -140,10 +151,16 @@ async fn bad_admin_input_changes_nothing(kind: StoreKind) {
         .await
         .unwrap()
         .is_none());
-    let err = admin.update_tenant("acme", lanyard::tenant::TenantChange {
-        signin_route: Some(lanyard::tenant::SigninRoute::parse("password").unwrap()),
-        password_max_length: Some(64),
-        ..Default::default()
-    }).await.unwrap_err();
+    let err = admin
+        .update_tenant(
+            "acme",
+            lanyard::tenant::TenantChange {
+                signin_route: Some(lanyard::tenant::SigninRoute::parse("password").unwrap()),
+                password_max_length: Some(64),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("password_max_length"));
 }

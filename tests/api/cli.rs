@@ -25,7 +25,8 @@ fn lanyard(db: &str, dir: &std::path::Path, args: &[&str], stdin: Option<&str>) 
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn stderr(out: &Output) -> String {
@@ -37,7 +38,8 @@ async fn admin_commands(kind: StoreKind) {
     let db = fresh_database_url(kind, dir.path()).await;
     let run = |args: &[&str], stdin: Option<&str>| lanyard(&db, dir.path(), args, stdin);
 
-    let t = json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None));
+    let t =
+        json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None));
     assert_eq!(t["slug"], "acme");
     assert_eq!(t["domains"][0], "acme.test");
     assert_eq!(t["signin_route"], "password");
@@ -54,7 +56,10 @@ async fn admin_commands(kind: StoreKind) {
     assert!(!dup.status.success());
     assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
 
-    let weak = run(&["admin", "user", "create", "--tenant", "acme", "--email", "bob@acme.test", "--password-stdin"], Some("bob\n"));
+    let weak = run(
+        &["admin", "user", "create", "--tenant", "acme", "--email", "bob@acme.test", "--password-stdin"],
+        Some("bob\n"),
+    );
     assert!(!weak.status.success());
     assert!(stderr(&weak).contains("at least 8"));
 
@@ -63,7 +68,10 @@ async fn admin_commands(kind: StoreKind) {
     assert!(stderr(&saml).contains("`saml` is not available in this version of Lanyard yet"), "{}", stderr(&saml));
     let bogus = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "kerberos"], None);
     assert!(stderr(&bogus).contains("unknown sign-in route"));
-    let t = json(&run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "password", "--lockout-threshold", "3"], None));
+    let t = json(&run(
+        &["admin", "tenant", "update", "--slug", "acme", "--signin", "password", "--lockout-threshold", "3"],
+        None,
+    ));
     assert_eq!(t["policy"]["lockout_threshold"], 3);
 
     let unlock = json(&run(&["admin", "user", "unlock", "--tenant", "acme", "--email", "alice@acme.test"], None));

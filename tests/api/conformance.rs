@@ -57,8 +57,14 @@ async fn openid_client_and_jose_drive_lanyard(kind: StoreKind) {
     app.user("acme", "alice@acme.test").await;
     let admin = app.admin();
     let (keys, secrets) = (&app.state.keys, &app.state.client_secrets);
-    admin.create_client(keys, secrets, "acme", client("workview", ClientKind::Native, NATIVE_REDIRECT, NATIVE_LOGOUT)).await.unwrap();
-    let (_, secret) = admin.create_client(keys, secrets, "acme", client("portal", ClientKind::Web, WEB_REDIRECT, WEB_LOGOUT)).await.unwrap();
+    admin
+        .create_client(keys, secrets, "acme", client("workview", ClientKind::Native, NATIVE_REDIRECT, NATIVE_LOGOUT))
+        .await
+        .unwrap();
+    let (_, secret) = admin
+        .create_client(keys, secrets, "acme", client("portal", ClientKind::Web, WEB_REDIRECT, WEB_LOGOUT))
+        .await
+        .unwrap();
 
     let mut envs = vec![
         ("ISSUER", format!("{}/t/acme", app.base)),
@@ -74,7 +80,9 @@ async fn openid_client_and_jose_drive_lanyard(kind: StoreKind) {
     ];
     let (log, result) = run_rp(&envs, "flows").await;
     println!("{log}");
-    for expected in ["replayed code rejected", "reused refresh token rejected", "logout: redirected to", "jose verified"] {
+    for expected in
+        ["replayed code rejected", "reused refresh token rejected", "logout: redirected to", "jose verified"]
+    {
         assert!(log.contains(expected), "{expected}");
     }
 

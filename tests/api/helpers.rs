@@ -155,7 +155,8 @@ pub async fn fresh_database_url(kind: StoreKind, dir: &std::path::Path) -> Strin
         StoreKind::Postgres => {
             let base = pg_base_url();
             let name = format!("t_{}", lanyard::keys::random_hex(8));
-            let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to PostgreSQL");
+            let mut conn =
+                sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to PostgreSQL");
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
             conn.close().await.ok();
             format!("{base}/{name}")
@@ -291,11 +292,7 @@ impl Browser {
     pub fn cookie(&self, name: &str) -> Option<String> {
         let url = reqwest::Url::parse(&self.base).unwrap();
         let header = self.jar.cookies(&url)?;
-        header
-            .to_str()
-            .ok()?
-            .split("; ")
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+        header.to_str().ok()?.split("; ").find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
     }
 
     pub fn set_cookie(&self, name: &str, value: &str) {

@@ -33,7 +33,8 @@ async fn lock_at_exactly_n_and_release_at_exactly_t(kind: StoreKind) {
 
     // Locked: the right password gets the very same answer as a wrong one.
     let csrf = b.csrf("/t/acme/login").await;
-    let locked_right = b.post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
+    let locked_right =
+        b.post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
     assert_eq!(locked_right.status(), 401);
     let locked_body = locked_right.text().await.unwrap();
     let wrong_body = b
@@ -129,11 +130,8 @@ async fn tenant_policy_sets_threshold_and_duration(kind: StoreKind) {
     let app = TestApp::spawn(kind).await;
     app.tenant("acme").await;
     let alice = app.user("acme", "alice@acme.test").await;
-    let change = lanyard::tenant::TenantChange {
-        lockout_threshold: Some(2),
-        lockout_seconds: Some(60),
-        ..Default::default()
-    };
+    let change =
+        lanyard::tenant::TenantChange { lockout_threshold: Some(2), lockout_seconds: Some(60), ..Default::default() };
     app.admin().update_tenant("acme", change).await.unwrap();
     let b = app.browser();
     wrong(&b, "alice@acme.test").await;

@@ -100,7 +100,17 @@ async fn token(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
 }
 
 pub async fn exchange(app: &TestApp, client_id: &str, code: &str, redirect: &str, verifier: &str) -> (u16, Value) {
-    token(app, &[("grant_type", "authorization_code"), ("client_id", client_id), ("code", code), ("redirect_uri", redirect), ("code_verifier", verifier)]).await
+    token(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
 }
 
 async fn refresh(app: &TestApp, client_id: &str, rt: &str) -> (u16, Value) {
@@ -119,7 +129,14 @@ async fn introspect(app: &TestApp, client_id: &str, tok: &str) -> Value {
 }
 
 async fn userinfo(app: &TestApp, at: &str) -> u16 {
-    reqwest::Client::new().get(format!("{}/t/acme/userinfo", app.base)).bearer_auth(at).send().await.unwrap().status().as_u16()
+    reqwest::Client::new()
+        .get(format!("{}/t/acme/userinfo", app.base))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 fn claims(jwt: &str) -> Value {
@@ -144,12 +161,18 @@ async fn native_app_signs_in_with_pkce_end_to_end(kind: StoreKind) {
     let res = b.get(&url).await;
     assert_eq!(res.status(), 303);
     let login = location(&res);
-    assert!(login.starts_with("/t/acme/login?login_hint=alice%40acme.test&return_to=%2Ft%2Facme%2Fauthorize"), "{login}");
+    assert!(
+        login.starts_with("/t/acme/login?login_hint=alice%40acme.test&return_to=%2Ft%2Facme%2Fauthorize"),
+        "{login}"
+    );
     let return_to = query_of(&login)["return_to"].clone();
     let page = b.get(&login).await.text().await.unwrap();
     let csrf = extract_csrf(&page).unwrap();
     let res = b
-        .post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD), ("return_to", &return_to)])
+        .post_form(
+            "/t/acme/login",
+            &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD), ("return_to", &return_to)],
+        )
         .await;
     assert_eq!(location(&res), return_to);
     let res = b.get(&return_to).await;
@@ -217,7 +240,12 @@ async fn pkce_missing_plain_or_wrong_is_refused(kind: StoreKind) {
     assert!(q["error_description"].contains("PKCE"));
 
     let (verifier, challenge) = pkce();
-    let mut plain = authorize_url("workview", NATIVE_REDIRECT, None, &[("code_challenge", &verifier), ("code_challenge_method", "plain")]);
+    let mut plain = authorize_url(
+        "workview",
+        NATIVE_REDIRECT,
+        None,
+        &[("code_challenge", &verifier), ("code_challenge_method", "plain")],
+    );
     let q = query_of(&location(&b.get(&plain).await));
     assert_eq!(q["error"], "invalid_request");
     assert!(q["error_description"].contains("plain is not allowed"));
@@ -230,8 +258,16 @@ async fn pkce_missing_plain_or_wrong_is_refused(kind: StoreKind) {
     let (status, e) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &other_verifier).await;
     assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
     let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
-    let (status, e) =
-        token(&app, &[("grant_type", "authorization_code"), ("client_id", "workview"), ("code", &code), ("redirect_uri", NATIVE_REDIRECT)]).await;
+    let (status, e) = token(
+        &app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "workview"),
+            ("code", &code),
+            ("redirect_uri", NATIVE_REDIRECT),
+        ],
+    )
+    .await;
     assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
     assert!(e["error_description"].as_str().unwrap().contains("code_verifier"));
     let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
@@ -252,7 +288,10 @@ async fn code_replay_is_refused_and_revokes_the_first_tokens(kind: StoreKind) {
     assert_eq!(userinfo(&app, at).await, 401);
     let (s, _) = refresh(&app, "workview", first["refresh_token"].as_str().unwrap()).await;
     assert_eq!(s, 400, "first refresh token revoked");
-    let tenant = lanyard::tenant::find_by_slug(&app.state.store, &lanyard::tenant::TenantSlug::parse("acme").unwrap()).await.unwrap().unwrap();
+    let tenant = lanyard::tenant::find_by_slug(&app.state.store, &lanyard::tenant::TenantSlug::parse("acme").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let events = app.audit(&tenant).await;
     let e = events.iter().find(|e| e.event == "oauth.code_replay").expect("replay audited");
     assert_eq!((e.actor.as_str(), e.subject.as_deref()), ("client:workview", Some("alice@acme.test")));
@@ -282,7 +321,10 @@ async fn bad_redirect_uris_are_refused_without_redirecting(kind: StoreKind) {
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("location").is_none());
     // Duplicated parameters are refused (RFC 6749 §3.1) without redirecting.
-    let dup = format!("{}&redirect_uri=https%3A%2F%2Fevil.test%2F", authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[]));
+    let dup = format!(
+        "{}&redirect_uri=https%3A%2F%2Fevil.test%2F",
+        authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[])
+    );
     let res = b.get(&dup).await;
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("location").is_none());
@@ -308,7 +350,10 @@ async fn refresh_rotates_and_reuse_revokes_the_family(kind: StoreKind) {
     assert_eq!(refresh(&app, "workview", &rt1).await.0, 400, "the whole family is revoked");
     assert_eq!(introspect(&app, "workview", &at1).await["active"], false);
     assert_eq!(introspect(&app, "workview", &rt1).await["active"], false);
-    let tenant = lanyard::tenant::find_by_slug(&app.state.store, &lanyard::tenant::TenantSlug::parse("acme").unwrap()).await.unwrap().unwrap();
+    let tenant = lanyard::tenant::find_by_slug(&app.state.store, &lanyard::tenant::TenantSlug::parse("acme").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(app.audit(&tenant).await.iter().filter(|e| e.event == "oauth.refresh_reuse").count(), 1);
 }
 
@@ -381,7 +426,8 @@ async fn retired_keys_verify_until_removed(kind: StoreKind) {
     let at = t["access_token"].as_str().unwrap().to_string();
     let old_kid = header(&at)["kid"].as_str().unwrap().to_string();
     let jwks: Value = b.get("/t/acme/jwks").await.json().await.unwrap();
-    let kids: Vec<String> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
+    let kids: Vec<String> =
+        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
     assert_eq!(kids.len(), 2, "active and next are published");
     let next = kids.iter().find(|k| **k != old_kid).unwrap().clone();
 
@@ -431,7 +477,13 @@ async fn client_credentials_and_client_authentication(kind: StoreKind) {
     let http = reqwest::Client::new();
     let url = format!("{}/t/acme/token", app.base);
 
-    let r = http.post(&url).basic_auth("reports", Some(&secret)).form(&[("grant_type", "client_credentials"), ("scope", "reports.read")]).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .basic_auth("reports", Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "reports.read")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["expires_in"], 120);
@@ -439,21 +491,52 @@ async fn client_credentials_and_client_authentication(kind: StoreKind) {
     let c = claims(t["access_token"].as_str().unwrap());
     assert_eq!((c["sub"].as_str(), c["scope"].as_str()), (Some("reports"), Some("reports.read")));
 
-    let r = http.post(&url).form(&[("grant_type", "client_credentials"), ("client_id", "reports"), ("client_secret", &secret)]).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .form(&[("grant_type", "client_credentials"), ("client_id", "reports"), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "client_secret_post");
-    let r = http.post(&url).basic_auth("reports", Some("wrong-secret")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .basic_auth("reports", Some("wrong-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("www-authenticate").is_some());
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
-    let r = http.post(&url).form(&[("grant_type", "client_credentials"), ("client_id", "reports")]).send().await.unwrap();
+    let r =
+        http.post(&url).form(&[("grant_type", "client_credentials"), ("client_id", "reports")]).send().await.unwrap();
     assert_eq!(r.status(), 401, "no secret");
-    let r = http.post(&url).basic_auth("reports", Some(&secret)).form(&[("grant_type", "client_credentials"), ("scope", "admin")]).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .basic_auth("reports", Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "admin")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
-    let r = http.post(&url).basic_auth("reports", Some(&secret)).form(&[("grant_type", "password")]).send().await.unwrap();
+    let r =
+        http.post(&url).basic_auth("reports", Some(&secret)).form(&[("grant_type", "password")]).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unsupported_grant_type");
-    let r = http.post(&url).basic_auth("reports", Some(&secret)).form(&[("grant_type", "authorization_code"), ("code", "x")]).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .basic_auth("reports", Some(&secret))
+        .form(&[("grant_type", "authorization_code"), ("code", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized_client");
-    let r = http.post(&url).basic_auth("reports", Some(&secret)).json(&serde_json::json!({"grant_type": "client_credentials"})).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .basic_auth("reports", Some(&secret))
+        .json(&serde_json::json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "JSON bodies are refused");
 }
 
@@ -520,7 +603,11 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
     let r = http
         .post(format!("{}/t/acme/token", app.base))
         .basic_auth("portal", Some(&secret))
-        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", "https://portal.acme.test/cb")])
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "https://portal.acme.test/cb"),
+        ])
         .send()
         .await
         .unwrap();
@@ -533,9 +620,21 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
 
     // Revocation of the refresh token by another client does nothing; by its owner, works.
     let rt = t["refresh_token"].as_str().unwrap();
-    let r = http.post(format!("{}/t/acme/revoke", app.base)).basic_auth("portal", Some(&secret)).form(&[("token", rt)]).send().await.unwrap();
+    let r = http
+        .post(format!("{}/t/acme/revoke", app.base))
+        .basic_auth("portal", Some(&secret))
+        .form(&[("token", rt)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = http.post(format!("{}/t/acme/introspect", app.base)).basic_auth("portal", Some(&secret)).form(&[("token", rt)]).send().await.unwrap();
+    let r = http
+        .post(format!("{}/t/acme/introspect", app.base))
+        .basic_auth("portal", Some(&secret))
+        .form(&[("token", rt)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["active"], false);
 
     // Logout to an unregistered address: refused, not redirected.
@@ -543,7 +642,11 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
     let r = b.get(&bad).await;
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
-    let r = b.get(&format!("/t/acme/logout?id_token_hint={idt}&post_logout_redirect_uri=https%3A%2F%2Fportal.acme.test%2Fbye&state=s1")).await;
+    let r = b
+        .get(&format!(
+            "/t/acme/logout?id_token_hint={idt}&post_logout_redirect_uri=https%3A%2F%2Fportal.acme.test%2Fbye&state=s1"
+        ))
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "https://portal.acme.test/bye?state=s1");
     assert_eq!(b.get("/t/acme/account").await.status(), 303, "session ended");

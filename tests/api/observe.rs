@@ -98,7 +98,8 @@ async fn audit_events_are_purged_after_retention(kind: StoreKind) {
     assert_eq!(app.audit(&tenant).await.len(), 0, "gone after 365 days");
 
     // A tenant's own retention applies.
-    app.admin().update_tenant("acme", lanyard::tenant::TenantChange { audit_retention_days: Some(30), ..Default::default() })
+    app.admin()
+        .update_tenant("acme", lanyard::tenant::TenantChange { audit_retention_days: Some(30), ..Default::default() })
         .await
         .unwrap();
     app.clock.advance(30 * 86400 - 1);

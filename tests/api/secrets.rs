@@ -33,9 +33,42 @@ async fn secrets_never_appear_in_logs_or_audit() {
     let db = format!("sqlite://{}/lanyard.db", dir.path().display());
     let run = |args: &[&str], stdin: Option<&str>| cli(&db, dir.path(), args, stdin);
     run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None);
-    run(&["admin", "user", "create", "--tenant", "acme", "--email", "alice@acme.test", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
-    run(&["admin", "client", "create", "--tenant", "acme", "--client-id", "workview", "--kind", "native", "--redirect-uri", "com.example.workview://oauthredirect"], None);
-    let svc = run(&["admin", "client", "create", "--tenant", "acme", "--client-id", "reports", "--kind", "service", "--scope", "reports.read"], None);
+    run(
+        &["admin", "user", "create", "--tenant", "acme", "--email", "alice@acme.test", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    run(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--client-id",
+            "workview",
+            "--kind",
+            "native",
+            "--redirect-uri",
+            "com.example.workview://oauthredirect",
+        ],
+        None,
+    );
+    let svc = run(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--client-id",
+            "reports",
+            "--kind",
+            "service",
+            "--scope",
+            "reports.read",
+        ],
+        None,
+    );
     let svc_secret = svc["client_secret"].as_str().unwrap().to_string();
 
     let port = free_port();
@@ -73,7 +106,13 @@ async fn secrets_never_appear_in_logs_or_audit() {
     let token_url = format!("{base}/t/acme/token");
     let t: serde_json::Value = http
         .post(&token_url)
-        .form(&[("grant_type", "authorization_code"), ("client_id", "workview"), ("code", code.as_str()), ("redirect_uri", "com.example.workview://oauthredirect"), ("code_verifier", verifier.as_str())])
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "workview"),
+            ("code", code.as_str()),
+            ("redirect_uri", "com.example.workview://oauthredirect"),
+            ("code_verifier", verifier.as_str()),
+        ])
         .send()
         .await
         .unwrap()
@@ -91,7 +130,11 @@ async fn secrets_never_appear_in_logs_or_audit() {
         .await
         .unwrap();
     // Reuse (a security event that is logged) and a wrong client secret (also logged).
-    http.post(&token_url).form(&[("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt.as_str())]).send().await.unwrap();
+    http.post(&token_url)
+        .form(&[("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt.as_str())])
+        .send()
+        .await
+        .unwrap();
     let cc: serde_json::Value = http
         .post(&token_url)
         .basic_auth("reports", Some(&svc_secret))
@@ -102,10 +145,24 @@ async fn secrets_never_appear_in_logs_or_audit() {
         .json()
         .await
         .unwrap();
-    http.post(&token_url).basic_auth("reports", Some("wrong-secret-abc")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
-    http.post(format!("{base}/t/acme/introspect")).basic_auth("reports", Some(&svc_secret)).form(&[("token", t2["access_token"].as_str().unwrap())]).send().await.unwrap();
+    http.post(&token_url)
+        .basic_auth("reports", Some("wrong-secret-abc"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{base}/t/acme/introspect"))
+        .basic_auth("reports", Some(&svc_secret))
+        .form(&[("token", t2["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
     http.get(format!("{base}/t/acme/userinfo")).bearer_auth(t2["access_token"].as_str().unwrap()).send().await.unwrap();
-    http.post(format!("{base}/t/acme/revoke")).form(&[("client_id", "workview"), ("token", t2["refresh_token"].as_str().unwrap())]).send().await.unwrap();
+    http.post(format!("{base}/t/acme/revoke"))
+        .form(&[("client_id", "workview"), ("token", t2["refresh_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
 
     server.kill().unwrap();
     server.wait().unwrap();

@@ -71,7 +71,11 @@ async fn sign_out_ends_the_session(kind: StoreKind) {
         .await
         .unwrap()
         .unwrap();
-    assert!(app.audit(&tenant).await.iter().any(|e| e.event == "signout" && e.subject.as_deref() == Some("alice@acme.test")));
+    assert!(app
+        .audit(&tenant)
+        .await
+        .iter()
+        .any(|e| e.event == "signout" && e.subject.as_deref() == Some("alice@acme.test")));
 }
 
 async fn session_fixation_is_refused(kind: StoreKind) {
@@ -116,19 +120,23 @@ async fn missing_or_invalid_csrf_is_refused_and_changes_nothing(kind: StoreKind)
     assert_eq!(missing.status(), 403);
     assert!(missing.text().await.unwrap().contains("no security token"));
 
-    let forged = b.post_form("/t/acme/login", &[("csrf", "AAAA"), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
+    let forged =
+        b.post_form("/t/acme/login", &[("csrf", "AAAA"), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
     assert_eq!(forged.status(), 403);
     assert!(forged.text().await.unwrap().contains("expired or was not sent by this site"));
 
     // A valid token from another browser does not fit this browser's cookie.
     let other = app.browser();
     let theirs = other.csrf("/t/acme/login").await;
-    let res = b.post_form("/t/acme/login", &[("csrf", &theirs), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
+    let res =
+        b.post_form("/t/acme/login", &[("csrf", &theirs), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 403);
 
     // A token without any cookie (a cross-site form post from a fresh browser).
     let fresh = app.browser();
-    let res = fresh.post_form("/t/acme/login", &[("csrf", &good), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
+    let res = fresh
+        .post_form("/t/acme/login", &[("csrf", &good), ("email", "alice@acme.test"), ("password", PASSWORD)])
+        .await;
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("cookie"));
 

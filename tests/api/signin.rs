@@ -28,14 +28,17 @@ async fn discovery_then_password_form_signs_in(kind: StoreKind) {
     let page = b.get(&next).await.text().await.unwrap();
     assert!(page.contains("value=\"alice@acme.test\""), "login hint prefilled");
     let csrf = extract_csrf(&page).unwrap();
-    let res = b
-        .post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD)])
-        .await;
+    let res =
+        b.post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "/t/acme/account");
-    let set_cookie: Vec<_> = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let set_cookie: Vec<_> =
+        res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
     let session = set_cookie.iter().find(|c| c.starts_with("lanyard_session=")).expect("session cookie");
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"), "{session}");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"),
+        "{session}"
+    );
     assert!(!session.contains("Secure"), "plain-http public URL: no Secure flag");
 
     let res = b.get("/t/acme/account").await;
@@ -67,7 +70,11 @@ async fn wrong_password_and_unknown_user_are_identical(kind: StoreKind) {
     let unknown = b.post_form("/t/acme/login", &form).await;
     assert_eq!(unknown.status(), status);
     assert_eq!(unknown.headers().get_all("set-cookie").iter().count(), cookies);
-    assert_eq!(unknown.bytes().await.unwrap(), wrong_body, "unknown user and wrong password must be byte-for-byte the same");
+    assert_eq!(
+        unknown.bytes().await.unwrap(),
+        wrong_body,
+        "unknown user and wrong password must be byte-for-byte the same"
+    );
 
     let events = app.audit(&tenant).await;
     let reasons: Vec<_> = events.iter().filter(|e| e.event == "signin").filter_map(|e| e.reason.clone()).collect();
@@ -89,7 +96,8 @@ async fn old_parameter_hash_is_upgraded_at_sign_in(kind: StoreKind) {
     let app = TestApp::spawn(kind).await;
     app.tenant("acme").await;
     let alice = app.user("acme", "alice@acme.test").await;
-    let weak = lanyard::password::hasher::hash_blocking(PASSWORD, argon2::Params::new(4096, 1, 1, None).unwrap()).unwrap();
+    let weak =
+        lanyard::password::hasher::hash_blocking(PASSWORD, argon2::Params::new(4096, 1, 1, None).unwrap()).unwrap();
     lanyard::password::replace(&app.state.store, app.now(), &alice.id, &weak, false).await.unwrap();
     assert_eq!(app.browser().sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
     let phc = lanyard::password::stored_phc(&app.state.store, &alice.id).await.unwrap().unwrap();
@@ -116,7 +124,12 @@ async fn one_time_password_must_be_changed(kind: StoreKind) {
         let r = b
             .post_form(
                 "/t/acme/password/change",
-                &[("csrf", &csrf), ("current_password", "one-time-pw-123"), ("new_password", new), ("confirm_password", new)],
+                &[
+                    ("csrf", &csrf),
+                    ("current_password", "one-time-pw-123"),
+                    ("new_password", new),
+                    ("confirm_password", new),
+                ],
             )
             .await;
         assert_eq!(r.status(), 400);
@@ -126,7 +139,12 @@ async fn one_time_password_must_be_changed(kind: StoreKind) {
     let r = b
         .post_form(
             "/t/acme/password/change",
-            &[("csrf", &csrf), ("current_password", "one-time-pw-123"), ("new_password", &long), ("confirm_password", &long)],
+            &[
+                ("csrf", &csrf),
+                ("current_password", "one-time-pw-123"),
+                ("new_password", &long),
+                ("confirm_password", &long),
+            ],
         )
         .await;
     assert_eq!(r.status(), 303, "a 128-character password is accepted");
