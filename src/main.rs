@@ -97,6 +97,10 @@ enum ClientCommand {
         /// Allowed scope (repeatable); default openid email profile (none for service).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Grant type (repeatable): authorization_code, refresh_token, client_credentials,
+        /// within what the kind allows; default: the kind's usual set.
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
         /// Read the secret from standard input instead of generating one (43+ characters).
         #[arg(long)]
         secret_stdin: bool,
@@ -372,6 +376,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
             redirect_uris,
             post_logout_redirect_uris,
             scopes,
+            grant_types,
             secret_stdin,
             id_token_alg,
             access_token_seconds,
@@ -402,6 +407,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 redirect_uris,
                 post_logout_redirect_uris,
                 scopes: (!scopes.is_empty()).then_some(scopes),
+                grant_types: (!grant_types.is_empty()).then_some(grant_types),
                 access_token_seconds,
                 id_token_seconds,
                 refresh_idle_seconds,

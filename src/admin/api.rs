@@ -143,6 +143,7 @@ pub struct ClientBody {
     #[serde(default)]
     post_logout_redirect_uris: Vec<String>,
     scopes: Option<Vec<String>>,
+    grant_types: Option<Vec<String>>,
     id_token_alg: Option<String>,
     access_token_seconds: Option<i64>,
     id_token_seconds: Option<i64>,
@@ -172,6 +173,7 @@ pub async fn create_client(
             redirect_uris: b.redirect_uris,
             post_logout_redirect_uris: b.post_logout_redirect_uris,
             scopes: b.scopes,
+            grant_types: b.grant_types,
             access_token_seconds: b.access_token_seconds,
             id_token_seconds: b.id_token_seconds,
             refresh_idle_seconds: b.refresh_idle_seconds,

@@ -171,6 +171,8 @@ pub struct NewClient {
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     pub scopes: Option<Vec<String>>,
+    /// Grant types, within what the kind allows; `None` takes the kind's defaults.
+    pub grant_types: Option<Vec<String>>,
     pub access_token_seconds: Option<i64>,
     pub id_token_seconds: Option<i64>,
     pub refresh_idle_seconds: Option<i64>,
@@ -242,11 +244,43 @@ pub async fn create(
     let r_idle = ttl(new.refresh_idle_seconds, DEFAULT_REFRESH_IDLE_SECONDS, 90 * 86400, "refresh idle lifetime")?;
     let r_abs =
         ttl(new.refresh_absolute_seconds, DEFAULT_REFRESH_ABSOLUTE_SECONDS, 365 * 86400, "refresh absolute lifetime")?;
-    let (grants, default_scopes): (&[&str], &[&str]) = match new.kind {
-        ClientKind::Web | ClientKind::Native => {
-            (&["authorization_code", "refresh_token"], &["openid", "email", "profile"])
+    // What each kind may use: a public client cannot authenticate for client_credentials,
+    // and a service client has no user to send through a browser.
+    let (allowed, default_grants, default_scopes): (&[&str], &[&str], &[&str]) = match new.kind {
+        ClientKind::Web => (
+            &["authorization_code", "refresh_token", "client_credentials"],
+            &["authorization_code", "refresh_token"],
+            &["openid", "email", "profile"],
+        ),
+        ClientKind::Native => (
+            &["authorization_code", "refresh_token"],
+            &["authorization_code", "refresh_token"],
+            &["openid", "email", "profile"],
+        ),
+        ClientKind::Service => (&["client_credentials"], &["client_credentials"], &[]),
+    };
+    let grants: Vec<String> = match new.grant_types {
+        Some(g) => {
+            let mut out: Vec<String> = Vec::new();
+            for x in g {
+                if !allowed.contains(&x.as_str()) {
+                    return Err(ClientError::Invalid(format!(
+                        "grant type `{}` is not available to {} clients (allowed: {})",
+                        x.chars().take(40).collect::<String>(),
+                        new.kind.as_str(),
+                        allowed.join(", ")
+                    )));
+                }
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            if new.kind != ClientKind::Service && !out.iter().any(|x| x == "authorization_code") {
+                return Err(ClientError::Invalid("web and native clients need the authorization_code grant".into()));
+            }
+            out
         }
-        ClientKind::Service => (&["client_credentials"], &[]),
+        None => default_grants.iter().map(|s| s.to_string()).collect(),
     };
     let scopes = new.scopes.unwrap_or_else(|| default_scopes.iter().map(|s| s.to_string()).collect());
     for s in &scopes {
@@ -279,7 +313,7 @@ pub async fn create(
         redirect_uris: new.redirect_uris,
         post_logout_redirect_uris: new.post_logout_redirect_uris,
         allowed_scopes: scopes,
-        grant_types: grants.iter().map(|s| s.to_string()).collect(),
+        grant_types: grants,
         access_token_seconds: access,
         id_token_seconds: id,
         refresh_idle_seconds: r_idle,

@@ -18,6 +18,7 @@ fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
         redirect_uris: if kind == ClientKind::Service { vec![] } else { vec![NATIVE_REDIRECT.into()] },
         post_logout_redirect_uris: vec![],
         scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+        grant_types: None,
         access_token_seconds: None,
         id_token_seconds: None,
         refresh_idle_seconds: None,

@@ -20,6 +20,7 @@ fn client(id: &str, kind: ClientKind, redirect: &str, logout: &str) -> NewClient
         redirect_uris: vec![redirect.into()],
         post_logout_redirect_uris: vec![logout.into()],
         scopes: None,
+        grant_types: None,
         access_token_seconds: None,
         id_token_seconds: None,
         refresh_idle_seconds: None,

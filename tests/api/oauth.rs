@@ -22,6 +22,7 @@ both_stores!(
     locked_disabled_or_deleted_stop_tokens_at_once,
     web_client_with_secret_and_rp_initiated_logout,
     values_of_one_kind_cannot_be_redeemed_as_another,
+    grant_types_are_per_client_within_the_kind,
 );
 
 pub const NATIVE_REDIRECT: &str = "com.example.workview://oauthredirect";
@@ -39,6 +40,7 @@ pub async fn native_client(app: &TestApp, id: &str) {
         redirect_uris: vec![NATIVE_REDIRECT.into(), "http://127.0.0.1/cb".into()],
         post_logout_redirect_uris: vec![],
         scopes: None,
+        grant_types: None,
         access_token_seconds: None,
         id_token_seconds: None,
         refresh_idle_seconds: None,
@@ -464,6 +466,7 @@ async fn client_credentials_and_client_authentication(kind: StoreKind) {
         redirect_uris: vec![],
         post_logout_redirect_uris: vec![],
         scopes: Some(vec!["reports.read".into(), "reports.write".into()]),
+        grant_types: None,
         access_token_seconds: Some(120),
         id_token_seconds: None,
         refresh_idle_seconds: None,
@@ -587,6 +590,7 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
         redirect_uris: vec!["https://portal.acme.test/cb".into()],
         post_logout_redirect_uris: vec!["https://portal.acme.test/bye".into()],
         scopes: None,
+        grant_types: None,
         access_token_seconds: None,
         id_token_seconds: None,
         refresh_idle_seconds: None,
@@ -667,4 +671,81 @@ async fn values_of_one_kind_cannot_be_redeemed_as_another(kind: StoreKind) {
     assert_eq!(introspect(&app, "workview", idt).await["active"], false);
     let session = b.cookie("lanyard_session").unwrap();
     assert_eq!(refresh(&app, "workview", &session).await.0, 400, "a session id is not a refresh token");
+}
+
+async fn grant_types_are_per_client_within_the_kind(kind: StoreKind) {
+    let app = TestApp::spawn(kind).await;
+    app.tenant("acme").await;
+    app.user("acme", "alice@acme.test").await;
+    let make = |id: &str, kind: ClientKind, grants: &[&str]| NewClient {
+        client_id: id.into(),
+        kind,
+        redirect_uris: if kind == ClientKind::Service { vec![] } else { vec!["https://portal.acme.test/cb".into()] },
+        post_logout_redirect_uris: vec![],
+        scopes: None,
+        grant_types: Some(grants.iter().map(|s| s.to_string()).collect()),
+        access_token_seconds: None,
+        id_token_seconds: None,
+        refresh_idle_seconds: None,
+        refresh_absolute_seconds: None,
+        id_token_alg: None,
+        secret: None,
+    };
+    let (keys, secrets) = (&app.state.keys, &app.state.client_secrets);
+    let err = app
+        .admin()
+        .create_client(
+            keys,
+            secrets,
+            "acme",
+            make("n", ClientKind::Native, &["authorization_code", "client_credentials"]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not available to native clients"), "{err}");
+    let err = app
+        .admin()
+        .create_client(keys, secrets, "acme", make("s", ClientKind::Service, &["authorization_code"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not available to service clients"), "{err}");
+    let err = app
+        .admin()
+        .create_client(keys, secrets, "acme", make("w", ClientKind::Web, &["refresh_token"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("need the authorization_code grant"), "{err}");
+
+    // A web app that also acts for itself, and takes no refresh tokens.
+    let (c, secret) = app
+        .admin()
+        .create_client(
+            keys,
+            secrets,
+            "acme",
+            make("portal", ClientKind::Web, &["authorization_code", "client_credentials"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.grant_types, vec!["authorization_code", "client_credentials"]);
+    let secret = secret.unwrap();
+    let b = app.browser();
+    b.sign_in("acme", "alice@acme.test", PASSWORD).await;
+    let code = code_for(&b, "portal", "https://portal.acme.test/cb", None).await;
+    let (s, t) = token(
+        &app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "portal"),
+            ("client_secret", &secret),
+            ("code", &code),
+            ("redirect_uri", "https://portal.acme.test/cb"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(t.get("refresh_token").is_none(), "no refresh_token grant, no refresh token");
+    let (s, _) =
+        token(&app, &[("grant_type", "client_credentials"), ("client_id", "portal"), ("client_secret", &secret)]).await;
+    assert_eq!(s, 200);
 }
