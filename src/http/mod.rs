@@ -12,6 +12,7 @@ pub mod headers;
 mod oauth;
 pub mod observe;
 mod pages;
+mod request_span;
 mod session_cookie;
 
 use actix_web::middleware::from_fn;
@@ -112,5 +113,5 @@ pub fn app(
         .configure(configure)
         .wrap(from_fn(headers::add))
         .wrap(from_fn(observe::track))
-        .wrap(tracing_actix_web::TracingLogger::default())
+        .wrap(tracing_actix_web::TracingLogger::<request_span::PathOnly>::new())
 }

@@ -164,6 +164,10 @@ async fn secrets_never_appear_in_logs_or_audit() {
         .await
         .unwrap();
 
+    let session_cookie = b.cookie("lanyard_session").unwrap();
+    // RP-initiated logout carries the ID token in the query string.
+    b.get(&format!("/t/acme/logout?id_token_hint={}", t["id_token"].as_str().unwrap())).await;
+
     server.kill().unwrap();
     server.wait().unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -184,7 +188,7 @@ async fn secrets_never_appear_in_logs_or_audit() {
         ("refresh token", rt),
         ("rotated refresh token", t2["refresh_token"].as_str().unwrap().to_string()),
         ("client_credentials token", cc["access_token"].as_str().unwrap().to_string()),
-        ("session cookie", b.cookie("lanyard_session").unwrap()),
+        ("session cookie", session_cookie),
         ("csrf cookie", b.cookie("lanyard_csrf").unwrap()),
     ];
     for (what, secret) in &secrets {

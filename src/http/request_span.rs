@@ -1,0 +1,32 @@
+//! The span every request's log lines carry: method and path, never the query string.
+//!
+//! `tracing-actix-web`'s default span records the whole request target, and some
+//! protocol requests carry credentials in the query (`id_token_hint` on RP-initiated
+//! logout; in later routes SAML messages and upstream codes). Paths carry only names
+//! (tenant, client id), so the path alone is safe to log.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
+
+pub struct PathOnly;
+
+impl RootSpanBuilder for PathOnly {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.path(),
+            status = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
+        let status = match outcome {
+            Ok(r) => r.response().status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        span.record("status", status.as_u16());
+    }
+}
