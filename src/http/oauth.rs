@@ -77,6 +77,7 @@ pub async fn discovery(state: web::Data<AppState>, path: web::Path<String>) -> R
         "scopes_supported": ["openid", "email", "profile"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "at_hash", "email", "email_verified", "sid"],
         "prompt_values_supported": ["none", "login"],
+        "claims_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
     });
     Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(doc))
@@ -168,8 +169,18 @@ pub async fn authorize(
     }
     let login_hint = q.optional("login_hint", 320)?;
 
+    // OpenID Connect Core §3.1.2.1: max_age bounds the age of the authentication.
+    let max_age = match q.optional("max_age", 12)? {
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => return fail("invalid_request", "max_age must be a non-negative number of seconds"),
+        },
+        None => None,
+    };
+    let now = state.now();
     let session = current_session(&req, &state, &tenant).await?;
-    let session = session.filter(|_| !prompt.contains(&"login"));
+    let session =
+        session.filter(|_| !prompt.contains(&"login")).filter(|(s, _)| max_age.is_none_or(|m| now - s.created_at <= m));
     let Some((session, user)) = session else {
         if prompt.contains(&"none") {
             return fail("login_required", "the user is not signed in");
@@ -198,7 +209,6 @@ pub async fn authorize(
             .insert_header((header::LOCATION, format!("/t/{}/password/change?{next}", tenant.slug)))
             .finish());
     }
-    let now = state.now();
     let code = grant::issue_code(
         &state.store,
         now,

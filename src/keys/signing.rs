@@ -239,14 +239,29 @@ impl KeyRing {
         Ok(row.try_get("n")?)
     }
 
+    /// Inserts a key unless another replica just inserted one in that state (the partial
+    /// unique indexes allow one active and one next key per algorithm).
+    async fn insert_unless_present(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        alg: Alg,
+        state: &str,
+    ) -> Result<(), KeyStoreError> {
+        match self.insert(store, now, alg, state).await {
+            Err(KeyStoreError::Store(e)) if crate::store::is_unique_violation(&e) => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
     /// Makes sure `alg` has an active and a next key (first start, first RS256 client).
     pub async fn ensure(&self, store: &Store, now: UnixTime, alg: Alg) -> Result<(), KeyStoreError> {
         if self.count(store, alg, "active").await? == 0 {
-            self.insert(store, now, alg, "active").await?;
+            self.insert_unless_present(store, now, alg, "active").await?;
             self.invalidate();
         }
         if self.count(store, alg, "next").await? == 0 {
-            self.insert(store, now, alg, "next").await?;
+            self.insert_unless_present(store, now, alg, "next").await?;
             self.invalidate();
         }
         Ok(())
@@ -256,29 +271,61 @@ impl KeyRing {
     /// whose tokens have all expired. Returns the newly active kid.
     pub async fn rotate(&self, store: &Store, now: UnixTime, alg: Alg) -> Result<String, KeyStoreError> {
         self.ensure(store, now, alg).await?;
-        let next: String =
-            sqlx::query("SELECT kid FROM signing_keys WHERE alg = $1 AND state = 'next' ORDER BY created_at LIMIT 1")
-                .bind(alg.as_str())
-                .fetch_one(store.pool())
-                .await?
-                .try_get("kid")?;
-        let mut tx = store.pool().begin().await?;
-        sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1, remove_after = $2 WHERE alg = $3 AND state = 'active'")
-            .bind(now)
-            .bind(now + RETIRED_KEY_GRACE_SECONDS)
+        let active: String = self.kid_in_state(store, alg, "active").await?;
+        match self.rotate_from(store, now, alg, &active).await? {
+            Some(kid) => Ok(kid),
+            // Another replica rotated at this very moment; its result stands.
+            None => self.kid_in_state(store, alg, "active").await,
+        }
+    }
+
+    async fn kid_in_state(&self, store: &Store, alg: Alg, state: &str) -> Result<String, KeyStoreError> {
+        let row = sqlx::query("SELECT kid FROM signing_keys WHERE alg = $1 AND state = $2")
             .bind(alg.as_str())
-            .execute(&mut *tx)
+            .bind(state)
+            .fetch_one(store.pool())
             .await?;
-        sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE kid = $2")
+        Ok(row.try_get("kid")?)
+    }
+
+    /// Compare-and-swap rotation: only if `expected_active` is still the active key, so
+    /// two replicas rotating together rotate once, and the key promoted is always the one
+    /// that was already published as next.
+    async fn rotate_from(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        alg: Alg,
+        expected_active: &str,
+    ) -> Result<Option<String>, KeyStoreError> {
+        let mut tx = store.pool().begin().await?;
+        let retired = sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', retired_at = $1, remove_after = $2 WHERE kid = $3 AND state = 'active'",
+        )
+        .bind(now)
+        .bind(now + RETIRED_KEY_GRACE_SECONDS)
+        .bind(expected_active)
+        .execute(&mut *tx)
+        .await?;
+        if retired.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let next = sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE alg = $2 AND state = 'next' RETURNING kid")
             .bind(now)
-            .bind(&next)
-            .execute(&mut *tx)
+            .bind(alg.as_str())
+            .fetch_optional(&mut *tx)
             .await?;
+        let Some(next) = next else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let kid: String = next.try_get("kid")?;
         tx.commit().await?;
-        self.insert(store, now, alg, "next").await?;
+        self.insert_unless_present(store, now, alg, "next").await?;
         self.remove_expired(store, now).await?;
         self.invalidate();
-        Ok(next)
+        Ok(Some(kid))
     }
 
     /// Deletes retired keys past `remove_after`.
@@ -293,15 +340,20 @@ impl KeyRing {
         Ok(r.rows_affected())
     }
 
-    /// Rotates every algorithm whose active key is older than `max_age` seconds.
+    /// Rotates every algorithm whose active key is older than `max_age` seconds, once,
+    /// however many replicas run this at the same moment.
     pub async fn rotate_due(&self, store: &Store, now: UnixTime, max_age: i64) -> Result<(), KeyStoreError> {
-        let rows = sqlx::query("SELECT alg FROM signing_keys WHERE state = 'active' AND activated_at <= $1")
+        let rows = sqlx::query("SELECT alg, kid FROM signing_keys WHERE state = 'active' AND activated_at <= $1")
             .bind(now - max_age)
             .fetch_all(store.pool())
             .await?;
         for r in rows {
             if let Some(alg) = Alg::parse(&r.try_get::<String, _>("alg")?) {
-                self.rotate(store, now, alg).await?;
+                self.ensure(store, now, alg).await?;
+                let kid: String = r.try_get("kid")?;
+                if self.rotate_from(store, now, alg, &kid).await?.is_some() {
+                    tracing::info!(alg = alg.as_str(), "signing key rotated on schedule");
+                }
             }
         }
         self.remove_expired(store, now).await?;

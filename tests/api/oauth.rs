@@ -232,6 +232,15 @@ async fn native_app_signs_in_with_pkce_end_to_end(kind: StoreKind) {
     let q = query_of(&location(&res));
     assert_eq!(q["error"], "login_required");
     assert_eq!(q["state"], "st-123");
+
+    // max_age: an authentication older than it is not reused.
+    app.clock.advance(61);
+    let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("max_age", "600")])).await;
+    assert!(location(&res).starts_with(NATIVE_REDIRECT), "61 s old, max_age 600: reused");
+    let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("max_age", "60")])).await;
+    assert!(location(&res).starts_with("/t/acme/login?"), "61 s old, max_age 60: sign in again");
+    let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("max_age", "-1")])).await;
+    assert_eq!(query_of(&location(&res))["error"], "invalid_request");
 }
 
 async fn pkce_missing_plain_or_wrong_is_refused(kind: StoreKind) {
