@@ -3,12 +3,13 @@
 //! `cargo bench --bench signin` builds the release `lanyard` binary, starts it on a
 //! fresh SQLite store (loopback, free port), creates a tenant and users with the CLI,
 //! then:
-//!   1. measures the argon2 floor: OWASP-parameter argon2id hashes per second on as many
-//!      threads as the server hashes with (one per core);
-//!   2. drives complete browser sign-ins (GET the form for its CSRF token, POST it,
-//!      expect the 303) from BENCH_CONCURRENCY concurrent clients for BENCH_SECONDS;
-//!   3. fires a burst of BENCH_BURST simultaneous sign-ins to show they queue;
-//! and prints sign-ins/s, the floor, their ratio, latency percentiles and the server's
+//! 1. measures the argon2 floor: OWASP-parameter argon2id hashes per second on as many
+//!    threads as the server hashes with (one per core);
+//! 2. drives complete browser sign-ins (GET the form for its CSRF token, POST it,
+//!    expect the 303) from BENCH_CONCURRENCY concurrent clients for BENCH_SECONDS;
+//! 3. fires a burst of BENCH_BURST simultaneous sign-ins to show they queue;
+//!
+//! It prints sign-ins/s, the floor, their ratio, latency percentiles and the server's
 //! peak RSS (VmHWM). The load generator shares the machine's cores with the server.
 
 use std::io::BufRead;

@@ -26,6 +26,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Command {
     /// Start the server: migrate the store, bootstrap a first tenant and admin if the store
     /// is empty, and listen on LANYARD_LISTEN (default 127.0.0.1:8080).
@@ -54,6 +55,7 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum AdminCommand {
     /// Tenants: an organisation each, found by its e-mail domains.
     #[command(subcommand)]
@@ -77,6 +79,7 @@ enum AdminCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum ClientCommand {
     /// Register a client; prints it as JSON, with its secret (shown only this once) for
     /// web and service clients.

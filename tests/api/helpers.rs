@@ -119,7 +119,8 @@ fn start_cluster() -> String {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.join("log")).unwrap_or_default()
     );
-    // Stop the cluster when this test process ends, however it ends.
+    // Stop the cluster when this test process ends, however it ends. The watchdog outlives
+    // us on purpose, so it is never waited for.
     let stop = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runuser} {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
         pid = std::process::id(),
@@ -128,6 +129,7 @@ fn start_cluster() -> String {
         data = data.display(),
         dir = dir.display(),
     );
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .args(["-c", &stop])
         .stdin(Stdio::null())
@@ -172,15 +174,10 @@ pub struct TestApp {
     pub _dir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { public_url: None, trusted_proxies: vec![] }
-    }
 }
 
 impl TestApp {
