@@ -87,6 +87,52 @@ async fn admin_commands(kind: StoreKind) {
     assert!(events.as_array().unwrap().iter().all(|e| e["actor"] == "cli"));
     let unknown = run(&["admin", "audit", "--tenant", "nope", "--json"], None);
     assert!(stderr(&unknown).contains("no tenant with slug `nope`"));
+
+    // Signing keys: the next key is published before rotation promotes it.
+    let before = json(&run(&["keys", "list"], None));
+    let published: Vec<String> =
+        before["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
+    assert_eq!(published.len(), 2);
+    let rotated = json(&run(&["keys", "rotate", "--alg", "ES256"], None));
+    let active = rotated["active_kid"].as_str().unwrap();
+    assert!(published.iter().any(|k| k == active), "the new signing key was already published");
+    assert_eq!(json(&run(&["keys", "list"], None))["keys"].as_array().unwrap().len(), 3, "retired key stays published");
+    let bad = run(&["keys", "rotate", "--alg", "HS256"], None);
+    assert!(stderr(&bad).contains("--alg must be ES256 or RS256"));
+    let c = json(&run(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--client-id",
+            "portal",
+            "--kind",
+            "web",
+            "--redirect-uri",
+            "https://portal.acme.test/cb",
+        ],
+        None,
+    ));
+    assert!(c["client_secret"].as_str().unwrap().len() >= 43);
+    let bad = run(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--client-id",
+            "app",
+            "--kind",
+            "native",
+            "--redirect-uri",
+            "http://localhost/cb",
+        ],
+        None,
+    );
+    assert!(stderr(&bad).contains("loopback IP literal"), "{}", stderr(&bad));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
