@@ -12,28 +12,15 @@
 //! It prints sign-ins/s, the floor, their ratio, latency percentiles and the server's
 //! peak RSS (VmHWM). The load generator shares the machine's cores with the server.
 
+mod common;
+
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "bench password 123";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
 
 fn csrf_of(body: &str) -> Option<String> {
     let start = body.find("name=\"csrf\" value=\"")? + 19;
@@ -84,30 +71,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let seconds = env_num("BENCH_SECONDS", 10);
-    let concurrency = env_num("BENCH_CONCURRENCY", 32) as usize;
-    let burst = env_num("BENCH_BURST", 500) as usize;
+    let seconds = common::env_num("BENCH_SECONDS", 10);
+    let concurrency = common::env_num("BENCH_CONCURRENCY", 32) as usize;
+    let burst = common::env_num("BENCH_BURST", 500) as usize;
     let users = 50;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let bin = env!("CARGO_BIN_EXE_lanyard");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}/lanyard.db", dir.path().display());
-    let lanyard = |args: &[&str], stdin: Option<&str>| {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("LANYARD_DATABASE_URL", &db)
-            .env("LANYARD_DATA_DIR", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("lanyard");
-        if let Some(s) = stdin {
-            use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
-        }
-        drop(child.stdin.take());
-        assert!(child.wait().expect("wait").success(), "lanyard {args:?} failed");
-    };
+    let store = common::Store::new();
+    let lanyard = |args: &[&str], stdin: Option<&str>| store.cli(args, stdin);
     lanyard(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
     for i in 0..users {
         let email = format!("user{i}@bench.test");
@@ -117,17 +87,8 @@ async fn main() {
         );
     }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut server = Command::new(bin)
-        .arg("serve")
-        .env("LANYARD_DATABASE_URL", &db)
-        .env("LANYARD_DATA_DIR", dir.path())
-        .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LANYARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
+    let port = common::free_port();
+    let mut server = store.serve(port).stdout(Stdio::piped()).spawn().expect("serve");
     let pid = server.id();
     let stdout = server.stdout.take().expect("stdout");
     for line in std::io::BufReader::new(stdout).lines() {
@@ -174,7 +135,7 @@ async fn main() {
     }
     latencies.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     let rate = done.load(Ordering::Relaxed) as f64 / seconds as f64;
-    let rss_sustained = peak_rss_kib(pid);
+    let rss_sustained = common::peak_rss_mib(pid);
 
     // 3. A burst: all at once.
     let t = Instant::now();
@@ -189,7 +150,7 @@ async fn main() {
         burst_ok += t.await.expect("burst") as usize;
     }
     let burst_secs = t.elapsed().as_secs_f64();
-    let rss_burst = peak_rss_kib(pid);
+    let rss_burst = common::peak_rss_mib(pid);
 
     println!();
     println!("argon2id floor (m=19456 KiB, t=2, p=1, {cores} threads): {floor:8.1} hashes/s");
@@ -208,11 +169,7 @@ async fn main() {
         "burst of {burst} simultaneous sign-ins: {burst_ok} succeeded in {burst_secs:.1} s ({:.1}/s)",
         burst_ok as f64 / burst_secs
     );
-    println!(
-        "server peak RSS: {:.1} MiB after sustained load, {:.1} MiB after the burst",
-        rss_sustained as f64 / 1024.0,
-        rss_burst as f64 / 1024.0
-    );
+    println!("server peak RSS: {:.1} MiB after sustained load, {:.1} MiB after the burst", rss_sustained, rss_burst);
 
     let _ = server.kill();
     let _ = server.wait();

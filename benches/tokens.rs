@@ -10,6 +10,8 @@
 //! plus offline ES256 JWT validations/s (ring, key from the JWKS) and the server's
 //! peak RSS. The load generator shares the 2 cores with the server.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,20 +22,6 @@ use base64::Engine;
 
 const SECRET: &str = "bench-secret-0123456789-0123456789-0123456789";
 const PASSWORD: &str = "bench password 123";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 /// Runs `op` from `concurrency` tasks for `seconds`; returns successes per second.
 async fn sustained<F, Fut>(concurrency: usize, seconds: u64, op: F) -> (f64, u64)
@@ -99,30 +87,64 @@ async fn drain(
     (ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
 }
 
+/// What exchanging a batch of codes gave: the rate, the failures, and the refresh tokens.
+struct Exchanged {
+    rate: f64,
+    failed: u64,
+    refresh_tokens: Vec<String>,
+    access_tokens_are_jwts: bool,
+}
+
+/// Exchanges every code (native client `app`, PKCE `verifier`) at `token_url`.
+async fn exchange_codes(concurrency: usize, token_url: &str, codes: Vec<String>, verifier: &str) -> Exchanged {
+    let refresh_tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let jwts = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, v, rts, jwt_flag) = (token_url.to_string(), verifier.to_string(), refresh_tokens.clone(), jwts.clone());
+    let (rate, failed) = drain(concurrency, codes, move |c, code| {
+        let (url, v, rts, jwt_flag) = (url.clone(), v.clone(), rts.clone(), jwt_flag.clone());
+        Box::pin(async move {
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("client_id", "app"),
+                ("code", code.as_str()),
+                ("redirect_uri", "com.example.app://cb"),
+                ("code_verifier", v.as_str()),
+            ];
+            let Ok(r) = c.post(&url).form(&form).send().await else { return false };
+            if r.status() != 200 {
+                return false;
+            }
+            let Ok(t) = r.json::<serde_json::Value>().await else { return false };
+            jwt_flag.store(t["access_token"].as_str().unwrap_or("").matches('.').count() == 2, Ordering::Relaxed);
+            rts.lock().expect("lock").push(t["refresh_token"].as_str().unwrap_or("").to_string());
+            true
+        })
+    })
+    .await;
+    let refresh_tokens = std::mem::take(&mut *refresh_tokens.lock().expect("lock"));
+    Exchanged { rate, failed, refresh_tokens, access_tokens_are_jwts: jwts.load(Ordering::Relaxed) }
+}
+
+/// Rotates each refresh token once (native client `app`) at `token_url`.
+async fn refresh_all(concurrency: usize, token_url: &str, tokens: Vec<String>) -> (f64, u64) {
+    let url = token_url.to_string();
+    drain(concurrency, tokens, move |c, rt| {
+        let url = url.clone();
+        Box::pin(async move {
+            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
+            matches!(c.post(&url).form(&form).send().await, Ok(r) if r.status() == 200)
+        })
+    })
+    .await
+}
+
 #[tokio::main]
 async fn main() {
-    let seconds = env_num("BENCH_SECONDS", 8);
-    let concurrency = env_num("BENCH_CONCURRENCY", 32) as usize;
-    let n_codes = env_num("BENCH_CODES", 3000) as usize;
-    let bin = env!("CARGO_BIN_EXE_lanyard");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}/lanyard.db", dir.path().display());
-    let cli = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("LANYARD_DATABASE_URL", &db)
-            .env("LANYARD_DATA_DIR", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("lanyard");
-        if let Some(s) = stdin {
-            child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
-        }
-        drop(child.stdin.take());
-        assert!(child.wait().expect("wait").success(), "lanyard {args:?}");
-    };
+    let seconds = common::env_num("BENCH_SECONDS", 8);
+    let concurrency = common::env_num("BENCH_CONCURRENCY", 32) as usize;
+    let n_codes = common::env_num("BENCH_CODES", 3000) as usize;
+    let store = common::Store::new();
+    let cli = |args: &[&str], stdin: Option<&str>| store.cli(args, stdin);
     cli(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
     cli(
         &["admin", "user", "create", "--tenant", "bench", "--email", "u@bench.test", "--password-stdin"],
@@ -162,17 +184,8 @@ async fn main() {
         None,
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut server = Command::new(bin)
-        .arg("serve")
-        .env("LANYARD_DATABASE_URL", &db)
-        .env("LANYARD_DATA_DIR", dir.path())
-        .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LANYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
+    let port = common::free_port();
+    let mut server = store.serve(port).stdout(Stdio::null()).spawn().expect("serve");
     let pid = server.id();
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
@@ -255,47 +268,15 @@ async fn main() {
         }
     }
     let authorize_rate = codes.len() as f64 / mint_start.elapsed().as_secs_f64();
-    let refresh_tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (url, v, rts) = (token_url.clone(), verifier.clone(), refresh_tokens.clone());
-    let (code_rate, code_fail) = drain(concurrency, codes, move |c, code| {
-        let (url, v, rts) = (url.clone(), v.clone(), rts.clone());
-        Box::pin(async move {
-            let form = [
-                ("grant_type", "authorization_code"),
-                ("client_id", "app"),
-                ("code", code.as_str()),
-                ("redirect_uri", "com.example.app://cb"),
-                ("code_verifier", v.as_str()),
-            ];
-            match c.post(&url).form(&form).send().await {
-                Ok(r) if r.status() == 200 => match r.json::<serde_json::Value>().await {
-                    Ok(t) => {
-                        rts.lock().expect("lock").push(t["refresh_token"].as_str().unwrap_or("").to_string());
-                        true
-                    }
-                    Err(_) => false,
-                },
-                _ => false,
-            }
-        })
-    })
-    .await;
-    let rts = std::mem::take(&mut *refresh_tokens.lock().expect("lock"));
-    let url = token_url.clone();
-    let (refresh_rate, refresh_fail) = drain(concurrency, rts, move |c, rt| {
-        let url = url.clone();
-        Box::pin(async move {
-            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
-            matches!(c.post(&url).form(&form).send().await, Ok(r) if r.status() == 200)
-        })
-    })
-    .await;
+    let exchanged = exchange_codes(concurrency, &token_url, codes, &verifier).await;
+    let (code_rate, code_fail) = (exchanged.rate, exchanged.failed);
+    let (refresh_rate, refresh_fail) = refresh_all(concurrency, &token_url, exchanged.refresh_tokens).await;
 
     let jwks: serde_json::Value =
         reqwest::get(format!("{base}/t/bench/jwks")).await.expect("jwks").json().await.expect("json");
     let offline = offline_validations(&access_token, &jwks);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let lanyard_rss = peak_rss_mib(pid);
+    let lanyard_rss = common::peak_rss_mib(pid);
     let _ = server.kill();
     let _ = server.wait();
 
@@ -472,47 +453,10 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
         }
     }
     let op_authorize = codes.len() as f64 / mint_start.elapsed().as_secs_f64();
-    let refresh_tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let at_is_jwt = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (u, v, rts, jwtflag) = (url.clone(), verifier.clone(), refresh_tokens.clone(), at_is_jwt.clone());
-    let (code, code_fail) = drain(concurrency, codes, move |c, code| {
-        let (u, v, rts, jwtflag) = (u.clone(), v.clone(), rts.clone(), jwtflag.clone());
-        Box::pin(async move {
-            let form = [
-                ("grant_type", "authorization_code"),
-                ("client_id", "app"),
-                ("code", code.as_str()),
-                ("redirect_uri", "com.example.app://cb"),
-                ("code_verifier", v.as_str()),
-            ];
-            match c.post(&u).form(&form).send().await {
-                Ok(r) if r.status() == 200 => match r.json::<serde_json::Value>().await {
-                    Ok(t) => {
-                        jwtflag.store(
-                            t["access_token"].as_str().unwrap_or("").matches('.').count() == 2,
-                            Ordering::Relaxed,
-                        );
-                        rts.lock().expect("lock").push(t["refresh_token"].as_str().unwrap_or("").to_string());
-                        true
-                    }
-                    Err(_) => false,
-                },
-                _ => false,
-            }
-        })
-    })
-    .await;
-    let rts = std::mem::take(&mut *refresh_tokens.lock().expect("lock"));
-    let u = url.clone();
-    let (refresh, refresh_fail) = drain(concurrency, rts, move |c, rt| {
-        let u = u.clone();
-        Box::pin(async move {
-            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
-            matches!(c.post(&u).form(&form).send().await, Ok(r) if r.status() == 200)
-        })
-    })
-    .await;
-    let rss = peak_rss_mib(pid);
+    let exchanged = exchange_codes(concurrency, &url, codes, &verifier).await;
+    let (code, code_fail, at_is_jwt) = (exchanged.rate, exchanged.failed, exchanged.access_tokens_are_jwts);
+    let (refresh, refresh_fail) = refresh_all(concurrency, &url, exchanged.refresh_tokens).await;
+    let rss = common::peak_rss_mib(pid);
     let _ = child.kill();
     let _ = child.wait();
     println!();
@@ -531,6 +475,6 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
         "(oidc-provider: failures cc {cc_fail}, introspection {intro_fail}, code {code_fail}, refresh {refresh_fail}; \
          code-flow access tokens are {}; codes minted at {op_authorize:.1}/s through its interaction redirects; \
          it cannot introspect JWT access tokens)",
-        if at_is_jwt.load(Ordering::Relaxed) { "JWTs" } else { "opaque" }
+        if at_is_jwt { "JWTs" } else { "opaque" }
     );
 }

@@ -1,0 +1,64 @@
+//! What both benchmarks need: knobs from the environment, peak RSS of a process, and a
+//! fresh SQLite store administered through the real `lanyard` CLI.
+
+use std::process::{Command, Stdio};
+
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// VmHWM of `pid`, in MiB (0 when it cannot be read).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// A temp dir with a SQLite store, driven by the release binary's CLI.
+pub struct Store {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = format!("sqlite://{}/lanyard.db", dir.path().display());
+        Store { dir, db }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lanyard"));
+        c.env("LANYARD_DATABASE_URL", &self.db).env("LANYARD_DATA_DIR", self.dir.path());
+        c
+    }
+
+    /// Runs `lanyard ARGS` with `stdin`; panics if it fails.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) {
+        use std::io::Write;
+        let mut child = self.command().args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("lanyard");
+        if let Some(s) = stdin {
+            child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
+        }
+        drop(child.stdin.take());
+        assert!(child.wait().expect("wait").success(), "lanyard {args:?} failed");
+    }
+
+    /// `lanyard serve` on 127.0.0.1:`port`, quiet.
+    pub fn serve(&self, port: u16) -> Command {
+        let mut c = self.command();
+        c.arg("serve")
+            .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LANYARD_LOG", "warn")
+            .stderr(Stdio::null());
+        c
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+}
