@@ -23,6 +23,7 @@ both_stores!(
     web_client_with_secret_and_rp_initiated_logout,
     values_of_one_kind_cannot_be_redeemed_as_another,
     grant_types_are_per_client_within_the_kind,
+    refresh_family_ends_at_its_absolute_lifetime,
 );
 
 pub const NATIVE_REDIRECT: &str = "com.example.workview://oauthredirect";
@@ -449,6 +450,12 @@ async fn retired_keys_verify_until_removed(kind: StoreKind) {
     let jwks: Value = b.get("/t/acme/jwks").await.json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 3, "retired, active, new next");
 
+    // One second before every token it signed has expired, the retired key is still there.
+    app.clock.set(rotated_at + lanyard::keys::signing::RETIRED_KEY_GRACE_SECONDS - 1);
+    app.state.keys.remove_expired(&app.state.store, app.now()).await.unwrap();
+    let jwks: Value = b.get("/t/acme/jwks").await.json().await.unwrap();
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == old_kid.as_str()), "still published");
+
     // Once every token the retired key signed has expired, the key leaves the JWKS and
     // anything it signed is refused at the signature, whatever its claims say.
     app.clock.set(rotated_at + lanyard::keys::signing::RETIRED_KEY_GRACE_SECONDS);
@@ -757,4 +764,24 @@ async fn grant_types_are_per_client_within_the_kind(kind: StoreKind) {
     let (s, _) =
         token(&app, &[("grant_type", "client_credentials"), ("client_id", "portal"), ("client_secret", &secret)]).await;
     assert_eq!(s, 200);
+}
+
+async fn refresh_family_ends_at_its_absolute_lifetime(kind: StoreKind) {
+    let (app, b) = setup(kind).await;
+    let (verifier, challenge) = pkce();
+    let granted = app.now();
+    let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
+    let (_, t) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
+    let mut rt = t["refresh_token"].as_str().unwrap().to_string();
+    // Used every 6 hours (within the 8-hour idle window) up to one second before 24 hours.
+    for at in [6 * 3600, 12 * 3600, 18 * 3600, 24 * 3600 - 1] {
+        app.clock.set(granted + at);
+        let (s, t) = refresh(&app, "workview", &rt).await;
+        assert_eq!(s, 200, "{at} s after the grant");
+        rt = t["refresh_token"].as_str().unwrap().to_string();
+    }
+    app.clock.set(granted + 24 * 3600);
+    let (s, e) = refresh(&app, "workview", &rt).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")), "the family ends at 24 hours, however active");
+    assert_eq!(introspect(&app, "workview", &rt).await["active"], false);
 }
