@@ -475,16 +475,19 @@ pub async fn end_session(
     let now = state.now();
     let iss = issuer(&state, &tenant);
     // The hint's signature must verify; its expiry does not matter (§2).
-    let hint: Option<IdClaims> = match q.optional("id_token_hint", 16 * 1024)? {
-        Some(t) => match state.keys.verify(&state.store, now, t).await {
-            Ok(u) => u.claims_after_verification::<IdClaims>().ok().filter(|c| c.iss == iss),
-            Err(_) => None,
-        },
-        None => None,
-    };
-    if q.optional("id_token_hint", 16 * 1024)?.is_some() && hint.is_none() {
-        return Err(PageError::bad_request("The id_token_hint is not a token this organisation issued."));
-    }
+    let hint: Option<IdClaims> =
+        match q.optional("id_token_hint", 16 * 1024)? {
+            Some(t) => {
+                let claims = match state.keys.verify(&state.store, now, t).await {
+                    Ok(u) => u.claims_after_verification::<IdClaims>().ok().filter(|c| c.iss == iss),
+                    Err(_) => None,
+                };
+                Some(claims.ok_or_else(|| {
+                    PageError::bad_request("The id_token_hint is not a token this organisation issued.")
+                })?)
+            }
+            None => None,
+        };
     let client_id = q.optional("client_id", 128)?.map(str::to_string).or_else(|| hint.as_ref().map(|h| h.aud.clone()));
     let post_logout = q.optional("post_logout_redirect_uri", 2000)?;
     let client_state = q.optional("state", 2000)?;

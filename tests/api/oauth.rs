@@ -657,6 +657,18 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["active"], false);
 
+    // A hint whose signature does not verify: refused, not redirected, session kept.
+    let forged = format!("{}AAAA", &idt[..idt.len() - 4]);
+    let r = b
+        .get(&format!(
+            "/t/acme/logout?id_token_hint={forged}&post_logout_redirect_uri=https%3A%2F%2Fportal.acme.test%2Fbye"
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    assert!(r.text().await.unwrap().contains("not a token this organisation issued"));
+    assert_eq!(b.get("/t/acme/account").await.status(), 200, "session kept");
+
     // Logout to an unregistered address: refused, not redirected.
     let bad = format!("/t/acme/logout?id_token_hint={idt}&post_logout_redirect_uri=https%3A%2F%2Fevil.test%2F");
     let r = b.get(&bad).await;
