@@ -93,7 +93,8 @@ pub async fn issue_code(
 }
 
 pub struct RedeemedCode {
-    pub grant_id: String,
+    /// The family as it was when the code was spent (read in the same transaction).
+    pub grant: Grant,
     pub redirect_uri: String,
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
@@ -101,7 +102,7 @@ pub struct RedeemedCode {
 }
 
 pub enum CodeRedemption {
-    Redeemed(RedeemedCode),
+    Redeemed(Box<RedeemedCode>),
     /// The code was used before: the caller revokes its grant (RFC 6749 §4.1.2).
     Replayed {
         grant_id: String,
@@ -109,28 +110,40 @@ pub enum CodeRedemption {
     Unknown,
 }
 
+/// Spends a code and reads its grant in one transaction: a concurrent second use sees the
+/// code as used only after this commits, so whatever it revokes, this redemption already
+/// holds the family as it was (the tokens it issues then die with the family).
 pub async fn redeem_code(store: &Store, now: UnixTime, code: &str) -> Result<CodeRedemption, sqlx::Error> {
     if code.len() > 200 {
         return Ok(CodeRedemption::Unknown);
     }
     let hash = sha256_hex(code);
+    let mut tx = store.pool().begin().await?;
     let row = sqlx::query(
         "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
          RETURNING grant_id, redirect_uri, nonce, code_challenge, expires_at",
     )
     .bind(now)
     .bind(&hash)
-    .fetch_optional(store.pool())
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some(r) = row {
-        return Ok(CodeRedemption::Redeemed(RedeemedCode {
-            grant_id: r.try_get("grant_id")?,
+        let grant_id: String = r.try_get("grant_id")?;
+        let Some(grant) = load_grant(&mut *tx, &grant_id).await? else {
+            tx.rollback().await?;
+            return Ok(CodeRedemption::Unknown);
+        };
+        let redeemed = RedeemedCode {
+            grant,
             redirect_uri: r.try_get("redirect_uri")?,
             nonce: r.try_get("nonce")?,
             code_challenge: r.try_get("code_challenge")?,
             expires_at: r.try_get("expires_at")?,
-        }));
+        };
+        tx.commit().await?;
+        return Ok(CodeRedemption::Redeemed(Box::new(redeemed)));
     }
+    tx.rollback().await?;
     let used = sqlx::query("SELECT grant_id FROM oauth_codes WHERE code_hash = $1")
         .bind(&hash)
         .fetch_optional(store.pool())
@@ -142,12 +155,20 @@ pub async fn redeem_code(store: &Store, now: UnixTime, code: &str) -> Result<Cod
 }
 
 pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::Error> {
+    load_grant(store.pool(), id).await
+}
+
+/// Loads a grant on the pool or inside a caller's transaction.
+async fn load_grant<'e, E>(executor: E, id: &str) -> Result<Option<Grant>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let row = sqlx::query(
         "SELECT id, tenant_id, client_row_id, user_id, scope, auth_time, amr, absolute_expires_at, revoked_at \
          FROM oauth_grants WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(store.pool())
+    .fetch_optional(executor)
     .await?;
     row.map(|r| {
         let scope: String = r.try_get("scope")?;
@@ -183,6 +204,13 @@ pub async fn revoke_grant(store: &Store, now: UnixTime, id: &str, reason: &str) 
 /// A new refresh token in the family; it idles out after `idle` seconds, never later
 /// than the grant's absolute expiry.
 pub async fn issue_refresh(store: &Store, now: UnixTime, grant: &Grant, idle: i64) -> Result<String, sqlx::Error> {
+    insert_refresh(store.pool(), now, grant, idle).await
+}
+
+async fn insert_refresh<'e, E>(executor: E, now: UnixTime, grant: &Grant, idle: i64) -> Result<String, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let token = random_token(32);
     sqlx::query(
         "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at, idle_expires_at) VALUES ($1, $2, $3, $4)",
@@ -191,19 +219,23 @@ pub async fn issue_refresh(store: &Store, now: UnixTime, grant: &Grant, idle: i6
     .bind(&grant.id)
     .bind(now)
     .bind((now + idle).min(grant.absolute_expires_at))
-    .execute(store.pool())
+    .execute(executor)
     .await?;
     Ok(token)
 }
 
 pub enum RefreshRedemption {
+    /// Spent, its family still live, and the next token of the family issued.
     Rotated {
-        grant_id: String,
+        grant: Box<Grant>,
+        new_token: String,
     },
     /// Presented again after rotation: the caller revokes the family.
     Reused {
         grant_id: String,
     },
+    /// The token was valid but its family is revoked or past its absolute lifetime.
+    FamilyEnded,
     Expired,
     Unknown,
 }
@@ -234,22 +266,42 @@ pub async fn refresh_token_client(store: &Store, token: &str) -> Result<Option<S
     row.map(|r| r.try_get("client_row_id")).transpose()
 }
 
-pub async fn redeem_refresh(store: &Store, now: UnixTime, token: &str) -> Result<RefreshRedemption, sqlx::Error> {
+/// Rotation in one transaction: spend the token, check its family, issue the next one.
+/// A concurrent reuse sees the token as used only after this commits, so of any number of
+/// parallel uses exactly one rotates, whatever the timing; the reuse then revokes the
+/// family, new token included.
+pub async fn rotate_refresh(
+    store: &Store,
+    now: UnixTime,
+    token: &str,
+    idle: i64,
+) -> Result<RefreshRedemption, sqlx::Error> {
     if token.len() > 200 {
         return Ok(RefreshRedemption::Unknown);
     }
-    let hash = sha256_hex(token);
+    let mut tx = store.pool().begin().await?;
     let row = sqlx::query(
         "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND idle_expires_at > $1 \
          RETURNING grant_id",
     )
     .bind(now)
-    .bind(&hash)
-    .fetch_optional(store.pool())
+    .bind(sha256_hex(token))
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some(r) = row {
-        return Ok(RefreshRedemption::Rotated { grant_id: r.try_get("grant_id")? });
+        let grant_id: String = r.try_get("grant_id")?;
+        let grant = match load_grant(&mut *tx, &grant_id).await? {
+            Some(g) if g.is_live(now) => g,
+            _ => {
+                tx.rollback().await?;
+                return Ok(RefreshRedemption::FamilyEnded);
+            }
+        };
+        let new_token = insert_refresh(&mut *tx, now, &grant, idle).await?;
+        tx.commit().await?;
+        return Ok(RefreshRedemption::Rotated { grant: Box::new(grant), new_token });
     }
+    tx.rollback().await?;
     Ok(match refresh_grant_id(store, token).await? {
         Some((grant_id, Some(_), _)) => RefreshRedemption::Reused { grant_id },
         Some(_) => RefreshRedemption::Expired,

@@ -159,6 +159,7 @@ impl TokenService<'_> {
         grant: &grant::Grant,
         user: &User,
         nonce: Option<&str>,
+        refresh_token: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         let minted = tokens::mint(
             self.keys,
@@ -174,11 +175,6 @@ impl TokenService<'_> {
             },
         )
         .await?;
-        let refresh_token = if client.allows_grant("refresh_token") {
-            Some(grant::issue_refresh(self.store, self.now, grant, client.refresh_idle_seconds).await?)
-        } else {
-            None
-        };
         Ok(TokenResponse {
             access_token: minted.access_token,
             token_type: "Bearer",
@@ -189,22 +185,19 @@ impl TokenService<'_> {
         })
     }
 
-    /// Loads the family and its user, refusing anything no longer live.
-    async fn live_family(&self, client: &Client, grant_id: &str) -> Result<(grant::Grant, User), OAuthError> {
-        let g = grant::find_grant(self.store, grant_id)
-            .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("grant not found".into()))?;
+    /// Checks a family read at redemption, and loads its user. The grant is not read again:
+    /// a revocation by a concurrent reuse must not turn the one valid use into a failure.
+    async fn check_family(&self, client: &Client, g: &grant::Grant) -> Result<User, OAuthError> {
         if g.client_row_id != client.row_id {
             return Err(OAuthError::InvalidGrant("the grant was issued to another client".into()));
         }
         if !g.is_live(self.now) {
             return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()));
         }
-        let uid = g.user_id.clone().ok_or_else(|| OAuthError::InvalidGrant("grant has no user".into()))?;
-        let user = active_user(self.store, self.now, &uid)
+        let uid = g.user_id.as_deref().ok_or_else(|| OAuthError::InvalidGrant("grant has no user".into()))?;
+        active_user(self.store, self.now, uid)
             .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("the user can no longer sign in".into()))?;
-        Ok((g, user))
+            .ok_or_else(|| OAuthError::InvalidGrant("the user can no longer sign in".into()))
     }
 
     /// RFC 6749 §4.1.3 with RFC 7636 §4.6.
@@ -234,7 +227,8 @@ impl TokenService<'_> {
         if self.now >= redeemed.expires_at {
             return Err(OAuthError::InvalidGrant("authorization code has expired".into()));
         }
-        let (g, user) = self.live_family(client, &redeemed.grant_id).await?;
+        let g = &redeemed.grant;
+        let user = self.check_family(client, g).await?;
         if redirect_uri != Some(redeemed.redirect_uri.as_str()) {
             return Err(OAuthError::InvalidGrant("redirect_uri does not match the authorization request".into()));
         }
@@ -249,7 +243,12 @@ impl TokenService<'_> {
             }
             (None, None) => {}
         }
-        self.issue(client, &g, &user, redeemed.nonce.as_deref()).await
+        let refresh_token = if client.allows_grant("refresh_token") {
+            Some(grant::issue_refresh(self.store, self.now, g, client.refresh_idle_seconds).await?)
+        } else {
+            None
+        };
+        self.issue(client, g, &user, redeemed.nonce.as_deref(), refresh_token).await
     }
 
     /// RFC 6749 §6, rotating: every use returns a new refresh token; presenting a used
@@ -269,8 +268,10 @@ impl TokenService<'_> {
         if owned.as_deref() != Some(client.row_id.as_str()) {
             return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
         }
-        let grant_id = match grant::redeem_refresh(self.store, self.now, token).await? {
-            RefreshRedemption::Rotated { grant_id } => grant_id,
+        let (mut g, new_token) = match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds)
+            .await?
+        {
+            RefreshRedemption::Rotated { grant, new_token } => (*grant, new_token),
             RefreshRedemption::Reused { grant_id } => {
                 if grant::revoke_grant(self.store, self.now, &grant_id, "refresh_reuse").await? {
                     tracing::warn!("rotated refresh token presented again: its family was revoked");
@@ -278,10 +279,13 @@ impl TokenService<'_> {
                 }
                 return Err(OAuthError::InvalidGrant("refresh token was already used".into()));
             }
+            RefreshRedemption::FamilyEnded => {
+                return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()))
+            }
             RefreshRedemption::Expired => return Err(OAuthError::InvalidGrant("refresh token has expired".into())),
             RefreshRedemption::Unknown => return Err(OAuthError::InvalidGrant("refresh token is not valid".into())),
         };
-        let (mut g, user) = self.live_family(client, &grant_id).await?;
+        let user = self.check_family(client, &g).await?;
         if let Some(s) = scope {
             let asked: Vec<String> = s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect();
             if asked.iter().any(|a| !g.scope.contains(a)) {
@@ -289,7 +293,7 @@ impl TokenService<'_> {
             }
             g.scope = asked;
         }
-        self.issue(client, &g, &user, None).await
+        self.issue(client, &g, &user, None, Some(new_token)).await
     }
 
     /// RFC 6749 §4.4: the client acts for itself. No store writes.

@@ -382,17 +382,25 @@ async fn fifty_parallel_refreshes_yield_exactly_one_success(kind: StoreKind) {
             let (client, url, rt) = (client.clone(), url.clone(), rt.clone());
             tokio::spawn(async move {
                 let form = [("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt.as_str())];
-                client.post(url).form(&form).send().await.unwrap().status().as_u16()
+                let r = client.post(url).form(&form).send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
             })
         })
         .collect();
-    let mut ok = 0;
+    let mut winners = Vec::new();
     for t in tasks {
-        if t.await.unwrap() == 200 {
-            ok += 1;
+        let (status, body) = t.await.unwrap();
+        if status == 200 {
+            winners.push(body);
+        } else {
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
         }
     }
-    assert_eq!(ok, 1, "exactly one of 50 parallel uses wins");
+    assert_eq!(winners.len(), 1, "exactly one of 50 parallel uses wins");
+    // The 49 reuses revoked the family: the winner's new tokens die with it.
+    let next = winners[0]["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&app, "workview", next).await.0, 400);
+    assert_eq!(introspect(&app, "workview", winners[0]["access_token"].as_str().unwrap()).await["active"], false);
 }
 
 async fn expiry_at_exact_edges(kind: StoreKind) {
