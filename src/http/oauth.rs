@@ -505,6 +505,10 @@ async fn with_cors(req: &HttpRequest, state: &AppState, slug: &str, res: HttpRes
     cors::apply(res, origin.as_deref())
 }
 
+/// The token endpoint. Store round trips (ARCHITECTURE.md "Hot paths"; signing keys are
+/// cached): client_credentials 2 (tenant, client) + 1 when API scopes or a `resource`
+/// are asked for; authorization_code 6 (tenant, client, code+grant, spend, user, refresh
+/// token); refresh_token 6 (tenant, client, owner, the rotation transaction, user).
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -562,6 +566,9 @@ async fn token_inner(req: &HttpRequest, state: &AppState, slug: &str, body: &web
     }
 }
 
+/// RFC 7662. Store round trips: 2 (tenant, client) + for a JWT the revocation list,
+/// and the grant and user (user tokens) or the client row (client tokens); for a refresh
+/// token its row, grant, client and user.
 pub async fn introspect(
     req: HttpRequest,
     state: web::Data<AppState>,
