@@ -60,7 +60,6 @@ async fn not_found() -> Result<HttpResponse, error::PageError> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(observe::healthz))
         .route("/readyz", web::get().to(observe::readyz))
-        .route("/metrics", web::get().to(observe::metrics_text))
         .route("/static/lanyard.css", web::get().to(stylesheet))
         .configure(crate::admin::api::configure)
         .route("/", web::get().to(pages::root))
