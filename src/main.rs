@@ -322,15 +322,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let listen = config.listen;
             let app = lanyard::Application::build(config, Arc::new(SystemClock)).await?;
             let state = app.state();
+            // Before the "listening on" line, which tools wait for as the last one.
+            match state.config.metrics_listen {
+                Some(m) => println!("Lanyard: metrics at http://{m}/metrics"),
+                None => println!("Lanyard: metrics off"),
+            }
             println!(
                 "Lanyard: listening on {listen} (port {}) — sign-in page {}",
                 app.port(),
                 state.config.url("/login")
             );
-            match state.config.metrics_listen {
-                Some(m) => println!("Lanyard: metrics at http://{m}/metrics"),
-                None => println!("Lanyard: metrics off"),
-            }
             app.run_until_stopped().await?;
             Ok(())
         }
