@@ -469,10 +469,32 @@ async fn adminless_default_tenant_gets_an_admin(kind: StoreKind) {
     assert!(location(&res).starts_with("/t/default/password/change"));
     stop(child);
 
+    // The README's recovery of a lost one-time password.
+    let reset = lanyard(
+        &db,
+        dir.path(),
+        &[
+            "admin",
+            "user",
+            "set-password",
+            "--email",
+            "admin@lanyard.local",
+            "--tenant",
+            "default",
+            "--must-change-password",
+        ],
+        Some("a-new-password-123\n"),
+    );
+    assert!(reset.status.success(), "{}", stderr(&reset));
+
     // The admin exists now: the next start creates nothing and prints no password.
     let port = free_port();
     let (child, text) = serve(&db, dir.path(), &[("LANYARD_LISTEN", format!("127.0.0.1:{port}"))], None);
     assert!(!text.contains("one-time password") && !text.contains("created"), "{text}");
+    let b = Browser::new(&format!("http://127.0.0.1:{port}"));
+    let res = b.sign_in("default", "admin@lanyard.local", "a-new-password-123").await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with("/t/default/password/change"));
     stop(child);
 }
 
