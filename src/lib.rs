@@ -101,9 +101,10 @@ impl Application {
             None => None,
             Some(addr) => match bind("metrics_listen", addr) {
                 Ok(l) => Some(l),
-                Err(e) if !config.metrics_listen_configured => {
+                Err(StartError::Bind { addr, cause, .. }) if !config.metrics_listen_configured => {
                     tracing::warn!(
-                        error = %e,
+                        %addr,
+                        %cause,
                         "metrics are off: the default metrics address is taken; set LANYARD_METRICS_LISTEN \
                          to another address (or to the empty string to silence this)"
                     );

@@ -252,6 +252,16 @@ mod tests {
     }
 
     #[test]
+    fn check_value_recognises_a_key_and_reveals_nothing() {
+        let a = MasterKey::from_bytes([7; 32]);
+        let b = MasterKey::from_bytes([8; 32]);
+        assert_eq!(a.check_value(), MasterKey::from_bytes([7; 32]).check_value());
+        assert_ne!(a.check_value(), b.check_value());
+        assert_eq!(a.check_value().len(), 64);
+        assert!(!a.check_value().contains(&hex::encode([7u8; 32])));
+    }
+
+    #[test]
     fn short_master_key_is_refused() {
         let err = MasterKey::from_base64(&SecretString::from("AAAA".to_string())).unwrap_err();
         assert!(err.to_string().contains("master_key"));
