@@ -197,14 +197,14 @@ impl RawConfig {
             return Err(invalid("bootstrap_admin_email", "is not a valid e-mail address"));
         }
 
-        // Checked here, before anything is created: a refused bootstrap password must not
-        // leave a tenant without its admin behind.
-        let min = crate::tenant::TenantPolicy::default().password_min_length;
+        // Checked here, before anything is created, against the policy a new tenant starts
+        // with: a refused bootstrap password must not leave a tenant without its admin.
         if let Some(p) = &self.bootstrap_admin_password {
             use secrecy::ExposeSecret;
-            if (p.expose_secret().chars().count() as i64) < min {
-                return Err(invalid("bootstrap_admin_password", format!("must be at least {min} characters")));
-            }
+            let email = crate::user::Email::parse(&bootstrap_admin_email)
+                .map_err(|_| invalid("bootstrap_admin_email", "is not a valid e-mail address"))?;
+            crate::password::policy::check(&crate::tenant::TenantPolicy::default(), &email, p.expose_secret())
+                .map_err(|e| invalid("bootstrap_admin_password", e.to_string()))?;
         }
 
         let metrics_listen_configured = self.metrics_listen.is_some();
