@@ -362,7 +362,7 @@ fn read_only_commands_never_create_a_store() {
     assert!(files_in(dir.path()).is_empty(), "created {:?}", files_in(dir.path()));
 
     let typo = format!("sqlite://{}/dta/lanyrd.db", dir.path().display());
-    for args in [&["admin", "tenant", "list"][..], &["keys", "list"], &["admin", "user", "list", "--tenant", "acme"]] {
+    for args in [&["admin", "tenant", "list"][..], &["keys", "list", "--tenant", "acme"], &["admin", "user", "list", "--tenant", "acme"]] {
         let out = lanyard(&typo, dir.path(), args, None);
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr(&out).contains("there is no Lanyard store"), "{}", stderr(&out));
@@ -392,11 +392,11 @@ async fn wrong_master_key_is_refused(kind: StoreKind) {
     let run = |args: &[&str]| lanyard(&db, dir.path(), args, None);
     assert!(run(&["migrate"]).status.success());
     json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"]));
-    let jwks = json(&run(&["keys", "list"]));
+    let jwks = json(&run(&["keys", "list", "--tenant", "acme"]));
 
     // Another directory: no master.key there, and none is generated for this store.
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = lanyard(&db, elsewhere.path(), &["keys", "rotate"], None);
+    let out = lanyard(&db, elsewhere.path(), &["keys", "rotate", "--tenant", "acme"], None);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("no master key at") && stderr(&out).contains("none is generated"),
@@ -416,7 +416,7 @@ async fn wrong_master_key_is_refused(kind: StoreKind) {
         cmd.output().unwrap()
     };
     for args in [
-        &["keys", "rotate"][..],
+        &["keys", "rotate", "--tenant", "acme"][..],
         &["admin", "tenant", "create", "--slug", "beta", "--name", "Beta", "--domain", "beta.test"],
         &["admin", "tenant", "list"],
         &["migrate"],
@@ -425,7 +425,7 @@ async fn wrong_master_key_is_refused(kind: StoreKind) {
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr(&out).contains("the master key does not match the store"), "{args:?}: {}", stderr(&out));
     }
-    assert_eq!(json(&run(&["keys", "list"])), jwks, "no key was written");
+    assert_eq!(json(&run(&["keys", "list", "--tenant", "acme"])), jwks, "no key was written");
     let tenants = json(&run(&["admin", "tenant", "list"]));
     assert_eq!(tenants.as_array().unwrap().len(), 1, "{tenants}");
 
@@ -436,7 +436,7 @@ async fn wrong_master_key_is_refused(kind: StoreKind) {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_meta").fetch_one(store.pool()).await.unwrap();
     assert_eq!(n, 1, "check value recorded");
     store.close().await;
-    assert!(!with_wrong(&["keys", "list"]).status.success());
+    assert!(!with_wrong(&["keys", "list", "--tenant", "acme"]).status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
