@@ -140,8 +140,10 @@ impl Application {
             report.print(&config);
         }
         let https = config.is_https();
-        // Each tenant's keys are made at its first use (KeyRing::snapshot).
+        // Every tenant's keys exist, and are published, before anything is signed; a tenant
+        // created later gets its keys at its first use (KeyRing::snapshot).
         let keys = keys::signing::KeyRing::new(&master);
+        keys.ensure_all(&store, clock.now()).await?;
         let state = web::Data::new(AppState {
             keys,
             client_secrets: oauth::client::SecretHasher::new(&master),

@@ -39,7 +39,9 @@ fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> HttpR
 impl AdminError {
     fn to_response(&self) -> HttpResponse {
         let (status, code) = match self {
-            AdminError::Tenant(TenantError::NotFound(_)) | AdminError::User(UserError::NotFound(_)) => {
+            AdminError::Tenant(TenantError::NotFound(_))
+            | AdminError::User(UserError::NotFound(_))
+            | AdminError::Resource(ResourceError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))

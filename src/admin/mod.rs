@@ -313,15 +313,14 @@ impl AdminContext<'_> {
         Ok(crate::oauth::resource::list(self.store, &t.id).await?)
     }
 
-    /// Removes a resource server: tokens already issued for it keep their `aud` until
-    /// they expire (minutes); no new ones are issued.
+    /// Removes a resource server: access tokens already issued for it keep their `aud`
+    /// until they expire (minutes); its grants issue nothing more (codes and refreshes
+    /// are refused).
     pub async fn delete_resource(&self, tenant_slug: &str, identifier: &str) -> Result<(), AdminError> {
         let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         if !crate::oauth::resource::delete(self.store, &t.id, identifier).await? {
-            return Err(AdminError::Invalid(format!(
-                "no resource server `{}` in tenant `{tenant_slug}`",
-                identifier.chars().take(200).collect::<String>()
-            )));
+            let shown = identifier.chars().take(200).collect::<String>();
+            return Err(crate::oauth::resource::ResourceError::NotFound(shown).into());
         }
         self.audit(Some(&t.id), None, "admin.resource.delete", serde_json::json!({"identifier": identifier})).await;
         Ok(())

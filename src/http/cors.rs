@@ -1,7 +1,8 @@
-//! CORS for single-page apps: the discovery documents, JWKS, token, userinfo and
-//! revocation endpoints answer browsers from the web origins registered on the tenant's
-//! clients, and only those (the Fetch standard's `Access-Control-Allow-Origin` with
-//! `Vary: Origin`). No credentials (cookies) are ever allowed cross-origin: these
+//! CORS for single-page apps: the discovery documents, JWKS and preflights answer
+//! browsers from the web origins registered on the tenant's clients; the token, userinfo
+//! and revocation answers only the origins of the client concerned (the authenticated
+//! client, or the one the access token was issued to). The Fetch standard's
+//! `Access-Control-Allow-Origin` with `Vary: Origin`. No credentials (cookies) are ever allowed cross-origin: these
 //! endpoints authenticate with the request itself.
 //!
 //! Written by hand rather than with `actix-cors`: the allowed origins are per tenant and
@@ -35,6 +36,12 @@ pub async fn allowed_origin(req: &HttpRequest, store: &Store, tenant_id: &str) -
             .is_some_and(|list| list.iter().any(|o| o == origin))
     });
     known.then(|| origin.to_string())
+}
+
+/// The request's `Origin`, when it is one of this client's web origins.
+pub fn for_client(req: &HttpRequest, client: &crate::oauth::client::Client) -> Option<String> {
+    let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?;
+    client.allows_origin(origin).then(|| origin.to_string())
 }
 
 /// Adds the CORS answer for an allowed origin (or only `Vary: Origin`).

@@ -199,6 +199,10 @@ pub async fn authorize(
     authorize_with(req, state, path, &raw).await
 }
 
+/// A POSTed authorization request continues as the same request by GET: the session
+/// cookie is `SameSite=Lax`, which a browser does not send on a cross-site POST (ASP.NET
+/// Core's and Spring's form-post request mode) but does send on the top-level GET that
+/// follows, so single sign-on and `prompt=none` work the same both ways.
 pub async fn authorize_post(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -209,7 +213,16 @@ pub async fn authorize_post(
     if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(FormError::WrongContentType.into());
     }
-    authorize_with(req, state, path, &body).await
+    let tenant = tenant_from_path(&state, &path).await?;
+    // Parsed strictly first (UTF-8, no duplicates, lengths), then written out again.
+    FormFields::parse(&body)?;
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        ser.append_pair(&k, &v);
+    }
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/t/{}/authorize?{}", tenant.slug, ser.finish())))
+        .finish())
 }
 
 async fn authorize_with(
@@ -263,18 +276,16 @@ async fn authorize_with(
     if !client.allows_grant("authorization_code") {
         return fail("unauthorized_client", "this client may not use the authorization code flow");
     }
-    let mut scope = match client.grantable_scope(q.optional("scope", 1000)?) {
+    let scope = match client.grantable_scope(q.optional("scope", 1000)?) {
         Ok(s) => s,
         Err(e) => return fail("invalid_scope", &e),
     };
     // RFC 8707: the API the access tokens will be for.
-    let resource = match resource::audience(&state.store, &tenant.id, q.optional("resource", 2000)?, &scope).await? {
-        Ok(r) => r,
-        Err(why) => return fail("invalid_target", &why),
-    };
-    if let Some(api) = &resource {
-        scope.retain(|s| ["openid", "email", "profile", "offline_access"].contains(&s.as_str()) || api.scopes.contains(s));
-    }
+    let resource::Audience { resource, scope } =
+        match resource::audience(&state.store, &tenant.id, q.optional("resource", 2000)?, scope).await? {
+            Ok(a) => a,
+            Err(why) => return fail("invalid_target", &why),
+        };
     let challenge = match (q.optional("code_challenge", 200)?, q.optional("code_challenge_method", 20)?) {
         (Some(c), m) => match Challenge::parse(c, m) {
             Ok(c) => Some(c),
@@ -369,6 +380,7 @@ async fn authorize_with(
 /// the secret exactly as sent, for libraries that skip the encoding.
 struct BasicCredentials {
     client_id: String,
+    raw_client_id: String,
     secret: String,
     raw_secret: String,
 }
@@ -395,7 +407,12 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<BasicCredentials>, OAut
     }
     // A secret that is not valid form-encoding can only have been sent raw.
     let decoded = dec(secret).unwrap_or_else(|_| secret.to_string());
-    Ok(Some(BasicCredentials { client_id, secret: decoded, raw_secret: secret.to_string() }))
+    Ok(Some(BasicCredentials {
+        client_id,
+        raw_client_id: id.to_string(),
+        secret: decoded,
+        raw_secret: secret.to_string(),
+    }))
 }
 
 /// Client credentials from `Authorization: Basic` or from the body; never both. A Basic
@@ -416,11 +433,17 @@ fn presented_client<'a>(
             ));
         }
         let secret = (!b.secret.is_empty()).then_some(b.secret.as_str());
-        return Ok(PresentedClient { client_id: &b.client_id, secret, raw_secret: Some(&b.raw_secret) });
+        return Ok(PresentedClient {
+            client_id: &b.client_id,
+            raw_client_id: Some(&b.raw_client_id),
+            secret,
+            raw_secret: Some(&b.raw_secret),
+        });
     }
     let client_id = body_id.ok_or_else(|| OAuthError::InvalidClient("no client authentication".into()))?;
     Ok(PresentedClient {
         client_id,
+        raw_client_id: None,
         secret: form.optional("client_secret", 512).map_err(form_error)?,
         raw_secret: None,
     })
@@ -494,38 +517,30 @@ async fn token_request(
     }
 }
 
-/// CORS around a tenant endpoint's answer, whatever it is (errors included, so a
-/// single-page app can read them).
-async fn with_cors(req: &HttpRequest, state: &AppState, slug: &str, res: HttpResponse) -> HttpResponse {
-    let tenant = match tenant_from_path(state, slug).await {
-        Ok(t) => t,
-        Err(_) => return res,
-    };
-    let origin = cors::allowed_origin(req, &state.store, &tenant.id).await;
-    cors::apply(res, origin.as_deref())
-}
-
 /// The token endpoint. Store round trips (ARCHITECTURE.md "Hot paths"; signing keys are
 /// cached): client_credentials 2 (tenant, client) + 1 when API scopes or a `resource`
 /// are asked for; authorization_code 6 (tenant, client, code+grant, spend, user, refresh
 /// token); refresh_token 6 (tenant, client, owner, the rotation transaction, user).
+/// CORS answers only the authenticated client's own web origins (no extra round trip).
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let res = token_inner(&req, &state, &path, &body).await;
-    if req.headers().contains_key(header::ORIGIN) {
-        return with_cors(&req, &state, &path, res).await;
-    }
-    res
+    let (res, client) = token_inner(&req, &state, &path, &body).await;
+    cors::apply(res, client.as_ref().and_then(|c| cors::for_client(&req, c)).as_deref())
 }
 
-async fn token_inner(req: &HttpRequest, state: &AppState, slug: &str, body: &web::Bytes) -> HttpResponse {
+async fn token_inner(
+    req: &HttpRequest,
+    state: &AppState,
+    slug: &str,
+    body: &web::Bytes,
+) -> (HttpResponse, Option<client::Client>) {
     let (tenant, form, client) = match client_request(req, state, slug, body).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return (r, None),
     };
     let svc = service(req, state, &tenant);
     let result = async {
@@ -560,10 +575,11 @@ async fn token_inner(req: &HttpRequest, state: &AppState, slug: &str, body: &web
         }
     }
     .await;
-    match result {
+    let res = match result {
         Ok(t) => json_ok(&t),
         Err(e) => oauth_error(&e),
-    }
+    };
+    (res, Some(client))
 }
 
 /// RFC 7662. Store round trips: 2 (tenant, client) + for a JWT the revocation list,
@@ -601,7 +617,7 @@ pub async fn revoke(
         Ok(()) => HttpResponse::Ok().insert_header(("pragma", "no-cache")).finish(),
         Err(e) => oauth_error(&e),
     };
-    cors::apply(res, cors::allowed_origin(&req, &state.store, &tenant.id).await.as_deref())
+    cors::apply(res, cors::for_client(&req, &client).as_deref())
 }
 
 fn bearer_error(desc: &str) -> HttpResponse {
@@ -614,19 +630,24 @@ fn bearer_error(desc: &str) -> HttpResponse {
         .json(serde_json::json!({"error": "invalid_token", "error_description": desc}))
 }
 
-/// OpenID Connect Core §5.3.
+/// OpenID Connect Core §5.3. CORS answers the web origins of the client the token was
+/// issued to (one more round trip, only for requests that carry an `Origin`).
 pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    let res = userinfo_inner(&req, &state, &path).await;
-    if req.headers().contains_key(header::ORIGIN) {
-        return with_cors(&req, &state, &path, res).await;
+    let (res, client_row) = userinfo_inner(&req, &state, &path).await;
+    let mut origin = None;
+    if let (Some(row), true) = (client_row, req.headers().contains_key(header::ORIGIN)) {
+        if let Ok(Some(c)) = client::find_by_row_id(&state.store, &row).await {
+            origin = cors::for_client(&req, &c);
+        }
     }
-    res
+    cors::apply(res, origin.as_deref())
 }
 
-async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> HttpResponse {
+async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (HttpResponse, Option<String>) {
+    let res = |r| (r, None);
     let tenant = match tenant_or_json(state, slug).await {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return res(r),
     };
     let Some(token) = req
         .headers()
@@ -634,17 +655,18 @@ async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> Http
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
     else {
-        return bearer_error("a Bearer access token is required");
+        return res(bearer_error("a Bearer access token is required"));
     };
     let iss = issuer(state, &tenant);
     match tokens::verify_access_token(&state.keys, &state.store, state.now(), &iss, &tenant.id, token.trim()).await {
-        Err(e) => oauth_error(&OAuthError::from(e)),
-        Ok(Err(why)) => bearer_error(&why.to_string()),
+        Err(e) => res(oauth_error(&OAuthError::from(e))),
+        Ok(Err(why)) => res(bearer_error(&why.to_string())),
         Ok(Ok(v)) => {
-            let Some(user) = v.user else { return bearer_error("the token does not belong to a user") };
+            let crid = Some(v.claims.crid.clone());
+            let Some(user) = v.user else { return (bearer_error("the token does not belong to a user"), crid) };
             let scopes: Vec<&str> = v.claims.scope.split(' ').collect();
             if !scopes.contains(&"openid") {
-                return bearer_error("the token was not issued for OpenID Connect");
+                return (bearer_error("the token was not issued for OpenID Connect"), crid);
             }
             let mut out = serde_json::json!({"sub": user.id});
             if scopes.contains(&"email") {
@@ -657,7 +679,7 @@ async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> Http
                 }
                 out["preferred_username"] = serde_json::json!(user.email);
             }
-            json_ok(&out)
+            (json_ok(&out), crid)
         }
     }
 }
@@ -677,13 +699,19 @@ pub async fn end_session(
     // The hint's signature must verify against this tenant's keys; its expiry does not
     // matter (§2). It must be an ID token (not an access token), and issued to the
     // client that names itself in the request, if any.
-    let hint: Option<IdClaims> = match q.optional("id_token_hint", 16 * 1024)? {
-        Some(t) => {
-            let claims = match state.keys.verify(&state.store, now, &tenant.id, t).await {
-                Ok(u) if u.header.typ.as_deref() == Some("JWT") => {
-                    u.claims_after_verification::<IdClaims>().ok().filter(|c| c.iss == iss)
-                }
-                _ => None,
+    // A hint whose signature cannot be checked (forged, or signed by a key removed since,
+    // as after a rotation) is ignored: the person confirms, and nothing is redirected to
+    // unless the request proves the address is the client's.
+    let verified = match q.optional("id_token_hint", 16 * 1024)? {
+        Some(t) => state.keys.verify(&state.store, now, &tenant.id, t).await.ok(),
+        None => None,
+    };
+    let hint: Option<IdClaims> = match verified {
+        Some(u) => {
+            let claims = if u.header.typ.as_deref() == Some("JWT") {
+                u.claims_after_verification::<IdClaims>().ok().filter(|c| c.iss == iss)
+            } else {
+                None
             };
             let claims = claims
                 .ok_or_else(|| PageError::bad_request("The id_token_hint is not an ID token this organisation issued."))?;

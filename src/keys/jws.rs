@@ -83,10 +83,12 @@ impl<'a> Unverified<'a> {
             return Err(JwsError::Malformed);
         };
         let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| JwsError::Malformed)?;
-        let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| JwsError::BadHeader)?;
-        if header.crit.is_some() {
+        let raw: serde_json::Value = serde_json::from_slice(&header_bytes).map_err(|_| JwsError::BadHeader)?;
+        // Present at all (even `null`): refused.
+        if raw.get("crit").is_some() {
             return Err(JwsError::CriticalHeader);
         }
+        let header: Header = serde_json::from_value(raw).map_err(|_| JwsError::BadHeader)?;
         let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwsError::Malformed)?;
         let signing_input = &token[..h.len() + 1 + p.len()];
         Ok(Unverified { header, signing_input, signature, payload_b64: p })
@@ -113,6 +115,9 @@ mod tests {
     #[test]
     fn a_critical_header_extension_is_refused() {
         let h = b64(br#"{"alg":"ES256","kid":"k","crit":["exp"],"exp":1}"#);
+        let token = format!("{h}.{}.{}", b64(b"{}"), b64(b"sig"));
+        assert_eq!(Unverified::parse(&token).err(), Some(JwsError::CriticalHeader));
+        let h = b64(br#"{"alg":"ES256","kid":"k","crit":null}"#);
         let token = format!("{h}.{}.{}", b64(b"{}"), b64(b"sig"));
         assert_eq!(Unverified::parse(&token).err(), Some(JwsError::CriticalHeader));
         let h = b64(br#"{"alg":"ES256","kid":"k"}"#);

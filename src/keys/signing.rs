@@ -302,6 +302,24 @@ impl KeyRing {
         Ok(())
     }
 
+    /// At start: every tenant has its ES256 pair, and its RS256 pair when one of its
+    /// clients signs ID tokens with RS256.
+    pub async fn ensure_all(&self, store: &Store, now: UnixTime) -> Result<(), KeyStoreError> {
+        let tenants = sqlx::query("SELECT id FROM tenants").fetch_all(store.pool()).await?;
+        for t in tenants {
+            let id: String = t.try_get("id")?;
+            self.ensure(store, now, &id, Alg::ES256).await?;
+        }
+        let rsa = sqlx::query("SELECT DISTINCT tenant_id FROM oauth_clients WHERE id_token_alg = 'RS256'")
+            .fetch_all(store.pool())
+            .await?;
+        for t in rsa {
+            let id: String = t.try_get("tenant_id")?;
+            self.ensure(store, now, &id, Alg::RS256).await?;
+        }
+        Ok(())
+    }
+
     /// Rotation of one tenant's `alg` keys: active → retired, next → active, a new next.
     /// Also drops retired keys whose tokens have all expired. Returns the newly active kid.
     pub async fn rotate(&self, store: &Store, now: UnixTime, tenant_id: &str, alg: Alg) -> Result<String, KeyStoreError> {

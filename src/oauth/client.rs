@@ -269,6 +269,11 @@ pub async fn create(
     if !id_ok {
         return Err(ClientError::Invalid("client id must be 1 to 128 of A-Z a-z 0-9 . _ -".into()));
     }
+    if new.kind == ClientKind::Spa && new.web_origins.is_empty() {
+        return Err(ClientError::Invalid(
+            "spa clients need at least one --web-origin (the browser origin the app runs at)".into(),
+        ));
+    }
     for o in &new.web_origins {
         if new.kind == ClientKind::Service {
             return Err(ClientError::Invalid("service clients have no web origins".into()));

@@ -86,6 +86,9 @@ pub async fn active_user(store: &Store, now: UnixTime, user_id: &str) -> Result<
 /// What the client presented to authenticate (RFC 6749 §2.3.1).
 pub struct PresentedClient<'a> {
     pub client_id: &'a str,
+    /// HTTP Basic only: the id exactly as sent (clients registered before ids lost `+`,
+    /// `%` and `:` may have one that form-decoding changes); looked up when it differs.
+    pub raw_client_id: Option<&'a str>,
     /// The secret as RFC 6749 §2.3.1 reads it (form-decoded when it came by HTTP Basic).
     pub secret: Option<&'a str>,
     /// HTTP Basic only: the secret exactly as sent, for libraries (Authlib,
@@ -102,7 +105,13 @@ pub async fn authenticate_client(
     p: PresentedClient<'_>,
 ) -> Result<Client, OAuthError> {
     let unknown = || OAuthError::InvalidClient("client authentication failed".into());
-    let client = client::find(store, &tenant.id, p.client_id).await?.ok_or_else(unknown)?;
+    let client = match client::find(store, &tenant.id, p.client_id).await? {
+        Some(c) => c,
+        None => match p.raw_client_id.filter(|r| *r != p.client_id) {
+            Some(raw) => client::find(store, &tenant.id, raw).await?.ok_or_else(unknown)?,
+            None => return Err(unknown()),
+        },
+    };
     match (client.kind.is_public(), p.secret) {
         (true, None) => Ok(client),
         (true, Some(_)) => Err(OAuthError::InvalidClient("public clients have no secret".into())),
@@ -197,6 +206,17 @@ impl TokenService<'_> {
         })
     }
 
+    /// A grant for an API that has since been removed issues nothing more (one round trip,
+    /// only for grants bound to an API).
+    async fn resource_still_registered(&self, resource: Option<&str>) -> Result<(), OAuthError> {
+        if let Some(r) = resource {
+            if resource::find(self.store, &self.tenant.id, r).await?.is_none() {
+                return Err(OAuthError::InvalidGrant("the API this grant was for is no longer registered".into()));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a family read at redemption, and loads its user. The grant is not read again:
     /// a revocation by a concurrent reuse must not turn the one valid use into a failure.
     async fn check_family(&self, client: &Client, g: &grant::Grant) -> Result<User, OAuthError> {
@@ -255,6 +275,7 @@ impl TokenService<'_> {
                 return Err(OAuthError::InvalidTarget("the resource was not part of the authorization request".into()));
             }
         }
+        self.resource_still_registered(g.resource.as_deref()).await?;
         if stored.used || !grant::spend_code(self.store, self.now, code).await? {
             if grant::revoke_grant(self.store, self.now, &g.id, "code_replay").await? {
                 tracing::warn!("authorization code replayed: its grant was revoked");
@@ -298,6 +319,7 @@ impl TokenService<'_> {
         if resource.is_some_and(|r| granted_resource.as_deref() != Some(r)) {
             return Err(OAuthError::InvalidTarget("the resource was not part of the original grant".into()));
         }
+        self.resource_still_registered(granted_resource.as_deref()).await?;
         let (mut g, new_token) = match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds)
             .await?
         {
@@ -337,14 +359,12 @@ impl TokenService<'_> {
         if !client.allows_grant("client_credentials") {
             return Err(OAuthError::UnauthorizedClient("this client may not use client_credentials".into()));
         }
-        let mut scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
-        let audience = match resource::audience(self.store, &self.tenant.id, resource, &scope).await? {
-            Ok(a) => a,
-            Err(why) => return Err(OAuthError::InvalidTarget(why)),
-        };
-        if let Some(api) = &audience {
-            scope.retain(|s| api.scopes.contains(s));
-        }
+        let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
+        let resource::Audience { resource: audience, scope } =
+            match resource::audience(self.store, &self.tenant.id, resource, scope).await? {
+                Ok(a) => a,
+                Err(why) => return Err(OAuthError::InvalidTarget(why)),
+            };
         let minted = tokens::mint(
             self.keys,
             self.store,

@@ -28,6 +28,8 @@ pub enum ResourceError {
     Invalid(String),
     #[error("a resource server `{0}` already exists in this tenant")]
     Taken(String),
+    #[error("no resource server `{0}` in this tenant")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
@@ -62,7 +64,7 @@ pub async fn create(
     let mut list: Vec<String> = Vec::new();
     for s in scopes {
         check_scope_token(s).map_err(ResourceError::Invalid)?;
-        if ["openid", "email", "profile", "offline_access"].contains(&s.as_str()) {
+        if OIDC_SCOPES.contains(&s.as_str()) {
             return Err(ResourceError::Invalid(format!("scope `{s}` belongs to OpenID Connect, not to an API")));
         }
         if !list.contains(s) {
@@ -125,27 +127,54 @@ pub async fn delete(store: &Store, tenant_id: &str, identifier: &str) -> Result<
     Ok(r.rows_affected() == 1)
 }
 
-/// The audience of a request: the named resource (which must be registered: RFC 8707
-/// `invalid_target` otherwise), or the one API whose scopes were granted, or none.
+const OIDC_SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
+
+/// Who an access token is for, and the scopes it carries there.
+pub struct Audience {
+    pub resource: Option<Resource>,
+    pub scope: Vec<String>,
+}
+
+/// The audience of a request (RFC 8707). A named `resource` must be a registered API
+/// (`Err` → `invalid_target`); scopes of other APIs are then left out. Without one, the
+/// scopes of exactly one API name it; scopes of several APIs are refused (a token no API
+/// would accept); no API scope at all means the token is for the client itself. No store
+/// round trip when only OpenID scopes are at stake and no resource is named; one otherwise.
 pub async fn audience(
     store: &Store,
     tenant_id: &str,
     named: Option<&str>,
-    granted: &[String],
-) -> Result<Result<Option<Resource>, String>, sqlx::Error> {
+    granted: Vec<String>,
+) -> Result<Result<Audience, String>, sqlx::Error> {
     if let Some(id) = named {
-        return Ok(match find(store, tenant_id, id).await? {
-            Some(r) => Ok(Some(r)),
-            None => Err("the resource is not an API registered with this organisation".into()),
-        });
-    }
-    if !granted.iter().any(|s| !["openid", "email", "profile", "offline_access"].contains(&s.as_str())) {
-        return Ok(Ok(None));
+        if let Err(why) = check_identifier(id) {
+            return Ok(Err(why));
+        }
+    } else if granted.iter().all(|s| OIDC_SCOPES.contains(&s.as_str())) {
+        return Ok(Ok(Audience { resource: None, scope: granted }));
     }
     let all = list(store, tenant_id).await?;
-    let mut matching = all.into_iter().filter(|r| granted.iter().any(|s| r.scopes.contains(s)));
-    Ok(Ok(match (matching.next(), matching.next()) {
-        (Some(one), None) => Some(one),
-        _ => None,
-    }))
+    let chosen = match named {
+        Some(id) => match all.iter().find(|r| r.identifier == id) {
+            Some(r) => Some(r.clone()),
+            None => return Ok(Err("the resource is not an API registered with this organisation".into())),
+        },
+        None => {
+            let mut matching = all.iter().filter(|r| granted.iter().any(|s| r.scopes.contains(s)));
+            match (matching.next(), matching.next()) {
+                (None, _) => None,
+                (Some(one), None) => Some(one.clone()),
+                (Some(_), Some(_)) => {
+                    return Ok(Err("the requested scopes belong to more than one API: name the one this token is \
+                                   for with the `resource` parameter (RFC 8707)"
+                        .into()))
+                }
+            }
+        }
+    };
+    let Some(api) = chosen else { return Ok(Ok(Audience { resource: None, scope: granted })) };
+    // Scopes another API owns are not granted for this one.
+    let foreign = |s: &String| !api.scopes.contains(s) && all.iter().any(|r| r.scopes.contains(s));
+    let scope = granted.into_iter().filter(|s| !foreign(s)).collect();
+    Ok(Ok(Audience { resource: Some(api), scope }))
 }

@@ -118,7 +118,12 @@ async fn authorize_takes_post(kind: StoreKind) {
             ],
         )
         .await;
+    // It continues by GET (a top-level GET carries the SameSite=Lax session cookie that a
+    // cross-site POST does not), and the GET answers as for any request.
     assert_eq!(res.status(), 303);
+    let again = location(&res);
+    assert!(again.starts_with("/t/acme/authorize?response_type=code&client_id=workview"), "{again}");
+    let res = b.get(&again).await;
     let q = query_of(&location(&res));
     assert_eq!(q["state"], "s-post");
     redeem(&app, "workview", NATIVE_REDIRECT, &q["code"], &verifier).await;
@@ -131,8 +136,11 @@ async fn authorize_takes_post(kind: StoreKind) {
             &[("response_type", "code"), ("client_id", "workview"), ("redirect_uri", NATIVE_REDIRECT), ("code_challenge", &challenge), ("code_challenge_method", "S256")],
         )
         .await;
+    let res = fresh.get(&location(&res)).await;
     let login = location(&res);
     assert!(login.starts_with("/t/acme/login?return_to=%2Ft%2Facme%2Fauthorize%3Fresponse_type%3Dcode"), "{login}");
+    let res = fresh.post_raw("/t/acme/authorize", "application/x-www-form-urlencoded", b"client_id=a&client_id=b".to_vec()).await;
+    assert_eq!(res.status(), 400, "strictly parsed");
 }
 
 /// Item 10: `response_mode=form_post` answers with an auto-submitting, escaped form under
