@@ -31,6 +31,7 @@ NATIVE_REDIRECT, SERVICE_ID, SERVICE_SECRET, SERVICE_SCOPE.
 """
 
 import base64
+import json
 import os
 import re
 import secrets
@@ -389,7 +390,7 @@ def main():
     result = {}
     for flow in (web, mobile, service):
         result.update(flow())
-    print("RESULT", __import__("json").dumps(result), flush=True)
+    print("RESULT", json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
