@@ -84,8 +84,8 @@ impl Application {
             report.print(&config);
         }
         let https = config.is_https();
+        // Each tenant's keys are made at its first use (KeyRing::snapshot).
         let keys = keys::signing::KeyRing::new(&master);
-        keys.ensure(&store, clock.now(), keys::jws::Alg::ES256).await?;
         let state = web::Data::new(AppState {
             keys,
             client_secrets: oauth::client::SecretHasher::new(&master),

@@ -46,12 +46,18 @@ enum KeysCommand {
     /// Promote the published next key to signing, retire the current one (it stays in
     /// the JWKS until every token it signed has expired) and publish a new next key.
     Rotate {
+        /// The tenant whose key rotates (each tenant signs with its own keys).
+        #[arg(long)]
+        tenant: String,
         /// ES256 or RS256
         #[arg(long, default_value = "ES256")]
         alg: String,
     },
-    /// Print the published JWKS.
-    List,
+    /// Print a tenant's published JWKS.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +72,9 @@ enum AdminCommand {
     /// OAuth clients of a tenant.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Resource servers (APIs) of a tenant: access tokens name the API they are for in `aud`.
+    #[command(subcommand)]
+    Resource(ResourceCommand),
     /// Print a tenant's audit events, newest first.
     Audit {
         #[arg(long)]
@@ -86,11 +95,18 @@ enum ClientCommand {
     Create {
         #[arg(long)]
         tenant: String,
+        /// Letters, digits, '.', '_' and '-' (no ':', so HTTP Basic credentials are
+        /// unambiguous whether or not a client library form-encodes them).
         #[arg(long)]
         client_id: String,
-        /// web (confidential, secret), native (public, PKCE) or service (client_credentials)
+        /// web (confidential, secret), native (public, PKCE), spa (public, PKCE, CORS) or
+        /// service (client_credentials).
         #[arg(long)]
         kind: String,
+        /// Browser origin allowed to call the token service (repeatable), e.g.
+        /// https://app.example.com — for spa clients.
+        #[arg(long = "web-origin")]
+        web_origins: Vec<String>,
         /// Redirect URI (repeatable). Native: private-use scheme or http://127.0.0.1/path.
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
@@ -125,6 +141,33 @@ enum ClientCommand {
         tenant: String,
         #[arg(long)]
         client_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Register an API; prints it as JSON.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// The API's identifier, an absolute URI (RFC 8707), e.g. https://api.acme.test
+        #[arg(long)]
+        identifier: String,
+        /// A scope of this API (repeatable), e.g. orders:read
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List a tenant's APIs.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove an API.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        identifier: String,
     },
 }
 
@@ -321,17 +364,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let master = lanyard::load_master_key(&config)?;
             let keys = lanyard::keys::signing::KeyRing::new(&master);
             let now = SystemClock.now();
-            keys.ensure(&store, now, lanyard::keys::jws::Alg::ES256).await?;
+            let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
+            let ctx = AdminContext { store: &store, hasher: &hasher, now, actor: "cli", origin: Origin::cli() };
             let r = match cmd {
-                KeysCommand::Rotate { alg } => {
+                KeysCommand::Rotate { tenant, alg } => {
                     let alg = lanyard::keys::jws::Alg::parse(&alg)
                         .ok_or_else(|| anyhow::anyhow!("--alg must be ES256 or RS256"))?;
-                    let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
-                    let ctx = AdminContext { store: &store, hasher: &hasher, now, actor: "cli", origin: Origin::cli() };
-                    let kid = ctx.rotate_keys(&keys, alg).await?;
-                    print_json(&serde_json::json!({"alg": alg.as_str(), "active_kid": kid}))
+                    let kid = ctx.rotate_keys(&keys, &tenant, alg).await?;
+                    print_json(&serde_json::json!({"tenant": tenant, "alg": alg.as_str(), "active_kid": kid}))
                 }
-                KeysCommand::List => print_json(&keys.jwks(&store, now).await?),
+                KeysCommand::List { tenant } => print_json(&ctx.tenant_jwks(&keys, &tenant).await?),
             };
             store.close().await;
             r
@@ -386,6 +428,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
             id_token_seconds,
             refresh_idle_seconds,
             refresh_absolute_seconds,
+            web_origins,
         }) => {
             use lanyard::oauth::client::{ClientKind, NewClient};
             let kind = ClientKind::parse(&kind)?;
@@ -417,6 +460,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 refresh_absolute_seconds,
                 id_token_alg,
                 secret,
+                web_origins,
             };
             let (c, secret) = ctx.create_client(&keys, &secrets, &tenant, new).await?;
             let mut v = serde_json::to_value(&c)?;
@@ -424,6 +468,14 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 v["client_secret"] = serde_json::json!(s);
             }
             print_json(&v)
+        }
+        AdminCommand::Resource(ResourceCommand::Create { tenant, identifier, scopes }) => {
+            print_json(&ctx.create_resource(&tenant, &identifier, &scopes).await?)
+        }
+        AdminCommand::Resource(ResourceCommand::List { tenant }) => print_json(&ctx.list_resources(&tenant).await?),
+        AdminCommand::Resource(ResourceCommand::Delete { tenant, identifier }) => {
+            ctx.delete_resource(&tenant, &identifier).await?;
+            print_json(&serde_json::json!({"deleted": identifier}))
         }
         AdminCommand::Client(ClientCommand::Delete { tenant, client_id }) => {
             ctx.delete_client(&tenant, &client_id).await?;

@@ -21,6 +21,7 @@ use crate::audit::Origin;
 use crate::http::AppState;
 use crate::keys::jws::Alg;
 use crate::oauth::client::{ClientError, ClientKind, NewClient};
+use crate::oauth::resource::ResourceError;
 use crate::oauth::tokens::{self, AccessTokenRejection};
 use crate::tenant::{Tenant, TenantChange, TenantError, TenantSlug};
 use crate::user::UserError;
@@ -43,12 +44,14 @@ impl AdminError {
             }
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_))
-            | AdminError::Client(ClientError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
+            | AdminError::Client(ClientError::Taken(_))
+            | AdminError::Resource(ResourceError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Store(_)
             | AdminError::Keys(_)
             | AdminError::Tenant(TenantError::Store(_))
             | AdminError::User(UserError::Store(_))
-            | AdminError::Client(ClientError::Store(_)) => {
+            | AdminError::Client(ClientError::Store(_))
+            | AdminError::Resource(ResourceError::Store(_)) => {
                 tracing::error!(error = %self, "admin API internal error");
                 return problem(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "temporary failure; try again");
             }
@@ -149,6 +152,8 @@ pub struct ClientBody {
     id_token_seconds: Option<i64>,
     refresh_idle_seconds: Option<i64>,
     refresh_absolute_seconds: Option<i64>,
+    #[serde(default)]
+    web_origins: Vec<String>,
 }
 
 pub async fn create_client(
@@ -180,6 +185,7 @@ pub async fn create_client(
             refresh_absolute_seconds: b.refresh_absolute_seconds,
             id_token_alg,
             secret: None,
+            web_origins: b.web_origins,
         };
         let (c, secret) = ctx(&state, &caller)
             .create_client(&state.keys, &state.client_secrets, caller.tenant.slug.as_str(), new)
@@ -366,6 +372,49 @@ pub fn json_config() -> web::JsonConfig {
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceBody {
+    identifier: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceQuery {
+    identifier: String,
+}
+
+pub async fn list_resources(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, ctx(&state, &caller).list_resources(caller.tenant.slug.as_str()).await)
+}
+
+pub async fn create_resource(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<ResourceBody>,
+) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    let b = body.into_inner();
+    let r = ctx(&state, &caller).create_resource(caller.tenant.slug.as_str(), &b.identifier, &b.scopes).await;
+    respond(StatusCode::CREATED, r)
+}
+
+/// `DELETE /resources?identifier=…` (identifiers are URIs, awkward in a path segment).
+pub async fn delete_resource(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<ResourceQuery>,
+) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    let r = ctx(&state, &caller).delete_resource(caller.tenant.slug.as_str(), &q.identifier).await;
+    respond(StatusCode::OK, r.map(|_| serde_json::json!({"deleted": q.identifier})))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/t/{tenant}/admin/api")
@@ -376,6 +425,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/clients", web::post().to(create_client))
             .route("/clients/{client_id}", web::get().to(get_client))
             .route("/clients/{client_id}", web::delete().to(delete_client))
+            .route("/resources", web::get().to(list_resources))
+            .route("/resources", web::post().to(create_resource))
+            .route("/resources", web::delete().to(delete_resource))
             .route("/users", web::get().to(list_users))
             .route("/users", web::post().to(create_user))
             .route("/users/{email}/unlock", web::post().to(unlock_user))

@@ -30,6 +30,8 @@ pub enum AdminError {
     Client(#[from] crate::oauth::client::ClientError),
     #[error("{0}")]
     Keys(#[from] crate::keys::signing::KeyStoreError),
+    #[error("{0}")]
+    Resource(#[from] crate::oauth::resource::ResourceError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -240,7 +242,7 @@ impl AdminContext<'_> {
     ) -> Result<(crate::oauth::client::Client, Option<String>), AdminError> {
         let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         if let Some(alg) = new.id_token_alg {
-            keys.ensure(self.store, self.now, alg).await?;
+            keys.ensure(self.store, self.now, &t.id, alg).await?;
         }
         let (c, secret) = crate::oauth::client::create(self.store, secrets, self.now, &t.id, new).await?;
         self.audit(
@@ -263,15 +265,66 @@ impl AdminContext<'_> {
         Ok(())
     }
 
-    /// Rotates the signing key of `alg` (the published next key starts signing).
+    /// Rotates one tenant's signing key of `alg` (its published next key starts signing).
     pub async fn rotate_keys(
         &self,
         keys: &crate::keys::signing::KeyRing,
+        tenant_slug: &str,
         alg: crate::keys::jws::Alg,
     ) -> Result<String, AdminError> {
-        let kid = keys.rotate(self.store, self.now, alg).await?;
-        self.audit(None, None, "admin.keys.rotate", serde_json::json!({"alg": alg.as_str(), "active_kid": kid})).await;
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        let kid = keys.rotate(self.store, self.now, &t.id, alg).await?;
+        self.audit(Some(&t.id), None, "admin.keys.rotate", serde_json::json!({"alg": alg.as_str(), "active_kid": kid}))
+            .await;
         Ok(kid)
+    }
+
+    /// A tenant's published keys (its JWKS).
+    pub async fn tenant_jwks(
+        &self,
+        keys: &crate::keys::signing::KeyRing,
+        tenant_slug: &str,
+    ) -> Result<serde_json::Value, AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        Ok(keys.jwks(self.store, self.now, &t.id).await?)
+    }
+
+    /// Registers a resource server (API) in a tenant.
+    pub async fn create_resource(
+        &self,
+        tenant_slug: &str,
+        identifier: &str,
+        scopes: &[String],
+    ) -> Result<crate::oauth::resource::Resource, AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        let r = crate::oauth::resource::create(self.store, self.now, &t.id, identifier, scopes).await?;
+        self.audit(
+            Some(&t.id),
+            None,
+            "admin.resource.create",
+            serde_json::json!({"identifier": r.identifier, "scopes": r.scopes}),
+        )
+        .await;
+        Ok(r)
+    }
+
+    pub async fn list_resources(&self, tenant_slug: &str) -> Result<Vec<crate::oauth::resource::Resource>, AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        Ok(crate::oauth::resource::list(self.store, &t.id).await?)
+    }
+
+    /// Removes a resource server: tokens already issued for it keep their `aud` until
+    /// they expire (minutes); no new ones are issued.
+    pub async fn delete_resource(&self, tenant_slug: &str, identifier: &str) -> Result<(), AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        if !crate::oauth::resource::delete(self.store, &t.id, identifier).await? {
+            return Err(AdminError::Invalid(format!(
+                "no resource server `{}` in tenant `{tenant_slug}`",
+                identifier.chars().take(200).collect::<String>()
+            )));
+        }
+        self.audit(Some(&t.id), None, "admin.resource.delete", serde_json::json!({"identifier": identifier})).await;
+        Ok(())
     }
 
     pub async fn audit_events(&self, tenant_slug: &str, limit: i64) -> Result<Vec<audit::StoredEvent>, AdminError> {

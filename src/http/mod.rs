@@ -5,6 +5,7 @@
 //! from configuration.
 
 pub mod client_ip;
+mod cors;
 pub mod csrf;
 pub mod error;
 pub mod form;
@@ -15,6 +16,7 @@ mod pages;
 mod request_span;
 mod session_cookie;
 
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
@@ -44,6 +46,14 @@ impl AppState {
 }
 
 const STYLESHEET: &str = include_str!("../../static/lanyard.css");
+const FORM_POST_JS: &str = include_str!("../../static/form_post.js");
+
+async fn form_post_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("cache-control", "public, max-age=3600"))
+        .body(FORM_POST_JS)
+}
 
 async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
@@ -62,6 +72,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(observe::readyz))
         .route("/metrics", web::get().to(observe::metrics_text))
         .route("/static/lanyard.css", web::get().to(stylesheet))
+        .route("/static/form_post.js", web::get().to(form_post_js))
+        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::oauth_metadata))
+        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::method(Method::OPTIONS).to(cors::preflight))
         .configure(crate::admin::api::configure)
         .route("/", web::get().to(pages::root))
         .route("/login", web::get().to(pages::discovery_form))
@@ -74,13 +87,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/logout", web::post().to(pages::logout))
                 .route("/logout", web::get().to(oauth::end_session))
                 .route("/.well-known/openid-configuration", web::get().to(oauth::discovery))
+                .route("/.well-known/openid-configuration", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/jwks", web::get().to(oauth::jwks))
+                .route("/jwks", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/authorize", web::get().to(oauth::authorize))
+                .route("/authorize", web::post().to(oauth::authorize_post))
                 .route("/token", web::post().to(oauth::token))
+                .route("/token", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/userinfo", web::get().to(oauth::userinfo))
                 .route("/userinfo", web::post().to(oauth::userinfo))
+                .route("/userinfo", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/introspect", web::post().to(oauth::introspect))
                 .route("/revoke", web::post().to(oauth::revoke))
+                .route("/revoke", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/password/change", web::get().to(pages::change_password_form))
                 .route("/password/change", web::post().to(pages::change_password_submit)),
         )

@@ -14,6 +14,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use url::Url;
 
+use askama::Template;
+
+use super::cors;
 use super::error::PageError;
 use super::form::{FormError, FormFields};
 use super::pages::{self, current_session, tenant_from_path};
@@ -21,7 +24,7 @@ use super::AppState;
 use crate::oauth::client::{self, ClientKind};
 use crate::oauth::pkce::Challenge;
 use crate::oauth::tokens::{self, IdClaims};
-use crate::oauth::{authenticate_client, grant, OAuthError, PresentedClient, TokenService};
+use crate::oauth::{authenticate_client, grant, resource, OAuthError, PresentedClient, TokenService};
 use crate::tenant::Tenant;
 
 /// Authorization codes live 60 seconds (RFC 6749 §4.1.2 recommends at most 10 minutes).
@@ -53,10 +56,10 @@ fn form_error(e: FormError) -> OAuthError {
     OAuthError::InvalidRequest(e.to_string())
 }
 
-pub async fn discovery(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(&state, &path).await?;
-    let iss = issuer(&state, &tenant);
-    let doc = serde_json::json!({
+/// The server's metadata: what it advertises is exactly what works (the discovery test
+/// walks every value), and what works is advertised.
+fn metadata(iss: &str) -> serde_json::Value {
+    serde_json::json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/authorize"),
         "token_endpoint": format!("{iss}/token"),
@@ -66,7 +69,7 @@ pub async fn discovery(state: web::Data<AppState>, path: web::Path<String>) -> R
         "revocation_endpoint": format!("{iss}/revoke"),
         "end_session_endpoint": format!("{iss}/logout"),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
@@ -74,33 +77,107 @@ pub async fn discovery(state: web::Data<AppState>, path: web::Path<String>) -> R
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": ["openid", "email", "profile"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "at_hash", "email", "email_verified", "sid"],
+        "scopes_supported": ["openid", "email", "profile", "offline_access"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "at_hash", "sid",
+                             "email", "email_verified", "name", "preferred_username"],
+        "claim_types_supported": ["normal"],
         "prompt_values_supported": ["none", "login"],
         "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
-    });
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(doc))
+    })
 }
 
-pub async fn jwks(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
-    tenant_from_path(&state, &path).await?;
-    let doc = state.keys.jwks(&state.store, state.now()).await.map_err(PageError::internal)?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "public, max-age=60")).json(doc))
+async fn metadata_response(req: &HttpRequest, state: &AppState, slug: &str) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(state, slug).await?;
+    let origin = cors::allowed_origin(req, &state.store, &tenant.id).await;
+    let doc = metadata(&issuer(state, &tenant));
+    let res = HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(doc);
+    Ok(cors::apply(res, origin.as_deref()))
 }
 
-/// `redirect_uri` + query parameters, for both success and error responses.
-fn redirect_to(redirect_uri: &str, params: &[(&str, &str)]) -> HttpResponse {
+/// OpenID Connect Discovery 1.0: `{issuer}/.well-known/openid-configuration`.
+pub async fn discovery(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    metadata_response(&req, &state, &path).await
+}
+
+/// RFC 8414 §3: `/.well-known/oauth-authorization-server` inserted before the issuer's
+/// path (`/t/{tenant}`), for OAuth-only libraries.
+pub async fn oauth_metadata(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    metadata_response(&req, &state, &path).await
+}
+
+pub async fn jwks(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    let doc = state.keys.jwks(&state.store, state.now(), &tenant.id).await.map_err(PageError::internal)?;
+    let origin = cors::allowed_origin(&req, &state.store, &tenant.id).await;
+    let res = HttpResponse::Ok().insert_header(("cache-control", "public, max-age=60")).json(doc);
+    Ok(cors::apply(res, origin.as_deref()))
+}
+
+/// How the authorization response travels back (OAuth 2.0 Multiple Response Type
+/// Encoding Practices; OAuth 2.0 Form Post Response Mode).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResponseMode {
+    Query,
+    FormPost,
+}
+
+#[derive(Template)]
+#[template(path = "form_post.html")]
+struct FormPostPage<'a> {
+    action: &'a str,
+    fields: Vec<(&'a str, &'a str)>,
+}
+
+/// CSP of the form-post page: our own script submits the form; nothing else runs.
+const FORM_POST_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                             frame-ancestors 'none'; base-uri 'none'";
+
+/// The authorization response (success or error) in the requested mode.
+fn respond_to(mode: ResponseMode, redirect_uri: &str, params: &[(&str, &str)]) -> HttpResponse {
     let Ok(mut url) = Url::parse(redirect_uri) else {
-        return PageError::bad_request("the redirect URI cannot be used").error_response_owned();
+        return PageError::bad_request("The redirect URI cannot be used.").error_response_owned();
     };
-    {
-        let mut q = url.query_pairs_mut();
-        for (k, v) in params {
-            q.append_pair(k, v);
+    match mode {
+        ResponseMode::Query => {
+            {
+                let mut q = url.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            HttpResponse::SeeOther().insert_header((header::LOCATION, url.to_string())).finish()
+        }
+        ResponseMode::FormPost => {
+            let page = FormPostPage { action: redirect_uri, fields: params.to_vec() };
+            match page.render() {
+                Ok(body) => HttpResponse::Ok()
+                    .content_type("text/html; charset=utf-8")
+                    .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
+                    .body(body),
+                Err(e) => PageError::internal(e).error_response_owned(),
+            }
         }
     }
-    HttpResponse::SeeOther().insert_header((header::LOCATION, url.to_string())).finish()
+}
+
+/// `redirect_uri` + query parameters (logout).
+fn redirect_to(redirect_uri: &str, params: &[(&str, &str)]) -> HttpResponse {
+    respond_to(ResponseMode::Query, redirect_uri, params)
 }
 
 trait OwnedErrorResponse {
@@ -112,13 +189,37 @@ impl OwnedErrorResponse for PageError {
     }
 }
 
+/// OpenID Connect Core §3.1.2.1: the authorization endpoint takes GET and POST.
 pub async fn authorize(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
+    let raw = req.query_string().as_bytes().to_vec();
+    authorize_with(req, state, path, &raw).await
+}
+
+pub async fn authorize_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, PageError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(FormError::WrongContentType.into());
+    }
+    authorize_with(req, state, path, &body).await
+}
+
+async fn authorize_with(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    raw: &[u8],
+) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
-    let q = FormFields::parse(req.query_string().as_bytes())?;
+    let q = FormFields::parse(raw)?;
     let client_id = q
         .optional("client_id", 128)?
         .ok_or_else(|| PageError::bad_request("The request names no client (client_id is missing)."))?;
@@ -134,31 +235,54 @@ pub async fn authorize(
     }
     let iss = issuer(&state, &tenant);
     let client_state = q.optional("state", 2000)?;
+    // An unsupported mode is refused, never replaced: the error itself goes back by query.
+    let (mode, bad_mode) = match q.optional("response_mode", 50)? {
+        None | Some("query") => (ResponseMode::Query, None),
+        Some("form_post") => (ResponseMode::FormPost, None),
+        Some(other) => (ResponseMode::Query, Some(other.chars().take(40).collect::<String>())),
+    };
     let fail = |code: &str, desc: &str| {
         let mut p = vec![("error", code), ("error_description", desc), ("iss", iss.as_str())];
         if let Some(s) = client_state {
             p.push(("state", s));
         }
-        Ok(redirect_to(redirect_uri, &p))
+        Ok(respond_to(mode, redirect_uri, &p))
     };
+    if let Some(m) = bad_mode {
+        return fail("invalid_request", &format!("response_mode `{m}` is not supported (query, form_post)"));
+    }
     if q.optional("response_type", 50)? != Some("code") {
         return fail("unsupported_response_type", "only response_type=code is supported");
+    }
+    if q.optional("request", 16 * 1024)?.is_some() {
+        return fail("request_not_supported", "request objects are not supported");
+    }
+    if q.optional("request_uri", 2000)?.is_some() {
+        return fail("request_uri_not_supported", "request_uri is not supported");
     }
     if !client.allows_grant("authorization_code") {
         return fail("unauthorized_client", "this client may not use the authorization code flow");
     }
-    let scope = match client.check_scope(q.optional("scope", 1000)?) {
+    let mut scope = match client.grantable_scope(q.optional("scope", 1000)?) {
         Ok(s) => s,
         Err(e) => return fail("invalid_scope", &e),
     };
+    // RFC 8707: the API the access tokens will be for.
+    let resource = match resource::audience(&state.store, &tenant.id, q.optional("resource", 2000)?, &scope).await? {
+        Ok(r) => r,
+        Err(why) => return fail("invalid_target", &why),
+    };
+    if let Some(api) = &resource {
+        scope.retain(|s| ["openid", "email", "profile", "offline_access"].contains(&s.as_str()) || api.scopes.contains(s));
+    }
     let challenge = match (q.optional("code_challenge", 200)?, q.optional("code_challenge_method", 20)?) {
         (Some(c), m) => match Challenge::parse(c, m) {
             Ok(c) => Some(c),
             Err(e) => return fail("invalid_request", &e.to_string()),
         },
         (None, Some(_)) => return fail("invalid_request", "code_challenge_method without code_challenge"),
-        (None, None) if client.kind == ClientKind::Native => {
-            return fail("invalid_request", "PKCE (code_challenge with S256) is required for native clients")
+        (None, None) if client.kind.is_public() => {
+            return fail("invalid_request", "PKCE (code_challenge with S256) is required for public clients")
         }
         (None, None) => None,
     };
@@ -181,18 +305,22 @@ pub async fn authorize(
     let session = current_session(&req, &state, &tenant).await?;
     let session =
         session.filter(|_| !prompt.contains(&"login")).filter(|(s, _)| max_age.is_none_or(|m| now - s.created_at <= m));
+    // The request again, as a GET (a POSTed request continues the same way).
+    let again = |drop_prompt: bool| {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url::form_urlencoded::parse(raw) {
+            if !(drop_prompt && k == "prompt") {
+                ser.append_pair(&k, &v);
+            }
+        }
+        format!("/t/{}/authorize?{}", tenant.slug, ser.finish())
+    };
     let Some((session, user)) = session else {
         if prompt.contains(&"none") {
             return fail("login_required", "the user is not signed in");
         }
         // Back here after sign-in, without prompt=login (else it would loop).
-        let mut again = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-            if k != "prompt" {
-                again.append_pair(&k, &v);
-            }
-        }
-        let return_to = format!("/t/{}/authorize?{}", tenant.slug, again.finish());
+        let return_to = again(true);
         let mut next = url::form_urlencoded::Serializer::new(String::new());
         if let Some(h) = login_hint {
             next.append_pair("login_hint", h);
@@ -203,7 +331,7 @@ pub async fn authorize(
             .finish());
     };
     if crate::password::must_change(&state.store, &user.id).await? {
-        let return_to = format!("/t/{}/authorize?{}", tenant.slug, req.query_string());
+        let return_to = again(false);
         let next = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", &return_to).finish();
         return Ok(HttpResponse::SeeOther()
             .insert_header((header::LOCATION, format!("/t/{}/password/change?{next}", tenant.slug)))
@@ -220,6 +348,7 @@ pub async fn authorize(
             auth_time: session.created_at,
             amr: &session.amr,
             absolute_expires_at: now + client.refresh_absolute_seconds,
+            resource: resource.as_ref().map(|r| r.identifier.as_str()),
         },
         grant::CodeRequest {
             redirect_uri,
@@ -233,45 +362,68 @@ pub async fn authorize(
     if let Some(s) = client_state {
         p.push(("state", s));
     }
-    Ok(redirect_to(redirect_uri, &p))
+    Ok(respond_to(mode, redirect_uri, &p))
 }
 
-/// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: each part
-/// form-urlencoded) or from the body; never both.
+/// What came in `Authorization: Basic`: the parts form-decoded (RFC 6749 §2.3.1), and
+/// the secret exactly as sent, for libraries that skip the encoding.
+struct BasicCredentials {
+    client_id: String,
+    secret: String,
+    raw_secret: String,
+}
+
+fn basic_credentials(req: &HttpRequest) -> Result<Option<BasicCredentials>, OAuthError> {
+    let Some(h) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
+    let malformed = || OAuthError::InvalidClient("malformed Basic credentials".into());
+    let h = h.to_str().map_err(|_| OAuthError::InvalidClient("malformed Authorization header".into()))?;
+    let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) else {
+        return Err(OAuthError::InvalidClient("only Basic client authentication is supported".into()));
+    };
+    let raw = STANDARD.decode(b64.trim()).map_err(|_| malformed())?;
+    let raw = String::from_utf8(raw).map_err(|_| malformed())?;
+    let (id, secret) = raw.split_once(':').ok_or_else(malformed)?;
+    let dec = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| malformed())
+    };
+    let client_id = dec(id)?;
+    if client_id.is_empty() || client_id.chars().any(char::is_control) {
+        return Err(malformed());
+    }
+    // A secret that is not valid form-encoding can only have been sent raw.
+    let decoded = dec(secret).unwrap_or_else(|_| secret.to_string());
+    Ok(Some(BasicCredentials { client_id, secret: decoded, raw_secret: secret.to_string() }))
+}
+
+/// Client credentials from `Authorization: Basic` or from the body; never both. A Basic
+/// header with an empty password (`client_id:`, requests-oauthlib's default for public
+/// clients) is no secret at all. A body `client_id` beside Basic must name the same client.
 fn presented_client<'a>(
-    req: &HttpRequest,
     form: &'a FormFields,
-    basic: &'a mut Option<(String, String)>,
+    basic: &'a Option<BasicCredentials>,
 ) -> Result<PresentedClient<'a>, OAuthError> {
-    if let Some(h) = req.headers().get(header::AUTHORIZATION) {
-        let h = h.to_str().map_err(|_| OAuthError::InvalidClient("malformed Authorization header".into()))?;
-        let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) else {
-            return Err(OAuthError::InvalidClient("only Basic client authentication is supported".into()));
-        };
-        let raw =
-            STANDARD.decode(b64.trim()).map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
-        let raw =
-            String::from_utf8(raw).map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
-        let (id, secret) =
-            raw.split_once(':').ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
-        let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))
-        };
-        if form.optional("client_secret", 512).ok().flatten().is_some() {
+    let body_id = form.optional("client_id", 128).map_err(form_error)?;
+    if let Some(b) = basic {
+        if form.optional("client_secret", 512).map_err(form_error)?.is_some() {
             return Err(OAuthError::InvalidRequest("use one client authentication method, not two".into()));
         }
-        *basic = Some((dec(id)?, dec(secret)?));
-        let (id, secret) = basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())).unwrap_or(("", ""));
-        return Ok(PresentedClient { client_id: id, secret: Some(secret) });
+        if body_id.is_some_and(|id| id != b.client_id) {
+            return Err(OAuthError::InvalidRequest(
+                "the client_id in the body is not the client authenticated by HTTP Basic".into(),
+            ));
+        }
+        let secret = (!b.secret.is_empty()).then_some(b.secret.as_str());
+        return Ok(PresentedClient { client_id: &b.client_id, secret, raw_secret: Some(&b.raw_secret) });
     }
-    let client_id = form
-        .optional("client_id", 128)
-        .map_err(form_error)?
-        .ok_or_else(|| OAuthError::InvalidClient("no client authentication".into()))?;
-    Ok(PresentedClient { client_id, secret: form.optional("client_secret", 512).map_err(form_error)? })
+    let client_id = body_id.ok_or_else(|| OAuthError::InvalidClient("no client authentication".into()))?;
+    Ok(PresentedClient {
+        client_id,
+        secret: form.optional("client_secret", 512).map_err(form_error)?,
+        raw_secret: None,
+    })
 }
 
 async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, OAuthError> {
@@ -298,11 +450,21 @@ async fn client_request(
 ) -> Result<(Tenant, FormFields, client::Client), HttpResponse> {
     let tenant = tenant_or_json(state, slug).await?;
     let form = parse_body(req, body).await.map_err(|e| oauth_error(&e))?;
-    let mut basic = None;
-    let presented = presented_client(req, &form, &mut basic).map_err(|e| oauth_error(&e))?;
+    let basic = basic_credentials(req).map_err(|e| oauth_error(&e))?;
+    let presented = presented_client(&form, &basic).map_err(|e| oauth_error(&e))?;
     let client = authenticate_client(&state.store, &state.client_secrets, &tenant, presented)
         .await
         .map_err(|e| oauth_error(&e))?;
+    // A single-page app is called from its registered origins only.
+    if client.kind == ClientKind::Spa {
+        if let Some(o) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            if !client.allows_origin(o) {
+                return Err(oauth_error(&OAuthError::InvalidClient(
+                    "this origin is not registered for the client".into(),
+                )));
+            }
+        }
+    }
     Ok((tenant, form, client))
 }
 
@@ -332,19 +494,44 @@ async fn token_request(
     }
 }
 
+/// CORS around a tenant endpoint's answer, whatever it is (errors included, so a
+/// single-page app can read them).
+async fn with_cors(req: &HttpRequest, state: &AppState, slug: &str, res: HttpResponse) -> HttpResponse {
+    let tenant = match tenant_from_path(state, slug).await {
+        Ok(t) => t,
+        Err(_) => return res,
+    };
+    let origin = cors::allowed_origin(req, &state.store, &tenant.id).await;
+    cors::apply(res, origin.as_deref())
+}
+
+/// The token endpoint. Store round trips (ARCHITECTURE.md "Hot paths"; signing keys are
+/// cached): client_credentials 2 (tenant, client) + 1 when API scopes or a `resource`
+/// are asked for; authorization_code 6 (tenant, client, code+grant, spend, user, refresh
+/// token); refresh_token 6 (tenant, client, owner, the rotation transaction, user).
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (tenant, form, client) = match client_request(&req, &state, &path, &body).await {
+    let res = token_inner(&req, &state, &path, &body).await;
+    if req.headers().contains_key(header::ORIGIN) {
+        return with_cors(&req, &state, &path, res).await;
+    }
+    res
+}
+
+async fn token_inner(req: &HttpRequest, state: &AppState, slug: &str, body: &web::Bytes) -> HttpResponse {
+    let (tenant, form, client) = match client_request(req, state, slug, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let svc = service(&req, &state, &tenant);
+    let svc = service(req, state, &tenant);
     let result = async {
         let grant_type = form.optional("grant_type", 100).map_err(form_error)?;
+        // RFC 8707 §2: one resource per request here.
+        let resource = form.optional("resource", 2000).map_err(form_error)?;
         match grant_type {
             Some("authorization_code") => {
                 let code = form
@@ -353,17 +540,17 @@ pub async fn token(
                     .ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
                 let redirect_uri = form.optional("redirect_uri", 2000).map_err(form_error)?;
                 let verifier = form.optional("code_verifier", 200).map_err(form_error)?;
-                svc.exchange_code(&client, code, redirect_uri, verifier).await
+                svc.exchange_code(&client, code, redirect_uri, verifier, resource).await
             }
             Some("refresh_token") => {
                 let rt = form
                     .optional("refresh_token", 200)
                     .map_err(form_error)?
                     .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
-                svc.refresh(&client, rt, form.optional("scope", 1000).map_err(form_error)?).await
+                svc.refresh(&client, rt, form.optional("scope", 1000).map_err(form_error)?, resource).await
             }
             Some("client_credentials") => {
-                svc.client_credentials(&client, form.optional("scope", 1000).map_err(form_error)?).await
+                svc.client_credentials(&client, form.optional("scope", 1000).map_err(form_error)?, resource).await
             }
             Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
                 "grant_type `{}` is not supported",
@@ -379,6 +566,9 @@ pub async fn token(
     }
 }
 
+/// RFC 7662. Store round trips: 2 (tenant, client) + for a JWT the revocation list,
+/// and the grant and user (user tokens) or the client row (client tokens); for a refresh
+/// token its row, grant, client and user.
 pub async fn introspect(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -407,10 +597,11 @@ pub async fn revoke(
         Err(r) => return r,
     };
     let svc = service(&req, &state, &tenant);
-    match svc.revoke(&client, &token).await {
+    let res = match svc.revoke(&client, &token).await {
         Ok(()) => HttpResponse::Ok().insert_header(("pragma", "no-cache")).finish(),
         Err(e) => oauth_error(&e),
-    }
+    };
+    cors::apply(res, cors::allowed_origin(&req, &state.store, &tenant.id).await.as_deref())
 }
 
 fn bearer_error(desc: &str) -> HttpResponse {
@@ -425,7 +616,15 @@ fn bearer_error(desc: &str) -> HttpResponse {
 
 /// OpenID Connect Core §5.3.
 pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    let tenant = match tenant_or_json(&state, &path).await {
+    let res = userinfo_inner(&req, &state, &path).await;
+    if req.headers().contains_key(header::ORIGIN) {
+        return with_cors(&req, &state, &path, res).await;
+    }
+    res
+}
+
+async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> HttpResponse {
+    let tenant = match tenant_or_json(state, slug).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -437,7 +636,7 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::P
     else {
         return bearer_error("a Bearer access token is required");
     };
-    let iss = issuer(&state, &tenant);
+    let iss = issuer(state, &tenant);
     match tokens::verify_access_token(&state.keys, &state.store, state.now(), &iss, &tenant.id, token.trim()).await {
         Err(e) => oauth_error(&OAuthError::from(e)),
         Ok(Err(why)) => bearer_error(&why.to_string()),
@@ -474,21 +673,30 @@ pub async fn end_session(
     let q = FormFields::parse(req.query_string().as_bytes())?;
     let now = state.now();
     let iss = issuer(&state, &tenant);
-    // The hint's signature must verify; its expiry does not matter (§2).
-    let hint: Option<IdClaims> =
-        match q.optional("id_token_hint", 16 * 1024)? {
-            Some(t) => {
-                let claims = match state.keys.verify(&state.store, now, t).await {
-                    Ok(u) => u.claims_after_verification::<IdClaims>().ok().filter(|c| c.iss == iss),
-                    Err(_) => None,
-                };
-                Some(claims.ok_or_else(|| {
-                    PageError::bad_request("The id_token_hint is not a token this organisation issued.")
-                })?)
+    let requested_client = q.optional("client_id", 128)?;
+    // The hint's signature must verify against this tenant's keys; its expiry does not
+    // matter (§2). It must be an ID token (not an access token), and issued to the
+    // client that names itself in the request, if any.
+    let hint: Option<IdClaims> = match q.optional("id_token_hint", 16 * 1024)? {
+        Some(t) => {
+            let claims = match state.keys.verify(&state.store, now, &tenant.id, t).await {
+                Ok(u) if u.header.typ.as_deref() == Some("JWT") => {
+                    u.claims_after_verification::<IdClaims>().ok().filter(|c| c.iss == iss)
+                }
+                _ => None,
+            };
+            let claims = claims
+                .ok_or_else(|| PageError::bad_request("The id_token_hint is not an ID token this organisation issued."))?;
+            if requested_client.is_some_and(|c| c != claims.aud) {
+                return Err(PageError::bad_request(
+                    "The id_token_hint was issued to another application than the one named in the request.",
+                ));
             }
-            None => None,
-        };
-    let client_id = q.optional("client_id", 128)?.map(str::to_string).or_else(|| hint.as_ref().map(|h| h.aud.clone()));
+            Some(claims)
+        }
+        None => None,
+    };
+    let client_id = requested_client.map(str::to_string).or_else(|| hint.as_ref().map(|h| h.aud.clone()));
     let post_logout = q.optional("post_logout_redirect_uri", 2000)?;
     let client_state = q.optional("state", 2000)?;
     if let Some(uri) = post_logout {

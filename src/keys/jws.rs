@@ -37,6 +37,10 @@ pub struct Header {
     pub kid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// RFC 7515 §4.1.11: extensions the recipient must understand. Lanyard understands
+    /// none, so a token that lists any is refused ([`JwsError::CriticalHeader`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub enum JwsError {
     BadClaims,
     #[error("signing failed")]
     Signing,
+    #[error("token lists critical header extensions that are not understood")]
+    CriticalHeader,
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -78,6 +84,9 @@ impl<'a> Unverified<'a> {
         };
         let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| JwsError::Malformed)?;
         let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| JwsError::BadHeader)?;
+        if header.crit.is_some() {
+            return Err(JwsError::CriticalHeader);
+        }
         let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwsError::Malformed)?;
         let signing_input = &token[..h.len() + 1 + p.len()];
         Ok(Unverified { header, signing_input, signature, payload_b64: p })
@@ -95,4 +104,18 @@ pub fn signing_input<C: Serialize>(header: &Header, claims: &C) -> Result<String
     let h = serde_json::to_vec(header).map_err(|_| JwsError::Signing)?;
     let c = serde_json::to_vec(claims).map_err(|_| JwsError::Signing)?;
     Ok(format!("{}.{}", b64(&h), b64(&c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_critical_header_extension_is_refused() {
+        let h = b64(br#"{"alg":"ES256","kid":"k","crit":["exp"],"exp":1}"#);
+        let token = format!("{h}.{}.{}", b64(b"{}"), b64(b"sig"));
+        assert_eq!(Unverified::parse(&token).err(), Some(JwsError::CriticalHeader));
+        let h = b64(br#"{"alg":"ES256","kid":"k"}"#);
+        assert!(Unverified::parse(&format!("{h}.{}.{}", b64(b"{}"), b64(b"sig"))).is_ok());
+    }
 }

@@ -10,7 +10,12 @@
 //! ES256 is the default algorithm; RS256 keys are made the first time a client asks for
 //! RS256 (OpenID requires it be offered; generation costs ~100 ms).
 //!
-//! The keys are shared by all tenants of a deployment: tokens are told apart by `iss`.
+//! Each tenant has its own keys (its own `next`/`active`/`retired` set per algorithm):
+//! its JWKS lists only its keys, and a token of one tenant never verifies against another
+//! tenant's keys. The sealed private key is the only source of truth: the published JWK is
+//! derived from it when the key is opened, and the seal is bound to the tenant and the
+//! `kid`, so a database writer can neither publish a key of their own nor move a key to
+//! another tenant.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -59,7 +64,8 @@ pub struct Signer {
 
 impl Signer {
     pub fn sign<C: serde::Serialize>(&self, typ: Option<&str>, claims: &C) -> Result<String, JwsError> {
-        let header = Header { alg: self.alg.as_str().into(), kid: self.kid.clone(), typ: typ.map(Into::into) };
+        let header =
+            Header { alg: self.alg.as_str().into(), kid: self.kid.clone(), typ: typ.map(Into::into), crit: None };
         let input = signing_input(&header, claims)?;
         let rng = SystemRandom::new();
         let sig = match &self.key {
@@ -106,24 +112,24 @@ impl Sealer {
         let key = master.derive("lanyard signing-key seal v1");
         Sealer(LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &key).expect("32-byte key")))
     }
-    fn seal(&self, kid: &str, plain: &[u8]) -> Vec<u8> {
+    fn seal(&self, aad: &str, plain: &[u8]) -> Vec<u8> {
         let nonce_bytes: [u8; 12] = random_bytes(12).try_into().expect("12 bytes");
         let mut buf = plain.to_vec();
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(kid.as_bytes()), &mut buf)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad.as_bytes()), &mut buf)
             .expect("AES-GCM sealing cannot fail for in-memory buffers");
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&buf);
         out
     }
-    fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+    fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
         if sealed.len() < 12 + 16 {
             return Err(KeyStoreError::Unseal);
         }
         let nonce = Nonce::try_assume_unique_for_key(&sealed[..12]).map_err(|_| KeyStoreError::Unseal)?;
         let mut buf = sealed[12..].to_vec();
         let plain =
-            self.0.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf).map_err(|_| KeyStoreError::Unseal)?;
+            self.0.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf).map_err(|_| KeyStoreError::Unseal)?;
         Ok(plain.to_vec())
     }
 }
@@ -160,24 +166,34 @@ fn rsa_public(pair: &RsaKeyPair) -> (serde_json::Value, Vec<u8>) {
     (json!({"kty": "RSA", "n": b64(&strip(&c.n)), "e": b64(&strip(&c.e))}), public.as_ref().to_vec())
 }
 
-fn open_private(alg: Alg, pkcs8: &[u8]) -> Result<(PrivateKey, Vec<u8>), KeyStoreError> {
+/// Opens a private key and derives its public half (JWK and verification bytes) from it.
+fn open_private(alg: Alg, pkcs8: &[u8]) -> Result<(PrivateKey, serde_json::Value, Vec<u8>), KeyStoreError> {
     let rng = SystemRandom::new();
     match alg {
         Alg::ES256 => {
             let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
                 .map_err(|_| KeyStoreError::Unseal)?;
             let point = pair.public_key().as_ref().to_vec();
-            Ok((PrivateKey::Ec(pair), point))
+            if point.len() != 65 {
+                return Err(KeyStoreError::Unseal);
+            }
+            let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])});
+            Ok((PrivateKey::Ec(pair), jwk, point))
         }
         Alg::RS256 => {
             let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(|_| KeyStoreError::Unseal)?;
-            let (_, der) = rsa_public(&pair);
-            Ok((PrivateKey::Rsa(pair), der))
+            let (jwk, der) = rsa_public(&pair);
+            Ok((PrivateKey::Rsa(pair), jwk, der))
         }
     }
 }
 
-/// Snapshot of the key table, cached briefly so signing needs no query per token.
+/// What the seal of a key is bound to: its tenant and its kid.
+fn seal_aad(tenant_id: &str, kid: &str) -> String {
+    format!("lanyard signing key\0{tenant_id}\0{kid}")
+}
+
+/// Snapshot of one tenant's keys, cached briefly so signing needs no query per token.
 struct Snapshot {
     loaded_at: UnixTime,
     signers: HashMap<Alg, Arc<Signer>>,
@@ -191,21 +207,34 @@ const CACHE_SECONDS: i64 = 10;
 
 pub struct KeyRing {
     sealer: Sealer,
-    cache: RwLock<Option<Arc<Snapshot>>>,
+    /// Per tenant id.
+    cache: RwLock<HashMap<String, Arc<Snapshot>>>,
 }
 
 impl KeyRing {
     pub fn new(master: &MasterKey) -> KeyRing {
-        KeyRing { sealer: Sealer::new(master), cache: RwLock::new(None) }
+        KeyRing { sealer: Sealer::new(master), cache: RwLock::new(HashMap::new()) }
     }
 
-    fn invalidate(&self) {
+    fn invalidate(&self, tenant_id: Option<&str>) {
         if let Ok(mut c) = self.cache.write() {
-            *c = None;
+            match tenant_id {
+                Some(t) => {
+                    c.remove(t);
+                }
+                None => c.clear(),
+            }
         }
     }
 
-    async fn insert(&self, store: &Store, now: UnixTime, alg: Alg, state: &str) -> Result<String, KeyStoreError> {
+    async fn insert(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        alg: Alg,
+        state: &str,
+    ) -> Result<String, KeyStoreError> {
         let (pkcs8, mut jwk, _) = tokio::task::spawn_blocking(move || generate(alg))
             .await
             .map_err(|e| KeyStoreError::Generate(e.to_string()))??;
@@ -213,12 +242,15 @@ impl KeyRing {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
-        let sealed = self.sealer.seal(&kid, &pkcs8);
+        let sealed = self.sealer.seal(&seal_aad(tenant_id, &kid), &pkcs8);
+        // `public_jwk` is kept for people reading the table; it is never read back: the
+        // published key is always derived from the sealed private key.
         sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, state, private_sealed, public_jwk, created_at, activated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO signing_keys (kid, tenant_id, alg, state, private_sealed, public_jwk, created_at, activated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&kid)
+        .bind(tenant_id)
         .bind(alg.as_str())
         .bind(state)
         .bind(sealed)
@@ -230,8 +262,9 @@ impl KeyRing {
         Ok(kid)
     }
 
-    async fn count(&self, store: &Store, alg: Alg, state: &str) -> Result<i64, KeyStoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE alg = $1 AND state = $2")
+    async fn count(&self, store: &Store, tenant_id: &str, alg: Alg, state: &str) -> Result<i64, KeyStoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE tenant_id = $1 AND alg = $2 AND state = $3")
+            .bind(tenant_id)
             .bind(alg.as_str())
             .bind(state)
             .fetch_one(store.pool())
@@ -240,47 +273,50 @@ impl KeyRing {
     }
 
     /// Inserts a key unless another replica just inserted one in that state (the partial
-    /// unique indexes allow one active and one next key per algorithm).
+    /// unique indexes allow one active and one next key per tenant and algorithm).
     async fn insert_unless_present(
         &self,
         store: &Store,
         now: UnixTime,
+        tenant_id: &str,
         alg: Alg,
         state: &str,
     ) -> Result<(), KeyStoreError> {
-        match self.insert(store, now, alg, state).await {
+        match self.insert(store, now, tenant_id, alg, state).await {
             Err(KeyStoreError::Store(e)) if crate::store::is_unique_violation(&e) => Ok(()),
             r => r.map(|_| ()),
         }
     }
 
-    /// Makes sure `alg` has an active and a next key (first start, first RS256 client).
-    pub async fn ensure(&self, store: &Store, now: UnixTime, alg: Alg) -> Result<(), KeyStoreError> {
-        if self.count(store, alg, "active").await? == 0 {
-            self.insert_unless_present(store, now, alg, "active").await?;
-            self.invalidate();
+    /// Makes sure the tenant has an active and a next key for `alg` (first use of a
+    /// tenant, first RS256 client).
+    pub async fn ensure(&self, store: &Store, now: UnixTime, tenant_id: &str, alg: Alg) -> Result<(), KeyStoreError> {
+        if self.count(store, tenant_id, alg, "active").await? == 0 {
+            self.insert_unless_present(store, now, tenant_id, alg, "active").await?;
+            self.invalidate(Some(tenant_id));
         }
-        if self.count(store, alg, "next").await? == 0 {
-            self.insert_unless_present(store, now, alg, "next").await?;
-            self.invalidate();
+        if self.count(store, tenant_id, alg, "next").await? == 0 {
+            self.insert_unless_present(store, now, tenant_id, alg, "next").await?;
+            self.invalidate(Some(tenant_id));
         }
         Ok(())
     }
 
-    /// Rotation: active → retired, next → active, a new next. Also drops retired keys
-    /// whose tokens have all expired. Returns the newly active kid.
-    pub async fn rotate(&self, store: &Store, now: UnixTime, alg: Alg) -> Result<String, KeyStoreError> {
-        self.ensure(store, now, alg).await?;
-        let active: String = self.kid_in_state(store, alg, "active").await?;
-        match self.rotate_from(store, now, alg, &active).await? {
+    /// Rotation of one tenant's `alg` keys: active → retired, next → active, a new next.
+    /// Also drops retired keys whose tokens have all expired. Returns the newly active kid.
+    pub async fn rotate(&self, store: &Store, now: UnixTime, tenant_id: &str, alg: Alg) -> Result<String, KeyStoreError> {
+        self.ensure(store, now, tenant_id, alg).await?;
+        let active: String = self.kid_in_state(store, tenant_id, alg, "active").await?;
+        match self.rotate_from(store, now, tenant_id, alg, &active).await? {
             Some(kid) => Ok(kid),
             // Another replica rotated at this very moment; its result stands.
-            None => self.kid_in_state(store, alg, "active").await,
+            None => self.kid_in_state(store, tenant_id, alg, "active").await,
         }
     }
 
-    async fn kid_in_state(&self, store: &Store, alg: Alg, state: &str) -> Result<String, KeyStoreError> {
-        let row = sqlx::query("SELECT kid FROM signing_keys WHERE alg = $1 AND state = $2")
+    async fn kid_in_state(&self, store: &Store, tenant_id: &str, alg: Alg, state: &str) -> Result<String, KeyStoreError> {
+        let row = sqlx::query("SELECT kid FROM signing_keys WHERE tenant_id = $1 AND alg = $2 AND state = $3")
+            .bind(tenant_id)
             .bind(alg.as_str())
             .bind(state)
             .fetch_one(store.pool())
@@ -295,64 +331,74 @@ impl KeyRing {
         &self,
         store: &Store,
         now: UnixTime,
+        tenant_id: &str,
         alg: Alg,
         expected_active: &str,
     ) -> Result<Option<String>, KeyStoreError> {
         let mut tx = store.pool().begin().await?;
         let retired = sqlx::query(
-            "UPDATE signing_keys SET state = 'retired', retired_at = $1, remove_after = $2 WHERE kid = $3 AND state = 'active'",
+            "UPDATE signing_keys SET state = 'retired', retired_at = $1, remove_after = $2 \
+             WHERE kid = $3 AND tenant_id = $4 AND state = 'active'",
         )
         .bind(now)
         .bind(now + RETIRED_KEY_GRACE_SECONDS)
         .bind(expected_active)
+        .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
         if retired.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(None);
         }
-        let next = sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE alg = $2 AND state = 'next' RETURNING kid")
-            .bind(now)
-            .bind(alg.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let next = sqlx::query(
+            "UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE tenant_id = $2 AND alg = $3 AND state = 'next' \
+             RETURNING kid",
+        )
+        .bind(now)
+        .bind(tenant_id)
+        .bind(alg.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(next) = next else {
             tx.rollback().await?;
             return Ok(None);
         };
         let kid: String = next.try_get("kid")?;
         tx.commit().await?;
-        self.insert_unless_present(store, now, alg, "next").await?;
+        self.insert_unless_present(store, now, tenant_id, alg, "next").await?;
         self.remove_expired(store, now).await?;
-        self.invalidate();
+        self.invalidate(Some(tenant_id));
         Ok(Some(kid))
     }
 
-    /// Deletes retired keys past `remove_after`.
+    /// Deletes retired keys past `remove_after` (every tenant's).
     pub async fn remove_expired(&self, store: &Store, now: UnixTime) -> Result<u64, KeyStoreError> {
         let r = sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND remove_after <= $1")
             .bind(now)
             .execute(store.pool())
             .await?;
         if r.rows_affected() > 0 {
-            self.invalidate();
+            self.invalidate(None);
         }
         Ok(r.rows_affected())
     }
 
-    /// Rotates every algorithm whose active key is older than `max_age` seconds, once,
-    /// however many replicas run this at the same moment.
+    /// Rotates every tenant's algorithm whose active key is older than `max_age` seconds,
+    /// once, however many replicas run this at the same moment.
     pub async fn rotate_due(&self, store: &Store, now: UnixTime, max_age: i64) -> Result<(), KeyStoreError> {
-        let rows = sqlx::query("SELECT alg, kid FROM signing_keys WHERE state = 'active' AND activated_at <= $1")
-            .bind(now - max_age)
-            .fetch_all(store.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT tenant_id, alg, kid FROM signing_keys WHERE state = 'active' AND activated_at <= $1 AND tenant_id IS NOT NULL",
+        )
+        .bind(now - max_age)
+        .fetch_all(store.pool())
+        .await?;
         for r in rows {
+            let tenant_id: String = r.try_get("tenant_id")?;
             if let Some(alg) = Alg::parse(&r.try_get::<String, _>("alg")?) {
-                self.ensure(store, now, alg).await?;
+                self.ensure(store, now, &tenant_id, alg).await?;
                 let kid: String = r.try_get("kid")?;
-                if self.rotate_from(store, now, alg, &kid).await?.is_some() {
-                    tracing::info!(alg = alg.as_str(), "signing key rotated on schedule");
+                if self.rotate_from(store, now, &tenant_id, alg, &kid).await?.is_some() {
+                    tracing::info!(alg = alg.as_str(), tenant_id = %tenant_id, "signing key rotated on schedule");
                 }
             }
         }
@@ -360,18 +406,12 @@ impl KeyRing {
         Ok(())
     }
 
-    async fn snapshot(&self, store: &Store, now: UnixTime) -> Result<Arc<Snapshot>, KeyStoreError> {
-        if let Ok(c) = self.cache.read() {
-            if let Some(s) = c.as_ref() {
-                if now >= s.loaded_at && now - s.loaded_at < CACHE_SECONDS {
-                    return Ok(s.clone());
-                }
-            }
-        }
+    async fn load(&self, store: &Store, now: UnixTime, tenant_id: &str) -> Result<Arc<Snapshot>, KeyStoreError> {
         let rows = sqlx::query(
-            "SELECT kid, alg, state, private_sealed, public_jwk FROM signing_keys \
-             WHERE state IN ('next', 'active') OR (state = 'retired' AND remove_after > $1) ORDER BY created_at",
+            "SELECT kid, alg, state, private_sealed FROM signing_keys WHERE tenant_id = $1 \
+             AND (state IN ('next', 'active') OR (state = 'retired' AND remove_after > $2)) ORDER BY created_at",
         )
+        .bind(tenant_id)
         .bind(now)
         .fetch_all(store.pool())
         .await?;
@@ -382,46 +422,76 @@ impl KeyRing {
             let Some(alg) = Alg::parse(&r.try_get::<String, _>("alg")?) else { continue };
             let state: String = r.try_get("state")?;
             let sealed: Vec<u8> = r.try_get("private_sealed")?;
-            let jwk: serde_json::Value =
-                serde_json::from_str(&r.try_get::<String, _>("public_jwk")?).map_err(|_| KeyStoreError::Unseal)?;
-            let pkcs8 = self.sealer.open(&kid, &sealed)?;
-            let (private, der) = open_private(alg, &pkcs8)?;
+            let pkcs8 = self.sealer.open(&seal_aad(tenant_id, &kid), &sealed)?;
+            let (private, mut jwk, der) = open_private(alg, &pkcs8)?;
+            jwk["kid"] = json!(kid);
+            jwk["alg"] = json!(alg.as_str());
+            jwk["use"] = json!("sig");
             if state == "active" {
                 signers.insert(alg, Arc::new(Signer { kid: kid.clone(), alg, key: private }));
             }
             published.push(PublicKey { kid, alg, jwk, der });
         }
-        let snap = Arc::new(Snapshot { loaded_at: now, signers, published });
+        Ok(Arc::new(Snapshot { loaded_at: now, signers, published }))
+    }
+
+    async fn snapshot(&self, store: &Store, now: UnixTime, tenant_id: &str) -> Result<Arc<Snapshot>, KeyStoreError> {
+        if let Ok(c) = self.cache.read() {
+            if let Some(s) = c.get(tenant_id) {
+                if now >= s.loaded_at && now - s.loaded_at < CACHE_SECONDS {
+                    return Ok(s.clone());
+                }
+            }
+        }
+        let mut snap = self.load(store, now, tenant_id).await?;
+        if !snap.signers.contains_key(&Alg::ES256) {
+            // A tenant's first use: its ES256 pair (active and next) is made before anything
+            // is signed or published.
+            self.ensure(store, now, tenant_id, Alg::ES256).await?;
+            snap = self.load(store, now, tenant_id).await?;
+        }
         if let Ok(mut c) = self.cache.write() {
-            *c = Some(snap.clone());
+            c.insert(tenant_id.to_string(), snap.clone());
         }
         Ok(snap)
     }
 
-    pub async fn signer(&self, store: &Store, now: UnixTime, alg: Alg) -> Result<Arc<Signer>, KeyStoreError> {
-        let snap = self.snapshot(store, now).await?;
+    pub async fn signer(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        alg: Alg,
+    ) -> Result<Arc<Signer>, KeyStoreError> {
+        let snap = self.snapshot(store, now, tenant_id).await?;
         if let Some(s) = snap.signers.get(&alg) {
             return Ok(s.clone());
         }
-        self.ensure(store, now, alg).await?;
-        self.snapshot(store, now).await?.signers.get(&alg).cloned().ok_or(KeyStoreError::NoActiveKey(alg.as_str()))
+        self.ensure(store, now, tenant_id, alg).await?;
+        self.snapshot(store, now, tenant_id)
+            .await?
+            .signers
+            .get(&alg)
+            .cloned()
+            .ok_or(KeyStoreError::NoActiveKey(alg.as_str()))
     }
 
-    /// The JWKS document: every key a verifier may meet.
-    pub async fn jwks(&self, store: &Store, now: UnixTime) -> Result<serde_json::Value, KeyStoreError> {
-        let snap = self.snapshot(store, now).await?;
+    /// The tenant's JWKS document: every key a verifier of its tokens may meet.
+    pub async fn jwks(&self, store: &Store, now: UnixTime, tenant_id: &str) -> Result<serde_json::Value, KeyStoreError> {
+        let snap = self.snapshot(store, now, tenant_id).await?;
         Ok(json!({"keys": snap.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}))
     }
 
-    /// Verifies a token's signature against the published keys; returns its parts.
+    /// Verifies a token's signature against the tenant's published keys; returns its parts.
     pub async fn verify<'a>(
         &self,
         store: &Store,
         now: UnixTime,
+        tenant_id: &str,
         token: &'a str,
     ) -> Result<Unverified<'a>, KeyStoreError> {
         let u = Unverified::parse(token)?;
-        let snap = self.snapshot(store, now).await?;
+        let snap = self.snapshot(store, now, tenant_id).await?;
         let key = snap.published.iter().find(|k| k.kid == u.header.kid).ok_or(JwsError::UnknownKey)?;
         key.verify(&u)?;
         Ok(u)
@@ -446,7 +516,8 @@ mod tests {
     fn es256_and_rs256_sign_and_verify() {
         for alg in [Alg::ES256, Alg::RS256] {
             let (pkcs8, jwk, _) = generate(alg).unwrap();
-            let (key, der) = open_private(alg, &pkcs8).unwrap();
+            let (key, derived, der) = open_private(alg, &pkcs8).unwrap();
+            assert_eq!(derived, jwk, "the published key is derived from the private key");
             let signer = Signer { kid: "k".into(), alg, key };
             let token = signer.sign(Some("at+jwt"), &json!({"sub": "x"})).unwrap();
             let public = PublicKey { kid: "k".into(), alg, jwk, der };

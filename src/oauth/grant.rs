@@ -8,6 +8,8 @@
 //!
 //! Redemption is one conditional `UPDATE … WHERE used_at IS NULL RETURNING`: of any
 //! number of concurrent uses of a code or refresh token, exactly one wins, on both stores.
+//! A code is read and checked (client, redirect URI, PKCE, expiry) before it is spent, so
+//! whoever merely sees a code cannot burn it with a wrong verifier.
 
 use sqlx::Row;
 
@@ -26,6 +28,8 @@ pub struct Grant {
     pub amr: Vec<String>,
     pub absolute_expires_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+    /// The resource server (identifier) the grant's access tokens are for, if any.
+    pub resource: Option<String>,
 }
 
 impl Grant {
@@ -42,6 +46,7 @@ pub struct NewGrant<'a> {
     pub auth_time: UnixTime,
     pub amr: &'a str,
     pub absolute_expires_at: UnixTime,
+    pub resource: Option<&'a str>,
 }
 
 /// What a code remembers of its authorization request.
@@ -63,8 +68,8 @@ pub async fn issue_code(
     let code = random_token(32);
     let mut tx = store.pool().begin().await?;
     sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&grant_id)
     .bind(g.tenant_id)
@@ -75,6 +80,7 @@ pub async fn issue_code(
     .bind(g.amr)
     .bind(now)
     .bind(g.absolute_expires_at)
+    .bind(g.resource)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -92,66 +98,53 @@ pub async fn issue_code(
     Ok(code)
 }
 
-pub struct RedeemedCode {
-    /// The family as it was when the code was spent (read in the same transaction).
+/// A stored authorization code with its family, read before it is spent.
+pub struct StoredCode {
+    /// The family as it was read (a revocation after this read still ends what is issued).
     pub grant: Grant,
     pub redirect_uri: String,
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub expires_at: UnixTime,
+    pub used: bool,
 }
 
-pub enum CodeRedemption {
-    Redeemed(Box<RedeemedCode>),
-    /// The code was used before: the caller revokes its grant (RFC 6749 §4.1.2).
-    Replayed {
-        grant_id: String,
-    },
-    Unknown,
-}
-
-/// Spends a code and reads its grant in one transaction: a concurrent second use sees the
-/// code as used only after this commits, so whatever it revokes, this redemption already
-/// holds the family as it was (the tokens it issues then die with the family).
-pub async fn redeem_code(store: &Store, now: UnixTime, code: &str) -> Result<CodeRedemption, sqlx::Error> {
+/// Reads a code and its grant without spending it, so the caller can check who presents
+/// it (client, redirect URI, PKCE) first. One query.
+pub async fn find_code(store: &Store, code: &str) -> Result<Option<StoredCode>, sqlx::Error> {
     if code.len() > 200 {
-        return Ok(CodeRedemption::Unknown);
+        return Ok(None);
     }
-    let hash = sha256_hex(code);
-    let mut tx = store.pool().begin().await?;
-    let row = sqlx::query(
-        "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
-         RETURNING grant_id, redirect_uri, nonce, code_challenge, expires_at",
-    )
-    .bind(now)
-    .bind(&hash)
-    .fetch_optional(&mut *tx)
+    let row = sqlx::query(&format!(
+        "SELECT {GRANT_COLUMNS}, c.redirect_uri, c.nonce, c.code_challenge, c.expires_at, c.used_at \
+         FROM oauth_codes c JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = $1"
+    ))
+    .bind(sha256_hex(code))
+    .fetch_optional(store.pool())
     .await?;
-    if let Some(r) = row {
-        let grant_id: String = r.try_get("grant_id")?;
-        let Some(grant) = load_grant(&mut *tx, &grant_id).await? else {
-            tx.rollback().await?;
-            return Ok(CodeRedemption::Unknown);
-        };
-        let redeemed = RedeemedCode {
-            grant,
+    row.map(|r| {
+        let used_at: Option<i64> = r.try_get("used_at")?;
+        Ok(StoredCode {
+            grant: grant_from_row(&r)?,
             redirect_uri: r.try_get("redirect_uri")?,
             nonce: r.try_get("nonce")?,
             code_challenge: r.try_get("code_challenge")?,
             expires_at: r.try_get("expires_at")?,
-        };
-        tx.commit().await?;
-        return Ok(CodeRedemption::Redeemed(Box::new(redeemed)));
-    }
-    tx.rollback().await?;
-    let used = sqlx::query("SELECT grant_id FROM oauth_codes WHERE code_hash = $1")
-        .bind(&hash)
-        .fetch_optional(store.pool())
-        .await?;
-    Ok(match used {
-        Some(r) => CodeRedemption::Replayed { grant_id: r.try_get("grant_id")? },
-        None => CodeRedemption::Unknown,
+            used: used_at.is_some(),
+        })
     })
+    .transpose()
+}
+
+/// Spends a checked code: one conditional `UPDATE`. `false` means another redemption
+/// won (a genuine second redemption: the caller revokes the family).
+pub async fn spend_code(store: &Store, now: UnixTime, code: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(sha256_hex(code))
+        .execute(store.pool())
+        .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::Error> {
@@ -163,29 +156,31 @@ async fn load_grant<'e, E>(executor: E, id: &str) -> Result<Option<Grant>, sqlx:
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let row = sqlx::query(
-        "SELECT id, tenant_id, client_row_id, user_id, scope, auth_time, amr, absolute_expires_at, revoked_at \
-         FROM oauth_grants WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(executor)
-    .await?;
-    row.map(|r| {
-        let scope: String = r.try_get("scope")?;
-        let amr: String = r.try_get("amr")?;
-        Ok(Grant {
-            id: r.try_get("id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            client_row_id: r.try_get("client_row_id")?,
-            user_id: r.try_get("user_id")?,
-            scope: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-            auth_time: r.try_get("auth_time")?,
-            amr: amr.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-            absolute_expires_at: r.try_get("absolute_expires_at")?,
-            revoked_at: r.try_get("revoked_at")?,
-        })
+    let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM oauth_grants g WHERE g.id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(grant_from_row).transpose()
+}
+
+const GRANT_COLUMNS: &str = "g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
+     g.absolute_expires_at, g.revoked_at, g.resource";
+
+fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
+    let scope: String = r.try_get("scope")?;
+    let amr: String = r.try_get("amr")?;
+    Ok(Grant {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        client_row_id: r.try_get("client_row_id")?,
+        user_id: r.try_get("user_id")?,
+        scope: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        auth_time: r.try_get("auth_time")?,
+        amr: amr.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        absolute_expires_at: r.try_get("absolute_expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        resource: r.try_get("resource")?,
     })
-    .transpose()
 }
 
 /// Ends a family. Returns whether it was live until now.
@@ -252,18 +247,20 @@ pub async fn refresh_grant_id(store: &Store, token: &str) -> Result<Option<(Stri
     row.map(|r| Ok((r.try_get("grant_id")?, r.try_get("used_at")?, r.try_get("idle_expires_at")?))).transpose()
 }
 
-/// The client (row id) a refresh token was issued to, without using the token.
-pub async fn refresh_token_client(store: &Store, token: &str) -> Result<Option<String>, sqlx::Error> {
+/// The client (row id) a refresh token was issued to and the resource its grant is for,
+/// without using the token: what must hold before it is spent.
+pub async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     if token.len() > 200 {
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT g.client_row_id FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
+        "SELECT g.client_row_id, g.resource FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id \
+         WHERE r.token_hash = $1",
     )
     .bind(sha256_hex(token))
     .fetch_optional(store.pool())
     .await?;
-    row.map(|r| r.try_get("client_row_id")).transpose()
+    row.map(|r| Ok((r.try_get("client_row_id")?, r.try_get("resource")?))).transpose()
 }
 
 /// Rotation in one transaction: spend the token, check its family, issue the next one.

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod grant;
 pub mod pkce;
+pub mod resource;
 pub mod tokens;
 
 use serde::Serialize;
@@ -18,8 +19,8 @@ use crate::keys::signing::{KeyRing, KeyStoreError};
 use crate::store::Store;
 use crate::tenant::Tenant;
 use crate::user::User;
-use client::{Client, ClientKind, SecretHasher};
-use grant::{CodeRedemption, RefreshRedemption};
+use client::{Client, SecretHasher};
+use grant::RefreshRedemption;
 
 /// RFC 6749 §5.2 (and §4.1.2.1) error codes. `Display` is the code itself; the string
 /// inside is the `error_description`.
@@ -37,6 +38,9 @@ pub enum OAuthError {
     UnsupportedGrantType(String),
     #[error("invalid_scope")]
     InvalidScope(String),
+    /// RFC 8707 §2: the `resource` is not one this server knows.
+    #[error("invalid_target")]
+    InvalidTarget(String),
     #[error("server_error")]
     Server(String),
 }
@@ -50,6 +54,7 @@ impl OAuthError {
             | OAuthError::UnauthorizedClient(d)
             | OAuthError::UnsupportedGrantType(d)
             | OAuthError::InvalidScope(d)
+            | OAuthError::InvalidTarget(d)
             | OAuthError::Server(d) => d,
         }
     }
@@ -81,10 +86,15 @@ pub async fn active_user(store: &Store, now: UnixTime, user_id: &str) -> Result<
 /// What the client presented to authenticate (RFC 6749 §2.3.1).
 pub struct PresentedClient<'a> {
     pub client_id: &'a str,
+    /// The secret as RFC 6749 §2.3.1 reads it (form-decoded when it came by HTTP Basic).
     pub secret: Option<&'a str>,
+    /// HTTP Basic only: the secret exactly as sent, for libraries (Authlib,
+    /// requests-oauthlib) that do not form-encode it; tried when it differs.
+    pub raw_secret: Option<&'a str>,
 }
 
 /// Confidential clients must present their secret; public clients must not have one.
+/// Both forms of a Basic secret are compared in constant time (ring's HMAC verify).
 pub async fn authenticate_client(
     store: &Store,
     secrets: &SecretHasher,
@@ -97,6 +107,7 @@ pub async fn authenticate_client(
         (true, None) => Ok(client),
         (true, Some(_)) => Err(OAuthError::InvalidClient("public clients have no secret".into())),
         (false, Some(s)) if secrets.verify(&client, s) => Ok(client),
+        (false, Some(s)) if p.raw_secret.is_some_and(|r| r != s && secrets.verify(&client, r)) => Ok(client),
         (false, _) => Err(unknown()),
     }
 }
@@ -172,6 +183,7 @@ impl TokenService<'_> {
                 grant: Some(grant),
                 scope: &grant.scope,
                 nonce,
+                resource: grant.resource.as_deref(),
             },
         )
         .await?;
@@ -200,7 +212,10 @@ impl TokenService<'_> {
             .ok_or_else(|| OAuthError::InvalidGrant("the user can no longer sign in".into()))
     }
 
-    /// RFC 6749 §4.1.3 with RFC 7636 §4.6.
+    /// RFC 6749 §4.1.3 with RFC 7636 §4.6. The code is checked against the presenter
+    /// (client, redirect URI, PKCE verifier, expiry) before it is spent: whoever merely
+    /// sees a code cannot burn it. Only a second redemption that passes every check is a
+    /// replay, and revokes what the first one issued (RFC 6749 §4.1.2).
     #[tracing::instrument(skip_all, fields(client = %client.client_id))]
     pub async fn exchange_code(
         &self,
@@ -208,47 +223,55 @@ impl TokenService<'_> {
         code: &str,
         redirect_uri: Option<&str>,
         verifier: Option<&str>,
+        resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.allows_grant("authorization_code") {
             return Err(OAuthError::UnauthorizedClient("this client may not use authorization_code".into()));
         }
-        let redeemed = match grant::redeem_code(self.store, self.now, code).await? {
-            CodeRedemption::Redeemed(r) => r,
-            CodeRedemption::Replayed { grant_id } => {
-                // RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
-                if grant::revoke_grant(self.store, self.now, &grant_id, "code_replay").await? {
-                    tracing::warn!("authorization code replayed: its grant was revoked");
-                    self.audit(client, "oauth.code_replay", &grant_id).await;
-                }
-                return Err(OAuthError::InvalidGrant("authorization code was already used".into()));
-            }
-            CodeRedemption::Unknown => return Err(OAuthError::InvalidGrant("authorization code is not valid".into())),
+        let Some(stored) = grant::find_code(self.store, code).await? else {
+            return Err(OAuthError::InvalidGrant("authorization code is not valid".into()));
         };
-        if self.now >= redeemed.expires_at {
-            return Err(OAuthError::InvalidGrant("authorization code has expired".into()));
+        let g = &stored.grant;
+        if g.client_row_id != client.row_id || g.tenant_id != self.tenant.id {
+            return Err(OAuthError::InvalidGrant("authorization code is not valid".into()));
         }
-        let g = &redeemed.grant;
-        let user = self.check_family(client, g).await?;
-        if redirect_uri != Some(redeemed.redirect_uri.as_str()) {
+        if redirect_uri != Some(stored.redirect_uri.as_str()) {
             return Err(OAuthError::InvalidGrant("redirect_uri does not match the authorization request".into()));
         }
-        match (&redeemed.code_challenge, verifier) {
+        match (&stored.code_challenge, verifier) {
             (Some(c), Some(v)) => pkce::Challenge::from_stored(c.clone())
                 .verify(v)
                 .map_err(|e| OAuthError::InvalidGrant(e.to_string()))?,
             (Some(_), None) => return Err(OAuthError::InvalidGrant("code_verifier is required".into())),
             (None, Some(_)) => return Err(OAuthError::InvalidGrant("no code_challenge was sent for this code".into())),
-            (None, None) if client.kind == ClientKind::Native => {
-                return Err(OAuthError::InvalidGrant("PKCE is required for native clients".into()))
+            (None, None) if client.kind.is_public() => {
+                return Err(OAuthError::InvalidGrant("PKCE is required for public clients".into()))
             }
             (None, None) => {}
         }
+        // RFC 8707 §2.2: the token request may name the resource, within what was granted.
+        if let Some(r) = resource {
+            if g.resource.as_deref() != Some(r) {
+                return Err(OAuthError::InvalidTarget("the resource was not part of the authorization request".into()));
+            }
+        }
+        if stored.used || !grant::spend_code(self.store, self.now, code).await? {
+            if grant::revoke_grant(self.store, self.now, &g.id, "code_replay").await? {
+                tracing::warn!("authorization code replayed: its grant was revoked");
+                self.audit(client, "oauth.code_replay", &g.id).await;
+            }
+            return Err(OAuthError::InvalidGrant("authorization code was already used".into()));
+        }
+        if self.now >= stored.expires_at {
+            return Err(OAuthError::InvalidGrant("authorization code has expired".into()));
+        }
+        let user = self.check_family(client, g).await?;
         let refresh_token = if client.allows_grant("refresh_token") {
             Some(grant::issue_refresh(self.store, self.now, g, client.refresh_idle_seconds).await?)
         } else {
             None
         };
-        self.issue(client, g, &user, redeemed.nonce.as_deref(), refresh_token).await
+        self.issue(client, g, &user, stored.nonce.as_deref(), refresh_token).await
     }
 
     /// RFC 6749 §6, rotating: every use returns a new refresh token; presenting a used
@@ -259,14 +282,21 @@ impl TokenService<'_> {
         client: &Client,
         token: &str,
         scope: Option<&str>,
+        resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.allows_grant("refresh_token") {
             return Err(OAuthError::UnauthorizedClient("this client may not use refresh_token".into()));
         }
-        // The token must be this client's before it is spent.
-        let owned = grant::refresh_token_client(self.store, token).await?;
-        if owned.as_deref() != Some(client.row_id.as_str()) {
+        // The token must be this client's, and any resource named its grant's, before it
+        // is spent.
+        let Some((owner, granted_resource)) = grant::refresh_token_owner(self.store, token).await? else {
             return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
+        };
+        if owner != client.row_id {
+            return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
+        }
+        if resource.is_some_and(|r| granted_resource.as_deref() != Some(r)) {
+            return Err(OAuthError::InvalidTarget("the resource was not part of the original grant".into()));
         }
         let (mut g, new_token) = match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds)
             .await?
@@ -296,17 +326,38 @@ impl TokenService<'_> {
         self.issue(client, &g, &user, None, Some(new_token)).await
     }
 
-    /// RFC 6749 §4.4: the client acts for itself. No store writes.
-    pub async fn client_credentials(&self, client: &Client, scope: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    /// RFC 6749 §4.4: the client acts for itself. No store writes; one read when the
+    /// request names a resource or asks for an API's scopes.
+    pub async fn client_credentials(
+        &self,
+        client: &Client,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         if !client.allows_grant("client_credentials") {
             return Err(OAuthError::UnauthorizedClient("this client may not use client_credentials".into()));
         }
-        let scope = client.check_scope(scope).map_err(OAuthError::InvalidScope)?;
+        let mut scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
+        let audience = match resource::audience(self.store, &self.tenant.id, resource, &scope).await? {
+            Ok(a) => a,
+            Err(why) => return Err(OAuthError::InvalidTarget(why)),
+        };
+        if let Some(api) = &audience {
+            scope.retain(|s| api.scopes.contains(s));
+        }
         let minted = tokens::mint(
             self.keys,
             self.store,
             self.now,
-            tokens::MintRequest { issuer: &self.issuer, client, user: None, grant: None, scope: &scope, nonce: None },
+            tokens::MintRequest {
+                issuer: &self.issuer,
+                client,
+                user: None,
+                grant: None,
+                scope: &scope,
+                nonce: None,
+                resource: audience.as_ref().map(|a| a.identifier.as_str()),
+            },
         )
         .await?;
         Ok(TokenResponse {
@@ -336,7 +387,7 @@ impl TokenService<'_> {
                 Ok(v) => v,
                 Err(_) => return Ok(inactive),
             };
-            if caller.kind.is_public() && v.claims.client_id != caller.client_id {
+            if caller.kind.is_public() && v.claims.crid != caller.row_id {
                 return Ok(inactive);
             }
             let c = &v.claims;
@@ -356,6 +407,10 @@ impl TokenService<'_> {
             return Ok(inactive);
         }
         let Some(g) = grant::find_grant(self.store, &gid).await? else { return Ok(inactive) };
+        // Scoped to the tenant whose endpoint was called: another tenant's token is unknown here.
+        if g.tenant_id != self.tenant.id {
+            return Ok(inactive);
+        }
         let Some(client) = client::find_by_row_id(self.store, &g.client_row_id).await? else { return Ok(inactive) };
         if !g.is_live(self.now) || (caller.kind.is_public() && client.row_id != caller.row_id) {
             return Ok(inactive);
@@ -374,7 +429,7 @@ impl TokenService<'_> {
     pub async fn revoke(&self, caller: &Client, token: &str) -> Result<(), OAuthError> {
         if let Some((gid, _, _)) = grant::refresh_grant_id(self.store, token).await? {
             if let Some(g) = grant::find_grant(self.store, &gid).await? {
-                if g.client_row_id == caller.row_id {
+                if g.client_row_id == caller.row_id && g.tenant_id == self.tenant.id {
                     grant::revoke_grant(self.store, self.now, &gid, "revoked_by_client").await?;
                 }
             }
@@ -384,7 +439,7 @@ impl TokenService<'_> {
             if let Ok(Ok(v)) =
                 tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await
             {
-                if v.claims.client_id == caller.client_id {
+                if v.claims.crid == caller.row_id {
                     grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;
                 }
             }

@@ -17,7 +17,11 @@ use crate::user::User;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
+    /// The user's id, or `client:{client_id}` for a client acting for itself: client
+    /// subjects have their own namespace, so no client id can pose as a user.
     pub sub: String,
+    /// The API the token is for (RFC 8707 `resource`, RFC 9068 §3), or the client itself
+    /// when no resource was named.
     pub aud: String,
     pub client_id: String,
     pub exp: i64,
@@ -30,6 +34,15 @@ pub struct AccessClaims {
     /// The grant (token family) this token belongs to; absent for client_credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
+    /// The client's row identity: a deleted and re-created client id is another client,
+    /// and the old one's tokens stay dead.
+    #[serde(default)]
+    pub crid: String,
+}
+
+/// The `sub` of a token a client holds for itself (client_credentials).
+pub fn client_subject(client_id: &str) -> String {
+    format!("client:{client_id}")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +87,8 @@ pub struct MintRequest<'a> {
     pub grant: Option<&'a Grant>,
     pub scope: &'a [String],
     pub nonce: Option<&'a str>,
+    /// The resource server the access token is for (its identifier), if any.
+    pub resource: Option<&'a str>,
 }
 
 /// Signs an access token (ES256 always: verifiers of access tokens are ours to choose
@@ -82,8 +97,8 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
     let scope = r.scope.join(" ");
     let access = AccessClaims {
         iss: r.issuer.to_string(),
-        sub: r.user.map(|u| u.id.clone()).unwrap_or_else(|| r.client.client_id.clone()),
-        aud: r.client.client_id.clone(),
+        sub: r.user.map(|u| u.id.clone()).unwrap_or_else(|| client_subject(&r.client.client_id)),
+        aud: r.resource.unwrap_or(&r.client.client_id).to_string(),
         client_id: r.client.client_id.clone(),
         exp: now + r.client.access_token_seconds,
         iat: now,
@@ -91,8 +106,10 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
         scope: scope.clone(),
         auth_time: r.grant.map(|g| g.auth_time),
         gid: r.grant.map(|g| g.id.clone()),
+        crid: r.client.row_id.clone(),
     };
-    let signer = keys.signer(store, now, Alg::ES256).await?;
+    let tenant_id = &r.client.tenant_id;
+    let signer = keys.signer(store, now, tenant_id, Alg::ES256).await?;
     let access_token = signer.sign(Some("at+jwt"), &access)?;
     let id_token = match (r.user, r.grant, r.scope.iter().any(|s| s == "openid")) {
         (Some(user), Some(grant), true) => {
@@ -112,7 +129,7 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
                 email_verified: with_email.then_some(true),
                 sid: Some(grant.id.clone()),
             };
-            let signer = keys.signer(store, now, alg).await?;
+            let signer = keys.signer(store, now, tenant_id, alg).await?;
             Some(signer.sign(Some("JWT"), &claims)?)
         }
         _ => None,
@@ -150,7 +167,7 @@ pub async fn verify_access_token(
     token: &str,
 ) -> Result<Result<VerifiedAccessToken, AccessTokenRejection>, sqlx::Error> {
     use AccessTokenRejection::*;
-    let verified = match keys.verify(store, now, token).await {
+    let verified = match keys.verify(store, now, tenant_id, token).await {
         Ok(v) => v,
         Err(KeyStoreError::Store(e)) => return Err(e),
         Err(_) => return Ok(Err(Invalid)),
@@ -171,6 +188,9 @@ pub async fn verify_access_token(
     let mut user = None;
     if let Some(gid) = &claims.gid {
         let Some(g) = grant::find_grant(store, gid).await? else { return Ok(Err(Revoked)) };
+        if g.tenant_id != tenant_id || g.client_row_id != claims.crid {
+            return Ok(Err(Invalid));
+        }
         if !g.is_live(now) {
             return Ok(Err(Revoked));
         }
@@ -183,8 +203,14 @@ pub async fn verify_access_token(
         if super::client::find_by_row_id(store, &g.client_row_id).await?.is_none() {
             return Ok(Err(Inactive));
         }
-    } else if !super::client::exists(store, tenant_id, &claims.client_id).await? {
-        return Ok(Err(Inactive));
+    } else {
+        // Bound to the client's row, not its name: a re-created client id is another client.
+        let live = super::client::find_by_row_id(store, &claims.crid)
+            .await?
+            .is_some_and(|c| c.tenant_id == tenant_id && c.client_id == claims.client_id);
+        if !live {
+            return Ok(Err(Inactive));
+        }
     }
     Ok(Ok(VerifiedAccessToken { claims, user }))
 }

@@ -25,6 +25,7 @@ fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
         refresh_absolute_seconds: None,
         id_token_alg: None,
         secret: None,
+        web_origins: vec![],
     }
 }
 
@@ -184,7 +185,8 @@ async fn admin_api_refuses_without_the_right(kind: StoreKind) {
     let other_tenant = service_token(&app, "globex", "ops", &["lanyard:admin"]).await;
     let r = http.get(&url).bearer_auth(&other_tenant).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a token of another tenant's issuer");
-    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("another issuer"));
+    // Signed with globex's own key, which acme does not publish: refused at the signature.
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("not a valid token"));
 
     // A user token with the scope: only an admin of the tenant gets in.
     app.admin()

@@ -89,15 +89,19 @@ async fn admin_commands(kind: StoreKind) {
     assert!(stderr(&unknown).contains("no tenant with slug `nope`"));
 
     // Signing keys: the next key is published before rotation promotes it.
-    let before = json(&run(&["keys", "list"], None));
+    let before = json(&run(&["keys", "list", "--tenant", "acme"], None));
     let published: Vec<String> =
         before["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
     assert_eq!(published.len(), 2);
-    let rotated = json(&run(&["keys", "rotate", "--alg", "ES256"], None));
+    let rotated = json(&run(&["keys", "rotate", "--tenant", "acme", "--alg", "ES256"], None));
     let active = rotated["active_kid"].as_str().unwrap();
     assert!(published.iter().any(|k| k == active), "the new signing key was already published");
-    assert_eq!(json(&run(&["keys", "list"], None))["keys"].as_array().unwrap().len(), 3, "retired key stays published");
-    let bad = run(&["keys", "rotate", "--alg", "HS256"], None);
+    assert_eq!(
+        json(&run(&["keys", "list", "--tenant", "acme"], None))["keys"].as_array().unwrap().len(),
+        3,
+        "retired key stays published"
+    );
+    let bad = run(&["keys", "rotate", "--tenant", "acme", "--alg", "HS256"], None);
     assert!(stderr(&bad).contains("--alg must be ES256 or RS256"));
     let c = json(&run(
         &[
@@ -128,11 +132,33 @@ async fn admin_commands(kind: StoreKind) {
             "--kind",
             "native",
             "--redirect-uri",
-            "http://localhost/cb",
+            "http://app.example.com/cb",
         ],
         None,
     );
-    assert!(stderr(&bad).contains("loopback IP literal"), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("loopback interface"), "{}", stderr(&bad));
+
+    // Resource servers (APIs): RFC 8707 identifiers, their scopes.
+    let api = json(&run(
+        &[
+            "admin",
+            "resource",
+            "create",
+            "--tenant",
+            "acme",
+            "--identifier",
+            "https://api.acme.test",
+            "--scope",
+            "orders:read",
+        ],
+        None,
+    ));
+    assert_eq!(api["identifier"], "https://api.acme.test");
+    assert_eq!(api["scopes"], serde_json::json!(["orders:read"]));
+    let listed = json(&run(&["admin", "resource", "list", "--tenant", "acme"], None));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let bad = run(&["admin", "resource", "create", "--tenant", "acme", "--identifier", "api#frag"], None);
+    assert!(stderr(&bad).contains("absolute URI"), "{}", stderr(&bad));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ fn client(id: &str, kind: ClientKind, redirect: &str, logout: &str) -> NewClient
         refresh_absolute_seconds: None,
         id_token_alg: (kind == ClientKind::Web).then_some(lanyard::keys::jws::Alg::RS256),
         secret: None,
+        web_origins: vec![],
     }
 }
 
@@ -88,7 +89,7 @@ async fn openid_client_and_jose_drive_lanyard(kind: StoreKind) {
         assert!(log.contains(expected), "{expected}");
     }
 
-    app.admin().rotate_keys(&app.state.keys, lanyard::keys::jws::Alg::ES256).await.unwrap();
+    app.admin().rotate_keys(&app.state.keys, "acme", lanyard::keys::jws::Alg::ES256).await.unwrap();
     envs.push(("BEFORE_TOKEN", result["before_token"].as_str().unwrap().to_string()));
     envs.push(("REFRESH_TOKEN", result["refresh_token"].as_str().unwrap().to_string()));
     let (log, result) = run_rp(&envs, "after-rotation").await;

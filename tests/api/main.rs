@@ -5,6 +5,8 @@ mod admin_api;
 mod bad_input;
 mod cli;
 mod conformance;
+mod isolation;
+mod rfc;
 mod keys;
 mod lockout;
 mod oauth;

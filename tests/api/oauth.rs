@@ -48,6 +48,7 @@ pub async fn native_client(app: &TestApp, id: &str) {
         refresh_absolute_seconds: None,
         id_token_alg: None,
         secret: None,
+        web_origins: vec![],
     };
     app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
 }
@@ -60,6 +61,11 @@ async fn setup(kind: StoreKind) -> (TestApp, Browser) {
     let b = app.browser();
     assert_eq!(b.sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
     (app, b)
+}
+
+pub async fn tenant_id(app: &TestApp, slug: &str) -> String {
+    let slug = lanyard::tenant::TenantSlug::parse(slug).unwrap();
+    lanyard::tenant::find_by_slug(&app.state.store, &slug).await.unwrap().unwrap().id
 }
 
 pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
@@ -95,7 +101,7 @@ pub async fn code_for(b: &Browser, client_id: &str, redirect: &str, challenge: O
     q.get("code").cloned().unwrap_or_else(|| panic!("no code in {loc}"))
 }
 
-async fn token(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
+pub async fn token(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
     let r = reqwest::Client::new().post(format!("{}/t/acme/token", app.base)).form(form).send().await.unwrap();
     let status = r.status().as_u16();
     assert_eq!(r.headers().get("cache-control").unwrap(), "no-store");
@@ -116,11 +122,11 @@ pub async fn exchange(app: &TestApp, client_id: &str, code: &str, redirect: &str
     .await
 }
 
-async fn refresh(app: &TestApp, client_id: &str, rt: &str) -> (u16, Value) {
+pub async fn refresh(app: &TestApp, client_id: &str, rt: &str) -> (u16, Value) {
     token(app, &[("grant_type", "refresh_token"), ("client_id", client_id), ("refresh_token", rt)]).await
 }
 
-async fn introspect(app: &TestApp, client_id: &str, tok: &str) -> Value {
+pub async fn introspect(app: &TestApp, client_id: &str, tok: &str) -> Value {
     let r = reqwest::Client::new()
         .post(format!("{}/t/acme/introspect", app.base))
         .form(&[("client_id", client_id), ("token", tok)])
@@ -131,7 +137,7 @@ async fn introspect(app: &TestApp, client_id: &str, tok: &str) -> Value {
     r.json().await.unwrap()
 }
 
-async fn userinfo(app: &TestApp, at: &str) -> u16 {
+pub async fn userinfo(app: &TestApp, at: &str) -> u16 {
     reqwest::Client::new()
         .get(format!("{}/t/acme/userinfo", app.base))
         .bearer_auth(at)
@@ -142,12 +148,12 @@ async fn userinfo(app: &TestApp, at: &str) -> u16 {
         .as_u16()
 }
 
-fn claims(jwt: &str) -> Value {
+pub fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-fn header(jwt: &str) -> Value {
+pub fn header(jwt: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap()).unwrap()
 }
 
@@ -451,7 +457,7 @@ async fn retired_keys_verify_until_removed(kind: StoreKind) {
     assert_eq!(kids.len(), 2, "active and next are published");
     let next = kids.iter().find(|k| **k != old_kid).unwrap().clone();
 
-    let new_kid = app.admin().rotate_keys(&app.state.keys, lanyard::keys::jws::Alg::ES256).await.unwrap();
+    let new_kid = app.admin().rotate_keys(&app.state.keys, "acme", lanyard::keys::jws::Alg::ES256).await.unwrap();
     assert_eq!(new_kid, next, "the key that signs after rotation was published before");
     let rotated_at = app.now();
     assert_eq!(userinfo(&app, &at).await, 200, "signed by a retired-but-published key: accepted");
@@ -470,7 +476,7 @@ async fn retired_keys_verify_until_removed(kind: StoreKind) {
     app.state.keys.remove_expired(&app.state.store, app.now()).await.unwrap();
     let jwks: Value = b.get("/t/acme/jwks").await.json().await.unwrap();
     assert!(!jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == old_kid.as_str()), "retired key removed");
-    let err = app.state.keys.verify(&app.state.store, app.now(), &at).await.err().expect("refused");
+    let err = app.state.keys.verify(&app.state.store, app.now(), &tenant_id(&app, "acme").await, &at).await.err().expect("refused");
     assert!(err.to_string().contains("unknown key"), "{err}");
     // New tokens carry the new key.
     let b = app.browser();
@@ -497,6 +503,7 @@ async fn client_credentials_and_client_authentication(kind: StoreKind) {
         refresh_absolute_seconds: None,
         id_token_alg: None,
         secret: None,
+        web_origins: vec![],
     };
     let (_, secret) = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
     let secret = secret.unwrap();
@@ -516,7 +523,7 @@ async fn client_credentials_and_client_authentication(kind: StoreKind) {
     assert_eq!(t["expires_in"], 120);
     assert!(t.get("refresh_token").is_none() && t.get("id_token").is_none());
     let c = claims(t["access_token"].as_str().unwrap());
-    assert_eq!((c["sub"].as_str(), c["scope"].as_str()), (Some("reports"), Some("reports.read")));
+    assert_eq!((c["sub"].as_str(), c["scope"].as_str()), (Some("client:reports"), Some("reports.read")));
 
     let r = http
         .post(&url)
@@ -621,6 +628,7 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
         refresh_absolute_seconds: None,
         id_token_alg: Some(lanyard::keys::jws::Alg::RS256),
         secret: None,
+        web_origins: vec![],
     };
     let (_, secret) = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
     let secret = secret.unwrap();
@@ -674,7 +682,7 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
         .await;
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
-    assert!(r.text().await.unwrap().contains("not a token this organisation issued"));
+    assert!(r.text().await.unwrap().contains("not an ID token this organisation issued"));
     assert_eq!(b.get("/t/acme/account").await.status(), 200, "session kept");
 
     // Logout to an unregistered address: refused, not redirected.
@@ -726,6 +734,7 @@ async fn grant_types_are_per_client_within_the_kind(kind: StoreKind) {
         refresh_absolute_seconds: None,
         id_token_alg: None,
         secret: None,
+        web_origins: vec![],
     };
     let (keys, secrets) = (&app.state.keys, &app.state.client_secrets);
     let err = app
