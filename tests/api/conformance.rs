@@ -100,6 +100,7 @@ async fn openid_client_and_jose_drive_lanyard(kind: StoreKind) {
 /// AppAuth's sample form of a private-use-scheme redirect (one slash, RFC 8252 §7.1).
 const APPAUTH_REDIRECT: &str = "com.example.workview:/oauthredirect";
 const SERVICE_SCOPE: &str = "reports:read";
+const SERVICE_SECRET: &str = "reports+job/secret:with=reserved+chars-0123456789abcdefABCDEF";
 
 async fn run_authlib(envs: &[(&str, String)]) -> (String, serde_json::Value) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance");
@@ -145,9 +146,12 @@ async fn authlib_drives_lanyard(kind: StoreKind) {
         redirect_uris: vec![],
         post_logout_redirect_uris: vec![],
         scopes: Some(vec![SERVICE_SCOPE.into()]),
+        // Authlib sends Basic credentials raw, not form-encoded (item 13): an admin-chosen
+        // secret with `+`, `/`, `:` and `=` must still authenticate.
+        secret: Some(SERVICE_SECRET.into()),
         ..client("reports-job", ClientKind::Service, "", "")
     };
-    let (_, service_secret) = admin.create_client(keys, secrets, "acme", service).await.unwrap();
+    admin.create_client(keys, secrets, "acme", service).await.unwrap();
 
     let envs = vec![
         ("ISSUER", format!("{}/t/acme", app.base)),
@@ -159,7 +163,7 @@ async fn authlib_drives_lanyard(kind: StoreKind) {
         ("NATIVE_ID", "workview".to_string()),
         ("NATIVE_REDIRECT", APPAUTH_REDIRECT.to_string()),
         ("SERVICE_ID", "reports-job".to_string()),
-        ("SERVICE_SECRET", service_secret.unwrap()),
+        ("SERVICE_SECRET", SERVICE_SECRET.to_string()),
         ("SERVICE_SCOPE", SERVICE_SCOPE.to_string()),
     ];
     let (log, result) = run_authlib(&envs).await;
