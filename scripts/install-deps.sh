@@ -33,3 +33,19 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (rustup) first" >&2
   exit 1
 fi
+# Rust >= 1.89 (Cargo.toml's rust-version; the dependency tree needs it).
+rust_minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
+if [[ "$rust_minor" =~ ^[0-9]+$ ]] && ((rust_minor < 89)); then
+  echo "$(rustc --version) is too old: Lanyard needs Rust >= 1.89 (rustup update stable)" >&2
+  exit 1
+fi
+# The conformance peers (openid-client 6, jose 6) need Node.js >= 20; Debian 12's
+# nodejs package is 18.
+if [[ "${1:-}" == "--test" ]]; then
+  node_major="$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')"
+  if ! [[ "$node_major" =~ ^[0-9]+$ ]] || ((node_major < 20)); then
+    echo "Node.js $(node --version 2>/dev/null || echo '(none)') is too old: the conformance peers need Node.js >= 20" >&2
+    echo "(Debian's nodejs package is 18; install Node.js 20 or later: the official binaries or NodeSource packages)" >&2
+    exit 1
+  fi
+fi

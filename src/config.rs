@@ -31,9 +31,15 @@ const ENV_KEYS: &[&str] = &[
     "trusted_proxies",
     "housekeeping_interval_seconds",
     "key_rotation_days",
+    "metrics_listen",
 ];
 
-#[derive(Debug, Default, Deserialize)]
+/// Where `/metrics` is served unless `metrics_listen` says otherwise: loopback only, the
+/// port Prometheus exporters conventionally take.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// No `Debug`: it would print the database URL with its password.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
@@ -49,6 +55,7 @@ pub struct RawConfig {
     pub trusted_proxies: Option<Vec<String>>,
     pub housekeeping_interval_seconds: Option<u64>,
     pub key_rotation_days: Option<u64>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +76,8 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand below: the database URL may carry a password.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Origin (and optional path prefix) browsers and clients use to reach Lanyard.
@@ -91,6 +99,34 @@ pub struct Config {
     pub housekeeping_interval_seconds: u64,
     /// Signing keys older than this are rotated by the housekeeping job.
     pub key_rotation_days: u64,
+    /// The separate listener for `/metrics`; `None` when metrics are off (empty value).
+    /// After start-up it is the bound address (port 0 resolved).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `metrics_listen` was configured; when it was not and the default port is taken,
+    /// the server starts without metrics (and says so) instead of refusing to start.
+    pub metrics_listen_configured: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("public_url_from_listen", &self.public_url_from_listen)
+            .field("database_url", &crate::store::redact_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("master_key", &self.master_key)
+            .field("bootstrap_admin_email", &self.bootstrap_admin_email)
+            .field("bootstrap_admin_password", &self.bootstrap_admin_password)
+            .field("workers", &self.workers)
+            .field("log_format", &self.log_format)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("housekeeping_interval_seconds", &self.housekeeping_interval_seconds)
+            .field("key_rotation_days", &self.key_rotation_days)
+            .field("metrics_listen", &self.metrics_listen)
+            .finish()
+    }
 }
 
 impl Config {
@@ -161,6 +197,29 @@ impl RawConfig {
             return Err(invalid("bootstrap_admin_email", "is not a valid e-mail address"));
         }
 
+        // Checked here, before anything is created, against the policy a new tenant starts
+        // with: a refused bootstrap password must not leave a tenant without its admin.
+        if let Some(p) = &self.bootstrap_admin_password {
+            use secrecy::ExposeSecret;
+            let email = crate::user::Email::parse(&bootstrap_admin_email)
+                .map_err(|_| invalid("bootstrap_admin_email", "is not a valid e-mail address"))?;
+            crate::password::policy::check(&crate::tenant::TenantPolicy::default(), &email, p.expose_secret())
+                .map_err(|e| invalid("bootstrap_admin_password", e.to_string()))?;
+        }
+
+        let metrics_listen_configured = self.metrics_listen.is_some();
+        let metrics_s = self.metrics_listen.unwrap_or_else(|| DEFAULT_METRICS_LISTEN.into());
+        let metrics_listen = if metrics_s.trim().is_empty() {
+            None
+        } else {
+            Some(metrics_s.trim().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("`{metrics_s}` is not an address:port such as {DEFAULT_METRICS_LISTEN} (empty turns metrics off)"),
+                )
+            })?)
+        };
+
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -205,6 +264,8 @@ impl RawConfig {
             hash_concurrency,
             trusted_proxies,
             housekeeping_interval_seconds,
+            metrics_listen,
+            metrics_listen_configured,
         })
     }
 }
@@ -233,6 +294,39 @@ mod tests {
         let raw = RawConfig { database_url: Some("mysql://x".into()), ..Default::default() };
         let err = raw.validate().unwrap_err().to_string();
         assert!(err.contains("`database_url`"), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let raw = RawConfig {
+            database_url: Some("postgres://lanyard:s3cret-pw@db.internal:5432/lanyard".into()),
+            master_key: Some(SecretString::from("bWFzdGVyLWtleS1tYXN0ZXIta2V5LW1hc3Rlci1rZXk=".to_string())),
+            bootstrap_admin_password: Some(SecretString::from("bootstrap-pw-123".to_string())),
+            ..Default::default()
+        };
+        let text = format!("{:?}", raw.validate().unwrap());
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        assert!(text.contains("postgres://lanyard:***@db.internal:5432/lanyard"), "{text}");
+        assert!(!text.contains("bWFzdGVy") && !text.contains("bootstrap-pw-123"), "{text}");
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_empty_turns_it_off() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.metrics_listen.unwrap().to_string(), DEFAULT_METRICS_LISTEN);
+        assert!(!c.metrics_listen_configured);
+        let c = RawConfig { metrics_listen: Some(String::new()), ..Default::default() }.validate().unwrap();
+        assert!(c.metrics_listen.is_none());
+        let err = RawConfig { metrics_listen: Some("x".into()), ..Default::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("`metrics_listen`"), "{err}");
+    }
+
+    #[test]
+    fn short_bootstrap_password_names_the_key() {
+        let raw =
+            RawConfig { bootstrap_admin_password: Some(SecretString::from("short".to_string())), ..Default::default() };
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.contains("`bootstrap_admin_password`") && err.contains("at least 8"), "{err}");
     }
 
     #[test]

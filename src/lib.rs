@@ -20,7 +20,7 @@ pub mod store;
 pub mod tenant;
 pub mod user;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::{web, HttpServer};
@@ -29,57 +29,113 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::keys::MasterKey;
-use crate::store::Store;
+use crate::store::{OpenMode, Store};
 
 /// A built, bound, not yet running server.
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: actix_web::dev::Server,
+    metrics_server: Option<actix_web::dev::Server>,
     state: web::Data<AppState>,
     housekeeping: tokio::task::JoinHandle<()>,
 }
 
-/// Opens the store and applies migrations.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.database_url).await?;
+/// Why the server could not start before it touched the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} (configuration key `{key}`): {cause}; nothing was created")]
+    Bind { key: &'static str, addr: SocketAddr, cause: std::io::Error },
+}
+
+fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|cause| StartError::Bind { key, addr, cause })
+}
+
+/// Opens the store and applies migrations. Only `serve` and `migrate` pass
+/// [`OpenMode::Create`]; see [`store::Store::connect`].
+pub async fn open_store(config: &Config, mode: OpenMode) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database_url, mode).await?;
     store.migrate().await?;
     Ok(store)
 }
 
-pub fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
-    Ok(match &config.master_key {
-        Some(k) => MasterKey::from_base64(k)?,
-        None => {
-            if config.database_url.starts_with("postgres") {
-                tracing::warn!(
-                    "no master_key configured: using {}/master.key; every replica sharing this \
-                     PostgreSQL store must be given the same LANYARD_MASTER_KEY",
-                    config.data_dir.display()
-                );
-            }
-            MasterKey::load_or_create(&config.data_dir)?
+/// Opens the store and the master key that belongs to it (verified against the store's
+/// check value; see [`keys::bind_master_key`]). A malformed configured key stops before
+/// the store is opened.
+pub async fn open_store_and_key(config: &Config, mode: OpenMode) -> anyhow::Result<(Store, MasterKey)> {
+    if let Some(k) = &config.master_key {
+        MasterKey::from_base64(k)?;
+    }
+    let store = open_store(config, mode).await?;
+    if config.master_key.is_none() && store.kind() == store::StoreKind::Postgres {
+        tracing::warn!(
+            "no master_key configured: using {}/master.key; every replica sharing this \
+             PostgreSQL store must be given the same LANYARD_MASTER_KEY",
+            config.data_dir.display()
+        );
+    }
+    let name = store::redact_url(&config.database_url);
+    match keys::bind_master_key(&store, &name, config.master_key.as_ref(), &config.data_dir, mode).await {
+        Ok(master) => Ok((store, master)),
+        Err(e) => {
+            store.close().await;
+            Err(e.into())
         }
-    })
+    }
 }
 
 impl Application {
-    /// Opens the store, migrates, bootstraps a first tenant and admin when the store is
-    /// empty, and binds `config.listen` (port 0 picks a free port).
+    /// Binds `config.listen` and `config.metrics_listen` first (port 0 picks a free port),
+    /// so a busy port stops start-up before anything is created; then opens (creating if
+    /// needed) and migrates the store, verifies the master key, and bootstraps the first
+    /// tenant and its admin when they are missing.
     pub async fn build(mut config: Config, clock: SharedClock) -> anyhow::Result<Application> {
-        // The key first: a bad key must stop start-up before anything is created.
-        let master = load_master_key(&config)?;
-        let store = open_store(&config).await?;
+        if let Some(k) = &config.master_key {
+            MasterKey::from_base64(k)?;
+        }
+        let listener = bind("listen", config.listen)?;
+        let bound = listener.local_addr()?;
+        let port = bound.port();
+        let metrics_listener = match config.metrics_listen {
+            None => None,
+            Some(addr) => match bind("metrics_listen", addr) {
+                Ok(l) => Some(l),
+                Err(StartError::Bind { addr, cause, .. }) if !config.metrics_listen_configured => {
+                    tracing::warn!(
+                        %addr,
+                        %cause,
+                        "metrics are off: the default metrics address is taken; set LANYARD_METRICS_LISTEN \
+                         to another address (or to the empty string to silence this)"
+                    );
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        config.metrics_listen = match &metrics_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        if config.public_url_from_listen {
+            config.public_url = url::Url::parse(&format!("http://{bound}"))?;
+            if bound.ip().is_unspecified() {
+                tracing::warn!(
+                    issuer_base = %config.public_url,
+                    "LANYARD_LISTEN is a wildcard address and LANYARD_PUBLIC_URL is not set: links and token \
+                     issuers say {}, which no browser or client can reach. Set LANYARD_PUBLIC_URL to the URL \
+                     clients use (e.g. https://sso.example.com)",
+                    config.public_url
+                );
+            }
+        }
+
+        let (store, master) = open_store_and_key(&config, OpenMode::Create).await?;
         let hasher = {
             let n = config.hash_concurrency;
             tokio::task::spawn_blocking(move || password::Hasher::new(n)).await??
         };
         let report = bootstrap::ensure_first_tenant(&store, &hasher, clock.now(), &config).await?;
-        let listener = TcpListener::bind(config.listen)?;
-        let bound = listener.local_addr()?;
-        let port = bound.port();
-        if config.public_url_from_listen {
-            config.public_url = url::Url::parse(&format!("http://{bound}"))?;
-        }
         if let Some(report) = report {
             report.print(&config);
         }
@@ -103,12 +159,30 @@ impl Application {
             server = server.workers(w);
         }
         let server = server.run();
+        let (metrics_port, metrics_server) = match metrics_listener {
+            Some(l) => {
+                let metrics_port = l.local_addr()?.port();
+                let s = state.clone();
+                let server = HttpServer::new(move || http::observe::metrics_app(s.clone()))
+                    .workers(1)
+                    .disable_signals()
+                    .listen(l)?
+                    .run();
+                (Some(metrics_port), Some(server))
+            }
+            None => (None, None),
+        };
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        Ok(Application { port, server, state, housekeeping })
+        Ok(Application { port, metrics_port, server, metrics_server, state, housekeeping })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on; `None` when metrics are off.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -116,7 +190,15 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|s| {
+            let handle = s.handle();
+            (handle, tokio::spawn(s))
+        });
         let r = self.server.await;
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         self.housekeeping.abort();
         r
     }

@@ -13,6 +13,7 @@ use lanyard::admin::{AdminContext, AdminError};
 use lanyard::audit::Origin;
 use lanyard::clock::{Clock, SystemClock};
 use lanyard::config::{Config, LogFormat};
+use lanyard::store::OpenMode;
 use lanyard::tenant::{Domain, SigninRoute, TenantChange};
 
 #[derive(Parser)]
@@ -290,7 +291,12 @@ enum UserCommand {
 fn init_logging(config: &Config, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into files or log collectors.
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -331,10 +337,25 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lanyard: {e:#}");
+            eprintln!("lanyard: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once. Many error types already put their cause in
+/// their own message (`#[error("{0}")]` over a `#[from]` source), so anyhow's `{:#}` chain
+/// printed it twice; a cause whose text is already in the message is skipped.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
@@ -344,6 +365,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let listen = config.listen;
             let app = lanyard::Application::build(config, Arc::new(SystemClock)).await?;
             let state = app.state();
+            // Before the "listening on" line, which tools wait for as the last one.
+            match state.config.metrics_listen {
+                Some(m) => println!("Lanyard: metrics at http://{m}/metrics"),
+                None => println!("Lanyard: metrics off"),
+            }
             println!(
                 "Lanyard: listening on {listen} (port {}) — sign-in page {}",
                 app.port(),
@@ -354,14 +380,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             init_logging(&config, "info,sqlx=warn");
-            lanyard::open_store(&config).await?;
-            println!("Lanyard: migrations applied to {}", redact(&config.database_url));
+            let (store, _) = lanyard::open_store_and_key(&config, OpenMode::Create).await?;
+            store.close().await;
+            println!("Lanyard: migrations applied to {}", lanyard::store::redact_url(&config.database_url));
             Ok(())
         }
         Command::Keys(cmd) => {
             init_logging(&config, "warn");
-            let store = lanyard::open_store(&config).await?;
-            let master = lanyard::load_master_key(&config)?;
+            let (store, master) = lanyard::open_store_and_key(&config, OpenMode::Existing).await?;
             let keys = lanyard::keys::signing::KeyRing::new(&master);
             let now = SystemClock.now();
             let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
@@ -380,7 +406,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Admin(cmd) => {
             init_logging(&config, "warn");
-            let store = lanyard::open_store(&config).await?;
+            let (store, master) = lanyard::open_store_and_key(&config, OpenMode::Existing).await?;
             let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
             let ctx = AdminContext {
                 store: &store,
@@ -389,22 +415,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 actor: "cli",
                 origin: Origin::cli(),
             };
-            let master = lanyard::load_master_key(&config)?;
             let r = admin(&ctx, &master, cmd).await;
             store.close().await;
             r
         }
-    }
-}
-
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -25,10 +25,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// A new store, created by `lanyard migrate` (only `serve` and `migrate` create one).
     pub fn new() -> Store {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = format!("sqlite://{}/lanyard.db", dir.path().display());
-        Store { dir, db }
+        let store = Store { dir, db };
+        store.cli(&["migrate"], None);
+        store
     }
 
     fn command(&self) -> Command {
@@ -54,6 +57,7 @@ impl Store {
         c.arg("serve")
             .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
             .env("LANYARD_LOG", "warn")
+            .env("LANYARD_METRICS_LISTEN", "")
             .stderr(Stdio::null());
         c
     }

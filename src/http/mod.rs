@@ -70,7 +70,6 @@ async fn not_found() -> Result<HttpResponse, error::PageError> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(observe::healthz))
         .route("/readyz", web::get().to(observe::readyz))
-        .route("/metrics", web::get().to(observe::metrics_text))
         .route("/static/lanyard.css", web::get().to(stylesheet))
         .route("/static/form_post.js", web::get().to(form_post_js))
         .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::oauth_metadata))

@@ -3,6 +3,10 @@
 //! `/healthz` says the process answers; `/readyz` that the store does too; `/metrics` is
 //! Prometheus text: request counts and latencies by route pattern and status, and
 //! sign-in outcomes by route and result (`lanyard_signin_total`).
+//!
+//! `/metrics` is served only on its own listener ([`metrics_app`], `metrics_listen`,
+//! loopback by default), never on the public one: the per-reason sign-in labels
+//! (`unknown_user`, `bad_password`, `disabled`…) tell which accounts exist.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -67,6 +71,24 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             HttpResponse::ServiceUnavailable().content_type("text/plain").body("store unreachable\n")
         }
     }
+}
+
+/// The app of the metrics listener: `/metrics` and nothing else.
+pub fn metrics_app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(state)
+        .route("/metrics", web::get().to(metrics_text))
+        .default_service(web::to(|| async { HttpResponse::NotFound().content_type("text/plain").body("not found\n") }))
 }
 
 pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {

@@ -22,11 +22,22 @@ impl RootSpanBuilder for PathOnly {
         )
     }
 
+    /// Records the status, and logs a refusal as fields (its `Display`, never `Debug`):
+    /// 4xx at debug — a browser asking for `/favicon.ico` is not a warning — and 5xx at
+    /// error. (`tracing-actix-web`'s own `emit_event_on_error` is off in Cargo.toml: it
+    /// logged every 4xx as a WARN with the error's `Debug` text in `message`.)
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
-        let status = match outcome {
-            Ok(r) => r.response().status(),
-            Err(e) => e.as_response_error().status_code(),
+        let (status, error) = match outcome {
+            Ok(r) => (r.response().status(), r.response().error().map(|e| e.to_string())),
+            Err(e) => (e.as_response_error().status_code(), Some(e.to_string())),
         };
         span.record("status", status.as_u16());
+        if let Some(error) = error {
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), %error, "request failed");
+            } else {
+                tracing::debug!(status = status.as_u16(), %error, "request refused");
+            }
+        }
     }
 }

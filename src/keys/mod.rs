@@ -7,6 +7,12 @@
 //! of signing keys and LDAP service passwords later) are derived from it with HKDF-SHA256,
 //! so no two purposes ever share a key.
 //!
+//! The master key is tied to the store: the store records a check value of the key it was
+//! created with ([`bind_master_key`]), every process verifies it before acting, and no
+//! process generates a key for a store that already exists. A CLI run from another
+//! directory therefore stops with a message instead of writing signing keys the server
+//! cannot open.
+//!
 //! Token-signing keys (generation, sealing at rest, rotation, JWKS) are in `signing.rs`;
 //! the JWS format in `jws.rs`.
 
@@ -17,6 +23,9 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hkdf, hmac};
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::store::{meta, OpenMode, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -25,6 +34,30 @@ pub enum KeyError {
     #[error("could not read or write the master key file {0}: {1}")]
     File(String, std::io::Error),
 }
+
+/// Why a process may not use the master key it holds with the store it opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error(
+        "the master key does not match the store: {key_source} is not the key the store at {store} was \
+         created with. Give this process the store's key (LANYARD_MASTER_KEY, or master.key in the server's \
+         data_dir); nothing was changed"
+    )]
+    Mismatch { key_source: String, store: String },
+    #[error(
+        "there is no master key at {path} and LANYARD_MASTER_KEY is not set, but the store at {store} already \
+         exists; a new key could not open what the store holds, so none is generated. Point LANYARD_DATA_DIR \
+         at the directory holding the store's master.key, or set LANYARD_MASTER_KEY; nothing was changed"
+    )]
+    MissingForExistingStore { path: String, store: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `store_meta` name of the master key's check value.
+const CHECK_NAME: &str = "master_key_check";
 
 /// Fills `n` bytes from the operating system's CSPRNG.
 pub fn random_bytes(n: usize) -> Vec<u8> {
@@ -71,18 +104,43 @@ impl MasterKey {
 
     /// Loads `<dir>/master.key`, creating it (mode 0600) when absent.
     pub fn load_or_create(dir: &Path) -> Result<MasterKey, KeyError> {
+        match MasterKey::load(dir)? {
+            Some(k) => Ok(k),
+            None => MasterKey::create(dir),
+        }
+    }
+
+    /// Loads `<dir>/master.key`; `None` when there is no such file.
+    pub fn load(dir: &Path) -> Result<Option<MasterKey>, KeyError> {
+        let path = dir.join("master.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => MasterKey::from_base64(&SecretString::from(text)).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KeyError::File(path.display().to_string(), e)),
+        }
+    }
+
+    /// Generates `<dir>/master.key` (mode 0600). When another process wrote it first,
+    /// that key is loaded instead.
+    fn create(dir: &Path) -> Result<MasterKey, KeyError> {
         let path = dir.join("master.key");
         let err = |e| KeyError::File(path.display().to_string(), e);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => MasterKey::from_base64(&SecretString::from(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(err)?;
-                let key: [u8; 32] = random_bytes(32).try_into().expect("32 bytes");
-                write_private(&path, STANDARD.encode(key).as_bytes()).map_err(err)?;
-                Ok(MasterKey(key))
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let key: [u8; 32] = random_bytes(32).try_into().expect("32 bytes");
+        match write_private(&path, STANDARD.encode(key).as_bytes()) {
+            Ok(()) => Ok(MasterKey(key)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                MasterKey::load(dir)?.ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))
             }
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// What the store records to recognise this key: HMAC-SHA256 of a fixed label under a
+    /// key derived for this purpose only (hex). It reveals nothing about the key.
+    pub fn check_value(&self) -> String {
+        let tag = hmac::sign(&self.hmac_key("lanyard store check v1"), b"lanyard master key check");
+        hex::encode(tag.as_ref())
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
@@ -102,6 +160,53 @@ impl MasterKey {
 
     pub fn hmac_key(&self, purpose: &str) -> hmac::Key {
         hmac::Key::new(hmac::HMAC_SHA256, &self.derive(purpose))
+    }
+}
+
+/// Finds the master key for `store` and verifies it against the store's check value,
+/// recording the value when the store has none yet (a new store, or one created before
+/// check values existed).
+///
+/// The key is `configured` (LANYARD_MASTER_KEY) or `<data_dir>/master.key`. A key file is
+/// generated only with [`OpenMode::Create`] and only for a store that holds nothing yet;
+/// for any other store a missing key is [`MasterKeyError::MissingForExistingStore`].
+/// `store_name` names the store in messages (without a password).
+pub async fn bind_master_key(
+    store: &Store,
+    store_name: &str,
+    configured: Option<&SecretString>,
+    data_dir: &Path,
+    mode: OpenMode,
+) -> Result<MasterKey, MasterKeyError> {
+    let recorded = meta::get(store, CHECK_NAME).await?;
+    let (key, key_source) = match configured {
+        Some(k) => (MasterKey::from_base64(k)?, "LANYARD_MASTER_KEY (configuration key `master_key`)".to_string()),
+        None => {
+            let path = data_dir.join("master.key");
+            let key = match MasterKey::load(data_dir)? {
+                Some(k) => k,
+                None if mode == OpenMode::Create && recorded.is_none() && !meta::holds_data(store).await? => {
+                    MasterKey::create(data_dir)?
+                }
+                None => {
+                    return Err(MasterKeyError::MissingForExistingStore {
+                        path: path.display().to_string(),
+                        store: store_name.to_string(),
+                    })
+                }
+            };
+            (key, path.display().to_string())
+        }
+    };
+    let mine = key.check_value();
+    let recorded = match recorded {
+        Some(v) => v,
+        None => meta::insert_once(store, CHECK_NAME, &mine).await?,
+    };
+    if bool::from(recorded.as_bytes().ct_eq(mine.as_bytes())) {
+        Ok(key)
+    } else {
+        Err(MasterKeyError::Mismatch { key_source, store: store_name.to_string() })
     }
 }
 
@@ -144,6 +249,16 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn check_value_recognises_a_key_and_reveals_nothing() {
+        let a = MasterKey::from_bytes([7; 32]);
+        let b = MasterKey::from_bytes([8; 32]);
+        assert_eq!(a.check_value(), MasterKey::from_bytes([7; 32]).check_value());
+        assert_ne!(a.check_value(), b.check_value());
+        assert_eq!(a.check_value().len(), 64);
+        assert!(!a.check_value().contains(&hex::encode([7u8; 32])));
     }
 
     #[test]

@@ -10,12 +10,28 @@
 //! - booleans are `BIGINT` 0/1 (the `Any` driver cannot decode SQLite integers as bool);
 //! - ids are `TEXT`;
 //! - counters change with one atomic `UPDATE … RETURNING`, never read-modify-write.
+//!
+//! Only `serve` and `migrate` may create a store ([`OpenMode::Create`]); every other
+//! command opens an existing one ([`OpenMode::Existing`]) and says so when there is none,
+//! so a typo in a URL or a run from another directory never leaves an empty store behind.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::AnyPool;
+use sqlx::{AnyPool, ConnectOptions, Connection};
+
+pub mod meta;
+
+/// How long the first connection to PostgreSQL may take before start-up gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether opening may create the store (`serve`, `migrate`) or only use one that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    Create,
+    Existing,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -29,6 +45,18 @@ pub enum StoreError {
     BadUrl(String),
     #[error("could not create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error("could not create the SQLite file {0} (mode 0600): {1}")]
+    CreateFile(String, std::io::Error),
+    #[error(
+        "there is no Lanyard store at {0}; only `lanyard serve` and `lanyard migrate` create one. Point this \
+         command at the store the server uses: LANYARD_DATABASE_URL, LANYARD_DATA_DIR (the SQLite file is \
+         data_dir/lanyard.db) or --config FILE"
+    )]
+    Missing(String),
+    #[error("cannot reach PostgreSQL at {addr}: {cause}")]
+    Unreachable { addr: String, cause: String },
+    #[error("PostgreSQL at {addr} did not answer within {seconds} s (connect timeout)")]
+    ConnectTimeout { addr: String, seconds: u64 },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -45,17 +73,22 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Store {
-    /// Opens the pool. For SQLite the file (and its directory) is created when missing.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    /// Opens the pool. With [`OpenMode::Create`] a missing SQLite file (and its directory)
+    /// is created, the file with mode 0600; with [`OpenMode::Existing`] a missing file, or a
+    /// database Lanyard never migrated, is [`StoreError::Missing`] and nothing is created.
+    pub async fn connect(url: &str, mode: OpenMode) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (kind, url) = if url.starts_with("sqlite:") {
-            (StoreKind::Sqlite, prepare_sqlite_url(url)?)
+            (StoreKind::Sqlite, prepare_sqlite_url(url, mode)?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (StoreKind::Postgres, url.to_string())
         } else {
             return Err(StoreError::BadUrl("expected sqlite: or postgres://".into()));
         };
         let options = AnyConnectOptions::from_str(&url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        if kind == StoreKind::Postgres {
+            probe_postgres(&url, &options).await?;
+        }
         let max = match kind {
             StoreKind::Sqlite => 8,
             StoreKind::Postgres => 16,
@@ -78,7 +111,27 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, kind })
+        let store = Store { pool, kind };
+        if mode == OpenMode::Existing && !store.is_migrated().await? {
+            store.close().await;
+            return Err(StoreError::Missing(redact_url(&url)));
+        }
+        Ok(store)
+    }
+
+    /// True when Lanyard's migrations have run in this database (it is a Lanyard store).
+    async fn is_migrated(&self) -> Result<bool, StoreError> {
+        let sql = match self.kind {
+            StoreKind::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            StoreKind::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() \
+                 AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok(n > 0)
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -108,8 +161,43 @@ impl Store {
     }
 }
 
-/// Adds `mode=rwc` (create if missing) and creates the parent directory of the file.
-fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+/// `host:port` of a PostgreSQL URL, for messages (never the user or password).
+fn pg_addr(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!("{}:{}", u.host_str().unwrap_or("localhost"), u.port().unwrap_or(5432)),
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+/// One connection attempt with a short timeout, so an unreachable server fails start-up
+/// at once with its address and the cause (the pool would retry silently for 30 s).
+async fn probe_postgres(url: &str, options: &AnyConnectOptions) -> Result<(), StoreError> {
+    let addr = pg_addr(url);
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(StoreError::Unreachable { addr, cause: e.to_string() }),
+        Err(_) => Err(StoreError::ConnectTimeout { addr, seconds: CONNECT_TIMEOUT.as_secs() }),
+    }
+}
+
+/// A database URL without its password, for messages and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Sets the open mode of a SQLite URL. `Create` makes the parent directory and the file
+/// (mode 0600; SQLite gives its `-wal` and `-shm` files the mode of the database file);
+/// `Existing` refuses a missing file and opens read-write without creating anything.
+fn prepare_sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -118,18 +206,51 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     if path.is_empty() {
         return Err(StoreError::BadUrl("sqlite URL names no file".into()));
     }
-    if path != ":memory:" {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::DataDir(parent.display().to_string(), e))?;
+    let file_mode = if path == ":memory:" {
+        "rwc"
+    } else {
+        let file = std::path::Path::new(path);
+        match mode {
+            OpenMode::Existing => {
+                if !file.is_file() {
+                    return Err(StoreError::Missing(url.to_string()));
+                }
+                "rw"
+            }
+            OpenMode::Create => {
+                if let Some(parent) = file.parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| StoreError::DataDir(parent.display().to_string(), e))?;
+                    }
+                }
+                create_private_file(file).map_err(|e| StoreError::CreateFile(file.display().to_string(), e))?;
+                "rwc"
             }
         }
-    }
+    };
     Ok(match query {
         Some(q) if q.contains("mode=") => url.to_string(),
-        Some(_) => format!("{url}&mode=rwc"),
-        None => format!("{url}?mode=rwc"),
+        Some(_) => format!("{url}&mode={file_mode}"),
+        None => format!("{url}?mode={file_mode}"),
     })
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (SQLite accepts an empty file as
+/// a new database).
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// True when the error is a UNIQUE-constraint violation (both engines).

@@ -2,7 +2,7 @@
 //! stops start-up naming the key.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use crate::helpers::*;
 
@@ -37,6 +37,14 @@ async fn admin_commands(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_database_url(kind, dir.path()).await;
     let run = |args: &[&str], stdin: Option<&str>| lanyard(&db, dir.path(), args, stdin);
+
+    // Only `serve` and `migrate` create a store.
+    let none = run(&["admin", "tenant", "list"], None);
+    assert!(!none.status.success());
+    assert!(stderr(&none).contains("there is no Lanyard store"), "{}", stderr(&none));
+    assert!(!dir.path().join("master.key").exists(), "no master key for a store that is not there");
+    let migrated = run(&["migrate"], None);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
 
     let t =
         json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None));
@@ -86,7 +94,7 @@ async fn admin_commands(kind: StoreKind) {
     }
     assert!(events.as_array().unwrap().iter().all(|e| e["actor"] == "cli"));
     let unknown = run(&["admin", "audit", "--tenant", "nope", "--json"], None);
-    assert!(stderr(&unknown).contains("no tenant with slug `nope`"));
+    assert_eq!(stderr(&unknown).matches("no tenant with slug `nope`").count(), 1, "said once: {}", stderr(&unknown));
 
     // Signing keys: the next key is published before rotation promotes it.
     let before = json(&run(&["keys", "list", "--tenant", "acme"], None));
@@ -189,6 +197,8 @@ fn malformed_config_stops_start_up_naming_the_key() {
         (&[("LANYARD_LOG_FORMAT", "xml")], "`log_format`"),
         (&[("LANYARD_MASTER_KEY", "dG9vIHNob3J0")], "`master_key`"),
         (&[("LANYARD_BOOTSTRAP_ADMIN_EMAIL", "admin")], "`bootstrap_admin_email`"),
+        (&[("LANYARD_BOOTSTRAP_ADMIN_PASSWORD", "short")], "`bootstrap_admin_password`"),
+        (&[("LANYARD_METRICS_LISTEN", "nowhere")], "`metrics_listen`"),
     ];
     for (envs, key) in cases {
         let out = run(envs, &["serve"]);
@@ -203,6 +213,7 @@ fn malformed_config_stops_start_up_naming_the_key() {
     let out = run(&[], &["--config", "/nonexistent/lanyard.toml", "serve"]);
     assert!(stderr(&out).contains("does not exist"));
     assert!(!dir.path().join("lanyard.db").exists(), "nothing was created");
+    assert!(!dir.path().join("master.key").exists(), "nothing was created");
 }
 
 #[test]
@@ -226,6 +237,7 @@ async fn serve_bootstraps_and_prints_where_to_sign_in() {
         .env("LANYARD_DATA_DIR", dir.path())
         .env("LANYARD_DATABASE_URL", format!("sqlite://{}/lanyard.db", dir.path().display()))
         .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LANYARD_METRICS_LISTEN", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -262,9 +274,312 @@ async fn serve_bootstraps_and_prints_where_to_sign_in() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        for f in ["master.key", "lanyard.db", "lanyard.db-wal", "lanyard.db-shm"] {
+            let path = dir.path().join(f);
+            if f == "master.key" || f == "lanyard.db" || path.exists() {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{f}");
+            }
+        }
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `lanyard serve` with `envs`; returns the child and its stdout up to "listening on".
+/// Stderr goes to `log` when given.
+fn serve(db: &str, dir: &std::path::Path, envs: &[(&str, String)], log: Option<std::fs::File>) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanyard"));
+    cmd.arg("serve")
+        .env("LANYARD_DATABASE_URL", db)
+        .env("LANYARD_DATA_DIR", dir)
+        .env("LANYARD_METRICS_LISTEN", "")
+        .stdout(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    match log {
+        Some(f) => cmd.stderr(f),
+        None => cmd.stderr(Stdio::null()),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("listening on");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen.join("\n")
+    })
+    .join()
+    .unwrap();
+    (child, lines)
+}
+
+fn stop(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn otp(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Lanyard: admin one-time password: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no one-time password printed: {text}"))
+        .to_string()
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Item 17: a read-only command run from another directory, or with a typo in the URL,
+/// says there is no store and creates nothing (no store, no master key).
+#[test]
+fn read_only_commands_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .args(["admin", "tenant", "list"])
+        .current_dir(dir.path())
+        .env_remove("LANYARD_DATABASE_URL")
+        .env_remove("LANYARD_DATA_DIR")
+        .env_remove("LANYARD_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("there is no Lanyard store at sqlite://./data/lanyard.db"), "{err}");
+    assert!(err.contains("LANYARD_DATABASE_URL") && err.contains("--config"), "{err}");
+    assert!(files_in(dir.path()).is_empty(), "created {:?}", files_in(dir.path()));
+
+    let typo = format!("sqlite://{}/dta/lanyrd.db", dir.path().display());
+    for args in [&["admin", "tenant", "list"][..], &["keys", "list", "--tenant", "acme"], &["admin", "user", "list", "--tenant", "acme"]] {
+        let out = lanyard(&typo, dir.path(), args, None);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains("there is no Lanyard store"), "{}", stderr(&out));
+    }
+    assert!(files_in(dir.path()).is_empty(), "created {:?}", files_in(dir.path()));
+}
+
+/// Item 19: an unreachable PostgreSQL is named with its address and the cause.
+#[test]
+fn unreachable_postgres_names_address_and_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("postgres://lanyard:pw-not-shown@127.0.0.1:{port}/lanyard");
+    let out = lanyard(&url, dir.path(), &["admin", "tenant", "list"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}")), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "the cause is named: {err}");
+    assert!(!err.contains("pw-not-shown"), "{err}");
+}
+
+/// Item 22: the store records a check value of its master key; a process with another
+/// key, or with none, stops with a message and changes nothing; none generates a key.
+async fn wrong_master_key_is_refused(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(kind, dir.path()).await;
+    let run = |args: &[&str]| lanyard(&db, dir.path(), args, None);
+    assert!(run(&["migrate"]).status.success());
+    json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"]));
+    let jwks = json(&run(&["keys", "list", "--tenant", "acme"]));
+
+    // Another directory: no master.key there, and none is generated for this store.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = lanyard(&db, elsewhere.path(), &["keys", "rotate", "--tenant", "acme"], None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no master key at") && stderr(&out).contains("none is generated"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(files_in(elsewhere.path()).is_empty(), "created {:?}", files_in(elsewhere.path()));
+
+    // A key that is not the store's.
+    let wrong = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let with_wrong = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanyard"));
+        cmd.args(args)
+            .env("LANYARD_DATABASE_URL", &db)
+            .env("LANYARD_DATA_DIR", dir.path())
+            .env("LANYARD_MASTER_KEY", wrong);
+        cmd.output().unwrap()
+    };
+    for args in [
+        &["keys", "rotate", "--tenant", "acme"][..],
+        &["admin", "tenant", "create", "--slug", "beta", "--name", "Beta", "--domain", "beta.test"],
+        &["admin", "tenant", "list"],
+        &["migrate"],
+    ] {
+        let out = with_wrong(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains("the master key does not match the store"), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(json(&run(&["keys", "list", "--tenant", "acme"])), jwks, "no key was written");
+    let tenants = json(&run(&["admin", "tenant", "list"]));
+    assert_eq!(tenants.as_array().unwrap().len(), 1, "{tenants}");
+
+    // A store from before check values gets one at its first verification.
+    let store = lanyard::store::Store::connect(&db, lanyard::store::OpenMode::Existing).await.unwrap();
+    sqlx::query("DELETE FROM store_meta").execute(store.pool()).await.unwrap();
+    assert!(run(&["admin", "tenant", "list"]).status.success());
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_meta").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(n, 1, "check value recorded");
+    store.close().await;
+    assert!(!with_wrong(&["keys", "list", "--tenant", "acme"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_master_key_is_refused_sqlite() {
+    wrong_master_key_is_refused(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_master_key_is_refused_postgres() {
+    wrong_master_key_is_refused(StoreKind::Postgres).await
+}
+
+/// Item 16: a busy port stops start-up naming the address, before anything is created.
+#[test]
+fn busy_port_names_the_address_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let db = format!("sqlite://{}/lanyard.db", dir.path().display());
+    for (key, envs) in [
+        ("`listen`", vec![("LANYARD_LISTEN", addr.to_string())]),
+        (
+            "`metrics_listen`",
+            vec![("LANYARD_LISTEN", "127.0.0.1:0".to_string()), ("LANYARD_METRICS_LISTEN", addr.to_string())],
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanyard"));
+        cmd.arg("serve").env("LANYARD_DATABASE_URL", &db).env("LANYARD_DATA_DIR", dir.path());
+        for (k, v) in &envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains(key), "{err}");
+        assert!(files_in(dir.path()).is_empty(), "created {:?}", files_in(dir.path()));
+    }
+    drop(taken);
+}
+
+/// Item 16: bootstrap is idempotent — a `default` tenant without an admin gets one (and
+/// its one-time password is printed) at the next start.
+async fn adminless_default_tenant_gets_an_admin(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(kind, dir.path()).await;
+    let run = |args: &[&str]| lanyard(&db, dir.path(), args, None);
+    assert!(run(&["migrate"]).status.success());
+    json(&run(&["admin", "tenant", "create", "--slug", "default", "--name", "Default", "--domain", "lanyard.local"]));
+    let port = free_port();
+    let (child, text) = serve(&db, dir.path(), &[("LANYARD_LISTEN", format!("127.0.0.1:{port}"))], None);
+    assert!(text.contains("tenant `default` had no admin — created admin admin@lanyard.local"), "{text}");
+    let otp = otp(&text);
+    let b = Browser::new(&format!("http://127.0.0.1:{port}"));
+    let res = b.sign_in("default", "admin@lanyard.local", &otp).await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with("/t/default/password/change"));
+    stop(child);
+
+    // The README's recovery of a lost one-time password.
+    let reset = lanyard(
+        &db,
+        dir.path(),
+        &[
+            "admin",
+            "user",
+            "set-password",
+            "--email",
+            "admin@lanyard.local",
+            "--tenant",
+            "default",
+            "--must-change-password",
+        ],
+        Some("a-new-password-123\n"),
+    );
+    assert!(reset.status.success(), "{}", stderr(&reset));
+
+    // The admin exists now: the next start creates nothing and prints no password.
+    let port = free_port();
+    let (child, text) = serve(&db, dir.path(), &[("LANYARD_LISTEN", format!("127.0.0.1:{port}"))], None);
+    assert!(!text.contains("one-time password") && !text.contains("created"), "{text}");
+    let b = Browser::new(&format!("http://127.0.0.1:{port}"));
+    let res = b.sign_in("default", "admin@lanyard.local", "a-new-password-123").await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with("/t/default/password/change"));
+    stop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adminless_default_tenant_gets_an_admin_sqlite() {
+    adminless_default_tenant_gets_an_admin(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adminless_default_tenant_gets_an_admin_postgres() {
+    adminless_default_tenant_gets_an_admin(StoreKind::Postgres).await
+}
+
+/// Item 19: a wildcard listen address without public_url is warned about; text logs carry
+/// no colours when not on a terminal; a 404 is no WARN and no Debug dump; JSON logs put a
+/// refusal in fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_and_a_404_is_not_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/lanyard.db", dir.path().display());
+    let port = free_port();
+    let log_path = dir.path().join("text.log");
+    let (child, _) = serve(
+        &db,
+        dir.path(),
+        &[("LANYARD_LISTEN", format!("0.0.0.0:{port}")), ("LANYARD_LOG", "info".into())],
+        Some(std::fs::File::create(&log_path).unwrap()),
+    );
+    let res = reqwest::get(format!("http://127.0.0.1:{port}/favicon.ico")).await.unwrap();
+    assert_eq!(res.status(), 404);
+    stop(child);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("LANYARD_PUBLIC_URL") && log.contains(&format!("http://0.0.0.0:{port}")), "{log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI colours into a file: {log:?}");
+    assert!(!log.contains("PageError") && !log.contains("favicon"), "{log}");
+    assert_eq!(log.matches("WARN").count(), 1, "only the listen warning: {log}");
+
+    let port = free_port();
+    let log_path = dir.path().join("json.log");
+    let (child, _) = serve(
+        &db,
+        dir.path(),
+        &[
+            ("LANYARD_LISTEN", format!("127.0.0.1:{port}")),
+            ("LANYARD_LOG_FORMAT", "json".into()),
+            ("LANYARD_LOG", "info,lanyard=debug".into()),
+        ],
+        Some(std::fs::File::create(&log_path).unwrap()),
+    );
+    assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/favicon.ico")).await.unwrap().status(), 404);
+    stop(child);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let events: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let refused = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "request refused")
+        .unwrap_or_else(|| panic!("no refusal event: {log}"));
+    assert_eq!(refused["level"], "DEBUG");
+    assert_eq!(refused["fields"]["status"], 404);
+    assert!(refused["fields"]["error"].as_str().unwrap().contains("There is no page at this address"), "{refused}");
+    assert!(!log.contains("PageError"), "{log}");
 }

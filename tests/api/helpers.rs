@@ -197,6 +197,7 @@ impl TestApp {
             workers: Some(2),
             hash_concurrency: Some(2),
             trusted_proxies: Some(opts.trusted_proxies),
+            metrics_listen: Some("127.0.0.1:0".into()),
             ..Default::default()
         };
         let config: Config = raw.validate().unwrap();

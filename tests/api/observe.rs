@@ -3,7 +3,7 @@
 use crate::both_stores;
 use crate::helpers::*;
 
-both_stores!(health_ready_and_metrics, audit_events_are_purged_after_retention);
+both_stores!(health_ready_and_metrics, audit_events_are_purged_after_retention, metrics_off_when_empty);
 
 async fn health_ready_and_metrics(kind: StoreKind) {
     let app = TestApp::spawn(kind).await;
@@ -14,9 +14,22 @@ async fn health_ready_and_metrics(kind: StoreKind) {
     assert_eq!(b.get("/readyz").await.status(), 200);
     b.sign_in("acme", "alice@acme.test", PASSWORD).await;
     b.sign_in("acme", "alice@acme.test", "wrong-password").await;
-    let m = b.get("/metrics").await.text().await.unwrap();
+    b.sign_in("acme", "nobody@acme.test", "wrong-password").await;
+    // Not on the public listener: per-reason labels tell which accounts exist.
+    let public = b.get("/metrics").await;
+    assert_eq!(public.status(), 404);
+    let public = public.text().await.unwrap();
+    assert!(!public.contains("lanyard_signin_total") && !public.contains("unknown_user"), "{public}");
+    // On the metrics listener (loopback, its own port).
+    let metrics = app.state.config.metrics_listen.expect("metrics listener bound");
+    assert!(metrics.ip().is_loopback());
+    assert_ne!(metrics.port().to_string(), app.base.rsplit(':').next().unwrap());
+    let m = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
     assert!(m.contains(r#"lanyard_signin_total{route="password",result="success"}"#), "{m}");
     assert!(m.contains(r#"lanyard_signin_total{route="password",result="bad_password"}"#));
+    assert!(m.contains(r#"lanyard_signin_total{route="password",result="unknown_user"}"#), "{m}");
+    let other = reqwest::get(format!("http://{metrics}/t/acme/login")).await.unwrap();
+    assert_eq!(other.status(), 404, "the metrics listener serves nothing else");
     assert!(m.contains(r#"lanyard_http_requests_total{method="POST",route="/t/{tenant}/login",status="303"}"#));
     assert!(m.contains("lanyard_http_request_duration_seconds_bucket"));
 
@@ -108,4 +121,29 @@ async fn audit_events_are_purged_after_retention(kind: StoreKind) {
     app.clock.advance(1);
     lanyard::audit::purge(&app.state.store, app.now()).await.unwrap();
     assert_eq!(app.audit(&tenant).await.len(), 0);
+}
+
+/// `metrics_listen = ""` turns the metrics listener off; the public listener still has no
+/// `/metrics`.
+async fn metrics_off_when_empty(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = lanyard::config::RawConfig {
+        listen: Some("127.0.0.1:0".into()),
+        database_url: Some(fresh_database_url(kind, dir.path()).await),
+        data_dir: Some(dir.path().display().to_string()),
+        bootstrap_admin_password: Some(secrecy::SecretString::from(ADMIN_PASSWORD.to_string())),
+        workers: Some(1),
+        metrics_listen: Some(String::new()),
+        ..Default::default()
+    };
+    let config = raw.validate().unwrap();
+    assert!(config.metrics_listen.is_none());
+    let app = lanyard::Application::build(config, std::sync::Arc::new(lanyard::clock::SystemClock)).await.unwrap();
+    assert_eq!(app.metrics_port(), None);
+    let state = app.state();
+    assert!(state.config.metrics_listen.is_none());
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    assert_eq!(reqwest::get(format!("{base}/metrics")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200);
 }

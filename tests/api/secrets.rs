@@ -32,6 +32,13 @@ async fn secrets_never_appear_in_logs_or_audit() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/lanyard.db", dir.path().display());
     let run = |args: &[&str], stdin: Option<&str>| cli(&db, dir.path(), args, stdin);
+    let migrated = Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .arg("migrate")
+        .env("LANYARD_DATABASE_URL", &db)
+        .env("LANYARD_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
     run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None);
     run(
         &["admin", "user", "create", "--tenant", "acme", "--email", "alice@acme.test", "--password-stdin"],
