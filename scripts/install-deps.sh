@@ -10,6 +10,8 @@ if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(postgresql)
   # Node.js runs the third-party conformance peers (openid-client, jose).
   if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
+  # Python 3 with venv runs the Authlib peer (scripts/test makes conformance/.venv).
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then pkgs+=(python3 python3-venv); fi
 fi
 
 missing=()
