@@ -9,6 +9,10 @@
 //! acting user or `client:<id>`.
 //!
 //! Errors are JSON: `{"error": "<code>", "message": "<what to fix>"}`.
+//!
+//! Bodies are read with [`CheckedJson`]: a string holding a control character (a `\u0000`
+//! that PostgreSQL cannot store, a newline in an identifier) anywhere in the body is a
+//! 400 before any handler runs; path segments are checked the same way.
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -58,6 +62,63 @@ impl AdminError {
     }
 }
 
+/// The first string (key or value) in `v` that holds a control character, as a JSON path.
+fn control_character_at(v: &serde_json::Value, path: &str) -> Option<String> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    match v {
+        serde_json::Value::String(s) if bad(s) => Some(path.to_string()),
+        serde_json::Value::Array(a) => {
+            a.iter().enumerate().find_map(|(i, x)| control_character_at(x, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let here = format!("{path}.{}", k.chars().filter(|c| !c.is_control()).take(40).collect::<String>());
+            if bad(k) {
+                Some(here)
+            } else {
+                control_character_at(x, &here)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// A JSON body of type `T` in which no string holds a control character.
+pub struct CheckedJson<T>(pub T);
+
+impl<T> CheckedJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for CheckedJson<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let value = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let refuse = |msg: String| -> actix_web::Error {
+                let resp = problem(StatusCode::BAD_REQUEST, "invalid_request", msg.clone());
+                actix_web::error::InternalError::from_response(msg, resp).into()
+            };
+            let value = value.await?.into_inner();
+            if let Some(at) = control_character_at(&value, "$") {
+                return Err(refuse(format!("the field `{at}` contains a control character")));
+            }
+            serde_json::from_value(value)
+                .map(CheckedJson)
+                .map_err(|e| refuse(format!("the request body is not valid JSON for this call: {e}")))
+        })
+    }
+}
+
+/// A path segment from outside: refused with a 400 when it holds a control character.
+fn clean_segment(name: &str, v: &str) -> Result<(), HttpResponse> {
+    crate::http::form::check_no_control(name, v)
+        .map_err(|e| problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
+}
+
 /// Who is calling, once the token checked out.
 struct Caller {
     tenant: Tenant,
@@ -67,6 +128,7 @@ struct Caller {
 
 async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Caller, HttpResponse> {
     let not_found = || problem(StatusCode::NOT_FOUND, "not_found", "no such tenant");
+    clean_segment("tenant", slug)?;
     let slug = TenantSlug::parse(slug).map_err(|_| not_found())?;
     let tenant = crate::tenant::find_by_slug(&state.store, &slug)
         .await
@@ -126,6 +188,14 @@ macro_rules! caller {
     };
 }
 
+macro_rules! clean {
+    ($name:expr, $v:expr) => {
+        if let Err(r) = clean_segment($name, &$v) {
+            return r;
+        }
+    };
+}
+
 fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, AdminError>) -> HttpResponse {
     match r {
         Ok(v) => HttpResponse::build(status).json(v),
@@ -155,7 +225,7 @@ pub async fn create_client(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<ClientBody>,
+    body: CheckedJson<ClientBody>,
 ) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
@@ -205,6 +275,7 @@ pub async fn get_client(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, id) = path.into_inner();
+    clean!("client_id", id);
     let caller = caller!(req, state, slug);
     match crate::oauth::client::find(&state.store, &caller.tenant.id, &id).await {
         Ok(Some(c)) => HttpResponse::Ok().json(c),
@@ -219,6 +290,7 @@ pub async fn delete_client(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, id) = path.into_inner();
+    clean!("client_id", id);
     let caller = caller!(req, state, slug);
     match ctx(&state, &caller).delete_client(caller.tenant.slug.as_str(), &id).await {
         Ok(()) => HttpResponse::NoContent().finish(),
@@ -242,7 +314,7 @@ pub async fn create_user(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UserBody>,
+    body: CheckedJson<UserBody>,
 ) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
@@ -267,6 +339,7 @@ pub async fn unlock_user(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, email) = path.into_inner();
+    clean!("email", email);
     let caller = caller!(req, state, slug);
     respond(StatusCode::OK, ctx(&state, &caller).unlock_user(&email, Some(caller.tenant.slug.as_str())).await)
 }
@@ -277,6 +350,7 @@ pub async fn delete_user(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, email) = path.into_inner();
+    clean!("email", email);
     let caller = caller!(req, state, slug);
     match ctx(&state, &caller).delete_user(&email, Some(caller.tenant.slug.as_str())).await {
         Ok(_) => HttpResponse::NoContent().finish(),
@@ -307,7 +381,7 @@ pub async fn update_tenant(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<TenantBody>,
+    body: CheckedJson<TenantBody>,
 ) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();

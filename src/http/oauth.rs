@@ -264,6 +264,9 @@ fn presented_client<'a>(
             return Err(OAuthError::InvalidRequest("use one client authentication method, not two".into()));
         }
         *basic = Some((dec(id)?, dec(secret)?));
+        if let Some((id, _)) = basic.as_ref() {
+            super::form::check_no_control("client_id", id).map_err(form_error)?;
+        }
         let (id, secret) = basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())).unwrap_or(("", ""));
         return Ok(PresentedClient { client_id: id, secret: Some(secret) });
     }

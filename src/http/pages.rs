@@ -141,6 +141,10 @@ fn check_csrf(req: &HttpRequest, state: &AppState, form: &FormFields) -> Result<
 pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
     let unknown =
         || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
+    // A control character (a `%00`) never reaches the store: it is a malformed address.
+    super::form::check_no_control("tenant", raw).map_err(|_| {
+        PageError::bad_request("This address contains characters that are not allowed. Check the link you followed.")
+    })?;
     let slug = TenantSlug::parse(raw).map_err(|_| unknown())?;
     tenant::find_by_slug(&state.store, &slug).await?.ok_or_else(unknown)
 }
@@ -250,7 +254,7 @@ pub async fn password_submit(
     let tenant = tenant_from_path(&state, &path).await?;
     check_csrf(&req, &state, &form)?;
     let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
-    let raw_password = form.required("password", MAX_PASSWORD_BYTES)?;
+    let raw_password = form.secret("password", MAX_PASSWORD_BYTES)?;
     if raw_password.len() > MAX_PASSWORD_BYTES {
         return Err(PageError::bad_request(format!("the password is longer than {MAX_PASSWORD_BYTES} bytes")));
     }
@@ -539,9 +543,9 @@ pub async fn change_password_submit(
     let Some(user) = current_user(&req, &state, &tenant).await? else {
         return Ok(to_login(&tenant, &format!("/t/{}/password/change", tenant.slug)));
     };
-    let current = form.required("current_password", MAX_PASSWORD_BYTES)?;
-    let new = form.required("new_password", MAX_PASSWORD_BYTES)?;
-    let confirm = form.required("confirm_password", MAX_PASSWORD_BYTES)?;
+    let current = form.secret("current_password", MAX_PASSWORD_BYTES)?;
+    let new = form.secret("new_password", MAX_PASSWORD_BYTES)?;
+    let confirm = form.secret("confirm_password", MAX_PASSWORD_BYTES)?;
     let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
     let required = password::must_change(&state.store, &user.id).await?;
     let grant = state.csrf.grant(&req);

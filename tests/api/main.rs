@@ -5,6 +5,7 @@ mod admin_api;
 mod bad_input;
 mod cli;
 mod conformance;
+mod control_chars;
 mod keys;
 mod lockout;
 mod oauth;
