@@ -41,12 +41,21 @@ fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> HttpR
 
 impl AdminError {
     fn to_response(&self) -> HttpResponse {
+        if let AdminError::Credential(crate::password::CredentialError::Hash(
+            crate::password::hasher::HashError::Busy,
+        )) = self
+        {
+            let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", self.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(crate::password::hasher::RETRY_AFTER_SECONDS));
+            return r;
+        }
         let (status, code) = match self {
             AdminError::Tenant(TenantError::NotFound(_)) | AdminError::User(UserError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
-            | AdminError::User(UserError::EmailTaken(_))
+            | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
             | AdminError::Client(ClientError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Store(_)
             | AdminError::Keys(_)
@@ -308,6 +317,9 @@ pub struct UserBody {
     is_admin: bool,
     #[serde(default)]
     must_change_password: bool,
+    /// The organisation vouches for the address (ID tokens then say `email_verified`).
+    #[serde(default)]
+    email_verified: bool,
 }
 
 pub async fn create_user(
@@ -320,9 +332,78 @@ pub async fn create_user(
     let b = body.into_inner();
     let pw = b.password.map(SecretString::from);
     let r = ctx(&state, &caller)
-        .create_user(caller.tenant.slug.as_str(), &b.email, pw.as_ref(), b.is_admin, b.must_change_password)
+        .create_user_with(
+            caller.tenant.slug.as_str(),
+            &b.email,
+            pw.as_ref(),
+            b.is_admin,
+            b.must_change_password,
+            b.email_verified,
+        )
         .await;
     respond(StatusCode::CREATED, r)
+}
+
+/// `PATCH /users/{email}`: fields left out stay as they are. Disabling ends the user's
+/// sessions and refresh families.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChangeBody {
+    disabled: Option<bool>,
+    email_verified: Option<bool>,
+}
+
+pub async fn update_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: CheckedJson<UserChangeBody>,
+) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    clean!("email", email);
+    let caller = caller!(req, state, slug);
+    let b = body.into_inner();
+    let c = ctx(&state, &caller);
+    let tenant = Some(caller.tenant.slug.as_str());
+    let r = async {
+        let mut u = c.user_by_email(&email, tenant).await?;
+        if let Some(d) = b.disabled {
+            u = c.set_user_disabled(&email, tenant, d).await?;
+        }
+        if let Some(v) = b.email_verified {
+            u = c.set_email_verified(&email, tenant, v).await?;
+        }
+        Ok::<_, AdminError>(u)
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+/// `POST /users/{email}/password`: sets or resets the password; every session of the
+/// user ends and every refresh family is revoked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    password: String,
+    #[serde(default)]
+    must_change_password: bool,
+}
+
+pub async fn set_user_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: CheckedJson<PasswordBody>,
+) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    clean!("email", email);
+    let caller = caller!(req, state, slug);
+    let b = body.into_inner();
+    let pw = SecretString::from(b.password);
+    respond(
+        StatusCode::OK,
+        ctx(&state, &caller).set_password(&email, Some(caller.tenant.slug.as_str()), &pw, b.must_change_password).await,
+    )
 }
 
 pub async fn list_users(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
@@ -453,6 +534,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users", web::get().to(list_users))
             .route("/users", web::post().to(create_user))
             .route("/users/{email}/unlock", web::post().to(unlock_user))
+            .route("/users/{email}/password", web::post().to(set_user_password))
+            .route("/users/{email}", web::patch().to(update_user))
             .route("/users/{email}", web::delete().to(delete_user))
             .route("/audit", web::get().to(audit)),
     );

@@ -453,7 +453,7 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::P
             let mut out = serde_json::json!({"sub": user.id});
             if scopes.contains(&"email") {
                 out["email"] = serde_json::json!(user.email);
-                out["email_verified"] = serde_json::json!(true);
+                out["email_verified"] = serde_json::json!(user.email_verified);
             }
             if scopes.contains(&"profile") {
                 if let Some(n) = &user.display_name {

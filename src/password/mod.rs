@@ -100,22 +100,45 @@ struct Credential {
     locked_until: Option<i64>,
 }
 
-async fn load_credential(store: &Store, user_id: &str) -> Result<Option<Credential>, sqlx::Error> {
-    let row = sqlx::query("SELECT phc, must_change, locked_until FROM password_credentials WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(store.pool())
-        .await?;
-    row.map(|r| {
-        Ok(Credential {
-            phc: r.try_get("phc")?,
-            must_change: r.try_get::<i64, _>("must_change")? != 0,
+/// The user id no user has: failure paths without a user still run the failure `UPDATE`
+/// against it (it matches no row), so they cost the store what a known user's does.
+const NOBODY: &str = "";
+
+/// The user with this address and their password credential, in one read — the same
+/// query whether or not the user exists.
+async fn load_user_and_credential(
+    store: &Store,
+    email: &Email,
+) -> Result<Option<(User, Option<Credential>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.email_verified, u.created_at, \
+         p.phc, p.must_change, p.locked_until \
+         FROM users u LEFT JOIN password_credentials p ON p.user_id = u.id WHERE u.email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let user = user::from_row(&r)?;
+    let cred = match r.try_get::<Option<String>, _>("phc")? {
+        Some(phc) => Some(Credential {
+            phc,
+            must_change: r.try_get::<Option<i64>, _>("must_change")?.unwrap_or(0) != 0,
             locked_until: r.try_get("locked_until")?,
-        })
-    })
-    .transpose()
+        }),
+        None => None,
+    };
+    Ok(Some((user, cred)))
 }
 
 /// Checks `password` for `email` in `tenant`, applying lockout.
+///
+/// Every path costs the same store work and one argon2 verification, so neither timing
+/// nor load tells whether the user exists, has a password or is locked: one read (the
+/// user joined with the credential, [`load_user_and_credential`]), one hash, and one
+/// write — the failure `UPDATE` on a refusal (for an unknown user, a disabled one, or a
+/// locked one it matches no row) or the reset `UPDATE` on success. Only a success with an
+/// outdated hash does more (the re-hash), which depends on the hash, not on who exists.
 #[tracing::instrument(skip_all, fields(tenant = %tenant.slug, email = %email))]
 pub async fn sign_in(
     store: &Store,
@@ -126,19 +149,24 @@ pub async fn sign_in(
     password: &SecretString,
 ) -> Result<Authenticated, SignInError> {
     let reject = |f, u| Err(SignInError::Rejected(f, u));
-    let user = match user::find_by_email(store, email).await? {
-        Some(u) if u.tenant_id == tenant.id => u,
+    let (user, cred) = match load_user_and_credential(store, email).await? {
+        Some((u, c)) if u.tenant_id == tenant.id => (u, c),
         _ => {
             hasher.verify(password, None).await?;
+            record_failure(store, now, tenant, NOBODY).await?;
             return reject(SignInFailure::UnknownUser, None);
         }
     };
-    let Some(cred) = load_credential(store, &user.id).await? else {
+    let Some(cred) = cred else {
         hasher.verify(password, None).await?;
+        // No credential row: matches nothing.
+        record_failure(store, now, tenant, &user.id).await?;
         return reject(SignInFailure::NoPassword, Some(user));
     };
     if cred.locked_until.is_some_and(|t| t > now) {
         hasher.verify(password, None).await?;
+        // Locked: the conditional UPDATE matches nothing and the lock stays as it is.
+        record_failure(store, now, tenant, &user.id).await?;
         return reject(SignInFailure::AccountLocked, Some(user));
     }
     let verification = hasher.verify(password, Some(&cred.phc)).await?;
@@ -147,6 +175,7 @@ pub async fn sign_in(
         return reject(failure, Some(user));
     }
     if user.disabled {
+        record_failure(store, now, tenant, NOBODY).await?;
         return reject(SignInFailure::Disabled, Some(user));
     }
     // Reset the count — unless a concurrent failure locked the account meanwhile.
@@ -258,23 +287,53 @@ pub async fn insert_credential(
     Ok(())
 }
 
-/// Replaces the password (already prepared) and clears `must_change`.
-pub async fn replace(
-    store: &Store,
+/// Why a password was replaced: the refresh families end with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// The user changed their own password (the session that did it stays).
+    ChangedByUser,
+    /// An admin set or reset it (every session ends).
+    ResetByAdmin,
+}
+
+impl PasswordChange {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PasswordChange::ChangedByUser => "password_changed",
+            PasswordChange::ResetByAdmin => "password_reset",
+        }
+    }
+}
+
+/// Replaces (or creates) the password — already prepared — inside the caller's
+/// transaction, clears any lock, and ends what the old password opened: every other
+/// browser session of the user (all of them when `keep` is `None`) and every refresh
+/// family (OWASP ASVS 3.3.3). The caller commits the change, its audit event included.
+pub async fn replace_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now: UnixTime,
     user_id: &str,
     phc: &str,
     must_change: bool,
-) -> Result<bool, sqlx::Error> {
-    let r =
-        sqlx::query("UPDATE password_credentials SET phc = $1, must_change = $2, updated_at = $3 WHERE user_id = $4")
-            .bind(phc)
-            .bind(must_change as i64)
-            .bind(now)
-            .bind(user_id)
-            .execute(store.pool())
-            .await?;
-    Ok(r.rows_affected() == 1)
+    why: PasswordChange,
+    keep: Option<&crate::session::SessionToken>,
+) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE password_credentials SET phc = $1, must_change = $2, failed_count = 0, locked_until = NULL, \
+         updated_at = $3 WHERE user_id = $4",
+    )
+    .bind(phc)
+    .bind(must_change as i64)
+    .bind(now)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        insert_credential(tx, now, user_id, phc, must_change).await?;
+    }
+    crate::session::end_all_of_user(tx, user_id, keep).await?;
+    crate::oauth::grant::revoke_user_grants(&mut **tx, now, user_id, why.reason()).await?;
+    Ok(())
 }
 
 /// Admin unlock: clears the lock and the failure count. Returns whether the user has a
