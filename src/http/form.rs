@@ -26,21 +26,21 @@ pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormError {
-    #[error("the form must be sent as application/x-www-form-urlencoded")]
+    #[error("The form must be sent as application/x-www-form-urlencoded.")]
     WrongContentType,
-    #[error("the form is larger than {MAX_FORM_BYTES} bytes")]
+    #[error("The form is larger than {MAX_FORM_BYTES} bytes.")]
     TooLarge,
-    #[error("the form is not valid UTF-8 text")]
+    #[error("The form is not valid UTF-8 text.")]
     InvalidUtf8,
-    #[error("the field `{0}` was sent more than once")]
+    #[error("The field `{0}` was sent more than once.")]
     Duplicate(String),
-    #[error("the field `{0}` is missing")]
+    #[error("The field `{0}` is missing.")]
     Missing(&'static str),
-    #[error("the field `{0}` is longer than {1} characters")]
+    #[error("The field `{0}` is longer than {1} characters.")]
     TooLong(&'static str, usize),
-    #[error("the form could not be read")]
+    #[error("The form could not be read.")]
     Unreadable,
-    #[error("the field `{0}` contains a control character")]
+    #[error("The field `{0}` contains a control character.")]
     ControlCharacter(String),
 }
 
@@ -54,7 +54,7 @@ pub fn check_no_control(name: &str, value: &str) -> Result<(), FormError> {
 
 impl From<FormError> for PageError {
     fn from(e: FormError) -> Self {
-        PageError::bad_request(e.to_string())
+        PageError::new(actix_web::http::StatusCode::BAD_REQUEST, "This form cannot be used", e.to_string())
     }
 }
 

@@ -243,7 +243,7 @@ async fn record_failure(
 pub enum CredentialError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("the password is longer than {MAX_PASSWORD_BYTES} bytes")]
+    #[error("The password is longer than {MAX_PASSWORD_BYTES} bytes.")]
     TooLong,
     #[error(transparent)]
     Hash(#[from] hasher::HashError),

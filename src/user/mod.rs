@@ -29,11 +29,11 @@ pub struct Email(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EmailError {
-    #[error("enter an e-mail address")]
+    #[error("Enter an e-mail address.")]
     Empty,
-    #[error("the e-mail address is too long (254 characters at most)")]
+    #[error("The e-mail address is too long (254 characters at most).")]
     TooLong,
-    #[error("that is not a valid e-mail address")]
+    #[error("That is not a valid e-mail address.")]
     Malformed,
 }
 
