@@ -89,6 +89,8 @@ pub struct Hasher {
     queued: Arc<AtomicUsize>,
     /// Jobs skipped because their requester had gone.
     abandoned: Arc<AtomicUsize>,
+    /// Hashes and verifications run so far.
+    completed: Arc<AtomicUsize>,
 }
 
 /// Holds one place in the queue from acceptance until the job ran or was dropped.
@@ -183,6 +185,7 @@ impl Hasher {
             peak: Arc::new(AtomicUsize::new(0)),
             queued: Arc::new(AtomicUsize::new(0)),
             abandoned: Arc::new(AtomicUsize::new(0)),
+            completed: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -199,6 +202,11 @@ impl Hasher {
     /// Jobs skipped so far because their requester had gone.
     pub fn abandoned(&self) -> usize {
         self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Hashes and verifications run so far (tests check every sign-in path runs one).
+    pub fn completed(&self) -> usize {
+        self.completed.load(Ordering::SeqCst)
     }
 
     /// Takes a place in the queue, or refuses when it is full.
@@ -230,16 +238,23 @@ impl Hasher {
         let slot = self.admit()?;
         let (tx, rx) = oneshot::channel();
         let (counter, peak, abandoned) = (self.in_flight.clone(), self.peak.clone(), self.abandoned.clone());
+        let completed = self.completed.clone();
         let job: Job = Box::new(move || {
-            let _slot = slot;
             if tx.is_closed() {
                 // Nobody waits for this result any more: do not spend 19 MiB and a core.
                 abandoned.fetch_add(1, Ordering::SeqCst);
+                drop(slot);
                 return;
             }
-            let _guard = InFlight::enter(&counter, &peak);
+            let result = {
+                let _guard = InFlight::enter(&counter, &peak);
+                f()
+            };
+            // Counters first, so a requester that sees its result sees them settled.
+            completed.fetch_add(1, Ordering::SeqCst);
+            drop(slot);
             // The receiver may have gone while hashing; the work is done either way.
-            let _ = tx.send(f());
+            let _ = tx.send(result);
         });
         self.queue.send(job).map_err(|_| HashError::Interrupted)?;
         rx.await.map_err(|_| HashError::Interrupted)
