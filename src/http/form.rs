@@ -54,7 +54,7 @@ pub fn check_no_control(name: &str, value: &str) -> Result<(), FormError> {
 
 impl From<FormError> for PageError {
     fn from(e: FormError) -> Self {
-        PageError::new(actix_web::http::StatusCode::BAD_REQUEST, "This form cannot be used", e.to_string())
+        PageError::new(actix_web::http::StatusCode::BAD_REQUEST, "This request cannot be completed", e.to_string())
     }
 }
 

@@ -175,3 +175,45 @@ async fn email_verified_means_vouched_for(kind: StoreKind) {
     app.admin().set_email_verified("alice@acme.test", Some("acme"), false).await.unwrap();
     assert_eq!(verified_claims(&app, "alice@acme.test").await, (json!(false), json!(false)));
 }
+
+fn cli(db: &str, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .args(args)
+        .env("LANYARD_DATABASE_URL", db)
+        .env("LANYARD_DATA_DIR", dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn cli_json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_keeps_domains_apart_and_sets_email_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(StoreKind::Sqlite, dir.path()).await;
+    let run = |args: &[&str]| cli(&db, dir.path(), args);
+    assert!(run(&["migrate"]).status.success());
+    for slug in ["acme", "beta"] {
+        let domain = format!("{slug}.test");
+        cli_json(&run(&["admin", "tenant", "create", "--slug", slug, "--name", slug, "--domain", &domain]));
+    }
+    let u = cli_json(&run(&["admin", "user", "create", "--tenant", "beta", "--email", "ceo@beta.test"]));
+    assert_eq!(u["email_verified"], false);
+    for email in ["ceo@beta.test", "nobody@beta.test"] {
+        let out = run(&["admin", "user", "create", "--tenant", "acme", "--email", email]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("belongs to another organisation") && !err.contains("already exists"), "{err}");
+    }
+    let u =
+        cli_json(&run(&["admin", "user", "create", "--tenant", "acme", "--email", "v@acme.test", "--email-verified"]));
+    assert_eq!(u["email_verified"], true);
+    let u = cli_json(&run(&["admin", "user", "verify-email", "--email", "v@acme.test", "--unverified"]));
+    assert_eq!(u["email_verified"], false);
+    let u = cli_json(&run(&["admin", "user", "verify-email", "--email", "ceo@beta.test", "--tenant", "beta"]));
+    assert_eq!(u["email_verified"], true);
+}
