@@ -40,7 +40,7 @@ pub enum HashError {
     Argon2(String),
     #[error("password hashing was interrupted")]
     Interrupted,
-    #[error("too many passwords are being checked at this moment; try again in a few seconds")]
+    #[error("Too many passwords are being checked at this moment. Try again in a few seconds.")]
     Busy,
 }
 
