@@ -122,10 +122,11 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Checke
     }
 }
 
-/// A path segment from outside: refused with a 400 when it holds a control character.
-fn clean_segment(name: &str, v: &str) -> Result<(), HttpResponse> {
+/// A path segment from outside: the 400 to answer when it holds a control character.
+fn unclean_segment(name: &str, v: &str) -> Option<HttpResponse> {
     crate::http::form::check_no_control(name, v)
-        .map_err(|e| problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
+        .err()
+        .map(|e| problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
 }
 
 /// Who is calling, once the token checked out.
@@ -137,7 +138,9 @@ struct Caller {
 
 async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Caller, HttpResponse> {
     let not_found = || problem(StatusCode::NOT_FOUND, "not_found", "no such tenant");
-    clean_segment("tenant", slug)?;
+    if let Some(r) = unclean_segment("tenant", slug) {
+        return Err(r);
+    }
     let slug = TenantSlug::parse(slug).map_err(|_| not_found())?;
     let tenant = crate::tenant::find_by_slug(&state.store, &slug)
         .await
@@ -199,7 +202,7 @@ macro_rules! caller {
 
 macro_rules! clean {
     ($name:expr, $v:expr) => {
-        if let Err(r) = clean_segment($name, &$v) {
+        if let Some(r) = unclean_segment($name, &$v) {
             return r;
         }
     };

@@ -480,7 +480,7 @@ mod tests {
         };
         let phc = hasher.hash(&SecretString::from("right password".to_string())).await.unwrap();
         let now = 1_000;
-        let cases: [(&str, bool, Option<(String, Option<i64>)>, &str, Option<SignInFailure>); 6] = [
+        let cases = [
             ("bob@acme.test", false, Some((phc.clone(), None)), "anything", Some(SignInFailure::UnknownUser)),
             ("alice@acme.test", false, Some((phc.clone(), None)), "wrong", Some(SignInFailure::BadPassword)),
             (
