@@ -217,3 +217,52 @@ async fn the_cli_keeps_domains_apart_and_sets_email_verified() {
     let u = cli_json(&run(&["admin", "user", "verify-email", "--email", "ceo@beta.test", "--tenant", "beta"]));
     assert_eq!(u["email_verified"], true);
 }
+
+both_stores!(existing_users_stay_verified_only_at_their_own_tenants_domains);
+
+/// Migration 0006 on a store that already has users: `email_verified` stays true (what
+/// every ID token said until now) only for addresses at a domain the user's own tenant
+/// owns; squatted addresses and addresses at nobody's domain become false.
+async fn existing_users_stay_verified_only_at_their_own_tenants_domains(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lanyard::store::Store::connect(&fresh_database_url(kind, dir.path()).await).await.unwrap();
+    let sub = match kind {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Postgres => "postgres",
+    };
+    let mut before =
+        sqlx::migrate::Migrator::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(sub))
+            .await
+            .unwrap();
+    before.migrations = std::borrow::Cow::Owned(before.migrations.iter().filter(|m| m.version < 6).cloned().collect());
+    before.run(store.pool()).await.unwrap();
+    for (id, slug) in [("t-acme", "acme"), ("t-beta", "beta")] {
+        sqlx::query("INSERT INTO tenants (id, slug, name, created_at, updated_at) VALUES ($1, $2, $2, 0, 0)")
+            .bind(id)
+            .bind(slug)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
+            .bind(format!("{slug}.test"))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let users = [("alice@acme.test", true), ("ceo@beta.test", false), ("bob@freemail.test", false)];
+    for (i, (email, _)) in users.iter().enumerate() {
+        sqlx::query("INSERT INTO users (id, tenant_id, email, created_at, updated_at) VALUES ($1, 't-acme', $2, 0, 0)")
+            .bind(format!("u{i}"))
+            .bind(email)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    store.migrate().await.unwrap();
+    for (email, verified) in users {
+        let u =
+            lanyard::user::find_by_email(&store, &lanyard::user::Email::parse(email).unwrap()).await.unwrap().unwrap();
+        assert_eq!(u.email_verified, verified, "{email}");
+    }
+}
