@@ -9,6 +9,10 @@
 //! Windows are half-open: a session last seen at `t` with idle `i` is alive at
 //! `t + i - 1` and gone at `t + i`; likewise the absolute expiry.
 //!
+//! What the old password opened ends with it: a password change or reset, and disabling
+//! the user, end the user's sessions ([`end_all_of_user`]; a self-service change keeps
+//! the browser that made it) in the transaction that makes the change.
+//!
 //! Not here: the cookie attributes (http/), CSRF (http/csrf.rs).
 
 use sqlx::Row;

@@ -63,6 +63,7 @@ async fn revoked_reasons(app: &TestApp) -> Vec<String> {
 async fn password_change_ends_other_sessions_and_refresh_families(kind: StoreKind) {
     let app = setup(kind).await;
     let (me, rt_mine) = signed_in_with_tokens(&app).await;
+    let (_, at_mine) = signed_in_with_tokens_pw_at(&app, PASSWORD).await;
     let (other, rt_other) = signed_in_with_tokens(&app).await;
     assert_eq!(other.get("/t/acme/account").await.status(), 200);
 
@@ -85,7 +86,10 @@ async fn password_change_ends_other_sessions_and_refresh_families(kind: StoreKin
         let (s, e) = refresh(&app, rt).await;
         assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
     }
-    assert_eq!(revoked_reasons(&app).await, vec!["password_changed", "password_changed"]);
+    let info =
+        reqwest::Client::new().get(format!("{}/t/acme/userinfo", app.base)).bearer_auth(&at_mine).send().await.unwrap();
+    assert_eq!(info.status(), 401, "access tokens of the revoked families stop too");
+    assert_eq!(revoked_reasons(&app).await, vec!["password_changed"; 3]);
 }
 
 async fn admin_reset_and_disable_revoke_everything(kind: StoreKind) {
@@ -282,4 +286,14 @@ async fn pages_read_as_one_product() {
     let page = b.get("/t/acme/password/change").await.text().await.unwrap();
     assert!(page.contains("Use 8 to 128 characters."), "{page}");
     assert!(page.contains("current_password"), "a change without a one-time password asks for the current one");
+}
+
+/// A signed-in browser and an access token issued to it.
+async fn signed_in_with_tokens_pw_at(app: &TestApp, pw: &str) -> (Browser, String) {
+    let b = app.browser();
+    assert_eq!(b.sign_in("acme", "alice@acme.test", pw).await.status(), 303);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
+    let (_, t) = exchange(app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
+    (b, t["access_token"].as_str().unwrap().to_string())
 }
