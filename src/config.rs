@@ -28,6 +28,7 @@ const ENV_KEYS: &[&str] = &[
     "workers",
     "log_format",
     "hash_concurrency",
+    "hash_queue_limit",
     "trusted_proxies",
     "housekeeping_interval_seconds",
     "key_rotation_days",
@@ -52,6 +53,8 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     pub log_format: Option<String>,
     pub hash_concurrency: Option<usize>,
+    /// Password hashes allowed to wait or run at once; beyond it sign-in answers 503.
+    pub hash_queue_limit: Option<usize>,
     pub trusted_proxies: Option<Vec<String>>,
     pub housekeeping_interval_seconds: Option<u64>,
     pub key_rotation_days: Option<u64>,
@@ -94,6 +97,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Argon2 hashes allowed in flight at once (each holds 19 MiB).
     pub hash_concurrency: usize,
+    pub hash_queue_limit: usize,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     pub housekeeping_interval_seconds: u64,
@@ -233,6 +237,11 @@ impl RawConfig {
         if hash_concurrency == 0 || hash_concurrency > 1024 {
             return Err(invalid("hash_concurrency", "must be between 1 and 1024"));
         }
+        let hash_queue_limit =
+            self.hash_queue_limit.unwrap_or(hash_concurrency * crate::password::hasher::DEFAULT_QUEUE_PER_THREAD);
+        if hash_queue_limit == 0 || hash_queue_limit > 1_000_000 {
+            return Err(invalid("hash_queue_limit", "must be between 1 and 1000000"));
+        }
         let mut trusted_proxies = Vec::new();
         for p in self.trusted_proxies.unwrap_or_default() {
             let net = p
@@ -262,6 +271,7 @@ impl RawConfig {
             workers: self.workers,
             log_format,
             hash_concurrency,
+            hash_queue_limit,
             trusted_proxies,
             housekeeping_interval_seconds,
             metrics_listen,

@@ -132,8 +132,8 @@ impl Application {
 
         let (store, master) = open_store_and_key(&config, OpenMode::Create).await?;
         let hasher = {
-            let n = config.hash_concurrency;
-            tokio::task::spawn_blocking(move || password::Hasher::new(n)).await??
+            let (n, q) = (config.hash_concurrency, config.hash_queue_limit);
+            tokio::task::spawn_blocking(move || password::Hasher::with_queue_limit(n, q)).await??
         };
         let report = bootstrap::ensure_first_tenant(&store, &hasher, clock.now(), &config).await?;
         if let Some(report) = report {

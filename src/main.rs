@@ -243,6 +243,18 @@ enum UserCommand {
         /// The user must choose a new password at first sign-in.
         #[arg(long)]
         must_change_password: bool,
+        /// The organisation vouches for this address (ID tokens say `email_verified: true`).
+        #[arg(long)]
+        email_verified: bool,
+    },
+    /// Record that the organisation vouches for a user's address (`--unverified`: no longer).
+    VerifyEmail {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        unverified: bool,
     },
     /// Clear a lockout and the failure count.
     Unlock {
@@ -527,9 +539,22 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 None => anyhow::bail!("no tenant with slug `{slug}`"),
             }
         }
-        AdminCommand::User(UserCommand::Create { tenant, email, password_stdin, admin, must_change_password }) => {
+        AdminCommand::User(UserCommand::Create {
+            tenant,
+            email,
+            password_stdin,
+            admin,
+            must_change_password,
+            email_verified,
+        }) => {
             let pw = if password_stdin { Some(read_password_stdin()?) } else { None };
-            print_json(&ctx.create_user(&tenant, &email, pw.as_ref(), admin, must_change_password).await?)
+            print_json(
+                &ctx.create_user_with(&tenant, &email, pw.as_ref(), admin, must_change_password, email_verified)
+                    .await?,
+            )
+        }
+        AdminCommand::User(UserCommand::VerifyEmail { email, tenant, unverified }) => {
+            print_json(&ctx.set_email_verified(&email, tenant.as_deref(), !unverified).await?)
         }
         AdminCommand::User(UserCommand::Unlock { email, tenant }) => {
             print_json(&ctx.unlock_user(&email, tenant.as_deref()).await?)

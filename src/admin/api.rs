@@ -9,6 +9,10 @@
 //! acting user or `client:<id>`.
 //!
 //! Errors are JSON: `{"error": "<code>", "message": "<what to fix>"}`.
+//!
+//! Bodies are read with [`CheckedJson`]: a string holding a control character (a `\u0000`
+//! that PostgreSQL cannot store, a newline in an identifier) anywhere in the body is a
+//! 400 before any handler runs; path segments are checked the same way.
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -38,6 +42,15 @@ fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> HttpR
 
 impl AdminError {
     fn to_response(&self) -> HttpResponse {
+        if let AdminError::Credential(crate::password::CredentialError::Hash(
+            crate::password::hasher::HashError::Busy,
+        )) = self
+        {
+            let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", self.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(crate::password::hasher::RETRY_AFTER_SECONDS));
+            return r;
+        }
         let (status, code) = match self {
             AdminError::Tenant(TenantError::NotFound(_))
             | AdminError::User(UserError::NotFound(_))
@@ -45,7 +58,7 @@ impl AdminError {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
-            | AdminError::User(UserError::EmailTaken(_))
+            | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
             | AdminError::Client(ClientError::Taken(_))
             | AdminError::Resource(ResourceError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Store(_)
@@ -63,6 +76,64 @@ impl AdminError {
     }
 }
 
+/// The first string (key or value) in `v` that holds a control character, as a JSON path.
+fn control_character_at(v: &serde_json::Value, path: &str) -> Option<String> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    match v {
+        serde_json::Value::String(s) if bad(s) => Some(path.to_string()),
+        serde_json::Value::Array(a) => {
+            a.iter().enumerate().find_map(|(i, x)| control_character_at(x, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let here = format!("{path}.{}", k.chars().filter(|c| !c.is_control()).take(40).collect::<String>());
+            if bad(k) {
+                Some(here)
+            } else {
+                control_character_at(x, &here)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// A JSON body of type `T` in which no string holds a control character.
+pub struct CheckedJson<T>(pub T);
+
+impl<T> CheckedJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for CheckedJson<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let value = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let refuse = |msg: String| -> actix_web::Error {
+                let resp = problem(StatusCode::BAD_REQUEST, "invalid_request", msg.clone());
+                actix_web::error::InternalError::from_response(msg, resp).into()
+            };
+            let value = value.await?.into_inner();
+            if let Some(at) = control_character_at(&value, "$") {
+                return Err(refuse(format!("the field `{at}` contains a control character")));
+            }
+            serde_json::from_value(value)
+                .map(CheckedJson)
+                .map_err(|e| refuse(format!("the request body is not valid JSON for this call: {e}")))
+        })
+    }
+}
+
+/// A path segment from outside: the 400 to answer when it holds a control character.
+fn unclean_segment(name: &str, v: &str) -> Option<HttpResponse> {
+    crate::http::form::check_no_control(name, v)
+        .err()
+        .map(|e| problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
+}
+
 /// Who is calling, once the token checked out.
 struct Caller {
     tenant: Tenant,
@@ -72,6 +143,9 @@ struct Caller {
 
 async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Caller, HttpResponse> {
     let not_found = || problem(StatusCode::NOT_FOUND, "not_found", "no such tenant");
+    if let Some(r) = unclean_segment("tenant", slug) {
+        return Err(r);
+    }
     let slug = TenantSlug::parse(slug).map_err(|_| not_found())?;
     let tenant = crate::tenant::find_by_slug(&state.store, &slug)
         .await
@@ -131,6 +205,14 @@ macro_rules! caller {
     };
 }
 
+macro_rules! clean {
+    ($name:expr, $v:expr) => {
+        if let Some(r) = unclean_segment($name, &$v) {
+            return r;
+        }
+    };
+}
+
 fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, AdminError>) -> HttpResponse {
     match r {
         Ok(v) => HttpResponse::build(status).json(v),
@@ -162,7 +244,7 @@ pub async fn create_client(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<ClientBody>,
+    body: CheckedJson<ClientBody>,
 ) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
@@ -213,6 +295,7 @@ pub async fn get_client(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, id) = path.into_inner();
+    clean!("client_id", id);
     let caller = caller!(req, state, slug);
     match crate::oauth::client::find(&state.store, &caller.tenant.id, &id).await {
         Ok(Some(c)) => HttpResponse::Ok().json(c),
@@ -227,6 +310,7 @@ pub async fn delete_client(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, id) = path.into_inner();
+    clean!("client_id", id);
     let caller = caller!(req, state, slug);
     match ctx(&state, &caller).delete_client(caller.tenant.slug.as_str(), &id).await {
         Ok(()) => HttpResponse::NoContent().finish(),
@@ -244,21 +328,93 @@ pub struct UserBody {
     is_admin: bool,
     #[serde(default)]
     must_change_password: bool,
+    /// The organisation vouches for the address (ID tokens then say `email_verified`).
+    #[serde(default)]
+    email_verified: bool,
 }
 
 pub async fn create_user(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UserBody>,
+    body: CheckedJson<UserBody>,
 ) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
     let pw = b.password.map(SecretString::from);
     let r = ctx(&state, &caller)
-        .create_user(caller.tenant.slug.as_str(), &b.email, pw.as_ref(), b.is_admin, b.must_change_password)
+        .create_user_with(
+            caller.tenant.slug.as_str(),
+            &b.email,
+            pw.as_ref(),
+            b.is_admin,
+            b.must_change_password,
+            b.email_verified,
+        )
         .await;
     respond(StatusCode::CREATED, r)
+}
+
+/// `PATCH /users/{email}`: fields left out stay as they are. Disabling ends the user's
+/// sessions and refresh families.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChangeBody {
+    disabled: Option<bool>,
+    email_verified: Option<bool>,
+}
+
+pub async fn update_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: CheckedJson<UserChangeBody>,
+) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    clean!("email", email);
+    let caller = caller!(req, state, slug);
+    let b = body.into_inner();
+    let c = ctx(&state, &caller);
+    let tenant = Some(caller.tenant.slug.as_str());
+    let r = async {
+        let mut u = c.user_by_email(&email, tenant).await?;
+        if let Some(d) = b.disabled {
+            u = c.set_user_disabled(&email, tenant, d).await?;
+        }
+        if let Some(v) = b.email_verified {
+            u = c.set_email_verified(&email, tenant, v).await?;
+        }
+        Ok::<_, AdminError>(u)
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+/// `POST /users/{email}/password`: sets or resets the password; every session of the
+/// user ends and every refresh family is revoked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    password: String,
+    #[serde(default)]
+    must_change_password: bool,
+}
+
+pub async fn set_user_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: CheckedJson<PasswordBody>,
+) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    clean!("email", email);
+    let caller = caller!(req, state, slug);
+    let b = body.into_inner();
+    let pw = SecretString::from(b.password);
+    respond(
+        StatusCode::OK,
+        ctx(&state, &caller).set_password(&email, Some(caller.tenant.slug.as_str()), &pw, b.must_change_password).await,
+    )
 }
 
 pub async fn list_users(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
@@ -275,6 +431,7 @@ pub async fn unlock_user(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, email) = path.into_inner();
+    clean!("email", email);
     let caller = caller!(req, state, slug);
     respond(StatusCode::OK, ctx(&state, &caller).unlock_user(&email, Some(caller.tenant.slug.as_str())).await)
 }
@@ -285,6 +442,7 @@ pub async fn delete_user(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (slug, email) = path.into_inner();
+    clean!("email", email);
     let caller = caller!(req, state, slug);
     match ctx(&state, &caller).delete_user(&email, Some(caller.tenant.slug.as_str())).await {
         Ok(_) => HttpResponse::NoContent().finish(),
@@ -315,7 +473,7 @@ pub async fn update_tenant(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<TenantBody>,
+    body: CheckedJson<TenantBody>,
 ) -> HttpResponse {
     let caller = caller!(req, state, path);
     let b = body.into_inner();
@@ -433,6 +591,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users", web::get().to(list_users))
             .route("/users", web::post().to(create_user))
             .route("/users/{email}/unlock", web::post().to(unlock_user))
+            .route("/users/{email}/password", web::post().to(set_user_password))
+            .route("/users/{email}", web::patch().to(update_user))
             .route("/users/{email}", web::delete().to(delete_user))
             .route("/audit", web::get().to(audit)),
     );

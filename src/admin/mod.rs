@@ -118,7 +118,8 @@ impl AdminContext<'_> {
         Ok(t)
     }
 
-    /// Creates a user; with a password, a DB-realm credential too (policy-checked).
+    /// Creates a user; with a password, a DB-realm credential too (policy-checked). The
+    /// address is not vouched for (`email_verified` false); see [`Self::create_user_with`].
     pub async fn create_user(
         &self,
         tenant_slug: &str,
@@ -127,6 +128,21 @@ impl AdminContext<'_> {
         is_admin: bool,
         must_change_password: bool,
     ) -> Result<User, AdminError> {
+        self.create_user_with(tenant_slug, email, password, is_admin, must_change_password, false).await
+    }
+
+    /// Creates a user; `email_verified` says the organisation vouches for the address.
+    /// Refused without saying whether the person exists when the address is in a domain
+    /// another tenant owns or exists in another tenant (see `user/`).
+    pub async fn create_user_with(
+        &self,
+        tenant_slug: &str,
+        email: &str,
+        password: Option<&SecretString>,
+        is_admin: bool,
+        must_change_password: bool,
+        email_verified: bool,
+    ) -> Result<User, AdminError> {
         let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         let email = parse_email(email)?;
         let phc = match password {
@@ -134,7 +150,7 @@ impl AdminContext<'_> {
             None => None,
         };
         let mut tx = self.store.pool().begin().await?;
-        let u = user::insert(&mut tx, self.now, &tenant.id, &email, None, is_admin).await?;
+        let u = user::insert(&mut tx, self.now, &tenant.id, &email, None, is_admin, email_verified).await?;
         if let Some(phc) = &phc {
             password::insert_credential(&mut tx, self.now, &u.id, phc, must_change_password).await?;
         }
@@ -143,14 +159,16 @@ impl AdminContext<'_> {
             &tenant.id,
             email.as_str(),
             "admin.user.create",
-            Some(serde_json::json!({"is_admin": is_admin, "password": phc.is_some()})),
+            Some(
+                serde_json::json!({"is_admin": is_admin, "password": phc.is_some(), "email_verified": email_verified}),
+            ),
         )
         .await?;
         tx.commit().await?;
         Ok(u)
     }
 
-    async fn user_by_email(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
+    pub async fn user_by_email(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
         let email = parse_email(email)?;
         let u = user::find_by_email(self.store, &email).await?.ok_or_else(|| UserError::NotFound(email.to_string()))?;
         if let Some(slug) = tenant_slug {
@@ -171,6 +189,7 @@ impl AdminContext<'_> {
         Ok(u)
     }
 
+    /// Disables (ending the user's sessions and refresh families) or enables a user.
     pub async fn set_user_disabled(
         &self,
         email: &str,
@@ -178,13 +197,40 @@ impl AdminContext<'_> {
         disabled: bool,
     ) -> Result<User, AdminError> {
         let mut u = self.user_by_email(email, tenant_slug).await?;
-        user::set_disabled(self.store, self.now, &u.id, disabled).await?;
         let event = if disabled { "admin.user.disable" } else { "admin.user.enable" };
-        self.audit(Some(&u.tenant_id), Some(u.email.as_str()), event, serde_json::json!({})).await;
+        let mut tx = self.store.pool().begin().await?;
+        user::set_disabled(&mut tx, self.now, &u.id, disabled).await?;
+        self.audit_in(&mut tx, &u.tenant_id, u.email.as_str(), event, None).await?;
+        tx.commit().await?;
         u.disabled = disabled;
         Ok(u)
     }
 
+    /// Records whether the organisation vouches for the user's address.
+    pub async fn set_email_verified(
+        &self,
+        email: &str,
+        tenant_slug: Option<&str>,
+        verified: bool,
+    ) -> Result<User, AdminError> {
+        let mut u = self.user_by_email(email, tenant_slug).await?;
+        let mut tx = self.store.pool().begin().await?;
+        user::set_email_verified(&mut tx, self.now, &u.id, verified).await?;
+        self.audit_in(
+            &mut tx,
+            &u.tenant_id,
+            u.email.as_str(),
+            "admin.user.email_verified",
+            Some(serde_json::json!({"email_verified": verified})),
+        )
+        .await?;
+        tx.commit().await?;
+        u.email_verified = verified;
+        Ok(u)
+    }
+
+    /// Sets or resets a user's password: every session of the user ends and every refresh
+    /// family is revoked, in the transaction that changes the password.
     pub async fn set_password(
         &self,
         email: &str,
@@ -198,18 +244,8 @@ impl AdminContext<'_> {
             .ok_or_else(|| AdminError::Invalid("user's tenant is missing".into()))?;
         let phc = password::prepare(self.hasher, &tenant, &u.email, pw).await?;
         let mut tx = self.store.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE password_credentials SET phc = $1, must_change = $2, failed_count = 0, locked_until = NULL, updated_at = $3 WHERE user_id = $4",
-        )
-        .bind(&phc)
-        .bind(must_change as i64)
-        .bind(self.now)
-        .bind(&u.id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            password::insert_credential(&mut tx, self.now, &u.id, &phc, must_change).await?;
-        }
+        password::replace_in(&mut tx, self.now, &u.id, &phc, must_change, password::PasswordChange::ResetByAdmin, None)
+            .await?;
         self.audit_in(
             &mut tx,
             &u.tenant_id,

@@ -25,13 +25,13 @@ impl PageError {
         PageError { status, title, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> PageError {
-        PageError::new(StatusCode::BAD_REQUEST, "Bad request", message)
+        PageError::new(StatusCode::BAD_REQUEST, "This link cannot be used", message)
     }
     pub fn not_found(message: impl Into<String>) -> PageError {
-        PageError::new(StatusCode::NOT_FOUND, "Not found", message)
+        PageError::new(StatusCode::NOT_FOUND, "Page not found", message)
     }
     pub fn forbidden(message: impl Into<String>) -> PageError {
-        PageError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+        PageError::new(StatusCode::FORBIDDEN, "Not allowed", message)
     }
     /// Logs `cause` and returns an opaque 500.
     pub fn internal(cause: impl std::fmt::Display) -> PageError {

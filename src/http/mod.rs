@@ -120,14 +120,13 @@ pub fn app(
     actix_web::App::new()
         .app_data(state)
         .app_data(
-            web::PathConfig::default()
-                .error_handler(|e, _| error::PageError::bad_request(format!("the address is not valid: {e}")).into()),
-        )
-        .app_data(
-            web::QueryConfig::default().error_handler(|e, _| {
-                error::PageError::bad_request(format!("the query string is not valid: {e}")).into()
+            web::PathConfig::default().error_handler(|e, _| {
+                error::PageError::bad_request(format!("This address is not valid ({e}).")).into()
             }),
         )
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            error::PageError::bad_request(format!("The query string of this address is not valid ({e}).")).into()
+        }))
         .configure(configure)
         .wrap(from_fn(headers::add))
         .wrap(from_fn(observe::track))

@@ -402,7 +402,8 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<BasicCredentials>, OAut
             .map_err(|_| malformed())
     };
     let client_id = dec(id)?;
-    if client_id.is_empty() || client_id.chars().any(char::is_control) {
+    super::form::check_no_control("client_id", &client_id).map_err(form_error)?;
+    if client_id.is_empty() {
         return Err(malformed());
     }
     // A secret that is not valid form-encoding can only have been sent raw.
@@ -671,7 +672,7 @@ async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (Htt
             let mut out = serde_json::json!({"sub": user.id});
             if scopes.contains(&"email") {
                 out["email"] = serde_json::json!(user.email);
-                out["email_verified"] = serde_json::json!(true);
+                out["email_verified"] = serde_json::json!(user.email_verified);
             }
             if scopes.contains(&"profile") {
                 if let Some(n) = &user.display_name {

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use askama::Template;
 use secrecy::SecretString;
 
-use super::csrf::CsrfGrant;
+use super::csrf::{CsrfError, CsrfGrant};
 use super::error::PageError;
 use super::form::FormFields;
 use super::{client_ip, observe, AppState};
@@ -69,6 +69,10 @@ struct ChangePasswordPage<'a> {
     csrf: &'a str,
     return_to: &'a str,
     required: bool,
+    /// Ask for the current password (not right after a one-time-password sign-in).
+    ask_current: bool,
+    min_length: i64,
+    max_length: i64,
     error: Option<&'a str>,
 }
 
@@ -125,22 +129,53 @@ fn safe_return_to(raw: Option<&str>) -> Option<String> {
 
 fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
     if q.login_hint.as_deref().is_some_and(|h| h.len() > MAX_EMAIL_FIELD) {
-        return Err(PageError::bad_request(format!("login_hint is longer than {MAX_EMAIL_FIELD} characters")));
+        return Err(PageError::bad_request(format!(
+            "The login_hint parameter is longer than {MAX_EMAIL_FIELD} characters."
+        )));
     }
     if q.return_to.as_deref().is_some_and(|r| r.len() > MAX_RETURN_TO) {
-        return Err(PageError::bad_request(format!("return_to is longer than {MAX_RETURN_TO} characters")));
+        return Err(PageError::bad_request(format!(
+            "The return_to parameter is longer than {MAX_RETURN_TO} characters."
+        )));
     }
     Ok(())
 }
 
-/// Every state-changing form starts here: a missing or foreign token is a 403.
+/// Every state-changing form starts here: a missing, foreign or expired token is a 403
+/// page that says to reload.
 fn check_csrf(req: &HttpRequest, state: &AppState, form: &FormFields) -> Result<(), PageError> {
-    state.csrf.verify(req, form.optional("csrf", 200)?).map_err(|e| PageError::forbidden(e.to_string()))
+    state.csrf.verify(req, state.now(), form.optional("csrf", 200)?).map_err(|e| {
+        let title = match e {
+            CsrfError::Expired => "This form has expired",
+            _ => "This form cannot be used",
+        };
+        PageError::new(StatusCode::FORBIDDEN, title, e.to_string())
+    })
+}
+
+/// The hashing queue is full: a 503 page asking to retry in a moment, with `Retry-After`.
+fn busy_page() -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut res = PageError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Lanyard is busy",
+        "Many people are signing in at this moment. Wait a few seconds and try again.",
+    )
+    .error_response();
+    res.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from(password::hasher::RETRY_AFTER_SECONDS),
+    );
+    res
 }
 
 pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
     let unknown =
         || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
+    // A control character (a `%00`) never reaches the store: it is a malformed address.
+    super::form::check_no_control("tenant", raw).map_err(|_| {
+        PageError::bad_request("This address contains characters that are not allowed. Check the link you followed.")
+    })?;
     let slug = TenantSlug::parse(raw).map_err(|_| unknown())?;
     tenant::find_by_slug(&state.store, &slug).await?.ok_or_else(unknown)
 }
@@ -175,7 +210,7 @@ pub async fn discovery_form(
     query: web::Query<HintQuery>,
 ) -> Result<HttpResponse, PageError> {
     check_query_len(&query)?;
-    let grant = state.csrf.grant(&req);
+    let grant = state.csrf.grant(&req, state.now());
     let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
     let body = DiscoveryPage {
         csrf: &grant.token,
@@ -195,7 +230,7 @@ pub async fn discovery_submit(
     check_csrf(&req, &state, &form)?;
     let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
     let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
-    let grant = state.csrf.grant(&req);
+    let grant = state.csrf.grant(&req, state.now());
     let refuse = |status: StatusCode, msg: String| -> Result<HttpResponse, PageError> {
         let body = DiscoveryPage {
             csrf: &grant.token,
@@ -227,7 +262,7 @@ pub async fn password_form(
 ) -> Result<HttpResponse, PageError> {
     check_query_len(&query)?;
     let tenant = tenant_from_path(&state, &path).await?;
-    let grant = state.csrf.grant(&req);
+    let grant = state.csrf.grant(&req, state.now());
     let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
     let body = PasswordPage {
         tenant_name: &tenant.name,
@@ -250,12 +285,12 @@ pub async fn password_submit(
     let tenant = tenant_from_path(&state, &path).await?;
     check_csrf(&req, &state, &form)?;
     let raw_email = form.required("email", MAX_EMAIL_FIELD)?;
-    let raw_password = form.required("password", MAX_PASSWORD_BYTES)?;
+    let raw_password = form.secret("password", MAX_PASSWORD_BYTES)?;
     if raw_password.len() > MAX_PASSWORD_BYTES {
-        return Err(PageError::bad_request(format!("the password is longer than {MAX_PASSWORD_BYTES} bytes")));
+        return Err(PageError::bad_request(format!("The password is longer than {MAX_PASSWORD_BYTES} bytes.")));
     }
     let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
-    let grant = state.csrf.grant(&req);
+    let grant = state.csrf.grant(&req, state.now());
     let render = |status: StatusCode, email: &str, msg: &str| -> Result<HttpResponse, PageError> {
         let body = PasswordPage {
             tenant_name: &tenant.name,
@@ -291,6 +326,9 @@ pub async fn password_submit(
                     client_ip: origin.client_ip.as_deref(),
                     user_agent: origin.user_agent.as_deref(),
                     replaces: state.cookies.read(&req).as_ref(),
+                    // This sign-in proved the one-time password: the forced change
+                    // that follows does not ask for it again.
+                    one_time_password_proved: auth.must_change_password(),
                 },
             )
             .await?;
@@ -325,6 +363,7 @@ pub async fn password_submit(
             observe::signin_outcome("password", failure.reason());
             render(StatusCode::UNAUTHORIZED, email.as_str(), SIGNIN_FAILED)
         }
+        Err(SignInError::Hash(password::hasher::HashError::Busy)) => Ok(busy_page()),
         Err(other) => Err(PageError::internal(other)),
     }
 }
@@ -422,7 +461,7 @@ pub(super) fn confirm_logout_page(
     post_logout_redirect_uri: Option<&str>,
     client_state: Option<&str>,
 ) -> Result<HttpResponse, PageError> {
-    let grant = state.csrf.grant(req);
+    let grant = state.csrf.grant(req, state.now());
     let body = ConfirmLogoutPage {
         tenant_name: &tenant.name,
         slug: tenant.slug.as_str(),
@@ -452,7 +491,7 @@ pub async fn account(
     if password::must_change(&state.store, &user.id).await? {
         return Ok(see_other(&format!("/t/{}/password/change", tenant.slug)).finish());
     }
-    let grant = state.csrf.grant(&req);
+    let grant = state.csrf.grant(&req, state.now());
     let body = AccountPage {
         tenant_name: &tenant.name,
         slug: tenant.slug.as_str(),
@@ -509,11 +548,11 @@ pub async fn change_password_form(
 ) -> Result<HttpResponse, PageError> {
     check_query_len(&query)?;
     let tenant = tenant_from_path(&state, &path).await?;
-    let Some(user) = current_user(&req, &state, &tenant).await? else {
+    let Some((session, user)) = current_session(&req, &state, &tenant).await? else {
         return Ok(to_login(&tenant, &format!("/t/{}/password/change", tenant.slug)));
     };
     let required = password::must_change(&state.store, &user.id).await?;
-    let grant = state.csrf.grant(&req);
+    let grant = state.csrf.grant(&req, state.now());
     let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
     let body = ChangePasswordPage {
         tenant_name: &tenant.name,
@@ -522,12 +561,19 @@ pub async fn change_password_form(
         csrf: &grant.token,
         return_to: &return_to,
         required,
+        ask_current: !(required && session.one_time_password_proved),
+        min_length: tenant.policy.password_min_length,
+        max_length: tenant.policy.password_max_length,
         error: None,
     }
     .render()?;
     Ok(html(StatusCode::OK, Some(&grant), body))
 }
 
+/// Changes the signed-in user's password. The current password is asked for, except
+/// right after a sign-in with a one-time password: that sign-in proved it, and the proof
+/// is held server-side in the session (never in the form). The change ends the user's
+/// other sessions and revokes their refresh families, in one transaction with it.
 pub async fn change_password_submit(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -536,15 +582,18 @@ pub async fn change_password_submit(
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
     check_csrf(&req, &state, &form)?;
-    let Some(user) = current_user(&req, &state, &tenant).await? else {
+    let (Some(token), Some((session, user))) =
+        (state.cookies.read(&req), current_session(&req, &state, &tenant).await?)
+    else {
         return Ok(to_login(&tenant, &format!("/t/{}/password/change", tenant.slug)));
     };
-    let current = form.required("current_password", MAX_PASSWORD_BYTES)?;
-    let new = form.required("new_password", MAX_PASSWORD_BYTES)?;
-    let confirm = form.required("confirm_password", MAX_PASSWORD_BYTES)?;
-    let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
     let required = password::must_change(&state.store, &user.id).await?;
-    let grant = state.csrf.grant(&req);
+    let ask_current = !(required && session.one_time_password_proved);
+    let current = if ask_current { Some(form.secret("current_password", MAX_PASSWORD_BYTES)?) } else { None };
+    let new = form.secret("new_password", MAX_PASSWORD_BYTES)?;
+    let confirm = form.secret("confirm_password", MAX_PASSWORD_BYTES)?;
+    let return_to = safe_return_to(form.optional("return_to", MAX_RETURN_TO)?);
+    let grant = state.csrf.grant(&req, state.now());
     let refuse = |status: StatusCode, msg: &str| -> Result<HttpResponse, PageError> {
         let body = ChangePasswordPage {
             tenant_name: &tenant.name,
@@ -553,6 +602,9 @@ pub async fn change_password_submit(
             csrf: &grant.token,
             return_to: return_to.as_deref().unwrap_or(""),
             required,
+            ask_current,
+            min_length: tenant.policy.password_min_length,
+            max_length: tenant.policy.password_max_length,
             error: Some(msg),
         }
         .render()?;
@@ -563,24 +615,27 @@ pub async fn change_password_submit(
     }
     let now = state.now();
     let origin = origin_of(&req, &state);
-    let current = SecretString::from(current.to_string());
-    match password::sign_in(&state.store, &state.hasher, now, &tenant, &user.email, &current).await {
-        Ok(_) => {}
-        Err(SignInError::Rejected(f, _)) => {
-            record(
-                &state,
-                now,
-                &tenant,
-                Some(user.email.as_str()),
-                "password.change",
-                Outcome::Failure,
-                Some(f.reason()),
-                &origin,
-            )
-            .await;
-            return refuse(StatusCode::UNAUTHORIZED, "The current password is not right.");
+    if let Some(current) = current {
+        let current = SecretString::from(current.to_string());
+        match password::sign_in(&state.store, &state.hasher, now, &tenant, &user.email, &current).await {
+            Ok(_) => {}
+            Err(SignInError::Rejected(f, _)) => {
+                record(
+                    &state,
+                    now,
+                    &tenant,
+                    Some(user.email.as_str()),
+                    "password.change",
+                    Outcome::Failure,
+                    Some(f.reason()),
+                    &origin,
+                )
+                .await;
+                return refuse(StatusCode::UNAUTHORIZED, "The current password is not right.");
+            }
+            Err(SignInError::Hash(password::hasher::HashError::Busy)) => return Ok(busy_page()),
+            Err(e) => return Err(PageError::internal(e)),
         }
-        Err(e) => return Err(PageError::internal(e)),
     }
     let new = SecretString::from(new.to_string());
     let phc = match password::prepare(&state.hasher, &tenant, &user.email, &new).await {
@@ -589,9 +644,14 @@ pub async fn change_password_submit(
         Err(password::CredentialError::TooLong) => {
             return refuse(StatusCode::BAD_REQUEST, "The new password is too long.")
         }
+        Err(password::CredentialError::Hash(password::hasher::HashError::Busy)) => return Ok(busy_page()),
         Err(e) => return Err(PageError::internal(e)),
     };
-    password::replace(&state.store, now, &user.id, &phc, false).await?;
+    let mut tx = state.store.pool().begin().await?;
+    password::replace_in(&mut tx, now, &user.id, &phc, false, password::PasswordChange::ChangedByUser, Some(&token))
+        .await?;
+    session::clear_one_time_password_proof(&mut tx, &token).await?;
+    tx.commit().await?;
     record(&state, now, &tenant, Some(user.email.as_str()), "password.change", Outcome::Success, None, &origin).await;
     let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     Ok(see_other(&target).finish())

@@ -343,3 +343,26 @@ pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<(), sqlx::Err
         .await?;
     Ok(())
 }
+
+/// Ends every refresh family of a user inside the caller's transaction (a password
+/// change or reset, a disabled user): their refresh tokens and the access tokens issued
+/// from them stop working. Returns how many families were live.
+pub async fn revoke_user_grants<'e, E>(
+    executor: E,
+    now: UnixTime,
+    user_id: &str,
+    reason: &str,
+) -> Result<u64, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let r = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id)
+    .execute(executor)
+    .await?;
+    Ok(r.rows_affected())
+}

@@ -126,7 +126,7 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
                 amr: grant.amr.clone(),
                 at_hash: at_hash(&access_token, alg),
                 email: with_email.then(|| user.email.to_string()),
-                email_verified: with_email.then_some(true),
+                email_verified: with_email.then_some(user.email_verified),
                 sid: Some(grant.id.clone()),
             };
             let signer = keys.signer(store, now, tenant_id, alg).await?;

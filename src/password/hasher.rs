@@ -8,6 +8,12 @@
 //! (measured: 811 MiB peak RSS under load with spawn_blocking). An unknown user is verified
 //! against a dummy hash made with the same parameters at start-up, so the work done —
 //! and so the timing — does not tell who exists.
+//!
+//! The queue is bounded: at most `queue_limit` jobs wait or run at once (by default
+//! [`DEFAULT_QUEUE_PER_THREAD`] per thread). A request beyond that gets
+//! [`HashError::Busy`] at once — the HTTP layer answers 503 with `Retry-After` — instead
+//! of waiting behind minutes of work. A job whose requester has gone (the client hung up
+//! and its future was dropped) is skipped when its turn comes, not hashed for nobody.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,12 +28,20 @@ pub const OWASP_M_COST_KIB: u32 = 19_456;
 pub const OWASP_T_COST: u32 = 2;
 pub const OWASP_P_COST: u32 = 1;
 
+/// Jobs allowed to wait or run per hashing thread when no limit is configured: with
+/// ~20 ms per hash, a full queue is well under a second of waiting.
+pub const DEFAULT_QUEUE_PER_THREAD: usize = 32;
+/// What a refused requester is told to wait (`Retry-After`, seconds).
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("password hashing failed: {0}")]
     Argon2(String),
     #[error("password hashing was interrupted")]
     Interrupted,
+    #[error("Too many passwords are being checked at this moment. Try again in a few seconds.")]
+    Busy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +80,30 @@ fn start_pool(n: usize) -> std::sync::mpsc::Sender<Job> {
 pub struct Hasher {
     queue: std::sync::mpsc::Sender<Job>,
     threads: usize,
+    queue_limit: usize,
     params: Params,
     dummy_phc: Arc<String>,
     in_flight: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    /// Jobs accepted and not yet finished (waiting or running).
+    queued: Arc<AtomicUsize>,
+    /// Jobs skipped because their requester had gone.
+    abandoned: Arc<AtomicUsize>,
+    /// Hashes and verifications run so far.
+    completed: Arc<AtomicUsize>,
 }
+
+/// Holds one place in the queue from acceptance until the job ran or was dropped.
+struct QueueSlot(Arc<AtomicUsize>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One hashing thread held by [`Hasher::pause`] until this is dropped.
+pub struct Paused(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 
 /// Counts a hash in flight for as long as it lives.
 struct InFlight(Arc<AtomicUsize>);
@@ -91,7 +124,7 @@ impl Drop for InFlight {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher").field("threads", &self.threads).finish()
+        f.debug_struct("Hasher").field("threads", &self.threads).field("queue_limit", &self.queue_limit).finish()
     }
 }
 
@@ -132,17 +165,27 @@ fn verify_blocking(password: &str, phc: &str, current: &Params) -> Verification 
 }
 
 impl Hasher {
-    /// `concurrency` hashes at most run at once. Computes the dummy hash (one hash).
+    /// `concurrency` hashes at most run at once, with the default queue bound. Computes
+    /// the dummy hash (one hash).
     pub fn new(concurrency: usize) -> Result<Hasher, HashError> {
+        Self::with_queue_limit(concurrency, concurrency.max(1) * DEFAULT_QUEUE_PER_THREAD)
+    }
+
+    /// As [`Hasher::new`], with at most `queue_limit` (≥ 1) jobs waiting or running.
+    pub fn with_queue_limit(concurrency: usize, queue_limit: usize) -> Result<Hasher, HashError> {
         let params = owasp_params();
         let dummy = hash_blocking(&crate::keys::random_token(24), params.clone())?;
         Ok(Hasher {
             queue: start_pool(concurrency.max(1)),
             threads: concurrency.max(1),
+            queue_limit: queue_limit.max(1),
             params,
             dummy_phc: Arc::new(dummy),
             in_flight: Arc::new(AtomicUsize::new(0)),
             peak: Arc::new(AtomicUsize::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            abandoned: Arc::new(AtomicUsize::new(0)),
+            completed: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -151,14 +194,67 @@ impl Hasher {
         self.peak.load(Ordering::SeqCst)
     }
 
-    /// Runs `f` on the hashing pool and waits for it (queued FIFO behind earlier work).
-    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R, HashError> {
-        let (tx, rx) = oneshot::channel();
-        let (counter, peak) = (self.in_flight.clone(), self.peak.clone());
+    /// Jobs waiting or running now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Jobs skipped so far because their requester had gone.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Hashes and verifications run so far (tests check every sign-in path runs one).
+    pub fn completed(&self) -> usize {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// Takes a place in the queue, or refuses when it is full.
+    fn admit(&self) -> Result<QueueSlot, HashError> {
+        let limit = self.queue_limit;
+        self.queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1))
+            .map(|_| QueueSlot(self.queued.clone()))
+            .map_err(|_| HashError::Busy)
+    }
+
+    /// Occupies one hashing thread and one place in the queue until the guard is dropped:
+    /// for maintenance and for tests that need a full queue without racing real work.
+    pub fn pause(&self) -> Result<Paused, HashError> {
+        let slot = self.admit()?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let job: Job = Box::new(move || {
-            let _guard = InFlight::enter(&counter, &peak);
-            // The receiver may be gone (the client left); the work is done either way.
-            let _ = tx.send(f());
+            let _slot = slot;
+            let _ = rx.recv();
+        });
+        self.queue.send(job).map_err(|_| HashError::Interrupted)?;
+        Ok(Paused(tx))
+    }
+
+    /// Runs `f` on the hashing pool and waits for it (queued FIFO behind earlier work).
+    /// Refused with [`HashError::Busy`] when the queue is full; skipped if the caller's
+    /// future is dropped before its turn.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R, HashError> {
+        let slot = self.admit()?;
+        let (tx, rx) = oneshot::channel();
+        let (counter, peak, abandoned) = (self.in_flight.clone(), self.peak.clone(), self.abandoned.clone());
+        let completed = self.completed.clone();
+        let job: Job = Box::new(move || {
+            if tx.is_closed() {
+                // Nobody waits for this result any more: do not spend 19 MiB and a core.
+                abandoned.fetch_add(1, Ordering::SeqCst);
+                drop(slot);
+                return;
+            }
+            let result = {
+                let _guard = InFlight::enter(&counter, &peak);
+                f()
+            };
+            // Counters first, so a requester that sees its result sees them settled.
+            completed.fetch_add(1, Ordering::SeqCst);
+            drop(slot);
+            // The receiver may have gone while hashing; the work is done either way.
+            let _ = tx.send(result);
         });
         self.queue.send(job).map_err(|_| HashError::Interrupted)?;
         rx.await.map_err(|_| HashError::Interrupted)
@@ -225,6 +321,53 @@ mod tests {
         }
         assert!(hasher.peak_in_flight() <= 2, "peak {}", hasher.peak_in_flight());
         assert!(hasher.peak_in_flight() >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once() {
+        let hasher = Hasher::with_queue_limit(1, 2).unwrap();
+        let pw = SecretString::from("pw".to_string());
+        let p1 = hasher.pause().unwrap();
+        assert_eq!(hasher.queued(), 1);
+        // One more fits (it waits behind the pause); the next is refused.
+        let h = hasher.clone();
+        let waiting = tokio::spawn({
+            let pw = pw.clone();
+            async move { h.verify(&pw, None).await }
+        });
+        while hasher.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hasher.verify(&pw, None).await, Err(HashError::Busy)));
+        assert!(matches!(hasher.pause(), Err(HashError::Busy)));
+        drop(p1);
+        assert!(!waiting.await.unwrap().unwrap().matched);
+        // Once drained, the queue accepts again.
+        assert!(!hasher.verify(&pw, None).await.unwrap().matched);
+        assert_eq!(hasher.queued(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_of_requesters_that_left_are_skipped() {
+        let hasher = Hasher::with_queue_limit(1, 10).unwrap();
+        let pw = SecretString::from("pw".to_string());
+        let pause = hasher.pause().unwrap();
+        let h = hasher.clone();
+        let gone = tokio::spawn({
+            let pw = pw.clone();
+            async move { h.hash(&pw).await }
+        });
+        while hasher.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        drop(pause);
+        // FIFO on one thread: when this returns, the abandoned job had its turn.
+        hasher.verify(&pw, None).await.unwrap();
+        assert_eq!(hasher.abandoned(), 1);
+        assert_eq!(hasher.peak_in_flight(), 1, "only the last job hashed");
+        assert_eq!(hasher.queued(), 0);
     }
 
     #[test]

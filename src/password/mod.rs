@@ -100,22 +100,117 @@ struct Credential {
     locked_until: Option<i64>,
 }
 
-async fn load_credential(store: &Store, user_id: &str) -> Result<Option<Credential>, sqlx::Error> {
-    let row = sqlx::query("SELECT phc, must_change, locked_until FROM password_credentials WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(store.pool())
+/// The user id no user has: failure paths without a user still run the failure `UPDATE`
+/// against it (it matches no row), so they cost the store what a known user's does.
+const NOBODY: &str = "";
+
+/// The store work of a sign-in, named so that a test can count it: whoever signs in —
+/// known, unknown, locked, disabled, without a password — [`sign_in`] calls `load` once
+/// and then exactly one of `record_failure` or `reset_failures` (plus `replace_hash` after
+/// a success with an outdated hash). Implemented by [`Store`]; a unit test implements it
+/// with a recorder.
+trait SignInStore {
+    /// The user with this address and their password credential, in one read — the same
+    /// query whether or not the user exists.
+    async fn load(&self, email: &Email) -> Result<Option<(User, Option<Credential>)>, sqlx::Error>;
+    /// One failed attempt, atomically: the count goes up by one (restarting at 1 after an
+    /// expired lock) and the lock is set when it reaches the threshold. Refused — no row —
+    /// when the account is locked already, or when there is no such credential.
+    async fn record_failure(&self, now: UnixTime, tenant: &Tenant, user_id: &str)
+        -> Result<SignInFailure, sqlx::Error>;
+    /// Resets the count — unless a concurrent failure locked the account meanwhile
+    /// (then `false`).
+    async fn reset_failures(&self, now: UnixTime, user_id: &str) -> Result<bool, sqlx::Error>;
+    /// Replaces the verified hash `old` with `new` (a concurrent password change wins).
+    async fn replace_hash(&self, now: UnixTime, user_id: &str, old: &str, new: &str) -> Result<(), sqlx::Error>;
+}
+
+impl SignInStore for Store {
+    async fn load(&self, email: &Email) -> Result<Option<(User, Option<Credential>)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.email_verified, \
+             u.created_at, p.phc, p.must_change, p.locked_until \
+             FROM users u LEFT JOIN password_credentials p ON p.user_id = u.id WHERE u.email = $1",
+        )
+        .bind(email.as_str())
+        .fetch_optional(self.pool())
         .await?;
-    row.map(|r| {
-        Ok(Credential {
-            phc: r.try_get("phc")?,
-            must_change: r.try_get::<i64, _>("must_change")? != 0,
-            locked_until: r.try_get("locked_until")?,
+        let Some(r) = row else { return Ok(None) };
+        let user = user::from_row(&r)?;
+        let cred = match r.try_get::<Option<String>, _>("phc")? {
+            Some(phc) => Some(Credential {
+                phc,
+                must_change: r.try_get::<Option<i64>, _>("must_change")?.unwrap_or(0) != 0,
+                locked_until: r.try_get("locked_until")?,
+            }),
+            None => None,
+        };
+        Ok(Some((user, cred)))
+    }
+
+    async fn record_failure(
+        &self,
+        now: UnixTime,
+        tenant: &Tenant,
+        user_id: &str,
+    ) -> Result<SignInFailure, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE password_credentials SET \
+               failed_count = CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END) >= $2 THEN $1 + $3 \
+                 ELSE NULL END, \
+               updated_at = $1 \
+             WHERE user_id = $4 AND (locked_until IS NULL OR locked_until <= $1) \
+             RETURNING failed_count, locked_until",
+        )
+        .bind(now)
+        .bind(tenant.policy.lockout_threshold)
+        .bind(tenant.policy.lockout_seconds)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            None => SignInFailure::AccountLocked,
+            Some(r) => match r.try_get::<Option<i64>, _>("locked_until")? {
+                Some(_) => SignInFailure::BadPasswordNowLocked,
+                None => SignInFailure::BadPassword,
+            },
         })
-    })
-    .transpose()
+    }
+
+    async fn reset_failures(&self, now: UnixTime, user_id: &str) -> Result<bool, sqlx::Error> {
+        let reset = sqlx::query(
+            "UPDATE password_credentials SET failed_count = 0, locked_until = NULL, updated_at = $1 \
+             WHERE user_id = $2 AND (locked_until IS NULL OR locked_until <= $1)",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.pool())
+        .await?;
+        Ok(reset.rows_affected() == 1)
+    }
+
+    async fn replace_hash(&self, now: UnixTime, user_id: &str, old: &str, new: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE password_credentials SET phc = $1, updated_at = $2 WHERE user_id = $3 AND phc = $4")
+            .bind(new)
+            .bind(now)
+            .bind(user_id)
+            .bind(old)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
 }
 
 /// Checks `password` for `email` in `tenant`, applying lockout.
+///
+/// Every path costs the same store work and one argon2 verification, so neither timing
+/// nor load tells whether the user exists, has a password or is locked: one read (the
+/// user joined with the credential), one hash, and one write — the failure `UPDATE` on a
+/// refusal (for an unknown user, a disabled one, a locked one or one without a password it
+/// matches no row) or the reset `UPDATE` on success. Only a success with an outdated hash
+/// does more (the re-hash), which depends on the stored hash, not on who exists.
 #[tracing::instrument(skip_all, fields(tenant = %tenant.slug, email = %email))]
 pub async fn sign_in(
     store: &Store,
@@ -125,96 +220,64 @@ pub async fn sign_in(
     email: &Email,
     password: &SecretString,
 ) -> Result<Authenticated, SignInError> {
+    sign_in_with(store, hasher, now, tenant, email, password).await
+}
+
+async fn sign_in_with(
+    store: &impl SignInStore,
+    hasher: &Hasher,
+    now: UnixTime,
+    tenant: &Tenant,
+    email: &Email,
+    password: &SecretString,
+) -> Result<Authenticated, SignInError> {
     let reject = |f, u| Err(SignInError::Rejected(f, u));
-    let user = match user::find_by_email(store, email).await? {
-        Some(u) if u.tenant_id == tenant.id => u,
+    let (user, cred) = match store.load(email).await? {
+        Some((u, c)) if u.tenant_id == tenant.id => (u, c),
         _ => {
             hasher.verify(password, None).await?;
+            store.record_failure(now, tenant, NOBODY).await?;
             return reject(SignInFailure::UnknownUser, None);
         }
     };
-    let Some(cred) = load_credential(store, &user.id).await? else {
+    let Some(cred) = cred else {
         hasher.verify(password, None).await?;
+        // No credential row: matches nothing.
+        store.record_failure(now, tenant, &user.id).await?;
         return reject(SignInFailure::NoPassword, Some(user));
     };
     if cred.locked_until.is_some_and(|t| t > now) {
         hasher.verify(password, None).await?;
+        // Locked: the conditional UPDATE matches nothing and the lock stays as it is.
+        store.record_failure(now, tenant, &user.id).await?;
         return reject(SignInFailure::AccountLocked, Some(user));
     }
     let verification = hasher.verify(password, Some(&cred.phc)).await?;
     if !verification.matched {
-        let failure = record_failure(store, now, tenant, &user.id).await?;
+        let failure = store.record_failure(now, tenant, &user.id).await?;
         return reject(failure, Some(user));
     }
     if user.disabled {
+        // The right password of a disabled user counts no failure: the same write, on nobody.
+        store.record_failure(now, tenant, NOBODY).await?;
         return reject(SignInFailure::Disabled, Some(user));
     }
-    // Reset the count — unless a concurrent failure locked the account meanwhile.
-    let reset = sqlx::query(
-        "UPDATE password_credentials SET failed_count = 0, locked_until = NULL, updated_at = $1 \
-         WHERE user_id = $2 AND (locked_until IS NULL OR locked_until <= $1)",
-    )
-    .bind(now)
-    .bind(&user.id)
-    .execute(store.pool())
-    .await?;
-    if reset.rows_affected() == 0 {
+    if !store.reset_failures(now, &user.id).await? {
         return reject(SignInFailure::AccountLocked, Some(user));
     }
     if verification.needs_rehash {
         let phc = hasher.hash(password).await?;
-        // Only replace the hash that was verified (a concurrent password change wins).
-        sqlx::query("UPDATE password_credentials SET phc = $1, updated_at = $2 WHERE user_id = $3 AND phc = $4")
-            .bind(&phc)
-            .bind(now)
-            .bind(&user.id)
-            .bind(&cred.phc)
-            .execute(store.pool())
-            .await?;
+        store.replace_hash(now, &user.id, &cred.phc, &phc).await?;
         tracing::info!("password hash upgraded to current argon2id parameters");
     }
     Ok(Authenticated { user, must_change_password: cred.must_change })
-}
-
-/// One failed attempt, atomically: the count goes up by one (restarting at 1 after an
-/// expired lock) and the lock is set when it reaches the threshold. Refused — no row —
-/// when the account is locked already.
-async fn record_failure(
-    store: &Store,
-    now: UnixTime,
-    tenant: &Tenant,
-    user_id: &str,
-) -> Result<SignInFailure, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE password_credentials SET \
-           failed_count = CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END, \
-           locked_until = CASE \
-             WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END) >= $2 THEN $1 + $3 \
-             ELSE NULL END, \
-           updated_at = $1 \
-         WHERE user_id = $4 AND (locked_until IS NULL OR locked_until <= $1) \
-         RETURNING failed_count, locked_until",
-    )
-    .bind(now)
-    .bind(tenant.policy.lockout_threshold)
-    .bind(tenant.policy.lockout_seconds)
-    .bind(user_id)
-    .fetch_optional(store.pool())
-    .await?;
-    Ok(match row {
-        None => SignInFailure::AccountLocked,
-        Some(r) => match r.try_get::<Option<i64>, _>("locked_until")? {
-            Some(_) => SignInFailure::BadPasswordNowLocked,
-            None => SignInFailure::BadPassword,
-        },
-    })
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("the password is longer than {MAX_PASSWORD_BYTES} bytes")]
+    #[error("The password is longer than {MAX_PASSWORD_BYTES} bytes.")]
     TooLong,
     #[error(transparent)]
     Hash(#[from] hasher::HashError),
@@ -258,23 +321,53 @@ pub async fn insert_credential(
     Ok(())
 }
 
-/// Replaces the password (already prepared) and clears `must_change`.
-pub async fn replace(
-    store: &Store,
+/// Why a password was replaced: the refresh families end with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// The user changed their own password (the session that did it stays).
+    ChangedByUser,
+    /// An admin set or reset it (every session ends).
+    ResetByAdmin,
+}
+
+impl PasswordChange {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PasswordChange::ChangedByUser => "password_changed",
+            PasswordChange::ResetByAdmin => "password_reset",
+        }
+    }
+}
+
+/// Replaces (or creates) the password — already prepared — inside the caller's
+/// transaction, clears any lock, and ends what the old password opened: every other
+/// browser session of the user (all of them when `keep` is `None`) and every refresh
+/// family (OWASP ASVS 3.3.3). The caller commits the change, its audit event included.
+pub async fn replace_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now: UnixTime,
     user_id: &str,
     phc: &str,
     must_change: bool,
-) -> Result<bool, sqlx::Error> {
-    let r =
-        sqlx::query("UPDATE password_credentials SET phc = $1, must_change = $2, updated_at = $3 WHERE user_id = $4")
-            .bind(phc)
-            .bind(must_change as i64)
-            .bind(now)
-            .bind(user_id)
-            .execute(store.pool())
-            .await?;
-    Ok(r.rows_affected() == 1)
+    why: PasswordChange,
+    keep: Option<&crate::session::SessionToken>,
+) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE password_credentials SET phc = $1, must_change = $2, failed_count = 0, locked_until = NULL, \
+         updated_at = $3 WHERE user_id = $4",
+    )
+    .bind(phc)
+    .bind(must_change as i64)
+    .bind(now)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        insert_credential(tx, now, user_id, phc, must_change).await?;
+    }
+    crate::session::end_all_of_user(tx, user_id, keep).await?;
+    crate::oauth::grant::revoke_user_grants(&mut **tx, now, user_id, why.reason()).await?;
+    Ok(())
 }
 
 /// Admin unlock: clears the lock and the failure count. Returns whether the user has a
@@ -325,4 +418,101 @@ pub async fn must_change(store: &Store, user_id: &str) -> Result<bool, sqlx::Err
         Some(r) => r.try_get::<i64, _>("must_change")? != 0,
         None => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::{SigninRoute, TenantPolicy, TenantSlug};
+    use std::sync::Mutex;
+
+    /// Records the store calls of a sign-in; holds one user, `alice@acme.test`.
+    struct Recorder {
+        calls: Mutex<Vec<&'static str>>,
+        user: User,
+        cred: Option<(String, Option<i64>)>,
+    }
+
+    impl SignInStore for Recorder {
+        async fn load(&self, email: &Email) -> Result<Option<(User, Option<Credential>)>, sqlx::Error> {
+            self.calls.lock().unwrap().push("load");
+            Ok((email == &self.user.email).then(|| {
+                let cred =
+                    self.cred.clone().map(|(phc, locked_until)| Credential { phc, must_change: false, locked_until });
+                (self.user.clone(), cred)
+            }))
+        }
+        async fn record_failure(&self, _: UnixTime, _: &Tenant, _: &str) -> Result<SignInFailure, sqlx::Error> {
+            self.calls.lock().unwrap().push("write");
+            Ok(SignInFailure::BadPassword)
+        }
+        async fn reset_failures(&self, _: UnixTime, _: &str) -> Result<bool, sqlx::Error> {
+            self.calls.lock().unwrap().push("write");
+            Ok(true)
+        }
+        async fn replace_hash(&self, _: UnixTime, _: &str, _: &str, _: &str) -> Result<(), sqlx::Error> {
+            self.calls.lock().unwrap().push("rehash");
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn known_and_unknown_users_cost_the_same_store_work() {
+        let hasher = Hasher::new(2).unwrap();
+        let tenant = Tenant {
+            id: "t1".into(),
+            slug: TenantSlug::parse("acme").unwrap(),
+            name: "Acme".into(),
+            domains: vec!["acme.test".into()],
+            signin_route: SigninRoute::Password,
+            policy: TenantPolicy::default(),
+            created_at: 0,
+        };
+        let user = |disabled| User {
+            id: "u1".into(),
+            tenant_id: "t1".into(),
+            email: Email::parse("alice@acme.test").unwrap(),
+            display_name: None,
+            is_admin: false,
+            disabled,
+            email_verified: false,
+            created_at: 0,
+        };
+        let phc = hasher.hash(&SecretString::from("right password".to_string())).await.unwrap();
+        let now = 1_000;
+        let cases = [
+            ("bob@acme.test", false, Some((phc.clone(), None)), "anything", Some(SignInFailure::UnknownUser)),
+            ("alice@acme.test", false, Some((phc.clone(), None)), "wrong", Some(SignInFailure::BadPassword)),
+            (
+                "alice@acme.test",
+                false,
+                Some((phc.clone(), Some(now + 60))),
+                "right password",
+                Some(SignInFailure::AccountLocked),
+            ),
+            ("alice@acme.test", false, None, "anything", Some(SignInFailure::NoPassword)),
+            ("alice@acme.test", true, Some((phc.clone(), None)), "right password", Some(SignInFailure::Disabled)),
+            ("alice@acme.test", false, Some((phc.clone(), None)), "right password", None),
+        ];
+        for (email, disabled, cred, pw, expected) in cases {
+            let store = Recorder { calls: Mutex::new(vec![]), user: user(disabled), cred };
+            let hashes = hasher.completed();
+            let r = sign_in_with(
+                &store,
+                &hasher,
+                now,
+                &tenant,
+                &Email::parse(email).unwrap(),
+                &SecretString::from(pw.to_string()),
+            )
+            .await;
+            match (r, expected) {
+                (Ok(_), None) => {}
+                (Err(SignInError::Rejected(f, _)), Some(e)) => assert_eq!(f, e),
+                (other, e) => panic!("{email}: expected {e:?}, got {:?}", other.map(|_| ())),
+            }
+            assert_eq!(*store.calls.lock().unwrap(), vec!["load", "write"], "{email} {expected:?}");
+            assert_eq!(hasher.completed() - hashes, 1, "one argon2 verification: {email} {expected:?}");
+        }
+    }
 }

@@ -6,11 +6,11 @@ use crate::user::Email;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
-    #[error("the password must be at least {0} characters long")]
+    #[error("The password must be at least {0} characters long.")]
     TooShort(i64),
-    #[error("the password must be at most {0} characters long")]
+    #[error("The password must be at most {0} characters long.")]
     TooLong(i64),
-    #[error("the password must not be your user name")]
+    #[error("The password must not be your user name.")]
     EqualsUserName,
 }
 

@@ -9,6 +9,10 @@
 //! Windows are half-open: a session last seen at `t` with idle `i` is alive at
 //! `t + i - 1` and gone at `t + i`; likewise the absolute expiry.
 //!
+//! What the old password opened ends with it: a password change or reset, and disabling
+//! the user, end the user's sessions ([`end_all_of_user`]; a self-service change keeps
+//! the browser that made it) in the transaction that makes the change.
+//!
 //! Not here: the cookie attributes (http/), CSRF (http/csrf.rs).
 
 use sqlx::Row;
@@ -52,6 +56,9 @@ pub struct Session {
     pub last_seen_at: UnixTime,
     pub absolute_expires_at: UnixTime,
     pub amr: String,
+    /// The sign-in that started this session proved a one-time password (one that must be
+    /// changed): the forced change need not ask for it again.
+    pub one_time_password_proved: bool,
 }
 
 pub struct StartSession<'a> {
@@ -63,6 +70,8 @@ pub struct StartSession<'a> {
     pub user_agent: Option<&'a str>,
     /// The id the browser presented, if any: it is deleted, never promoted.
     pub replaces: Option<&'a SessionToken>,
+    /// The sign-in proved a one-time password (see [`Session::one_time_password_proved`]).
+    pub one_time_password_proved: bool,
 }
 
 pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
@@ -73,7 +82,8 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     }
     sqlx::query(
         "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, idle_seconds, \
-         absolute_expires_at, amr, client_ip, user_agent) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9)",
+         absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(token.hash())
     .bind(&s.tenant.id)
@@ -84,6 +94,7 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     .bind(s.amr)
     .bind(s.client_ip)
     .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
+    .bind(s.one_time_password_proved as i64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -95,7 +106,7 @@ pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Resul
     let row = sqlx::query(
         "UPDATE sessions SET last_seen_at = $1 \
          WHERE id_hash = $2 AND last_seen_at + idle_seconds > $1 AND absolute_expires_at > $1 \
-         RETURNING tenant_id, user_id, created_at, last_seen_at, absolute_expires_at, amr",
+         RETURNING tenant_id, user_id, created_at, last_seen_at, absolute_expires_at, amr, one_time_password_proved",
     )
     .bind(now)
     .bind(token.hash())
@@ -109,6 +120,7 @@ pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Resul
             last_seen_at: r.try_get("last_seen_at")?,
             absolute_expires_at: r.try_get("absolute_expires_at")?,
             amr: r.try_get("amr")?,
+            one_time_password_proved: r.try_get::<i64, _>("one_time_password_proved")? != 0,
         })
     })
     .transpose()
@@ -121,6 +133,38 @@ pub async fn end(store: &Store, token: &SessionToken) -> Result<Option<(String, 
         .fetch_optional(store.pool())
         .await?;
     row.map(|r| Ok((r.try_get("tenant_id")?, r.try_get("user_id")?))).transpose()
+}
+
+/// Ends every session of a user inside the caller's transaction, except `keep` (the
+/// browser that changed its own password stays signed in). Returns how many ended.
+pub async fn end_all_of_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    keep: Option<&SessionToken>,
+) -> Result<u64, sqlx::Error> {
+    let r = match keep {
+        Some(k) => {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+                .bind(user_id)
+                .bind(k.hash())
+                .execute(&mut **tx)
+                .await?
+        }
+        None => sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?,
+    };
+    Ok(r.rows_affected())
+}
+
+/// The session's one-time-password proof is spent (the password was changed).
+pub async fn clear_one_time_password_proof(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    token: &SessionToken,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET one_time_password_proved = 0 WHERE id_hash = $1")
+        .bind(token.hash())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Housekeeping: removes sessions past either window.

@@ -212,11 +212,23 @@ pub async fn create(store: &Store, now: UnixTime, new: NewTenant) -> Result<Tena
     find_by_slug(store, &new.slug).await?.ok_or_else(|| TenantError::NotFound(new.slug.to_string()))
 }
 
+/// Claims `d` for the tenant. Refused when another tenant owns it, or when another tenant
+/// already has users at it (their addresses would otherwise change hands).
 async fn insert_domain(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant_id: &str,
     d: &Domain,
 ) -> Result<(), TenantError> {
+    // A domain holds only `a-z 0-9 - .`, none of which is a LIKE wildcard; addresses are
+    // stored lower-cased.
+    let others = sqlx::query("SELECT id FROM users WHERE tenant_id <> $1 AND email LIKE $2")
+        .bind(tenant_id)
+        .bind(format!("%@{}", d.as_str()))
+        .fetch_optional(&mut **tx)
+        .await?;
+    if others.is_some() {
+        return Err(TenantError::DomainTaken(d.as_str().into()));
+    }
     let res = sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
         .bind(d.as_str())
         .bind(tenant_id)

@@ -4,6 +4,16 @@
 //! address alone finds the person. Credentials are not here: the DB realm keeps its
 //! password hashes in `password/`, and later routes keep their links (SAML NameID,
 //! upstream `sub`, LDAP DN, badge) in their own modules.
+//!
+//! A tenant's e-mail domains belong to it alone: [`insert`] refuses an address in a
+//! domain another tenant owns, and an address that exists in another tenant, with one
+//! and the same error ([`UserError::AddressUnavailable`]) — so an admin of one tenant
+//! cannot learn which people another tenant has. Only an address that exists in the
+//! caller's own tenant is [`UserError::EmailTaken`].
+//!
+//! `email_verified` is true only when the address was vouched for: by an admin of the
+//! organisation (a flag when creating or changing the user), or later by a route that
+//! verified it (an upstream IdP's claim). It is false by default.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -19,11 +29,11 @@ pub struct Email(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EmailError {
-    #[error("enter an e-mail address")]
+    #[error("Enter an e-mail address.")]
     Empty,
-    #[error("the e-mail address is too long (254 characters at most)")]
+    #[error("The e-mail address is too long (254 characters at most).")]
     TooLong,
-    #[error("that is not a valid e-mail address")]
+    #[error("That is not a valid e-mail address.")]
     Malformed,
 }
 
@@ -75,22 +85,31 @@ pub struct User {
     pub display_name: Option<String>,
     pub is_admin: bool,
     pub disabled: bool,
+    /// Someone vouched for the address (see the module header); else false.
+    pub email_verified: bool,
     pub created_at: UnixTime,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
-    #[error("a user with e-mail `{0}` already exists")]
+    #[error("a user with e-mail `{0}` already exists in this tenant")]
     EmailTaken(String),
+    /// The address is in a domain another tenant owns, or exists in another tenant: one
+    /// message for both, which never says whether that person exists.
+    #[error(
+        "the address `{0}` cannot be used in this tenant: its domain or the address belongs to another organisation"
+    )]
+    AddressUnavailable(String),
     #[error("no user with e-mail `{0}`")]
     NotFound(String),
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
 
-const USER_COLUMNS: &str = "id, tenant_id, email, display_name, is_admin, disabled, created_at";
+const USER_COLUMNS: &str = "id, tenant_id, email, display_name, is_admin, disabled, email_verified, created_at";
 
-fn from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+/// A user from a row holding the user columns by their names.
+pub(crate) fn from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     let email: String = row.try_get("email")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -100,11 +119,42 @@ fn from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         display_name: row.try_get("display_name")?,
         is_admin: row.try_get::<i64, _>("is_admin")? != 0,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }
 
-/// Inserts a user inside the caller's transaction (credentials are added beside it).
+/// Whether `email` may be given to a user of `tenant_id`: refused when its domain belongs
+/// to another tenant or the address exists in another tenant (one error for both).
+async fn check_address_free(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant_id: &str,
+    email: &Email,
+) -> Result<(), UserError> {
+    let owner = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
+        .bind(email.domain())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(row) = owner {
+        if row.try_get::<String, _>("tenant_id")? != tenant_id {
+            return Err(UserError::AddressUnavailable(email.to_string()));
+        }
+    }
+    let existing = sqlx::query("SELECT tenant_id FROM users WHERE email = $1")
+        .bind(email.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match existing {
+        Some(row) if row.try_get::<String, _>("tenant_id")? == tenant_id => {
+            Err(UserError::EmailTaken(email.to_string()))
+        }
+        Some(_) => Err(UserError::AddressUnavailable(email.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Inserts a user inside the caller's transaction (credentials are added beside it),
+/// after checking that the address is this tenant's to use (see the module header).
 pub async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now: UnixTime,
@@ -112,22 +162,26 @@ pub async fn insert(
     email: &Email,
     display_name: Option<&str>,
     is_admin: bool,
+    email_verified: bool,
 ) -> Result<User, UserError> {
+    check_address_free(tx, tenant_id, email).await?;
     let id = new_id();
     let res = sqlx::query(
-        "INSERT INTO users (id, tenant_id, email, display_name, is_admin, disabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
+        "INSERT INTO users (id, tenant_id, email, display_name, is_admin, disabled, email_verified, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7)",
     )
     .bind(&id)
     .bind(tenant_id)
     .bind(email.as_str())
     .bind(display_name)
     .bind(is_admin as i64)
+    .bind(email_verified as i64)
     .bind(now)
     .execute(&mut **tx)
     .await;
     match res {
-        Err(e) if is_unique_violation(&e) => return Err(UserError::EmailTaken(email.to_string())),
+        // A concurrent insert of the same address won: say no more than the check would.
+        Err(e) if is_unique_violation(&e) => return Err(UserError::AddressUnavailable(email.to_string())),
         r => r?,
     };
     Ok(User {
@@ -137,6 +191,7 @@ pub async fn insert(
         display_name: display_name.map(Into::into),
         is_admin,
         disabled: false,
+        email_verified,
         created_at: now,
     })
 }
@@ -161,7 +216,8 @@ pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<User>, UserErr
 /// (a password lock counts; users without a password credential cannot be locked).
 pub async fn find_active(store: &Store, now: UnixTime, id: &str) -> Result<Option<User>, UserError> {
     let row = sqlx::query(
-        "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.created_at FROM users u \
+        "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.email_verified, u.created_at \
+         FROM users u \
          LEFT JOIN password_credentials p ON p.user_id = u.id \
          WHERE u.id = $1 AND u.disabled = 0 AND (p.locked_until IS NULL OR p.locked_until <= $2)",
     )
@@ -180,19 +236,41 @@ pub async fn list_in_tenant(store: &Store, tenant_id: &str) -> Result<Vec<User>,
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-pub async fn set_disabled(store: &Store, now: UnixTime, user_id: &str, disabled: bool) -> Result<(), UserError> {
-    let mut tx = store.pool().begin().await?;
+/// Disables or enables a user inside the caller's transaction. Disabling ends the user's
+/// browser sessions and revokes every refresh family, so a later enable revives nothing
+/// (OWASP ASVS 3.3.3): the person signs in again.
+pub async fn set_disabled(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: UnixTime,
+    user_id: &str,
+    disabled: bool,
+) -> Result<(), UserError> {
     sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
         .bind(disabled as i64)
         .bind(now)
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     if disabled {
-        // A disabled user's browser sessions end with it.
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        crate::session::end_all_of_user(tx, user_id, None).await?;
+        crate::oauth::grant::revoke_user_grants(&mut **tx, now, user_id, "user_disabled").await?;
     }
-    tx.commit().await?;
+    Ok(())
+}
+
+/// Records whether the organisation vouches for the user's address.
+pub async fn set_email_verified(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: UnixTime,
+    user_id: &str,
+    verified: bool,
+) -> Result<(), UserError> {
+    sqlx::query("UPDATE users SET email_verified = $1, updated_at = $2 WHERE id = $3")
+        .bind(verified as i64)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use lanyard::oauth::client::{ClientKind, NewClient};
 
 both_stores!(service_client_administers_clients_users_and_policy, admin_api_refuses_without_the_right);
 
-fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
+pub fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
     NewClient {
         client_id: id.into(),
         kind,
@@ -29,7 +29,7 @@ fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
     }
 }
 
-async fn service_token(app: &TestApp, tenant: &str, id: &str, scopes: &[&str]) -> String {
+pub async fn service_token(app: &TestApp, tenant: &str, id: &str, scopes: &[&str]) -> String {
     let (_, secret) = app
         .admin()
         .create_client(&app.state.keys, &app.state.client_secrets, tenant, new_client(id, ClientKind::Service, scopes))

@@ -143,7 +143,7 @@ async fn bad_admin_input_changes_nothing(kind: StoreKind) {
     app.user("acme", "alice@acme.test").await;
     let pw = secrecy::SecretString::from("long enough pw".to_string());
     let err = admin.create_user("globex", "alice@acme.test", Some(&pw), false, false).await.unwrap_err();
-    assert!(err.to_string().contains("already exists"), "user names are unique across tenants");
+    assert!(err.to_string().contains("belongs to another organisation"), "user names are unique across tenants");
     let short = secrecy::SecretString::from("short".to_string());
     let err = admin.create_user("acme", "bob@acme.test", Some(&short), false, false).await.unwrap_err();
     assert!(err.to_string().contains("at least 8"));

@@ -98,7 +98,19 @@ async fn old_parameter_hash_is_upgraded_at_sign_in(kind: StoreKind) {
     let alice = app.user("acme", "alice@acme.test").await;
     let weak =
         lanyard::password::hasher::hash_blocking(PASSWORD, argon2::Params::new(4096, 1, 1, None).unwrap()).unwrap();
-    lanyard::password::replace(&app.state.store, app.now(), &alice.id, &weak, false).await.unwrap();
+    let mut tx = app.state.store.pool().begin().await.unwrap();
+    lanyard::password::replace_in(
+        &mut tx,
+        app.now(),
+        &alice.id,
+        &weak,
+        false,
+        lanyard::password::PasswordChange::ResetByAdmin,
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(app.browser().sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
     let phc = lanyard::password::stored_phc(&app.state.store, &alice.id).await.unwrap().unwrap();
     assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
@@ -118,39 +130,39 @@ async fn one_time_password_must_be_changed(kind: StoreKind) {
     assert_eq!(res.status(), 303, "account waits for the new password");
     assert!(location(&res).starts_with("/t/acme/password/change"));
 
-    let csrf = b.csrf("/t/acme/password/change").await;
+    // The sign-in just proved the one-time password: the page does not ask for it again,
+    // and it states the rules before anything is typed.
+    let page = b.get("/t/acme/password/change").await.text().await.unwrap();
+    assert!(!page.contains("current_password"), "{page}");
+    assert!(page.contains("Use 8 to 128 characters"), "{page}");
+    let csrf = extract_csrf(&page).unwrap();
     // Policy: too short, and equal to the user name, are refused with a reason.
     for (new, why) in [("short", "at least 8"), ("olga@acme.test", "user name")] {
         let r = b
-            .post_form(
-                "/t/acme/password/change",
-                &[
-                    ("csrf", &csrf),
-                    ("current_password", "one-time-pw-123"),
-                    ("new_password", new),
-                    ("confirm_password", new),
-                ],
-            )
+            .post_form("/t/acme/password/change", &[("csrf", &csrf), ("new_password", new), ("confirm_password", new)])
             .await;
         assert_eq!(r.status(), 400);
         assert!(r.text().await.unwrap().contains(why));
     }
     let long = "L".repeat(128);
     let r = b
-        .post_form(
-            "/t/acme/password/change",
-            &[
-                ("csrf", &csrf),
-                ("current_password", "one-time-pw-123"),
-                ("new_password", &long),
-                ("confirm_password", &long),
-            ],
-        )
+        .post_form("/t/acme/password/change", &[("csrf", &csrf), ("new_password", &long), ("confirm_password", &long)])
         .await;
     assert_eq!(r.status(), 303, "a 128-character password is accepted");
     assert_eq!(b.get("/t/acme/account").await.status(), 200);
     assert_eq!(app.browser().sign_in("acme", "olga@acme.test", &long).await.status(), 303);
     assert_eq!(app.browser().sign_in("acme", "olga@acme.test", "one-time-pw-123").await.status(), 401);
+    // The proof is spent: a later change asks for the current password again.
+    let page = b.get("/t/acme/password/change").await.text().await.unwrap();
+    assert!(page.contains("current_password"), "{page}");
+    let csrf = extract_csrf(&page).unwrap();
+    let r = b
+        .post_form(
+            "/t/acme/password/change",
+            &[("csrf", &csrf), ("new_password", "another-pw-1"), ("confirm_password", "another-pw-1")],
+        )
+        .await;
+    assert_eq!(r.status(), 400, "`current_password` is missing");
 }
 
 async fn bootstrap_admin_can_sign_in(kind: StoreKind) {
