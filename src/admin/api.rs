@@ -54,9 +54,7 @@ impl AdminError {
         let (status, code) = match self {
             AdminError::Tenant(TenantError::NotFound(_))
             | AdminError::User(UserError::NotFound(_))
-            | AdminError::Resource(ResourceError::NotFound(_)) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            | AdminError::Resource(ResourceError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
             | AdminError::Client(ClientError::Taken(_))

@@ -72,7 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(observe::readyz))
         .route("/static/lanyard.css", web::get().to(stylesheet))
         .route("/static/form_post.js", web::get().to(form_post_js))
-        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::oauth_metadata))
+        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::discovery))
         .route("/.well-known/oauth-authorization-server/t/{tenant}", web::method(Method::OPTIONS).to(cors::preflight))
         .configure(crate::admin::api::configure)
         .route("/", web::get().to(pages::root))

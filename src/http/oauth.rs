@@ -89,31 +89,19 @@ fn metadata(iss: &str) -> serde_json::Value {
     })
 }
 
-async fn metadata_response(req: &HttpRequest, state: &AppState, slug: &str) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(state, slug).await?;
-    let origin = cors::allowed_origin(req, &state.store, &tenant.id).await;
-    let doc = metadata(&issuer(state, &tenant));
-    let res = HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(doc);
-    Ok(cors::apply(res, origin.as_deref()))
-}
-
-/// OpenID Connect Discovery 1.0: `{issuer}/.well-known/openid-configuration`.
+/// OpenID Connect Discovery 1.0 (`{issuer}/.well-known/openid-configuration`) and, for
+/// OAuth-only libraries, RFC 8414 §3 (`/.well-known/oauth-authorization-server` inserted
+/// before the issuer's path `/t/{tenant}`): the same document.
 pub async fn discovery(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    metadata_response(&req, &state, &path).await
-}
-
-/// RFC 8414 §3: `/.well-known/oauth-authorization-server` inserted before the issuer's
-/// path (`/t/{tenant}`), for OAuth-only libraries.
-pub async fn oauth_metadata(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, PageError> {
-    metadata_response(&req, &state, &path).await
+    let tenant = tenant_from_path(&state, &path).await?;
+    let origin = cors::allowed_origin(&req, &state.store, &tenant.id).await;
+    let doc = metadata(&issuer(&state, &tenant));
+    let res = HttpResponse::Ok().insert_header(("cache-control", "public, max-age=300")).json(doc);
+    Ok(cors::apply(res, origin.as_deref()))
 }
 
 pub async fn jwks(
@@ -209,8 +197,7 @@ pub async fn authorize_post(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+    if !is_form(&req) {
         return Err(FormError::WrongContentType.into());
     }
     let tenant = tenant_from_path(&state, &path).await?;
@@ -450,9 +437,13 @@ fn presented_client<'a>(
     })
 }
 
-async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, OAuthError> {
+fn is_form(req: &HttpRequest) -> bool {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+    ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, OAuthError> {
+    if !is_form(req) {
         return Err(OAuthError::InvalidRequest(FormError::WrongContentType.to_string()));
     }
     FormFields::parse(body).map_err(form_error)
@@ -714,8 +705,9 @@ pub async fn end_session(
             } else {
                 None
             };
-            let claims = claims
-                .ok_or_else(|| PageError::bad_request("The id_token_hint is not an ID token this organisation issued."))?;
+            let claims = claims.ok_or_else(|| {
+                PageError::bad_request("The id_token_hint is not an ID token this organisation issued.")
+            })?;
             if requested_client.is_some_and(|c| c != claims.aud) {
                 return Err(PageError::bad_request(
                     "The id_token_hint was issued to another application than the one named in the request.",

@@ -263,12 +263,13 @@ impl KeyRing {
     }
 
     async fn count(&self, store: &Store, tenant_id: &str, alg: Alg, state: &str) -> Result<i64, KeyStoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE tenant_id = $1 AND alg = $2 AND state = $3")
-            .bind(tenant_id)
-            .bind(alg.as_str())
-            .bind(state)
-            .fetch_one(store.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE tenant_id = $1 AND alg = $2 AND state = $3")
+                .bind(tenant_id)
+                .bind(alg.as_str())
+                .bind(state)
+                .fetch_one(store.pool())
+                .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -322,7 +323,13 @@ impl KeyRing {
 
     /// Rotation of one tenant's `alg` keys: active → retired, next → active, a new next.
     /// Also drops retired keys whose tokens have all expired. Returns the newly active kid.
-    pub async fn rotate(&self, store: &Store, now: UnixTime, tenant_id: &str, alg: Alg) -> Result<String, KeyStoreError> {
+    pub async fn rotate(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        alg: Alg,
+    ) -> Result<String, KeyStoreError> {
         self.ensure(store, now, tenant_id, alg).await?;
         let active: String = self.kid_in_state(store, tenant_id, alg, "active").await?;
         match self.rotate_from(store, now, tenant_id, alg, &active).await? {
@@ -332,7 +339,13 @@ impl KeyRing {
         }
     }
 
-    async fn kid_in_state(&self, store: &Store, tenant_id: &str, alg: Alg, state: &str) -> Result<String, KeyStoreError> {
+    async fn kid_in_state(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        alg: Alg,
+        state: &str,
+    ) -> Result<String, KeyStoreError> {
         let row = sqlx::query("SELECT kid FROM signing_keys WHERE tenant_id = $1 AND alg = $2 AND state = $3")
             .bind(tenant_id)
             .bind(alg.as_str())
@@ -495,7 +508,12 @@ impl KeyRing {
     }
 
     /// The tenant's JWKS document: every key a verifier of its tokens may meet.
-    pub async fn jwks(&self, store: &Store, now: UnixTime, tenant_id: &str) -> Result<serde_json::Value, KeyStoreError> {
+    pub async fn jwks(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+    ) -> Result<serde_json::Value, KeyStoreError> {
         let snap = self.snapshot(store, now, tenant_id).await?;
         Ok(json!({"keys": snap.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}))
     }

@@ -535,7 +535,10 @@ mod tests {
         let mut c = native(&["com.example.workview://oauthredirect"]);
         c.allowed_scopes = vec!["openid".into(), "profile".into()];
         c.grant_types = vec!["authorization_code".into(), "refresh_token".into()];
-        assert_eq!(c.grantable_scope(Some("openid profile offline_access")).unwrap(), ["openid", "profile", "offline_access"]);
+        assert_eq!(
+            c.grantable_scope(Some("openid profile offline_access")).unwrap(),
+            ["openid", "profile", "offline_access"]
+        );
         assert_eq!(c.grantable_scope(Some("openid unknown email")).unwrap(), ["openid"]);
         assert!(c.grantable_scope(Some("unknown")).is_err());
         c.grant_types = vec!["authorization_code".into()];

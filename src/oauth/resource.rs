@@ -40,7 +40,9 @@ pub fn check_identifier(identifier: &str) -> Result<(), String> {
         return Err("a resource identifier must be an absolute URI of at most 2000 characters".into());
     }
     match Url::parse(identifier) {
-        Ok(u) if u.fragment().is_some() => Err("a resource identifier must not contain a fragment (RFC 8707 §2)".into()),
+        Ok(u) if u.fragment().is_some() => {
+            Err("a resource identifier must not contain a fragment (RFC 8707 §2)".into())
+        }
         Ok(_) => Ok(()),
         Err(_) => Err("a resource identifier must be an absolute URI (RFC 8707 §2)".into()),
     }
@@ -99,10 +101,11 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Resource, sqlx::Error> {
 }
 
 pub async fn list(store: &Store, tenant_id: &str) -> Result<Vec<Resource>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, identifier, scopes FROM oauth_resources WHERE tenant_id = $1 ORDER BY identifier")
-        .bind(tenant_id)
-        .fetch_all(store.pool())
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, identifier, scopes FROM oauth_resources WHERE tenant_id = $1 ORDER BY identifier")
+            .bind(tenant_id)
+            .fetch_all(store.pool())
+            .await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -110,11 +113,12 @@ pub async fn find(store: &Store, tenant_id: &str, identifier: &str) -> Result<Op
     if identifier.len() > 2000 {
         return Ok(None);
     }
-    let row = sqlx::query("SELECT id, identifier, scopes FROM oauth_resources WHERE tenant_id = $1 AND identifier = $2")
-        .bind(tenant_id)
-        .bind(identifier)
-        .fetch_optional(store.pool())
-        .await?;
+    let row =
+        sqlx::query("SELECT id, identifier, scopes FROM oauth_resources WHERE tenant_id = $1 AND identifier = $2")
+            .bind(tenant_id)
+            .bind(identifier)
+            .fetch_optional(store.pool())
+            .await?;
     row.as_ref().map(from_row).transpose()
 }
 

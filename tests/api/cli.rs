@@ -362,7 +362,11 @@ fn read_only_commands_never_create_a_store() {
     assert!(files_in(dir.path()).is_empty(), "created {:?}", files_in(dir.path()));
 
     let typo = format!("sqlite://{}/dta/lanyrd.db", dir.path().display());
-    for args in [&["admin", "tenant", "list"][..], &["keys", "list", "--tenant", "acme"], &["admin", "user", "list", "--tenant", "acme"]] {
+    for args in [
+        &["admin", "tenant", "list"][..],
+        &["keys", "list", "--tenant", "acme"],
+        &["admin", "user", "list", "--tenant", "acme"],
+    ] {
         let out = lanyard(&typo, dir.path(), args, None);
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr(&out).contains("there is no Lanyard store"), "{}", stderr(&out));

@@ -315,3 +315,30 @@ pub fn extract_csrf(body: &str) -> Option<String> {
 pub fn location(res: &reqwest::Response) -> String {
     res.headers().get("location").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
+
+/// A client with the usual defaults, for tests to adjust.
+pub fn new_client(
+    id: &str,
+    kind: lanyard::oauth::client::ClientKind,
+    redirects: &[&str],
+) -> lanyard::oauth::client::NewClient {
+    lanyard::oauth::client::NewClient {
+        client_id: id.into(),
+        kind,
+        redirect_uris: redirects.iter().map(|s| s.to_string()).collect(),
+        post_logout_redirect_uris: vec![],
+        scopes: None,
+        grant_types: None,
+        access_token_seconds: None,
+        id_token_seconds: None,
+        refresh_idle_seconds: None,
+        refresh_absolute_seconds: None,
+        id_token_alg: None,
+        secret: None,
+        web_origins: vec![],
+    }
+}
+
+pub async fn register(app: &TestApp, tenant: &str, c: lanyard::oauth::client::NewClient) -> Option<String> {
+    app.admin().create_client(&app.state.keys, &app.state.client_secrets, tenant, c).await.unwrap().1
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::both_stores;
 use crate::helpers::*;
 use crate::oauth::{claims, code_for, header, pkce, NATIVE_REDIRECT};
-use lanyard::oauth::client::{ClientKind, NewClient};
+use lanyard::oauth::client::ClientKind;
 
 both_stores!(
     token_lookups_are_scoped_to_the_tenant_of_the_endpoint,
@@ -25,28 +25,6 @@ both_stores!(
     removed_apis_and_ambiguous_audiences,
     cors_answers_only_the_clients_own_origins,
 );
-
-pub fn new_client(id: &str, kind: ClientKind, redirects: &[&str]) -> NewClient {
-    NewClient {
-        client_id: id.into(),
-        kind,
-        redirect_uris: redirects.iter().map(|s| s.to_string()).collect(),
-        post_logout_redirect_uris: vec![],
-        scopes: None,
-        grant_types: None,
-        access_token_seconds: None,
-        id_token_seconds: None,
-        refresh_idle_seconds: None,
-        refresh_absolute_seconds: None,
-        id_token_alg: None,
-        secret: None,
-        web_origins: vec![],
-    }
-}
-
-pub async fn register(app: &TestApp, tenant: &str, c: NewClient) -> Option<String> {
-    app.admin().create_client(&app.state.keys, &app.state.client_secrets, tenant, c).await.unwrap().1
-}
 
 async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
     let r = reqwest::Client::new().post(format!("{}{path}", app.base)).form(form).send().await.unwrap();
@@ -114,8 +92,12 @@ async fn token_lookups_are_scoped_to_the_tenant_of_the_endpoint(kind: StoreKind)
     assert_eq!(v["iss"], format!("{}/t/acme", app.base), "iss is the token's own tenant");
 
     // Refresh at beta with beta's same-named client: refused, and the token still works at acme.
-    let (s, v) = post(&app, "/t/beta/token", &[("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt)])
-        .await;
+    let (s, v) = post(
+        &app,
+        "/t/beta/token",
+        &[("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt)],
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
     // Revocation at beta does nothing to acme's token.
     let (s, _) = post(&app, "/t/beta/revoke", &[("client_id", "workview"), ("token", rt)]).await;
@@ -125,8 +107,12 @@ async fn token_lookups_are_scoped_to_the_tenant_of_the_endpoint(kind: StoreKind)
     // Userinfo at beta refuses acme's access token.
     let r = reqwest::Client::new().get(format!("{}/t/beta/userinfo", app.base)).bearer_auth(at).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let (s, v) = post(&app, "/t/acme/token", &[("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt)])
-        .await;
+    let (s, v) = post(
+        &app,
+        "/t/acme/token",
+        &[("grant_type", "refresh_token"), ("client_id", "workview"), ("refresh_token", rt)],
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
 }
 
@@ -215,7 +201,12 @@ async fn basic_credentials_raw_or_encoded_and_empty_password_for_public_clients(
         &app,
         "/t/acme/token",
         "workview:",
-        &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", NATIVE_REDIRECT), ("code_verifier", &verifier)],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", NATIVE_REDIRECT),
+            ("code_verifier", &verifier),
+        ],
     )
     .await;
     assert_eq!(s, 200, "requests-oauthlib's public-client Basic header: {v}");
@@ -229,7 +220,8 @@ async fn basic_credentials_raw_or_encoded_and_empty_password_for_public_clients(
     let encoded: String = url::form_urlencoded::byte_serialize(chosen.as_bytes()).collect();
     for (label, pass) in [("raw (Authlib)", chosen.to_string()), ("form-encoded (RFC 6749)", encoded)] {
         let (s, v) =
-            post_basic(&app, "/t/acme/token", &format!("reports:{pass}"), &[("grant_type", "client_credentials")]).await;
+            post_basic(&app, "/t/acme/token", &format!("reports:{pass}"), &[("grant_type", "client_credentials")])
+                .await;
         assert_eq!(s, 200, "{label}: {v}");
     }
     let (s, v) = post_basic(&app, "/t/acme/token", "reports:wrong", &[("grant_type", "client_credentials")]).await;
@@ -253,7 +245,12 @@ async fn a_recreated_client_id_does_not_revive_old_tokens(kind: StoreKind) {
     let (s, t) = post(
         &app,
         "/t/acme/token",
-        &[("grant_type", "client_credentials"), ("client_id", "reports"), ("client_secret", &secret), ("scope", "lanyard:admin")],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "reports"),
+            ("client_secret", &secret),
+            ("scope", "lanyard:admin"),
+        ],
     )
     .await;
     assert_eq!(s, 200);
@@ -262,7 +259,9 @@ async fn a_recreated_client_id_does_not_revive_old_tokens(kind: StoreKind) {
     let mut again = new_client("reports", ClientKind::Service, &[]);
     again.scopes = Some(vec!["reports.read".into()]);
     let secret2 = register(&app, "acme", again).await.unwrap();
-    let (_, v) = post(&app, "/t/acme/introspect", &[("client_id", "reports"), ("client_secret", &secret2), ("token", &old)]).await;
+    let (_, v) =
+        post(&app, "/t/acme/introspect", &[("client_id", "reports"), ("client_secret", &secret2), ("token", &old)])
+            .await;
     assert_eq!(v["active"], false, "the old client's token stays dead: {v}");
     let r = reqwest::Client::new()
         .get(format!("{}/t/acme/admin/api/clients", app.base))
@@ -285,9 +284,17 @@ async fn a_wrong_verifier_does_not_burn_the_code(kind: StoreKind) {
     let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
     let base = [("grant_type", "authorization_code"), ("code", code.as_str())];
     let attempts: Vec<Vec<(&str, &str)>> = vec![
-        vec![("client_id", "workview"), ("redirect_uri", NATIVE_REDIRECT), ("code_verifier", "wrong-verifier-wrong-verifier-wrong-verifier-x")],
+        vec![
+            ("client_id", "workview"),
+            ("redirect_uri", NATIVE_REDIRECT),
+            ("code_verifier", "wrong-verifier-wrong-verifier-wrong-verifier-x"),
+        ],
         vec![("client_id", "other"), ("redirect_uri", NATIVE_REDIRECT), ("code_verifier", &verifier)],
-        vec![("client_id", "workview"), ("redirect_uri", "com.example.workview://elsewhere"), ("code_verifier", &verifier)],
+        vec![
+            ("client_id", "workview"),
+            ("redirect_uri", "com.example.workview://elsewhere"),
+            ("code_verifier", &verifier),
+        ],
     ];
     for extra in attempts {
         let form: Vec<(&str, &str)> = base.iter().copied().chain(extra).collect();
@@ -304,12 +311,9 @@ async fn a_wrong_verifier_does_not_burn_the_code(kind: StoreKind) {
     let (s, v) = post(&app, "/t/acme/token", &good).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
     assert!(v["error_description"].as_str().unwrap().contains("already used"));
-    let (_, v) = post(
-        &app,
-        "/t/acme/introspect",
-        &[("client_id", "workview"), ("token", t["refresh_token"].as_str().unwrap())],
-    )
-    .await;
+    let (_, v) =
+        post(&app, "/t/acme/introspect", &[("client_id", "workview"), ("token", t["refresh_token"].as_str().unwrap())])
+            .await;
     assert_eq!(v["active"], false, "a genuine replay revokes the family");
 }
 
@@ -377,7 +381,11 @@ async fn published_keys_come_from_the_sealed_private_keys(kind: StoreKind) {
     assert_eq!(after, before, "the published keys ignore the column");
     // A sealed key moved to another tenant does not open there.
     let beta_id = crate::oauth::tenant_id(&app, "beta").await;
-    sqlx::query("DELETE FROM signing_keys WHERE tenant_id = $1").bind(&beta_id).execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("DELETE FROM signing_keys WHERE tenant_id = $1")
+        .bind(&beta_id)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
     sqlx::query("UPDATE signing_keys SET tenant_id = $1 WHERE tenant_id = $2")
         .bind(&beta_id)
         .bind(&acme_id)
@@ -438,7 +446,11 @@ async fn removed_apis_and_ambiguous_audiences(kind: StoreKind) {
     let (s, v) = post(
         &app,
         "/t/acme/token",
-        &[("grant_type", "refresh_token"), ("client_id", "shop"), ("refresh_token", t["refresh_token"].as_str().unwrap())],
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "shop"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ],
     )
     .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
@@ -456,7 +468,12 @@ async fn cors_answers_only_the_clients_own_origins(kind: StoreKind) {
     register(&app, "acme", spa).await;
     let err = app
         .admin()
-        .create_client(&app.state.keys, &app.state.client_secrets, "acme", new_client("bare", ClientKind::Spa, &["https://x.acme.test/cb"]))
+        .create_client(
+            &app.state.keys,
+            &app.state.client_secrets,
+            "acme",
+            new_client("bare", ClientKind::Spa, &["https://x.acme.test/cb"]),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("web-origin"), "{err}");

@@ -35,22 +35,7 @@ pub fn pkce() -> (String, String) {
 }
 
 pub async fn native_client(app: &TestApp, id: &str) {
-    let new = NewClient {
-        client_id: id.into(),
-        kind: ClientKind::Native,
-        redirect_uris: vec![NATIVE_REDIRECT.into(), "http://127.0.0.1/cb".into()],
-        post_logout_redirect_uris: vec![],
-        scopes: None,
-        grant_types: None,
-        access_token_seconds: None,
-        id_token_seconds: None,
-        refresh_idle_seconds: None,
-        refresh_absolute_seconds: None,
-        id_token_alg: None,
-        secret: None,
-        web_origins: vec![],
-    };
-    app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
+    register(app, "acme", new_client(id, ClientKind::Native, &[NATIVE_REDIRECT, "http://127.0.0.1/cb"])).await;
 }
 
 async fn setup(kind: StoreKind) -> (TestApp, Browser) {
@@ -476,7 +461,13 @@ async fn retired_keys_verify_until_removed(kind: StoreKind) {
     app.state.keys.remove_expired(&app.state.store, app.now()).await.unwrap();
     let jwks: Value = b.get("/t/acme/jwks").await.json().await.unwrap();
     assert!(!jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == old_kid.as_str()), "retired key removed");
-    let err = app.state.keys.verify(&app.state.store, app.now(), &tenant_id(&app, "acme").await, &at).await.err().expect("refused");
+    let err = app
+        .state
+        .keys
+        .verify(&app.state.store, app.now(), &tenant_id(&app, "acme").await, &at)
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("unknown key"), "{err}");
     // New tokens carry the new key.
     let b = app.browser();

@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use crate::both_stores;
 use crate::helpers::*;
-use crate::isolation::{new_client, register};
 use crate::oauth::{authorize_url, claims, code_for, header, pkce, query_of, NATIVE_REDIRECT};
 use lanyard::oauth::client::ClientKind;
 
@@ -94,7 +93,8 @@ async fn appauth_default_scopes_are_granted_or_ignored(kind: StoreKind) {
     assert!(t.get("refresh_token").is_none());
 
     // Nothing grantable at all: invalid_scope, back to the client.
-    let url = authorize_url("workview", NATIVE_REDIRECT, Some(&pkce().1), &[]).replace("scope=openid+email", "scope=frobnicate");
+    let url = authorize_url("workview", NATIVE_REDIRECT, Some(&pkce().1), &[])
+        .replace("scope=openid+email", "scope=frobnicate");
     let res = b.get(&url).await;
     let loc = location(&res);
     assert!(loc.contains("error=invalid_scope"), "{loc}");
@@ -133,13 +133,21 @@ async fn authorize_takes_post(kind: StoreKind) {
     let res = fresh
         .post_form(
             "/t/acme/authorize",
-            &[("response_type", "code"), ("client_id", "workview"), ("redirect_uri", NATIVE_REDIRECT), ("code_challenge", &challenge), ("code_challenge_method", "S256")],
+            &[
+                ("response_type", "code"),
+                ("client_id", "workview"),
+                ("redirect_uri", NATIVE_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
         )
         .await;
     let res = fresh.get(&location(&res)).await;
     let login = location(&res);
     assert!(login.starts_with("/t/acme/login?return_to=%2Ft%2Facme%2Fauthorize%3Fresponse_type%3Dcode"), "{login}");
-    let res = fresh.post_raw("/t/acme/authorize", "application/x-www-form-urlencoded", b"client_id=a&client_id=b".to_vec()).await;
+    let res = fresh
+        .post_raw("/t/acme/authorize", "application/x-www-form-urlencoded", b"client_id=a&client_id=b".to_vec())
+        .await;
     assert_eq!(res.status(), 400, "strictly parsed");
 }
 
@@ -149,8 +157,10 @@ async fn form_post_response_mode(kind: StoreKind) {
     let (app, b) = setup(kind).await;
     let (verifier, challenge) = pkce();
     let evil_state = "\"><script>alert(1)</script>";
-    let url = authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("response_mode", "form_post")])
-        .replace("state=st-123", &format!("state={}", url::form_urlencoded::byte_serialize(evil_state.as_bytes()).collect::<String>()));
+    let url = authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("response_mode", "form_post")]).replace(
+        "state=st-123",
+        &format!("state={}", url::form_urlencoded::byte_serialize(evil_state.as_bytes()).collect::<String>()),
+    );
     let res = b.get(&url).await;
     assert_eq!(res.status(), 200);
     let csp = res.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
@@ -171,7 +181,8 @@ async fn form_post_response_mode(kind: StoreKind) {
     assert!(js.text().await.unwrap().contains(".submit()"));
 
     for mode in ["fragment", "web_message"] {
-        let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("response_mode", mode)])).await;
+        let res =
+            b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("response_mode", mode)])).await;
         assert_eq!(res.status(), 303);
         let q = query_of(&location(&res));
         assert_eq!(q["error"], "invalid_request", "{mode}");
@@ -202,7 +213,15 @@ async fn metadata_matches_behaviour_both_ways(kind: StoreKind) {
     assert_eq!(m["claims_parameter_supported"], false);
 
     // Endpoints exist.
-    for k in ["authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "introspection_endpoint", "revocation_endpoint", "end_session_endpoint"] {
+    for k in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "end_session_endpoint",
+    ] {
         let u = m[k].as_str().unwrap();
         assert!(u.starts_with(&iss), "{k}");
         let http = reqwest::Client::new();
@@ -212,17 +231,30 @@ async fn metadata_matches_behaviour_both_ways(kind: StoreKind) {
     }
     assert_eq!(strings(&m["response_types_supported"]), ["code"]);
     assert_eq!(strings(&m["code_challenge_methods_supported"]), ["S256"]);
-    let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, None, &[("code_challenge", &pkce().1), ("code_challenge_method", "plain")])).await;
+    let res = b
+        .get(&authorize_url(
+            "workview",
+            NATIVE_REDIRECT,
+            None,
+            &[("code_challenge", &pkce().1), ("code_challenge_method", "plain")],
+        ))
+        .await;
     assert_eq!(query_of(&location(&res))["error"], "invalid_request", "plain is not advertised and is refused");
     let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&pkce().1), &[("request_uri", "urn:x")])).await;
     assert_eq!(query_of(&location(&res))["error"], "request_uri_not_supported");
-    let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&pkce().1), &[("response_type", "token")]).replace("response_type=code&", "")).await;
+    let res = b
+        .get(
+            &authorize_url("workview", NATIVE_REDIRECT, Some(&pkce().1), &[("response_type", "token")])
+                .replace("response_type=code&", ""),
+        )
+        .await;
     assert_eq!(query_of(&location(&res))["error"], "unsupported_response_type");
 
     // Response modes (form_post checked in detail elsewhere).
     for mode in strings(&m["response_modes_supported"]) {
         let (_, challenge) = pkce();
-        let res = b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("response_mode", &mode)])).await;
+        let res =
+            b.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("response_mode", &mode)])).await;
         match mode.as_str() {
             "query" => assert!(query_of(&location(&res)).contains_key("code")),
             "form_post" => assert!(res.text().await.unwrap().contains("name=\"code\"")),
@@ -251,7 +283,8 @@ async fn metadata_matches_behaviour_both_ways(kind: StoreKind) {
         .execute(app.state.store.pool())
         .await
         .unwrap();
-    let (code, v) = code_with(&b, "workview", NATIVE_REDIRECT, &[("scope", "openid email profile"), ("nonce", "n1")]).await;
+    let (code, v) =
+        code_with(&b, "workview", NATIVE_REDIRECT, &[("scope", "openid email profile"), ("nonce", "n1")]).await;
     let t = redeem(&app, "workview", NATIVE_REDIRECT, &code, &v).await;
     let idc = claims(t["id_token"].as_str().unwrap());
     let ui: Value = reqwest::Client::new()
@@ -366,11 +399,18 @@ async fn resource_servers_receive_tokens_meant_for_them(kind: StoreKind) {
     let (s, v2) = post(
         &app,
         "/t/acme/token",
-        &[("grant_type", "refresh_token"), ("client_id", "shop"), ("refresh_token", rt), ("resource", "https://hr.acme.test")],
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "shop"),
+            ("refresh_token", rt),
+            ("resource", "https://hr.acme.test"),
+        ],
     )
     .await;
     assert_eq!((s, v2["error"].as_str()), (400, Some("invalid_target")));
-    let (s, t2) = post(&app, "/t/acme/token", &[("grant_type", "refresh_token"), ("client_id", "shop"), ("refresh_token", rt)]).await;
+    let (s, t2) =
+        post(&app, "/t/acme/token", &[("grant_type", "refresh_token"), ("client_id", "shop"), ("refresh_token", rt)])
+            .await;
     assert_eq!(s, 200, "{t2}");
     assert_eq!(claims(t2["access_token"].as_str().unwrap())["aud"], "https://api.acme.test");
 
@@ -396,7 +436,12 @@ async fn resource_servers_receive_tokens_meant_for_them(kind: StoreKind) {
     let (s, t) = post(
         &app,
         "/t/acme/token",
-        &[("grant_type", "client_credentials"), ("client_id", "batch"), ("client_secret", &secret), ("resource", "https://api.acme.test")],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "batch"),
+            ("client_secret", &secret),
+            ("resource", "https://api.acme.test"),
+        ],
     )
     .await;
     assert_eq!(s, 200, "{t}");
@@ -404,7 +449,12 @@ async fn resource_servers_receive_tokens_meant_for_them(kind: StoreKind) {
     let (s, t) = post(
         &app,
         "/t/acme/token",
-        &[("grant_type", "client_credentials"), ("client_id", "batch"), ("client_secret", &secret), ("resource", "https://nope.test")],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "batch"),
+            ("client_secret", &secret),
+            ("resource", "https://nope.test"),
+        ],
     )
     .await;
     assert_eq!((s, t["error"].as_str()), (400, Some("invalid_target")));
@@ -419,15 +469,13 @@ async fn single_page_apps_get_cors_for_their_origins_only(kind: StoreKind) {
     let origin = "https://app.acme.test";
     let mut spa = new_client("dashboard", ClientKind::Spa, &["https://app.acme.test/cb"]);
     spa.web_origins = vec![origin.into()];
-    let created = app
-        .admin()
-        .create_client(&app.state.keys, &app.state.client_secrets, "acme", spa)
-        .await
-        .unwrap();
+    let created = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", spa).await.unwrap();
     assert!(created.1.is_none(), "a spa is public: no secret");
     assert_eq!(created.0.refresh_idle_seconds, lanyard::oauth::client::DEFAULT_SPA_REFRESH_IDLE_SECONDS);
     let http = reqwest::Client::new();
-    for path in ["/t/acme/.well-known/openid-configuration", "/t/acme/jwks", "/.well-known/oauth-authorization-server/t/acme"] {
+    for path in
+        ["/t/acme/.well-known/openid-configuration", "/t/acme/jwks", "/.well-known/oauth-authorization-server/t/acme"]
+    {
         let r = http.get(format!("{}{path}", app.base)).header("origin", origin).send().await.unwrap();
         assert_eq!(r.headers().get("access-control-allow-origin").unwrap(), origin, "{path}");
         let r = http.get(format!("{}{path}", app.base)).header("origin", "https://evil.test").send().await.unwrap();
@@ -482,7 +530,11 @@ async fn single_page_apps_get_cors_for_their_origins_only(kind: StoreKind) {
     let r = http
         .post(format!("{}/t/acme/token", app.base))
         .header("origin", "https://evil.test")
-        .form(&[("grant_type", "refresh_token"), ("client_id", "dashboard"), ("refresh_token", t["refresh_token"].as_str().unwrap())])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "dashboard"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
         .send()
         .await
         .unwrap();

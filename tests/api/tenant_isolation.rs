@@ -225,9 +225,10 @@ both_stores!(existing_users_stay_verified_only_at_their_own_tenants_domains);
 /// owns; squatted addresses and addresses at nobody's domain become false.
 async fn existing_users_stay_verified_only_at_their_own_tenants_domains(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = lanyard::store::Store::connect(&fresh_database_url(kind, dir.path()).await, lanyard::store::OpenMode::Create)
-        .await
-        .unwrap();
+    let store =
+        lanyard::store::Store::connect(&fresh_database_url(kind, dir.path()).await, lanyard::store::OpenMode::Create)
+            .await
+            .unwrap();
     let sub = match kind {
         StoreKind::Sqlite => "sqlite",
         StoreKind::Postgres => "postgres",
