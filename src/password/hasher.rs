@@ -29,8 +29,10 @@ pub const OWASP_T_COST: u32 = 2;
 pub const OWASP_P_COST: u32 = 1;
 
 /// Jobs allowed to wait or run per hashing thread when no limit is configured: with
-/// ~20 ms per hash, a full queue is well under a second of waiting.
-pub const DEFAULT_QUEUE_PER_THREAD: usize = 32;
+/// 20–40 ms per hash, a full queue is 5–10 s of waiting. A morning burst (500 people at
+/// once on 2 cores: `cargo bench --bench signin`) is absorbed; beyond that the answer is an
+/// immediate 503 rather than minutes of waiting. A waiting job holds only its password.
+pub const DEFAULT_QUEUE_PER_THREAD: usize = 256;
 /// What a refused requester is told to wait (`Retry-After`, seconds).
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
