@@ -15,6 +15,7 @@ pub mod http;
 pub mod keys;
 pub mod oauth;
 pub mod password;
+pub mod saml;
 pub mod session;
 pub mod store;
 pub mod tenant;

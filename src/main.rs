@@ -76,6 +76,9 @@ enum AdminCommand {
     /// Resource servers (APIs) of a tenant: access tokens name the API they are for in `aud`.
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Identity providers of a tenant (SAML 2.0 IdPs, whose metadata Lanyard imports).
+    #[command(subcommand)]
+    Idp(IdpCommand),
     /// Print a tenant's audit events, newest first.
     Audit {
         #[arg(long)]
@@ -170,6 +173,92 @@ enum ResourceCommand {
         #[arg(long)]
         identifier: String,
     },
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
+enum IdpCommand {
+    /// Import a SAML IdP's metadata XML (validated first; a refused file changes nothing).
+    /// Creates the IdP, or replaces its metadata and keeps its settings. Prints it as JSON.
+    ImportSaml {
+        #[arg(long)]
+        tenant: String,
+        /// The IdP's name in the tenant (a-z, 0-9, '-', '_').
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The metadata file; `-` reads standard input.
+        file: std::path::PathBuf,
+    },
+    /// List the tenant's IdPs as JSON, with certificate expiry.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Show one IdP as JSON.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Print the IdP metadata XML exactly as it was imported.
+    Metadata {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Change an IdP's sign-in settings; prints it as JSON.
+    Update(IdpUpdate),
+    /// Remove an IdP (the next oldest becomes the default if it was).
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct IdpUpdate {
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    name: String,
+    /// Clock skew tolerated on every time check, 0–600 seconds (default 120).
+    #[arg(long)]
+    clock_skew_seconds: Option<i64>,
+    /// Accept unsolicited (IdP-initiated) responses.
+    #[arg(long)]
+    allow_idp_initiated: Option<bool>,
+    /// Which signature is required: either (the Assertion or the Response containing it),
+    /// assertion, response, both.
+    #[arg(long)]
+    require_signed: Option<String>,
+    /// Accept RSA/ECDSA signatures and digests with SHA-1.
+    #[arg(long)]
+    allow_sha1: Option<bool>,
+    /// Take the user name from this attribute instead of the NameID.
+    #[arg(long, conflicts_with = "username_nameid")]
+    username_attribute: Option<String>,
+    /// Take the user name from the NameID (the default).
+    #[arg(long)]
+    username_nameid: bool,
+    /// Attribute holding the e-mail address.
+    #[arg(long)]
+    email_attribute: Option<String>,
+    /// Attribute holding the display name.
+    #[arg(long)]
+    display_name_attribute: Option<String>,
+    /// Attribute holding the groups.
+    #[arg(long)]
+    groups_attribute: Option<String>,
+    /// Create and update users at sign-in.
+    #[arg(long)]
+    jit: Option<bool>,
+    /// Make this the tenant's default IdP.
+    #[arg(long)]
+    default: bool,
 }
 
 #[derive(Subcommand)]
@@ -434,6 +523,58 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
+async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
+    use lanyard::saml::idp::{AttributeMap, RequireSigned, SettingsChange};
+    match cmd {
+        IdpCommand::ImportSaml { tenant, name, file } => {
+            let xml = if file.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)?;
+                buf
+            } else {
+                std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            let (_, v) = ctx.import_saml_metadata(&tenant, &name, &xml).await?;
+            print_json(&v)
+        }
+        IdpCommand::List { tenant } => print_json(&ctx.list_saml_idps(&tenant).await?),
+        IdpCommand::Show { tenant, name } => print_json(&ctx.saml_idp(&tenant, &name).await?),
+        IdpCommand::Metadata { tenant, name } => {
+            print!("{}", ctx.saml_idp_metadata(&tenant, &name).await?);
+            Ok(())
+        }
+        IdpCommand::Remove { tenant, name } => {
+            ctx.remove_saml_idp(&tenant, &name).await?;
+            print_json(&serde_json::json!({"removed": name}))
+        }
+        IdpCommand::Update(u) => {
+            let current = ctx.saml_idp(&u.tenant, &u.name).await?;
+            let map_given = u.email_attribute.is_some() || u.display_name_attribute.is_some() || u.groups_attribute.is_some();
+            let attribute_map = if map_given {
+                let mut m: AttributeMap = serde_json::from_value(current["settings"]["attribute_map"].clone())?;
+                m.email = u.email_attribute.or(m.email);
+                m.display_name = u.display_name_attribute.or(m.display_name);
+                m.groups = u.groups_attribute.or(m.groups);
+                Some(m)
+            } else {
+                None
+            };
+            let change = SettingsChange {
+                clock_skew_seconds: u.clock_skew_seconds,
+                allow_idp_initiated: u.allow_idp_initiated,
+                require_signed: u.require_signed.as_deref().map(RequireSigned::parse).transpose()?,
+                allow_sha1: u.allow_sha1,
+                username_attribute: if u.username_nameid { Some(None) } else { u.username_attribute.map(Some) },
+                attribute_map,
+                jit: u.jit,
+                make_default: u.default,
+                metadata_url: None,
+            };
+            print_json(&ctx.update_saml_idp(&u.tenant, &u.name, change).await?)
+        }
+    }
+}
+
 fn parse_domains(list: &[String]) -> Result<Vec<Domain>, AdminError> {
     list.iter().map(|d| Domain::parse(d).map_err(AdminError::from)).collect()
 }
@@ -507,6 +648,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
             ctx.delete_client(&tenant, &client_id).await?;
             print_json(&serde_json::json!({"deleted": client_id}))
         }
+        AdminCommand::Idp(cmd) => idp(ctx, cmd).await,
         AdminCommand::Tenant(TenantCommand::Create { slug, name, domains }) => {
             print_json(&ctx.create_tenant(&slug, &name, &domains).await?)
         }

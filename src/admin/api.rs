@@ -28,6 +28,7 @@ use crate::oauth::client::{ClientError, ClientKind, NewClient};
 use crate::oauth::resource::ResourceError;
 use crate::oauth::tokens::{self, AccessTokenRejection};
 use crate::tenant::{Tenant, TenantChange, TenantError, TenantSlug};
+use crate::saml::{IdpError, MetadataError};
 use crate::user::UserError;
 
 pub const ADMIN_SCOPE: &str = "lanyard:admin";
@@ -54,17 +55,22 @@ impl AdminError {
         let (status, code) = match self {
             AdminError::Tenant(TenantError::NotFound(_))
             | AdminError::User(UserError::NotFound(_))
-            | AdminError::Resource(ResourceError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            | AdminError::Resource(ResourceError::NotFound(_))
+            | AdminError::Idp(IdpError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::Metadata(MetadataError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_metadata"),
+            AdminError::Metadata(_) => (StatusCode::BAD_REQUEST, "invalid_metadata"),
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
             | AdminError::Client(ClientError::Taken(_))
-            | AdminError::Resource(ResourceError::Taken(_)) => (StatusCode::CONFLICT, "conflict"),
+            | AdminError::Resource(ResourceError::Taken(_))
+            | AdminError::Idp(IdpError::EntityIdTaken { .. }) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Store(_)
             | AdminError::Keys(_)
             | AdminError::Tenant(TenantError::Store(_))
             | AdminError::User(UserError::Store(_))
             | AdminError::Client(ClientError::Store(_))
-            | AdminError::Resource(ResourceError::Store(_)) => {
+            | AdminError::Resource(ResourceError::Store(_))
+            | AdminError::Idp(IdpError::Store(_) | IdpError::Damaged(_)) => {
                 tracing::error!(error = %self, "admin API internal error");
                 return problem(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "temporary failure; try again");
             }
@@ -573,8 +579,10 @@ pub async fn delete_resource(
     respond(StatusCode::OK, r.map(|_| serde_json::json!({"deleted": q.identifier})))
 }
 
+mod idp;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
+    cfg.service(idp::routes(
         web::scope("/t/{tenant}/admin/api")
             .app_data(json_config())
             .route("/tenant", web::get().to(get_tenant))
@@ -593,5 +601,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{email}", web::patch().to(update_user))
             .route("/users/{email}", web::delete().to(delete_user))
             .route("/audit", web::get().to(audit)),
-    );
+    ));
 }

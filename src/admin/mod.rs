@@ -6,6 +6,7 @@
 //! JSON, and `api.rs` serves them as the JSON admin API.
 
 pub mod api;
+pub mod idp;
 
 use secrecy::SecretString;
 
@@ -32,6 +33,10 @@ pub enum AdminError {
     Keys(#[from] crate::keys::signing::KeyStoreError),
     #[error("{0}")]
     Resource(#[from] crate::oauth::resource::ResourceError),
+    #[error("{0}")]
+    Idp(#[from] crate::saml::IdpError),
+    #[error("{0}")]
+    Metadata(#[from] crate::saml::MetadataError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }

@@ -13,6 +13,7 @@ mod lockout;
 mod oauth;
 mod observe;
 mod rfc;
+mod saml_metadata;
 mod secrets;
 mod session;
 mod signin;
