@@ -8,6 +8,7 @@ set -euo pipefail
 pkgs=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(postgresql)
+  pkgs+=(xmlsec1)  # the xmlsec1 CLI: pysaml2 (conformance/saml_idp.py) shells out to it
   # Node.js runs the third-party conformance peers (openid-client, jose).
   if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
   # Python 3 with venv runs the Authlib peer (scripts/test makes conformance/.venv).

@@ -36,3 +36,25 @@ CREATE TABLE saml_idps (
     UNIQUE (tenant_id, name),
     UNIQUE (tenant_id, entity_id)
 );
+
+-- The SP's own key pairs per tenant: one for signing (AuthnRequests, SP metadata), one
+-- for encryption (the IdP encrypts assertions to it). Rollover like the token keys:
+-- 'next' is published ahead, 'active' signs, 'retired' only decrypts until remove_after.
+CREATE TABLE saml_sp_keys (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    -- 'signing' or 'encryption'
+    key_use TEXT NOT NULL,
+    state TEXT NOT NULL,
+    -- PKCS#8, AES-256-GCM under a key derived from the master key, bound to tenant and id
+    private_sealed BLOB NOT NULL,
+    -- the self-signed certificate published in the SP metadata (DER)
+    certificate_der BLOB NOT NULL,
+    created_at BIGINT NOT NULL,
+    activated_at BIGINT,
+    retired_at BIGINT,
+    remove_after BIGINT
+);
+CREATE INDEX saml_sp_keys_tenant ON saml_sp_keys(tenant_id, key_use, state);
+CREATE UNIQUE INDEX saml_sp_keys_one_active ON saml_sp_keys(tenant_id, key_use) WHERE state = 'active';
+CREATE UNIQUE INDEX saml_sp_keys_one_next ON saml_sp_keys(tenant_id, key_use) WHERE state = 'next';

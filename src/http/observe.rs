@@ -92,5 +92,10 @@ pub fn metrics_app(
 }
 
 pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    let mut body = state.metrics.render();
+    match crate::saml::idp::list_all(&state.store).await {
+        Ok(idps) => body.push_str(&crate::saml::idp::prometheus_text(&idps, state.now())),
+        Err(e) => tracing::warn!(error = %e, "SAML IdP certificates left out of /metrics"),
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }

@@ -105,14 +105,19 @@ impl PublicKey {
     }
 }
 
-struct Sealer(LessSafeKey);
+/// AES-256-GCM under a key derived from the master key for one purpose; the AAD binds
+/// each sealed value to its owner (tenant and key id).
+pub(crate) struct Sealer(LessSafeKey);
 
 impl Sealer {
     fn new(master: &MasterKey) -> Sealer {
-        let key = master.derive("lanyard signing-key seal v1");
+        Sealer::for_purpose(master, "lanyard signing-key seal v1")
+    }
+    pub(crate) fn for_purpose(master: &MasterKey, purpose: &str) -> Sealer {
+        let key = master.derive(purpose);
         Sealer(LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &key).expect("32-byte key")))
     }
-    fn seal(&self, aad: &str, plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, aad: &str, plain: &[u8]) -> Vec<u8> {
         let nonce_bytes: [u8; 12] = random_bytes(12).try_into().expect("12 bytes");
         let mut buf = plain.to_vec();
         self.0
@@ -122,7 +127,7 @@ impl Sealer {
         out.extend_from_slice(&buf);
         out
     }
-    fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+    pub(crate) fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
         if sealed.len() < 12 + 16 {
             return Err(KeyStoreError::Unseal);
         }

@@ -495,6 +495,36 @@ pub async fn remove(tx: &mut sqlx::Transaction<'_, sqlx::Any>, current: &SamlIdp
     Ok(())
 }
 
+/// The IdP certificates in Prometheus text format, read from the store at each scrape so
+/// a removed IdP or a replaced certificate never lingers: each certificate's expiry time,
+/// and per IdP how many certificates expire within 30 days or have expired. Tenant slugs,
+/// IdP names and fingerprints are validated to `[a-z0-9_-]`, so they need no escaping.
+pub fn prometheus_text(idps: &[(String, SamlIdp)], now: UnixTime) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if idps.is_empty() {
+        return out;
+    }
+    out.push_str("# HELP lanyard_saml_idp_certificate_not_after_seconds When a SAML IdP signing certificate expires (Unix time).\n");
+    out.push_str("# TYPE lanyard_saml_idp_certificate_not_after_seconds gauge\n");
+    for (slug, idp) in idps {
+        for c in &idp.certificates {
+            let _ = writeln!(
+                out,
+                "lanyard_saml_idp_certificate_not_after_seconds{{tenant=\"{slug}\",idp=\"{}\",sha256=\"{}\"}} {}",
+                idp.name, c.sha256, c.not_after
+            );
+        }
+    }
+    out.push_str("# HELP lanyard_saml_idp_certificates_expiring SAML IdP signing certificates expired or expiring within 30 days.\n");
+    out.push_str("# TYPE lanyard_saml_idp_certificates_expiring gauge\n");
+    for (slug, idp) in idps {
+        let n = idp.certificates.iter().filter(|c| c.expired(now) || c.expires_soon(now)).count();
+        let _ = writeln!(out, "lanyard_saml_idp_certificates_expiring{{tenant=\"{slug}\",idp=\"{}\"}} {n}", idp.name);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@
 
 pub mod idp;
 pub mod metadata;
+pub mod sp_keys;
+pub mod sp_metadata;
 
 pub use idp::{IdpError, IdpName, SamlIdp};
 pub use metadata::{IdpMetadata, MetadataError};

@@ -176,6 +176,23 @@ async fn metadata_upload_is_validated_replaced_atomically_and_audited(kind: Stor
     assert_eq!((s, v.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
     assert_eq!(beta_api.download("beta", "corp").await.0, StatusCode::OK, "beta's IdP is its own");
 
+    // /metrics (its own listener) shows each certificate's expiry and counts the ones
+    // expiring within 30 days; a removed IdP leaves no series behind.
+    let scrape = || async {
+        let at = app.state.config.metrics_listen.expect("metrics listener");
+        reqwest::get(format!("http://{at}/metrics")).await.unwrap().text().await.unwrap()
+    };
+    let m = scrape().await;
+    assert!(m.contains("lanyard_saml_idp_certificates_expiring{tenant=\"beta\",idp=\"corp\"} 0"), "{m}");
+    assert!(m.contains("lanyard_saml_idp_certificate_not_after_seconds{tenant=\"beta\",idp=\"corp\",sha256=\""), "{m}");
+    assert!(!m.contains("tenant=\"acme\",idp=\"corp\""), "removed IdP still in /metrics");
+    let (_, idp) = lanyard::saml::idp::list_all(&app.state.store).await.unwrap().remove(0);
+    app.clock.set(idp.certificates[0].not_after - 10 * 86400);
+    let m = scrape().await;
+    assert!(m.contains("lanyard_saml_idp_certificates_expiring{tenant=\"beta\",idp=\"corp\"} 1"), "{m}");
+    let v = app.admin().saml_idp("beta", "corp").await.unwrap();
+    assert_eq!(v["certificates"][0]["expires_within_30_days"], true, "the admin view says so too: {v}");
+
     // The audit trail: accepted and refused uploads, the settings change, the removal.
     let events = app.audit(&acme).await;
     let count = |e: &str, outcome: &str| events.iter().filter(|x| x.event == e && x.outcome == outcome).count();
