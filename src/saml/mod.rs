@@ -7,8 +7,12 @@
 
 pub mod idp;
 pub mod metadata;
+pub mod response;
 pub mod sp_keys;
 pub mod sp_metadata;
 
 pub use idp::{IdpError, IdpName, SamlIdp};
 pub use metadata::{IdpMetadata, MetadataError};
+
+#[cfg(test)]
+mod response_tests;
