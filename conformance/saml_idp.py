@@ -757,8 +757,11 @@ def main():
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     idp = IdP(base, args.dir, args.verbose)
     if args.sp_metadata:
-        with open(args.sp_metadata, encoding="utf-8") as f:
-            idp.load_sp(f.read())
+        try:
+            with open(args.sp_metadata, encoding="utf-8") as f:
+                idp.load_sp(f.read())
+        except (OSError, Refused) as e:
+            sys.exit(f"saml_idp.py: --sp-metadata {args.sp_metadata}: {e}")
     Handler.idp = idp
     Handler.verbose = args.verbose
     sys.stdout.write(f"READY {base}\n")

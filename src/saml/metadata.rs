@@ -372,7 +372,8 @@ mod tests {
     #[test]
     fn broken_metadata_is_refused_with_a_named_reason() {
         let cert_a = pem_body(include_str!("../../tests/fixtures/saml/idp-a.crt"));
-        let cases: Vec<(String, fn(&MetadataError) -> bool)> = vec![
+        type Case = (String, fn(&MetadataError) -> bool);
+        let cases: Vec<Case> = vec![
             (String::new(), |e| *e == MetadataError::Empty),
             ("this is not xml".into(), |e| matches!(e, MetadataError::NotXml(_))),
             (GENUINE.replace("</md:EntityDescriptor>", ""), |e| matches!(e, MetadataError::NotXml(_))),

@@ -5,6 +5,7 @@
 //! stored (roxmltree, no DTDs), `idp` keeps the accepted metadata and the per-IdP
 //! settings of the sign-in. The rest of Lanyard sees validated types only.
 
+pub mod authn_request;
 pub mod idp;
 pub mod metadata;
 pub mod response;

@@ -268,7 +268,8 @@ fn signature_wrapping_is_refused() {
     let evil = assertion(&Build { sign_assertion: false, name_id: "admin@acme.test".into(), assertion_id: "_evil".into(), ..Build::default() });
     let evil_same_id = evil.replace("_evil", "_a1b2c3d4e5f6");
     let wrap = |inner: &str| response_with(&b, inner);
-    let cases: Vec<(&str, String, fn(&Rejection) -> bool)> = vec![
+    type Case = (&'static str, String, fn(&Rejection) -> bool);
+    let cases: Vec<Case> = vec![
         ("XSW: evil first, signed second", wrap(&format!("{evil}{good}")), |r| matches!(r, Rejection::AssertionCount(2))),
         ("XSW: signed first, evil second", wrap(&format!("{good}{evil}")), |r| matches!(r, Rejection::AssertionCount(2))),
         (
