@@ -147,6 +147,7 @@ impl Application {
         keys.ensure_all(&store, clock.now()).await?;
         let state = web::Data::new(AppState {
             keys,
+            saml_keys: saml::sp_keys::SpKeyRing::new(&master),
             client_secrets: oauth::client::SecretHasher::new(&master),
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),
@@ -221,6 +222,9 @@ async fn housekeeping(state: web::Data<AppState>) {
         }
         if let Err(e) = session::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "session purge failed");
+        }
+        if let Err(e) = saml::flow::purge_expired(&state.store, now).await {
+            tracing::warn!(error = %e, "SAML request and replay purge failed");
         }
         if let Err(e) = oauth::grant::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "token purge failed");

@@ -53,6 +53,11 @@ enum KeysCommand {
         /// ES256 or RS256
         #[arg(long, default_value = "ES256")]
         alg: String,
+        /// Roll the tenant's SAML SP keys (signing and encryption) instead: the published
+        /// next pair becomes active, the old encryption key still decrypts for 30 days,
+        /// and a new next pair is published. Re-import the SP metadata at the IdP.
+        #[arg(long, conflicts_with = "alg")]
+        saml: bool,
     },
     /// Print a tenant's published JWKS.
     List {
@@ -291,7 +296,8 @@ struct TenantUpdate {
     slug: String,
     #[arg(long)]
     name: Option<String>,
-    /// Sign-in route: password (saml, oidc and ldap arrive in later versions).
+    /// Sign-in route: password, or saml (the tenant's default SAML IdP; import its
+    /// metadata first). oidc and ldap arrive in later versions.
     #[arg(long)]
     signin: Option<String>,
     #[arg(long = "add-domain")]
@@ -494,7 +500,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
             let ctx = AdminContext { store: &store, hasher: &hasher, now, actor: "cli", origin: Origin::cli() };
             let r = match cmd {
-                KeysCommand::Rotate { tenant, alg } => {
+                KeysCommand::Rotate { tenant, saml: true, .. } => {
+                    let slug = lanyard::admin::parse_slug(&tenant)?;
+                    let t = lanyard::tenant::find_by_slug(&store, &slug)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("no tenant with slug `{slug}`"))?;
+                    let ring = lanyard::saml::sp_keys::SpKeyRing::new(&master);
+                    let subject = format!("{} {}", config.public_url.host_str().unwrap_or_default(), t.slug);
+                    let id = ring.rotate(&store, now, &t.id, &subject).await?;
+                    ctx.audit_saml_key_rotation(&t.id, &id).await;
+                    print_json(&serde_json::json!({"tenant": tenant, "saml_signing_key": id, "metadata": config.url(&format!("/t/{}/saml/metadata", t.slug))}))
+                }
+                KeysCommand::Rotate { tenant, alg, .. } => {
                     let alg = lanyard::keys::jws::Alg::parse(&alg)
                         .ok_or_else(|| anyhow::anyhow!("--alg must be ES256 or RS256"))?;
                     let kid = ctx.rotate_keys(&keys, &tenant, alg).await?;

@@ -58,3 +58,27 @@ CREATE TABLE saml_sp_keys (
 CREATE INDEX saml_sp_keys_tenant ON saml_sp_keys(tenant_id, key_use, state);
 CREATE UNIQUE INDEX saml_sp_keys_one_active ON saml_sp_keys(tenant_id, key_use) WHERE state = 'active';
 CREATE UNIQUE INDEX saml_sp_keys_one_next ON saml_sp_keys(tenant_id, key_use) WHERE state = 'next';
+
+-- SP-initiated sign-ins waiting for their response: any replica can take the response.
+CREATE TABLE saml_requests (
+    request_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    idp_id TEXT NOT NULL REFERENCES saml_idps(id) ON DELETE CASCADE,
+    -- SHA-256 of the RelayState sent with the request (the response must bring it back)
+    relay_state_hash TEXT NOT NULL,
+    -- the local path to resume (the waiting OAuth authorize request), if any
+    return_to TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX saml_requests_expiry ON saml_requests(expires_at);
+
+-- Assertion IDs already consumed, until their NotOnOrAfter + skew: a replay is refused on
+-- every replica.
+CREATE TABLE saml_replay (
+    idp_id TEXT NOT NULL REFERENCES saml_idps(id) ON DELETE CASCADE,
+    assertion_id TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (idp_id, assertion_id)
+);
+CREATE INDEX saml_replay_expiry ON saml_replay(expires_at);

@@ -124,6 +124,12 @@ impl AdminContext<'_> {
         Ok(view(&after, self.now))
     }
 
+    /// Records a rollover of the tenant's SAML SP keys.
+    pub async fn audit_saml_key_rotation(&self, tenant_id: &str, active: &str) {
+        self.audit(Some(tenant_id), None, "admin.saml_sp_keys.rotate", serde_json::json!({"active_signing_key": active}))
+            .await;
+    }
+
     pub async fn remove_saml_idp(&self, tenant_slug: &str, name: &str) -> Result<(), AdminError> {
         let current = self.saml_idp_of(tenant_slug, name).await?;
         let mut tx = self.store.pool().begin().await?;

@@ -112,6 +112,14 @@ impl AdminContext<'_> {
 
     pub async fn update_tenant(&self, slug: &str, change: TenantChange) -> Result<Tenant, AdminError> {
         let slug = parse_slug(slug)?;
+        if change.signin_route == Some(tenant::SigninRoute::Saml) {
+            let t = tenant_by_slug(self.store, &slug).await?;
+            if crate::saml::idp::find_default(self.store, &t.id).await?.is_none() {
+                return Err(AdminError::Invalid(format!(
+                    "tenant `{slug}` has no SAML IdP: import its metadata first (lanyard admin idp import-saml --tenant {slug} FILE)"
+                )));
+            }
+        }
         let t = tenant::update(self.store, self.now, &slug, change).await?;
         self.audit(
             Some(&t.id),

@@ -28,7 +28,7 @@ pub const MAX_FORM_BYTES: usize = 16 * 1024;
 pub enum FormError {
     #[error("The form must be sent as application/x-www-form-urlencoded.")]
     WrongContentType,
-    #[error("The form is larger than {MAX_FORM_BYTES} bytes.")]
+    #[error("The form is larger than this page accepts.")]
     TooLarge,
     #[error("The form is not valid UTF-8 text.")]
     InvalidUtf8,
@@ -81,7 +81,13 @@ fn decode(part: &[u8]) -> Result<String, FormError> {
 
 impl FormFields {
     pub fn parse(body: &[u8]) -> Result<FormFields, FormError> {
-        if body.len() > MAX_FORM_BYTES {
+        Self::parse_with_limit(body, MAX_FORM_BYTES)
+    }
+
+    /// [`Self::parse`] for the one form that carries more than a few fields' worth: the
+    /// SAML ACS, whose response is tens of KiB.
+    pub fn parse_with_limit(body: &[u8], limit: usize) -> Result<FormFields, FormError> {
+        if body.len() > limit {
             return Err(FormError::TooLarge);
         }
         let mut map = HashMap::new();
@@ -133,11 +139,34 @@ impl FormFields {
     }
 }
 
+/// A form body of at most `LIMIT` bytes (the SAML ACS reads its response this way).
+pub struct LargeForm<const LIMIT: usize>(pub FormFields);
+
+impl<const LIMIT: usize> FromRequest for LargeForm<LIMIT> {
+    type Error = PageError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        read_form(req, payload, LIMIT, |f| LargeForm(f))
+    }
+}
+
 impl FromRequest for FormFields {
     type Error = PageError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        read_form(req, payload, MAX_FORM_BYTES, |f| f)
+    }
+}
+
+fn read_form<T: 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+    wrap: fn(FormFields) -> T,
+) -> LocalBoxFuture<'static, Result<T, PageError>> {
+    {
         let ct_ok = req
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
@@ -152,12 +181,12 @@ impl FromRequest for FormFields {
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|_| FormError::Unreadable)?;
-                if body.len() + chunk.len() > MAX_FORM_BYTES {
+                if body.len() + chunk.len() > limit {
                     return Err(FormError::TooLarge.into());
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(FormFields::parse(&body)?)
+            Ok(wrap(FormFields::parse_with_limit(&body, limit)?))
         })
     }
 }

@@ -14,6 +14,7 @@ mod oauth;
 pub mod observe;
 mod pages;
 mod request_span;
+mod saml;
 mod session_cookie;
 
 use actix_web::http::Method;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub cookies: SessionCookie,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub keys: crate::keys::signing::KeyRing,
+    pub saml_keys: crate::saml::sp_keys::SpKeyRing,
     pub client_secrets: crate::oauth::client::SecretHasher,
 }
 
@@ -100,7 +102,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/revoke", web::post().to(oauth::revoke))
                 .route("/revoke", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/password/change", web::get().to(pages::change_password_form))
-                .route("/password/change", web::post().to(pages::change_password_submit)),
+                .route("/password/change", web::post().to(pages::change_password_submit))
+                .route("/saml/metadata", web::get().to(saml::metadata))
+                .route("/saml/login", web::get().to(saml::login))
+                .route("/saml/acs", web::post().to(saml::acs)),
         )
         .default_service(web::to(not_found));
 }

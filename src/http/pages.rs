@@ -29,7 +29,7 @@ pub const SIGNIN_FAILED: &str = "That e-mail address and password do not match a
      your administrator can unlock it.";
 
 const MAX_EMAIL_FIELD: usize = 320;
-const MAX_RETURN_TO: usize = 4096;
+pub(super) const MAX_RETURN_TO: usize = 4096;
 
 #[derive(Template)]
 #[template(path = "discovery.html")]
@@ -88,7 +88,7 @@ pub struct HintQuery {
     return_to: Option<String>,
 }
 
-fn html(status: StatusCode, grant: Option<&CsrfGrant>, body: String) -> HttpResponse {
+pub(super) fn html(status: StatusCode, grant: Option<&CsrfGrant>, body: String) -> HttpResponse {
     let mut b = HttpResponseBuilder::new(status);
     b.content_type("text/html; charset=utf-8");
     if let Some(cookie) = grant.and_then(|g| g.new_cookie.clone()) {
@@ -97,7 +97,7 @@ fn html(status: StatusCode, grant: Option<&CsrfGrant>, body: String) -> HttpResp
     b.body(body)
 }
 
-fn see_other(location: &str) -> HttpResponseBuilder {
+pub(super) fn see_other(location: &str) -> HttpResponseBuilder {
     let mut b = HttpResponse::SeeOther();
     b.insert_header((LOCATION, location.to_string()));
     b
@@ -117,7 +117,7 @@ pub(super) fn origin_of(req: &HttpRequest, state: &AppState) -> Origin {
 /// A return path is only ever a path on this server: `/…`, never `//host` or `/\host`,
 /// never a control character. Anything else is dropped, not refused, so a stale link
 /// still signs the person in.
-fn safe_return_to(raw: Option<&str>) -> Option<String> {
+pub(super) fn safe_return_to(raw: Option<&str>) -> Option<String> {
     let r = raw?;
     let ok = r.starts_with('/')
         && !r.starts_with("//")
@@ -184,6 +184,7 @@ pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tena
 fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Option<&str>) -> String {
     let path = match tenant.signin_route {
         SigninRoute::Password => format!("/t/{}/login", tenant.slug),
+        SigninRoute::Saml => format!("/t/{}/saml/login", tenant.slug),
     };
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     if let Some(e) = email {
@@ -262,6 +263,12 @@ pub async fn password_form(
 ) -> Result<HttpResponse, PageError> {
     check_query_len(&query)?;
     let tenant = tenant_from_path(&state, &path).await?;
+    if tenant.signin_route != SigninRoute::Password {
+        // Every "please sign in" in Lanyard comes here; the tenant's route decides.
+        let email = query.login_hint.as_deref().and_then(|h| Email::parse(h).ok());
+        let return_to = safe_return_to(query.return_to.as_deref());
+        return Ok(see_other(&route_entry(&tenant, email.as_ref(), return_to.as_deref())).finish());
+    }
     let grant = state.csrf.grant(&req, state.now());
     let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
     let body = PasswordPage {

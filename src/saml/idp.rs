@@ -260,6 +260,26 @@ pub async fn find(store: &Store, tenant_id: &str, name: &IdpName) -> Result<Opti
     row.as_ref().map(from_row).transpose()
 }
 
+/// The IdP with row id `id`, of this tenant only.
+pub async fn find_by_id(store: &Store, tenant_id: &str, id: &str) -> Result<Option<SamlIdp>, IdpError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saml_idps WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The IdP of this tenant whose metadata has `entity_id` (unsolicited responses).
+pub async fn find_by_entity_id(store: &Store, tenant_id: &str, entity_id: &str) -> Result<Option<SamlIdp>, IdpError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saml_idps WHERE tenant_id = $1 AND entity_id = $2"))
+        .bind(tenant_id)
+        .bind(entity_id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// The IdP as `tx` sees it (after a change inside it).
 pub async fn find_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,

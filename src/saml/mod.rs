@@ -6,10 +6,13 @@
 //! settings of the sign-in. The rest of Lanyard sees validated types only.
 
 pub mod authn_request;
+pub mod decrypt;
+pub mod flow;
 pub mod idp;
 pub mod metadata;
 pub mod response;
 pub mod sp_keys;
+pub mod signin;
 pub mod sp_metadata;
 
 pub use idp::{IdpError, IdpName, SamlIdp};

@@ -111,6 +111,10 @@ pub enum Rejection {
     NoAuthnStatement,
     #[error("this assertion was already used")]
     Replay,
+    #[error("the RelayState is not the one sent with the request")]
+    RelayStateMismatch,
+    #[error("no SAML IdP of this organisation matches the response's issuer")]
+    UnknownIdp,
 }
 
 impl Rejection {
@@ -145,6 +149,8 @@ impl Rejection {
             Rejection::NoUserName(_) => "no_user_name",
             Rejection::NoAuthnStatement => "no_authn_statement",
             Rejection::Replay => "replay",
+            Rejection::RelayStateMismatch => "relay_state_mismatch",
+            Rejection::UnknownIdp => "unknown_idp",
         }
     }
 }
@@ -342,8 +348,9 @@ fn samael_allowed(allow_sha1: bool) -> Option<Vec<AllowedSignatureAlgorithm>> {
     (!allow_sha1).then(|| vec![RsaSha256, RsaSha384, RsaSha512, EcdsaSha256, EcdsaSha384, EcdsaSha512])
 }
 
-/// Checks `xml` (a decoded `SAMLResponse`) against `exp`. `decrypt` opens an
-/// EncryptedAssertion (the SP's keys); it is called at most once.
+/// Checks `xml` (a decoded `SAMLResponse`) against `exp`. `decrypt` is given the whole
+/// document and returns the plaintext of its one EncryptedAssertion (the SP's keys); it
+/// is called at most once.
 pub fn verify(
     xml: &[u8],
     exp: &Expected<'_>,
@@ -362,7 +369,7 @@ pub fn verify(
             .descendants()
             .find(|n| is(n, NS_ASSERTION, "EncryptedAssertion"))
             .ok_or(Rejection::AssertionCount(0))?;
-        let plain = decrypt(&text[enc.range()])?;
+        let plain = decrypt(text)?;
         spliced = format!("{}{}{}", &text[..enc.range().start], plain, &text[enc.range().end..]);
         &spliced
     } else {

@@ -61,17 +61,19 @@ impl Domain {
     }
 }
 
-/// How a tenant's users prove who they are. Only `Password` exists so far; the other
-/// names are reserved so the admin gets a clear "not yet" instead of "unknown".
+/// How a tenant's users prove who they are: Lanyard's own password form, or the
+/// tenant's default SAML IdP. The other names are reserved so the admin gets a clear
+/// "not yet" instead of "unknown".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SigninRoute {
     Password,
+    Saml,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
-    #[error("sign-in route `{0}` is not available in this version of Lanyard yet (available: password)")]
+    #[error("sign-in route `{0}` is not available in this version of Lanyard yet (available: password, saml)")]
     NotYetAvailable(String),
     #[error("unknown sign-in route `{0}` (known: password, saml, oidc, ldap)")]
     Unknown(String),
@@ -81,7 +83,8 @@ impl SigninRoute {
     pub fn parse(s: &str) -> Result<SigninRoute, RouteError> {
         match s {
             "password" => Ok(SigninRoute::Password),
-            "saml" | "oidc" | "ldap" => Err(RouteError::NotYetAvailable(s.into())),
+            "saml" => Ok(SigninRoute::Saml),
+            "oidc" | "ldap" => Err(RouteError::NotYetAvailable(s.into())),
             other => Err(RouteError::Unknown(other.chars().take(40).collect())),
         }
     }
@@ -93,6 +96,7 @@ impl SigninRoute {
     pub fn as_str(&self) -> &'static str {
         match self {
             SigninRoute::Password => "password",
+            SigninRoute::Saml => "saml",
         }
     }
 }
@@ -121,7 +125,8 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(SigninRoute::parse("password"), Ok(SigninRoute::Password));
-        assert_eq!(SigninRoute::parse("saml"), Err(RouteError::NotYetAvailable("saml".into())));
+        assert_eq!(SigninRoute::parse("saml"), Ok(SigninRoute::Saml));
+        assert_eq!(SigninRoute::parse("ldap"), Err(RouteError::NotYetAvailable("ldap".into())));
         assert!(matches!(SigninRoute::parse("kerberos"), Err(RouteError::Unknown(_))));
     }
 }

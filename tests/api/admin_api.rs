@@ -152,6 +152,9 @@ async fn service_client_administers_clients_users_and_policy(kind: StoreKind) {
     assert_eq!((s, t["policy"]["lockout_threshold"].as_i64()), (StatusCode::OK, Some(3)));
     let (s, e) = api.send(M::PATCH, "/tenant", Some(json!({"signin_route": "saml"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(e["message"].as_str().unwrap().contains("no SAML IdP"), "{e}");
+    let (s, e) = api.send(M::PATCH, "/tenant", Some(json!({"signin_route": "oidc"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("not available"));
 
     let (s, events) = api.send(M::GET, "/audit?limit=50", None).await;

@@ -73,7 +73,9 @@ async fn admin_commands(kind: StoreKind) {
 
     let saml = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "saml"], None);
     assert!(!saml.status.success());
-    assert!(stderr(&saml).contains("`saml` is not available in this version of Lanyard yet"), "{}", stderr(&saml));
+    assert!(stderr(&saml).contains("has no SAML IdP: import its metadata first"), "{}", stderr(&saml));
+    let ldap = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "ldap"], None);
+    assert!(stderr(&ldap).contains("`ldap` is not available in this version of Lanyard yet"), "{}", stderr(&ldap));
     let bogus = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "kerberos"], None);
     assert!(stderr(&bogus).contains("unknown sign-in route"));
     let t = json(&run(

@@ -1,0 +1,326 @@
+//! The SAML SP's addresses under `/t/{tenant}/saml`: the signed SP metadata, the start of
+//! an SP-initiated sign-in, and the Assertion Consumer Service.
+//!
+//! The ACS is a cross-site POST from the IdP: it carries no CSRF token and no cookie
+//! (SameSite=Lax); what binds the response to the browser's sign-in is the pending
+//! request in the store, its one-time use, and the RelayState sent with it.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::error::PageError;
+use super::form::LargeForm;
+use super::observe;
+use super::pages::{origin_of, safe_return_to, see_other, tenant_from_path, MAX_RETURN_TO};
+use super::AppState;
+use crate::audit::Outcome;
+use crate::saml::authn_request::{self, Outgoing};
+use crate::saml::response::{self, Expected, Rejection, MAX_RESPONSE_BYTES};
+use crate::saml::signin::{resolve_user, UserRefusal};
+use crate::saml::{flow, idp, sp_metadata, IdpName, SamlIdp};
+use crate::session::{self, StartSession};
+use crate::tenant::Tenant;
+
+/// The largest ACS form read: the base64 response, percent-encoded, and the RelayState.
+const MAX_ACS_FORM_BYTES: usize = MAX_RESPONSE_BYTES * 2;
+
+fn sp_entity_id(state: &AppState, tenant: &Tenant) -> String {
+    state.config.url(&format!("/t/{}/saml", tenant.slug))
+}
+
+fn acs_url(state: &AppState, tenant: &Tenant) -> String {
+    state.config.url(&format!("/t/{}/saml/acs", tenant.slug))
+}
+
+/// The subject of the SP's self-signed certificates.
+fn key_subject(state: &AppState, tenant: &Tenant) -> String {
+    format!("{} {}", state.config.public_url.host_str().unwrap_or_default(), tenant.slug)
+}
+
+async fn sp_keys(state: &AppState, tenant: &Tenant) -> Result<crate::saml::sp_keys::SpKeys, PageError> {
+    state
+        .saml_keys
+        .load(&state.store, state.now(), &tenant.id, &key_subject(state, tenant))
+        .await
+        .map_err(PageError::internal)
+}
+
+/// `GET /t/{tenant}/saml/metadata`: what the admin imports at the IdP.
+pub async fn metadata(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    let keys = sp_keys(&state, &tenant).await?;
+    let xml = sp_metadata::render(&sp_entity_id(&state, &tenant), &acs_url(&state, &tenant), &keys)
+        .map_err(PageError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/samlmetadata+xml; charset=utf-8")
+        .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"lanyard-{}-sp-metadata.xml\"", tenant.slug)))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(xml))
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    return_to: Option<String>,
+    login_hint: Option<String>,
+    idp: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "form_post.html")]
+struct PostToIdp<'a> {
+    action: &'a str,
+    fields: Vec<(&'a str, &'a str)>,
+}
+
+const FORM_POST_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                             frame-ancestors 'none'; base-uri 'none'";
+
+/// `GET /t/{tenant}/saml/login`: sends the browser to the IdP with a signed AuthnRequest.
+pub async fn login(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<LoginQuery>,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    if query.return_to.as_deref().is_some_and(|r| r.len() > MAX_RETURN_TO) || query.login_hint.as_deref().is_some_and(|h| h.len() > 320) {
+        return Err(PageError::bad_request("This address is too long."));
+    }
+    let return_to = safe_return_to(query.return_to.as_deref());
+    let found = match query.idp.as_deref() {
+        Some(name) => {
+            let name = IdpName::parse(name).map_err(|_| PageError::not_found("There is no such identity provider."))?;
+            idp::find(&state.store, &tenant.id, &name).await
+        }
+        None => idp::find_default(&state.store, &tenant.id).await,
+    }
+    .map_err(PageError::internal)?;
+    let Some(idp) = found else {
+        return Err(PageError::not_found(
+            "This organisation has no SAML identity provider yet. Ask its administrator to upload the IdP's metadata.",
+        ));
+    };
+    let Some(sso) = idp.sso.iter().find(|e| e.binding == crate::saml::metadata::BINDING_REDIRECT).or_else(|| idp.sso.first())
+    else {
+        return Err(PageError::internal("the stored IdP has no SSO endpoint"));
+    };
+    let keys = sp_keys(&state, &tenant).await?;
+    let signer = keys.signing().ok_or_else(|| PageError::internal("no active SAML signing key"))?;
+    let now = state.now();
+    let request_id = format!("_{}", crate::keys::random_hex(20));
+    let relay_state = crate::keys::random_token(24);
+    flow::record_request(&state.store, now, &tenant.id, &idp.id, &request_id, &relay_state, return_to.as_deref())
+        .await
+        .map_err(PageError::internal)?;
+    let entity = sp_entity_id(&state, &tenant);
+    let acs = acs_url(&state, &tenant);
+    let instant = crate::clock::rfc3339(now);
+    let req = authn_request::Request {
+        id: &request_id,
+        issue_instant: &instant,
+        sp_entity_id: &entity,
+        acs_url: &acs,
+        destination: &sso.url,
+        binding: &sso.binding,
+        relay_state: &relay_state,
+    };
+    match authn_request::build(&req, signer).map_err(PageError::internal)? {
+        Outgoing::Redirect(url) => Ok(see_other(&url).insert_header((header::CACHE_CONTROL, "no-store")).finish()),
+        Outgoing::Post { action, fields } => {
+            let body = PostToIdp { action: &action, fields: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect() }
+                .render()
+                .map_err(PageError::internal)?;
+            Ok(HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .body(body))
+        }
+    }
+}
+
+/// Why the ACS refused, for the audit log and the page.
+enum Refusal {
+    Response(Rejection),
+    User(UserRefusal),
+}
+
+impl Refusal {
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Response(r) => r.reason(),
+            Refusal::User(u) => u.reason(),
+        }
+    }
+    fn page(&self) -> PageError {
+        let msg = match self {
+            Refusal::Response(Rejection::Status { code, message }) => format!(
+                "Your organisation's sign-in service did not sign you in (it answered {code}{}). Try again, or ask your administrator.",
+                message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            Refusal::Response(Rejection::Replay | Rejection::WrongInResponseTo) => {
+                "This sign-in response was already used or has expired. Start the sign-in again.".to_string()
+            }
+            Refusal::Response(r) => format!("The sign-in response from your organisation's sign-in service was refused: {r}."),
+            Refusal::User(UserRefusal::Disabled | UserRefusal::Locked | UserRefusal::UnknownUser | UserRefusal::AddressUnavailable) => {
+                "Your organisation's sign-in service knows you, but this account cannot sign in here. Ask your administrator."
+                    .to_string()
+            }
+            Refusal::User(u) => format!("The sign-in could not be completed: {u}."),
+        };
+        PageError::new(StatusCode::FORBIDDEN, "Sign-in refused", msg)
+    }
+}
+
+struct Accepted {
+    idp: SamlIdp,
+    user: crate::user::User,
+    return_to: Option<String>,
+}
+
+/// Every step from the posted form to the user; see `saml::response` for the checks.
+async fn judge(
+    state: &AppState,
+    tenant: &Tenant,
+    now: i64,
+    posted: &str,
+    relay_state: Option<&str>,
+) -> Result<Accepted, (Option<String>, Refusal)> {
+    let refuse = |idp: Option<&SamlIdp>, r: Rejection| (idp.map(|i| i.name.to_string()), Refusal::Response(r));
+    let xml = response::decode_post(posted).map_err(|r| refuse(None, r))?;
+    let (issuer, in_response_to) = flow::peek(&xml);
+    let internal = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "SAML ACS store error");
+        (None, Refusal::User(UserRefusal::Store(sqlx::Error::Protocol(e.to_string()))))
+    };
+    let pending = match in_response_to.as_deref() {
+        Some(id) => match flow::find_request(&state.store, now, &tenant.id, id).await.map_err(|e| internal(&e))? {
+            Some(p) => Some(p),
+            None => return Err(refuse(None, Rejection::WrongInResponseTo)),
+        },
+        None => None,
+    };
+    let idp = match &pending {
+        Some(p) => idp::find_by_id(&state.store, &tenant.id, &p.idp_id).await,
+        None => match issuer.as_deref() {
+            Some(i) => idp::find_by_entity_id(&state.store, &tenant.id, i).await,
+            None => Ok(None),
+        },
+    }
+    .map_err(|e| internal(&e))?
+    .ok_or_else(|| refuse(None, Rejection::UnknownIdp))?;
+    match &pending {
+        Some(p) if !flow::relay_state_matches(p, relay_state) => return Err(refuse(Some(&idp), Rejection::RelayStateMismatch)),
+        None if !idp.settings.allow_idp_initiated => return Err(refuse(Some(&idp), Rejection::Unsolicited)),
+        _ => {}
+    }
+    let keys = sp_keys(state, tenant).await.map_err(|e| internal(&e.message))?;
+    // Owned copies: the XML work runs on the blocking pool, off the request threads.
+    let (sp, acs) = (sp_entity_id(state, tenant), acs_url(state, tenant));
+    let certs: Vec<Vec<u8>> = idp.certificates.iter().filter_map(|c| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(&c.der_base64).ok()
+    }).collect();
+    let (idp_entity, settings) = (idp.entity_id.clone(), idp.settings.clone());
+    let request_id = pending.as_ref().map(|p| p.request_id.clone());
+    let decryption = keys.decryption.clone();
+    let verdict = tokio::task::spawn_blocking(move || {
+        let exp = Expected {
+            sp_entity_id: &sp,
+            acs_url: &acs,
+            idp_entity_id: &idp_entity,
+            idp_certificates: &certs,
+            request_id: request_id.as_deref(),
+            skew: settings.clock_skew_seconds,
+            require_signed: settings.require_signed,
+            allow_sha1: settings.allow_sha1,
+            username_attribute: settings.username_attribute.as_deref(),
+            now,
+        };
+        response::verify(&xml, &exp, &|enc| crate::saml::decrypt::decrypt(enc, &decryption))
+    })
+    .await
+    .map_err(|e| internal(&e))?;
+    let assertion = verdict.map_err(|r| refuse(Some(&idp), r))?;
+    match flow::consume(&state.store, now, &tenant.id, &idp.id, pending.as_ref(), &assertion).await {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => return Err(refuse(Some(&idp), r)),
+        Err(e) => return Err(internal(&e)),
+    }
+    let user = resolve_user(&state.store, now, tenant, &idp, &assertion)
+        .await
+        .map_err(|u| (Some(idp.name.to_string()), Refusal::User(u)))?;
+    let return_to = match pending {
+        Some(p) => p.return_to,
+        // IdP-initiated: a RelayState that is a local path is where to go.
+        None => safe_return_to(relay_state),
+    };
+    Ok(Accepted { idp, user, return_to })
+}
+
+/// `POST /t/{tenant}/saml/acs`.
+pub async fn acs(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: LargeForm<MAX_ACS_FORM_BYTES>,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    let form = form.0;
+    let posted = form.secret("SAMLResponse", MAX_ACS_FORM_BYTES)?;
+    let relay_state = form.optional("RelayState", 1024)?;
+    let origin = origin_of(&req, &state);
+    let now = state.now();
+    match judge(&state, &tenant, now, posted, relay_state).await {
+        Ok(Accepted { idp, user, return_to }) => {
+            let token = session::start(
+                &state.store,
+                now,
+                StartSession {
+                    tenant: &tenant,
+                    user: &user,
+                    amr: "ext saml",
+                    client_ip: origin.client_ip.as_deref(),
+                    user_agent: origin.user_agent.as_deref(),
+                    replaces: state.cookies.read(&req).as_ref(),
+                    one_time_password_proved: false,
+                },
+            )
+            .await?;
+            let e = crate::audit::Event {
+                tenant_id: Some(&tenant.id),
+                actor: user.email.as_str(),
+                subject: Some(user.email.as_str()),
+                event: "signin",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &origin,
+                detail: Some(serde_json::json!({"route": "saml", "idp": idp.name})),
+            };
+            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                tracing::error!(%err, "could not write audit event");
+            }
+            observe::signin_outcome("saml", "success");
+            let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+            Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+        }
+        Err((idp_name, refusal)) => {
+            let e = crate::audit::Event {
+                tenant_id: Some(&tenant.id),
+                actor: "anonymous",
+                subject: None,
+                event: "signin",
+                outcome: Outcome::Failure,
+                reason: Some(refusal.reason()),
+                origin: &origin,
+                detail: Some(serde_json::json!({"route": "saml", "idp": idp_name})),
+            };
+            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                tracing::error!(%err, "could not write audit event");
+            }
+            observe::signin_outcome("saml", refusal.reason());
+            Err(refusal.page())
+        }
+    }
+}

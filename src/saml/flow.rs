@@ -1,0 +1,152 @@
+//! The SAML sign-in's state in the store, so that any replica can take any step: the
+//! pending AuthnRequests (each answered at most once, with the RelayState it was sent
+//! with) and the replay cache of consumed assertion IDs.
+
+use sqlx::Row;
+
+use super::response::{Rejection, VerifiedAssertion};
+use crate::clock::UnixTime;
+use crate::keys::sha256_hex;
+use crate::store::Store;
+
+/// How long the IdP may take to answer an AuthnRequest (the user signing in there).
+pub const REQUEST_LIFETIME_SECONDS: i64 = 15 * 60;
+
+/// A request the SP is waiting on, found by the InResponseTo of a response.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub request_id: String,
+    pub idp_id: String,
+    pub relay_state_hash: String,
+    pub return_to: Option<String>,
+}
+
+pub async fn record_request(
+    store: &Store,
+    now: UnixTime,
+    tenant_id: &str,
+    idp_id: &str,
+    request_id: &str,
+    relay_state: &str,
+    return_to: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO saml_requests (request_id, tenant_id, idp_id, relay_state_hash, return_to, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(request_id)
+    .bind(tenant_id)
+    .bind(idp_id)
+    .bind(sha256_hex(relay_state))
+    .bind(return_to)
+    .bind(now)
+    .bind(now + REQUEST_LIFETIME_SECONDS)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// The live pending request `request_id` of this tenant, if any (not consumed).
+pub async fn find_request(
+    store: &Store,
+    now: UnixTime,
+    tenant_id: &str,
+    request_id: &str,
+) -> Result<Option<Pending>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT request_id, idp_id, relay_state_hash, return_to FROM saml_requests \
+         WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3",
+    )
+    .bind(request_id)
+    .bind(tenant_id)
+    .bind(now)
+    .fetch_optional(store.pool())
+    .await?;
+    row.map(|r| {
+        Ok(Pending {
+            request_id: r.try_get("request_id")?,
+            idp_id: r.try_get("idp_id")?,
+            relay_state_hash: r.try_get("relay_state_hash")?,
+            return_to: r.try_get("return_to")?,
+        })
+    })
+    .transpose()
+}
+
+pub fn relay_state_matches(p: &Pending, relay_state: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    relay_state.is_some_and(|r| sha256_hex(r).as_bytes().ct_eq(p.relay_state_hash.as_bytes()).into())
+}
+
+/// Consumes the verified assertion in one transaction: the pending request (if solicited)
+/// is deleted — only one response can answer it — and the assertion ID enters the replay
+/// cache; either already gone refuses the response and changes nothing.
+pub async fn consume(
+    store: &Store,
+    now: UnixTime,
+    tenant_id: &str,
+    idp_id: &str,
+    pending: Option<&Pending>,
+    a: &VerifiedAssertion,
+) -> Result<Result<(), Rejection>, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    if let Some(p) = pending {
+        let gone = sqlx::query("DELETE FROM saml_requests WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3")
+            .bind(&p.request_id)
+            .bind(tenant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if gone.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Err(Rejection::WrongInResponseTo));
+        }
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO saml_replay (idp_id, assertion_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(idp_id)
+    .bind(&a.assertion_id)
+    .bind(a.replay_until)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(Err(Rejection::Replay));
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Housekeeping: expired pending requests and replay entries.
+pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<u64, sqlx::Error> {
+    let a = sqlx::query("DELETE FROM saml_requests WHERE expires_at <= $1").bind(now).execute(store.pool()).await?;
+    let b = sqlx::query("DELETE FROM saml_replay WHERE expires_at <= $1").bind(now).execute(store.pool()).await?;
+    Ok(a.rows_affected() + b.rows_affected())
+}
+
+/// Before verification, which IdP a response claims to come from and which request it
+/// claims to answer. Used only to pick what to verify against: [`super::response::verify`]
+/// then holds the response to exactly these values.
+pub fn peek(xml: &[u8]) -> (Option<String>, Option<String>) {
+    use super::response::{NS_ASSERTION, NS_PROTOCOL};
+    let Ok(text) = std::str::from_utf8(xml) else { return (None, None) };
+    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: 50_000, ..Default::default() };
+    let Ok(doc) = roxmltree::Document::parse_with_options(text, opts) else { return (None, None) };
+    let root = doc.root_element();
+    if root.tag_name().namespace() != Some(NS_PROTOCOL) {
+        return (None, None);
+    }
+    let issuer = doc
+        .descendants()
+        .find(|n| n.tag_name().namespace() == Some(NS_ASSERTION) && n.tag_name().name() == "Issuer")
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_string());
+    let irt = root.attribute("InResponseTo").map(str::to_string).or_else(|| {
+        doc.descendants()
+            .find(|n| n.tag_name().name() == "SubjectConfirmationData")
+            .and_then(|n| n.attribute("InResponseTo"))
+            .map(str::to_string)
+    });
+    (issuer, irt)
+}

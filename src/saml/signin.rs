@@ -1,0 +1,89 @@
+//! From a verified assertion to a Lanyard user: the user name must be an address of this
+//! tenant's user (created at first sign-in when the IdP's JIT provisioning is on), and a
+//! disabled or locked user is refused even with a valid assertion.
+
+use super::response::VerifiedAssertion;
+use super::SamlIdp;
+use crate::clock::UnixTime;
+use crate::store::Store;
+use crate::tenant::Tenant;
+use crate::user::{self, Email, User, UserError};
+
+/// Why a valid assertion still does not sign anyone in.
+#[derive(Debug, thiserror::Error)]
+pub enum UserRefusal {
+    #[error("the user name `{0}` from the IdP is not an e-mail address")]
+    NotAnAddress(String),
+    #[error("there is no such user in this organisation and the IdP does not provision users")]
+    UnknownUser,
+    #[error("the address cannot be used in this organisation")]
+    AddressUnavailable,
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("the account is locked")]
+    Locked,
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    User(UserError),
+}
+
+impl UserRefusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UserRefusal::NotAnAddress(_) => "not_an_address",
+            UserRefusal::UnknownUser => "unknown_user",
+            UserRefusal::AddressUnavailable => "address_unavailable",
+            UserRefusal::Disabled => "disabled",
+            UserRefusal::Locked => "locked",
+            UserRefusal::Store(_) | UserRefusal::User(_) => "server_error",
+        }
+    }
+}
+
+fn first(a: &VerifiedAssertion, attr: &Option<String>) -> Option<String> {
+    attr.as_ref().and_then(|n| a.attributes.get(n)).and_then(|v| v.first()).filter(|s| !s.is_empty()).cloned()
+}
+
+/// The tenant's user the assertion names, provisioned when the IdP allows it.
+pub async fn resolve_user(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    idp: &SamlIdp,
+    a: &VerifiedAssertion,
+) -> Result<User, UserRefusal> {
+    let email = Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))?;
+    let found = user::find_by_email(store, &email).await.map_err(UserRefusal::User)?;
+    let user = match found {
+        // Users are unique across tenants; another tenant's user is not this one's.
+        Some(u) if u.tenant_id != tenant.id => return Err(UserRefusal::UnknownUser),
+        Some(u) => u,
+        None if !idp.settings.jit => return Err(UserRefusal::UnknownUser),
+        None => {
+            let display = first(a, &idp.settings.attribute_map.display_name);
+            let mut tx = store.pool().begin().await?;
+            // The IdP vouches for the address only within the tenant's own domains (the
+            // operator gave the tenant those); elsewhere it stays unverified.
+            let own_domain = tenant.domains.iter().any(|d| email.as_str().ends_with(&format!("@{}", d.as_str())));
+            let u = match user::insert(&mut tx, now, &tenant.id, &email, display.as_deref(), false, own_domain).await {
+                Ok(u) => u,
+                Err(UserError::AddressUnavailable(_) | UserError::EmailTaken(_)) => {
+                    return Err(UserRefusal::AddressUnavailable)
+                }
+                Err(e) => return Err(UserRefusal::User(e)),
+            };
+            tx.commit().await?;
+            u
+        }
+    };
+    if user.disabled {
+        return Err(UserRefusal::Disabled);
+    }
+    if let Some(lock) = crate::password::lock_state(store, &user.id).await? {
+        if lock.locked_until.is_some_and(|t| t > now) {
+            return Err(UserRefusal::Locked);
+        }
+    }
+    Ok(user)
+}
