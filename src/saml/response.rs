@@ -361,41 +361,8 @@ pub fn verify(
     }
     let text = std::str::from_utf8(xml).map_err(|_| Rejection::Malformed("not UTF-8".into()))?;
     let doc = parse(text)?;
-    let mut shape = check_shape(&doc, exp.allow_sha1)?;
-    // Step 2: an encrypted assertion is replaced in place by its plaintext.
-    let spliced;
-    let text: &str = if shape.encrypted {
-        let enc = doc
-            .descendants()
-            .find(|n| is(n, NS_ASSERTION, "EncryptedAssertion"))
-            .ok_or(Rejection::AssertionCount(0))?;
-        let plain = decrypt(text)?;
-        spliced = format!("{}{}{}", &text[..enc.range().start], plain, &text[enc.range().end..]);
-        &spliced
-    } else {
-        text
-    };
-    let doc = parse(text)?;
-    if shape.encrypted {
-        let again = check_shape(&doc, exp.allow_sha1)?;
-        if again.encrypted {
-            return Err(Rejection::Decryption("the plaintext is another EncryptedAssertion".into()));
-        }
-        shape = Shape { response_signed: again.response_signed, assertion_signed: again.assertion_signed, encrypted: true };
-    }
-    if !shape.response_signed && !shape.assertion_signed {
-        return Err(Rejection::NoSignature);
-    }
+    let shape = check_shape(&doc, exp.allow_sha1)?;
     check_names(&doc, exp.username_attribute)?;
-    match exp.require_signed {
-        RequireSigned::Assertion | RequireSigned::Both if !shape.assertion_signed => {
-            return Err(Rejection::UnsignedPart("Assertion"))
-        }
-        RequireSigned::Response | RequireSigned::Both if !shape.response_signed => {
-            return Err(Rejection::UnsignedPart("Response"))
-        }
-        _ => {}
-    }
     // The unsigned wrapper can only refuse: a failure status, a wrong Destination.
     let root = doc.root_element();
     check_status(&root)?;
@@ -404,14 +371,98 @@ pub fn verify(
             return Err(Rejection::WrongDestination);
         }
     }
-    // Step 3: the signatures, against the metadata's certificates only.
-    // One certificate at a time: samael stops at the first certificate whose key type
-    // cannot check the signature (an RSA certificate for an ECDSA signature), so a
-    // rollover list mixing key types is tried entry by entry. Every signature in the
-    // document must verify against the same certificate.
+    if !shape.encrypted {
+        if !shape.response_signed && !shape.assertion_signed {
+            return Err(Rejection::NoSignature);
+        }
+        require(exp.require_signed, shape.response_signed, shape.assertion_signed)?;
+        // Step 3: the signatures; step 4: only the signed content from here on.
+        let signed = reduce(text, exp)?;
+        let signed_doc = parse(&signed)?;
+        let assertion = signed_assertion(&signed_doc, exp, shape.response_signed)?;
+        return semantics(&assertion, root.attribute("InResponseTo"), exp);
+    }
+    // Encrypted: a Response signature covers the ciphertext, so it is checked on the
+    // document as posted, and the plaintext is then read from that signed content.
+    let outer = if shape.response_signed { Some(reduce(text, exp)?) } else { None };
+    let outer_doc = match &outer {
+        Some(o) => parse(o)?,
+        None => parse(text)?,
+    };
+    let outer_root = outer_doc.root_element();
+    if shape.response_signed {
+        if !is(&outer_root, NS_PROTOCOL, "Response") {
+            return Err(Rejection::BadSignature);
+        }
+        if outer_root.attribute("Destination").is_none() {
+            return Err(Rejection::WrongDestination);
+        }
+        check_issuer(&outer_root, exp, false)?;
+    }
+    let source = outer.as_deref().unwrap_or(text);
+    let enc = outer_doc
+        .descendants()
+        .find(|n| is(n, NS_ASSERTION, "EncryptedAssertion"))
+        .ok_or(Rejection::UnsignedPart("Assertion"))?;
+    let plain = decrypt(source)?;
+    // The plaintext is read in the namespace context it was encrypted in: a wrapper
+    // declaring every namespace in scope at the EncryptedAssertion (its own prefix is
+    // one no IdP uses), so the inner signature can be checked on its own.
+    let mut decls = String::new();
+    for ns in enc.namespaces() {
+        match ns.name() {
+            Some("xml") => {}
+            Some(prefix) => decls.push_str(&format!(" xmlns:{prefix}=\"{}\"", xml_attr(ns.uri()))),
+            None => decls.push_str(&format!(" xmlns=\"{}\"", xml_attr(ns.uri()))),
+        }
+    }
+    let inner = format!("<lanyardwrap:Response xmlns:lanyardwrap=\"{NS_PROTOCOL}\"{decls}>{plain}</lanyardwrap:Response>");
+    let inner_doc = parse(&inner)?;
+    let inner_shape = check_shape(&inner_doc, exp.allow_sha1)?;
+    if inner_shape.encrypted || inner_shape.response_signed {
+        return Err(Rejection::Decryption("the plaintext is not one Assertion".into()));
+    }
+    check_names(&inner_doc, exp.username_attribute)?;
+    if !shape.response_signed && !inner_shape.assertion_signed {
+        return Err(Rejection::NoSignature);
+    }
+    require(exp.require_signed, shape.response_signed, inner_shape.assertion_signed)?;
+    if inner_shape.assertion_signed {
+        let signed = reduce(&inner, exp)?;
+        let signed_doc = parse(&signed)?;
+        let assertion = signed_assertion(&signed_doc, exp, false)?;
+        return semantics(&assertion, root.attribute("InResponseTo"), exp);
+    }
+    // Only the Response was signed: the assertion is the plaintext of signed ciphertext.
+    let assertion = inner_doc
+        .root_element()
+        .children()
+        .find(|c| is(c, NS_ASSERTION, "Assertion"))
+        .ok_or(Rejection::AssertionCount(0))?;
+    semantics(&assertion, root.attribute("InResponseTo"), exp)
+}
+
+fn xml_attr(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
+}
+
+fn require(policy: RequireSigned, response_signed: bool, assertion_signed: bool) -> Result<(), Rejection> {
+    match policy {
+        RequireSigned::Assertion | RequireSigned::Both if !assertion_signed => Err(Rejection::UnsignedPart("Assertion")),
+        RequireSigned::Response | RequireSigned::Both if !response_signed => Err(Rejection::UnsignedPart("Response")),
+        _ => Ok(()),
+    }
+}
+
+/// Step 3: every signature in `text`, against the metadata's certificates only.
+///
+/// One certificate at a time: samael stops at the first certificate whose key type cannot
+/// check the signature (an RSA certificate for an ECDSA signature), so a rollover list
+/// mixing key types is tried entry by entry. Every signature in the document must verify
+/// against the same certificate. Returns only the signed content.
+fn reduce(text: &str, exp: &Expected<'_>) -> Result<String, Rejection> {
     let allowed = samael_allowed(exp.allow_sha1);
-    let signed = exp
-        .idp_certificates
+    exp.idp_certificates
         .iter()
         .find_map(|c| {
             samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
@@ -422,30 +473,32 @@ pub fn verify(
             )
             .ok()
         })
-        .ok_or(Rejection::BadSignature)?;
-    // Step 4: only the signed content from here on.
-    let signed_doc = parse(&signed)?;
+        .ok_or(Rejection::BadSignature)
+}
+
+/// The one Assertion of the signed content: its root, or the signed Response's child.
+fn signed_assertion<'a, 'i>(
+    signed_doc: &'a roxmltree::Document<'i>,
+    exp: &Expected<'_>,
+    response_signed: bool,
+) -> Result<roxmltree::Node<'a, 'i>, Rejection> {
     let sroot = signed_doc.root_element();
-    let assertion = if is(&sroot, NS_ASSERTION, "Assertion") {
-        sroot
-    } else if is(&sroot, NS_PROTOCOL, "Response") {
-        if sroot.attribute("Destination").is_none() {
-            // SAML profiles §4.1.4.5: a signed Response must say where it is going.
-            return Err(Rejection::WrongDestination);
-        }
-        check_issuer(&sroot, exp, false)?;
-        let mut a = children(&sroot, NS_ASSERTION, "Assertion");
-        match (a.next(), a.next()) {
-            (Some(one), None) => one,
-            _ => return Err(Rejection::UnsignedPart("Assertion")),
-        }
-    } else {
-        return Err(Rejection::BadSignature);
-    };
-    if shape.assertion_signed && !shape.response_signed && !is(&sroot, NS_ASSERTION, "Assertion") {
+    if is(&sroot, NS_ASSERTION, "Assertion") {
+        return Ok(sroot);
+    }
+    if !response_signed || !is(&sroot, NS_PROTOCOL, "Response") {
         return Err(Rejection::BadSignature);
     }
-    semantics(&assertion, root.attribute("InResponseTo"), exp)
+    if sroot.attribute("Destination").is_none() {
+        // SAML profiles §4.1.4.5: a signed Response must say where it is going.
+        return Err(Rejection::WrongDestination);
+    }
+    check_issuer(&sroot, exp, false)?;
+    let mut a = children(&sroot, NS_ASSERTION, "Assertion");
+    match (a.next(), a.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(Rejection::UnsignedPart("Assertion")),
+    }
 }
 
 /// The user name must be the whole text of its element in the posted document: a comment

@@ -408,3 +408,121 @@ fn hostile_documents_are_refused_before_any_signature_code() {
     assert_eq!(check(&big, &exp), Err(Rejection::TooLarge));
     assert!(super::response::decode_post("%%%").is_err());
 }
+
+/// An EncryptedAssertion as an IdP builds it: AES content key, RSA-OAEP key transport
+/// (`oaep_sha256`: xmlenc11 rsa-oaep with SHA-256, else rsa-oaep-mgf1p).
+fn encrypt(plain: &str, to: &SpKey, data_alg: &str, oaep_sha256: bool, key_in_data: bool) -> String {
+    use openssl::symm::Cipher;
+    let (cipher, key_len, gcm) = match data_alg {
+        "aes128-gcm" => (Cipher::aes_128_gcm(), 16, true),
+        "aes256-gcm" => (Cipher::aes_256_gcm(), 32, true),
+        "aes128-cbc" => (Cipher::aes_128_cbc(), 16, false),
+        "aes256-cbc" => (Cipher::aes_256_cbc(), 32, false),
+        "tripledes-cbc" => (Cipher::des_ede3_cbc(), 24, false),
+        other => panic!("{other}"),
+    };
+    let content_key = crate::keys::random_bytes(key_len);
+    let data = if gcm {
+        let iv = crate::keys::random_bytes(12);
+        let mut tag = [0u8; 16];
+        let ct = openssl::symm::encrypt_aead(cipher, &content_key, Some(&iv), &[], plain.as_bytes(), &mut tag).expect("gcm");
+        [iv, ct, tag.to_vec()].concat()
+    } else {
+        let iv = crate::keys::random_bytes(cipher.iv_len().unwrap_or(16));
+        // XML Encryption padding: random bytes, then the pad length.
+        let bs = cipher.block_size();
+        let pad = bs - plain.len() % bs;
+        let mut padded = plain.as_bytes().to_vec();
+        padded.extend(std::iter::repeat_n(0x5a, pad - 1));
+        padded.push(pad as u8);
+        let mut c = openssl::symm::Crypter::new(cipher, openssl::symm::Mode::Encrypt, &content_key, Some(&iv)).expect("cbc");
+        c.pad(false);
+        let mut out = vec![0u8; padded.len() + bs];
+        let n = c.update(&padded, &mut out).expect("update");
+        let m = c.finalize(&mut out[n..]).expect("final");
+        out.truncate(n + m);
+        [iv, out].concat()
+    };
+    let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&to.key).expect("ctx");
+    ctx.encrypt_init().expect("init");
+    ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP).expect("oaep");
+    let (method, extra) = if oaep_sha256 {
+        ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).expect("md");
+        ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).expect("mgf");
+        (
+            "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+            "<ds:DigestMethod xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
+             <xenc11:MGF xmlns:xenc11=\"http://www.w3.org/2009/xmlenc11#\" Algorithm=\"http://www.w3.org/2009/xmlenc11#mgf1sha256\"/>",
+        )
+    } else {
+        ("http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p", "")
+    };
+    let mut wrapped = Vec::new();
+    ctx.encrypt_to_vec(&content_key, &mut wrapped).expect("wrap");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let ns = if gcm { "http://www.w3.org/2009/xmlenc11#" } else { "http://www.w3.org/2001/04/xmlenc#" };
+    let ek = format!(
+        "<xenc:EncryptedKey><xenc:EncryptionMethod Algorithm=\"{method}\">{extra}</xenc:EncryptionMethod>\
+         <xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey>",
+        b64(&wrapped)
+    );
+    let (inside, outside) = if key_in_data {
+        (format!("<ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">{ek}</ds:KeyInfo>"), String::new())
+    } else {
+        (String::new(), ek)
+    };
+    format!(
+        "<saml:EncryptedAssertion xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\"><xenc:EncryptedData \
+         Type=\"http://www.w3.org/2001/04/xmlenc#Element\"><xenc:EncryptionMethod Algorithm=\"{ns}{data_alg}\"/>{inside}\
+         <xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData>{outside}\
+         </saml:EncryptedAssertion>",
+        b64(&data)
+    )
+}
+
+fn sp_encryption_key() -> SpKey {
+    // The RSA fixture key stands in for the SP's encryption key.
+    key(KEY_A, CERT_A)
+}
+
+#[test]
+fn encrypted_assertions_are_decrypted_in_place_and_then_verified() {
+    let certs = certs_a();
+    let exp = expected(&certs);
+    let sp = [sp_encryption_key()];
+    let dec = |doc: &str| super::decrypt::decrypt(doc, &sp);
+    for (alg, sha256, inside) in
+        [("aes128-gcm", false, true), ("aes256-gcm", true, false), ("aes128-cbc", false, true), ("aes256-cbc", true, true)]
+    {
+        // Signed assertion inside, and the Response unsigned (the common form).
+        let b = Build { sign_response: false, ..Build::default() };
+        let enc = encrypt(&assertion(&b), &sp[0], alg, sha256, inside);
+        let v = verify(response_with(&b, &enc).as_bytes(), &exp, &dec);
+        assert_eq!(v.map(|v| v.username).as_deref(), Ok("alice@acme.test"), "{alg}");
+        // Signed Response around an unsigned encrypted assertion.
+        let b = Build { sign_assertion: false, ..Build::default() };
+        let enc = encrypt(&assertion(&b), &sp[0], alg, sha256, inside);
+        assert!(verify(response_with(&b, &enc).as_bytes(), &exp, &dec).is_ok(), "{alg}, signed response");
+    }
+    // Nothing signed anywhere: the plaintext is checked like any assertion.
+    let b = Build { sign_response: false, sign_assertion: false, ..Build::default() };
+    let enc = encrypt(&assertion(&b), &sp[0], "aes128-gcm", false, true);
+    assert_eq!(verify(response_with(&b, &enc).as_bytes(), &exp, &dec), Err(Rejection::NoSignature));
+    // 3DES refused; another SP's key cannot open it; a truncated value is no panic.
+    let b = Build { sign_response: false, ..Build::default() };
+    let des = encrypt(&assertion(&b), &sp[0], "tripledes-cbc", false, true);
+    assert!(matches!(verify(response_with(&b, &des).as_bytes(), &exp, &dec), Err(Rejection::Decryption(m)) if m.contains("3DES")));
+    let other = [key(KEY_B, CERT_B)];
+    let enc = encrypt(&assertion(&b), &sp[0], "aes128-gcm", false, true);
+    let with_other = |doc: &str| super::decrypt::decrypt(doc, &other);
+    assert!(matches!(verify(response_with(&b, &enc).as_bytes(), &exp, &with_other), Err(Rejection::Decryption(_))));
+    let short = enc.replacen("<xenc:CipherData><xenc:CipherValue>", "<xenc:CipherData><xenc:CipherValue>AAAA", 1);
+    let cut = {
+        let start = short.rfind("<xenc:CipherValue>").expect("cv") + "<xenc:CipherValue>".len();
+        format!("{}QUJD{}", &short[..start], &short[short[start..].find('<').map(|i| start + i).expect("end")..])
+    };
+    assert!(matches!(verify(response_with(&b, &cut).as_bytes(), &exp, &dec), Err(Rejection::Decryption(_))));
+    // RSA v1.5 key transport is refused by name.
+    let v15 = enc.replace("http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p", "http://www.w3.org/2001/04/xmlenc#rsa-1_5");
+    assert!(matches!(verify(response_with(&b, &v15).as_bytes(), &exp, &dec), Err(Rejection::Decryption(m)) if m.contains("v1.5")));
+}
