@@ -147,7 +147,7 @@ impl<const LIMIT: usize> FromRequest for LargeForm<LIMIT> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        read_form(req, payload, LIMIT, |f| LargeForm(f))
+        read_form(req, payload, LIMIT, LargeForm)
     }
 }
 

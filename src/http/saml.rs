@@ -189,7 +189,7 @@ async fn judge(
 ) -> Result<Accepted, (Option<String>, Refusal)> {
     let refuse = |idp: Option<&SamlIdp>, r: Rejection| (idp.map(|i| i.name.to_string()), Refusal::Response(r));
     let xml = response::decode_post(posted).map_err(|r| refuse(None, r))?;
-    let (issuer, in_response_to) = flow::peek(&xml);
+    let (issuer, in_response_to) = flow::peek(&xml).map_err(|r| refuse(None, r))?;
     let internal = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "SAML ACS store error");
         (None, Refusal::User(UserRefusal::Store(sqlx::Error::Protocol(e.to_string()))))

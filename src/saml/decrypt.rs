@@ -118,7 +118,7 @@ fn open_data(cipher: Cipher, mode: &Mode, key: &[u8], data: &[u8]) -> Option<Vec
             openssl::symm::decrypt_aead(cipher, key, Some(iv), &[], ct, tag).ok()
         }
         Mode::Cbc => {
-            if data.len() < 32 || data.len() % 16 != 0 {
+            if data.len() < 32 || !data.len().is_multiple_of(16) {
                 return None;
             }
             let (iv, ct) = data.split_at(16);

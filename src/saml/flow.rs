@@ -127,15 +127,15 @@ pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<u64, sqlx::Er
 
 /// Before verification, which IdP a response claims to come from and which request it
 /// claims to answer. Used only to pick what to verify against: [`super::response::verify`]
-/// then holds the response to exactly these values.
-pub fn peek(xml: &[u8]) -> (Option<String>, Option<String>) {
-    use super::response::{NS_ASSERTION, NS_PROTOCOL};
-    let Ok(text) = std::str::from_utf8(xml) else { return (None, None) };
-    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: 50_000, ..Default::default() };
-    let Ok(doc) = roxmltree::Document::parse_with_options(text, opts) else { return (None, None) };
+/// then holds the response to exactly these values. A document that is not XML (or has a
+/// DTD) is refused here with the reason `verify` would give.
+pub fn peek(xml: &[u8]) -> Result<(Option<String>, Option<String>), Rejection> {
+    use super::response::{parse, NS_ASSERTION, NS_PROTOCOL};
+    let text = std::str::from_utf8(xml).map_err(|_| Rejection::Malformed("not UTF-8".into()))?;
+    let doc = parse(text)?;
     let root = doc.root_element();
-    if root.tag_name().namespace() != Some(NS_PROTOCOL) {
-        return (None, None);
+    if root.tag_name().namespace() != Some(NS_PROTOCOL) || root.tag_name().name() != "Response" {
+        return Err(Rejection::NotAResponse);
     }
     let issuer = doc
         .descendants()
@@ -148,5 +148,5 @@ pub fn peek(xml: &[u8]) -> (Option<String>, Option<String>) {
             .and_then(|n| n.attribute("InResponseTo"))
             .map(str::to_string)
     });
-    (issuer, irt)
+    Ok((issuer, irt))
 }

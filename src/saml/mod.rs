@@ -20,3 +20,5 @@ pub use metadata::{IdpMetadata, MetadataError};
 
 #[cfg(test)]
 mod response_tests;
+#[doc(hidden)]
+pub mod testkit;

@@ -203,7 +203,7 @@ pub fn decode_post(b64: &str) -> Result<Vec<u8>, Rejection> {
     Ok(bytes)
 }
 
-fn parse(text: &str) -> Result<roxmltree::Document<'_>, Rejection> {
+pub(crate) fn parse(text: &str) -> Result<roxmltree::Document<'_>, Rejection> {
     let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: 50_000, ..Default::default() };
     roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
         roxmltree::Error::DtdDetected => Rejection::Dtd,

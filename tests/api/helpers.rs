@@ -233,6 +233,16 @@ impl TestApp {
         self.admin().create_user(tenant, email, Some(&pw), false, false).await.unwrap()
     }
 
+    pub async fn tenant_by_slug(&self, slug: &str) -> Tenant {
+        let slug = lanyard::tenant::TenantSlug::parse(slug).unwrap();
+        lanyard::tenant::find_by_slug(&self.state.store, &slug).await.unwrap().unwrap()
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> User {
+        let email = lanyard::user::Email::parse(email).unwrap();
+        lanyard::user::find_by_email(&self.state.store, &email).await.unwrap().unwrap()
+    }
+
     pub fn browser(&self) -> Browser {
         Browser::new(&self.base)
     }

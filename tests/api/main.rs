@@ -14,6 +14,7 @@ mod oauth;
 mod observe;
 mod rfc;
 mod saml_metadata;
+mod saml_sso;
 mod secrets;
 mod session;
 mod signin;
