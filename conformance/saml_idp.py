@@ -27,7 +27,29 @@ Endpoints (IdP entityID = http://127.0.0.1:PORT/metadata):
   GET  /idp-init?sp=ENTITYID[&relay_state=X]
                                unsolicited response form (no InResponseTo) to the SP's default ACS
 
-Knobs (POST /_control): see DEFAULT_KNOBS below and the README of conformance/.
+Knobs (POST /_control, JSON; unknown names are refused with 400; defaults in DEFAULT_KNOBS):
+  sign_response, sign_assertion (true), encrypt_assertion (false)
+  enc_alg          aes128-cbc (default) | aes256-cbc | aes128-gcm | aes256-gcm | tripledes-cbc
+  key_alg          rsa-oaep-mgf1p (default) | rsa-1_5        (session-key transport)
+  enc_self_contained  false: the Assertion inside EncryptedAssertion uses the Response's namespace
+                   declarations (the usual form); true: pysaml2's self-contained form (re-declared
+                   `encas*` prefixes), which pysaml2's own SP needs
+  sig_alg          rsa-sha256 (default) | rsa-sha1 | rsa-sha384 | rsa-sha512
+  digest_alg       null = follows sig_alg | sha1 | sha256 | sha384 | sha512
+  user             NameID text (default alice@acme.test); name_id_format (default emailAddress)
+  attributes       {name: [values]} (default mail=[user], displayName, groups=[staff]); Name is the
+                   key verbatim, NameFormat uri when it contains ':' else basic, xs:string values
+  not_before_offset, not_on_or_after_offset   Conditions times = now + seconds (null: pysaml2's,
+                   NotBefore = now, NotOnOrAfter = now + 1 h)
+  subject_not_on_or_after_offset   SubjectConfirmationData NotOnOrAfter = now + s (300; null: omit)
+  issue_instant_offset   Response and Assertion IssueInstant = now + s
+  audience, destination, recipient   overrides (default SP entityID, ACS, ACS)
+  in_response_to   string overrides Response + SubjectConfirmationData InResponseTo; null omits it
+  status           success | authn_failed (Responder/AuthnFailed) | requester | responder |
+                   request_denied (Responder/RequestDenied) | any status URN; no assertion then
+  wrong_key, use_second_key   sign with DIR/signing2.key (cert 2 in KeyInfo)
+  tamper           change the mail AttributeValue after signing (for an encrypted assertion:
+                   after the assertion signature, before encryption and the Response signature)
 """
 
 import argparse
@@ -464,7 +486,7 @@ class IdP:
         facts["force_authn"] = msg.force_authn
         facts["is_passive"] = msg.is_passive
         facts["name_id_policy_format"] = msg.name_id_policy.format if msg.name_id_policy else None
-        facts["destination"] = msg.destination
+        facts["request_destination"] = msg.destination
         return self.response_form(sp_id, acs, msg.id, relay_state)
 
     def _acs_list(self, sp_id):
