@@ -39,10 +39,10 @@ fn key_subject(state: &AppState, tenant: &Tenant) -> String {
     format!("{} {}", state.config.public_url.host_str().unwrap_or_default(), tenant.slug)
 }
 
-async fn sp_keys(state: &AppState, tenant: &Tenant) -> Result<crate::saml::sp_keys::SpKeys, PageError> {
+async fn sp_keys(state: &AppState, tenant: &Tenant) -> Result<std::sync::Arc<crate::saml::sp_keys::SpKeys>, PageError> {
     state
         .saml_keys
-        .load(&state.store, state.now(), &tenant.id, &key_subject(state, tenant))
+        .get(&state.store, state.now(), &tenant.id, &key_subject(state, tenant))
         .await
         .map_err(PageError::internal)
 }
@@ -215,7 +215,13 @@ async fn judge(
         None if !idp.settings.allow_idp_initiated => return Err(refuse(Some(&idp), Rejection::Unsolicited)),
         _ => {}
     }
-    let keys = sp_keys(state, tenant).await.map_err(|e| internal(&e.message))?;
+    // The SP's keys only when there is something to decrypt.
+    let encrypted = std::str::from_utf8(&xml).is_ok_and(|t| t.contains("EncryptedAssertion"));
+    let decryption = if encrypted {
+        sp_keys(state, tenant).await.map_err(|e| internal(&e.message))?.decryption.clone()
+    } else {
+        Vec::new()
+    };
     // Owned copies: the XML work runs on the blocking pool, off the request threads.
     let (sp, acs) = (sp_entity_id(state, tenant), acs_url(state, tenant));
     let certs: Vec<Vec<u8>> = idp.certificates.iter().filter_map(|c| {
@@ -224,7 +230,6 @@ async fn judge(
     }).collect();
     let (idp_entity, settings) = (idp.entity_id.clone(), idp.settings.clone());
     let request_id = pending.as_ref().map(|p| p.request_id.clone());
-    let decryption = keys.decryption.clone();
     let verdict = tokio::task::spawn_blocking(move || {
         let exp = Expected {
             sp_entity_id: &sp,

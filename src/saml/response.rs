@@ -361,11 +361,15 @@ pub fn verify(
     }
     let text = std::str::from_utf8(xml).map_err(|_| Rejection::Malformed("not UTF-8".into()))?;
     let doc = parse(text)?;
+    // The unsigned wrapper can only refuse: a failure status (which carries no
+    // assertion, so it is read first), a wrong Destination.
+    let root = doc.root_element();
+    if !is(&root, NS_PROTOCOL, "Response") {
+        return Err(Rejection::NotAResponse);
+    }
+    check_status(&root)?;
     let shape = check_shape(&doc, exp.allow_sha1)?;
     check_names(&doc, exp.username_attribute)?;
-    // The unsigned wrapper can only refuse: a failure status, a wrong Destination.
-    let root = doc.root_element();
-    check_status(&root)?;
     if let Some(d) = root.attribute("Destination") {
         if d != exp.acs_url {
             return Err(Rejection::WrongDestination);

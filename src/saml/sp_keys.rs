@@ -65,8 +65,13 @@ impl SpKeys {
     }
 }
 
+/// Opened keys are kept this long per tenant (opening an RSA key with OpenSSL 3 costs
+/// about a millisecond each); a rotation on another replica shows within this bound.
+const CACHE_SECONDS: i64 = 10;
+
 pub struct SpKeyRing {
     sealer: Sealer,
+    cache: std::sync::RwLock<std::collections::HashMap<String, (UnixTime, std::sync::Arc<SpKeys>)>>,
 }
 
 fn aad(tenant_id: &str, id: &str) -> String {
@@ -105,7 +110,7 @@ fn generate(subject: &str) -> Result<(Vec<u8>, Vec<u8>), KeyStoreError> {
 
 impl SpKeyRing {
     pub fn new(master: &MasterKey) -> SpKeyRing {
-        SpKeyRing { sealer: Sealer::for_purpose(master, "lanyard saml-sp-key seal v1") }
+        SpKeyRing { sealer: Sealer::for_purpose(master, "lanyard saml-sp-key seal v1"), cache: Default::default() }
     }
 
     async fn insert(
@@ -166,7 +171,29 @@ impl SpKeyRing {
         Ok(())
     }
 
-    /// The tenant's keys (created on first use).
+    /// The tenant's keys, from the cache when fresh (see [`CACHE_SECONDS`]).
+    pub async fn get(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        subject: &str,
+    ) -> Result<std::sync::Arc<SpKeys>, KeyStoreError> {
+        if let Ok(c) = self.cache.read() {
+            if let Some((at, keys)) = c.get(tenant_id) {
+                if now >= *at && now - *at < CACHE_SECONDS {
+                    return Ok(keys.clone());
+                }
+            }
+        }
+        let keys = std::sync::Arc::new(self.load(store, now, tenant_id, subject).await?);
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(tenant_id.to_string(), (now, keys.clone()));
+        }
+        Ok(keys)
+    }
+
+    /// The tenant's keys (created on first use), read from the store.
     pub async fn load(&self, store: &Store, now: UnixTime, tenant_id: &str, subject: &str) -> Result<SpKeys, KeyStoreError> {
         self.ensure(store, now, tenant_id, subject).await?;
         let rows = sqlx::query(
@@ -235,6 +262,9 @@ impl SpKeyRing {
             .execute(store.pool())
             .await?;
         self.ensure(store, now, tenant_id, subject).await?;
+        if let Ok(mut c) = self.cache.write() {
+            c.remove(tenant_id);
+        }
         let keys = self.load(store, now, tenant_id, subject).await?;
         keys.signing().map(|k| k.id.clone()).ok_or(KeyStoreError::NoActiveKey("SAML"))
     }

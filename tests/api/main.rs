@@ -13,6 +13,7 @@ mod lockout;
 mod oauth;
 mod observe;
 mod rfc;
+mod saml_conformance;
 mod saml_metadata;
 mod saml_sso;
 mod secrets;
