@@ -233,6 +233,23 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
     assert_eq!(post_idp_form(&app.browser(), &form).await.status(), 403);
     assert_eq!(last_reason(&app).await, "replay");
 
+    // The attack corpus on the IdP's own genuine responses: captured from its form, bent,
+    // and posted against a fresh pending request each time.
+    attack_corpus(&app, &idp).await;
+
+    // IdP key rollover: metadata with both certificates; a response signed by either.
+    let rollover = idp.http.get(format!("{}/metadata?rollover=1", idp.base)).send().await.unwrap().text().await.unwrap();
+    let v = app.admin().import_saml_metadata("acme", "corp", rollover.as_bytes()).await.unwrap().1;
+    assert_eq!(v["certificates"].as_array().map(Vec::len), Some(2));
+    for knobs in [json!({}), json!({"use_second_key": true})] {
+        idp.control(knobs.clone()).await;
+        assert_eq!(through_idp(&app.browser(), &idp, "/t/acme/saml/login").await.status(), 303, "{knobs}");
+    }
+    // A broken upload leaves the working configuration: sign-in still works.
+    assert!(app.admin().import_saml_metadata("acme", "corp", b"<broken").await.is_err());
+    assert_eq!(through_idp(&app.browser(), &idp, "/t/acme/saml/login").await.status(), 303);
+    idp.control(json!({})).await;
+
     // HTTP-POST request binding: an IdP whose metadata offers only HTTP-POST.
     let m = idp.metadata().await;
     let sso = m.find("<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\"").expect("redirect SSO");
@@ -249,4 +266,73 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
     let to_app = location(&b.get(&location(&res)).await);
     let (status, _) = exchange(&app, "workview", &query_of(&to_app)["code"], NATIVE_REDIRECT, &verifier).await;
     assert_eq!(status, 200);
+}
+
+/// One genuine response of the IdP for a fresh SP-initiated request: the browser that
+/// started it, the decoded XML and the RelayState.
+async fn genuine(app: &TestApp, idp: &Idp) -> (Browser, String, String) {
+    use base64::Engine;
+    let b = app.browser();
+    let res = b.get("/t/acme/saml/login").await;
+    let html = idp.http.get(location(&res)).send().await.unwrap().text().await.unwrap();
+    let (_, fields) = form_of(&html);
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
+    let xml = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(get("SAMLResponse")).unwrap()).unwrap();
+    (b, xml, get("RelayState"))
+}
+
+async fn post_xml(b: &Browser, xml: &str, relay: &str) -> u16 {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+    b.post_form("/t/acme/saml/acs", &[("SAMLResponse", &encoded), ("RelayState", relay)]).await.status().as_u16()
+}
+
+/// The element `<prefix:Name …>…</prefix:Name>` (first, by its local name) in `xml`.
+fn element<'a>(xml: &'a str, local: &str) -> &'a str {
+    let open = xml.find(&format!(":{local} ")).or_else(|| xml.find(&format!(":{local}>"))).expect(local);
+    let start = xml[..open].rfind('<').unwrap();
+    let prefix = &xml[start + 1..open];
+    let close = format!("</{prefix}:{local}>");
+    let end = xml[start..].find(&close).map(|i| start + i + close.len()).expect("close");
+    &xml[start..end]
+}
+
+async fn attack_corpus(app: &TestApp, idp: &Idp) {
+    // Assertion signed, Response unsigned: the form the wrapping attacks target.
+    idp.control(json!({"sign_response": false})).await;
+    let (b, xml, relay) = genuine(app, idp).await;
+    let assertion = element(&xml, "Assertion").to_string();
+    let evil = assertion
+        .replace("alice@acme.test", "admin@acme.test")
+        .replacen(" ID=\"", " ID=\"evil", 1);
+    let signature = element(&assertion, "Signature").to_string();
+    let unsigned_evil = evil.replace(element(&evil, "Signature"), "");
+    let p = assertion[1..assertion.find(':').unwrap()].to_string();
+    let subject_end = format!("</{p}:Subject>");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("XSW: evil assertion before the signed one", xml.replace(&assertion, &format!("{unsigned_evil}{assertion}")), "assertion_count"),
+        ("XSW: evil assertion after the signed one", xml.replace(&assertion, &format!("{assertion}{unsigned_evil}")), "assertion_count"),
+        (
+            "XSW: signed assertion hidden in the evil one's Advice",
+            xml.replace(&assertion, &unsigned_evil.replacen(&subject_end, &format!("{subject_end}<{p}:Advice>{assertion}</{p}:Advice>"), 1)),
+            "assertion_count",
+        ),
+        ("XSW: the signed assertion's signature on the evil one", xml.replace(&assertion, &evil.replace(element(&evil, "Signature"), &signature)), "signature_shape"),
+        ("duplicate ID", xml.replace(&assertion, &format!("{}{assertion}", unsigned_evil.replacen(" ID=\"evil", " ID=\"", 1))), "duplicate_id"),
+        (
+            "comment injected into the NameID",
+            xml.replacen("alice@acme.test</", "alice@acme.test<!---->.evil.test</", 1),
+            "comment_in_name",
+        ),
+        ("signature stripped", xml.replace(&signature, ""), "no_signature"),
+        ("DTD with an entity", format!("<!DOCTYPE r [<!ENTITY e \"x\">]>{xml}"), "dtd"),
+        ("Audience altered after signing", xml.replacen(&format!("{}/t/acme/saml<", app.base), "https://evil.test/sp<", 1), "bad_signature"),
+    ];
+    for (what, bent, reason) in cases {
+        assert_ne!(bent, xml, "{what}: the mutation did not apply");
+        assert_eq!(post_xml(&b, &bent, &relay).await, 403, "{what} was accepted");
+        assert_eq!(last_reason(app).await, reason, "{what}");
+    }
+    // The genuine response, after all that, still signs in (nothing was consumed).
+    assert_eq!(post_xml(&b, &xml, &relay).await, 303, "{}", last_reason(app).await);
 }
