@@ -155,9 +155,10 @@ async fn signed_in_with_tokens_pw(app: &TestApp, pw: &str) -> (Browser, String) 
 /// A server with one hashing thread and room for one job in its queue.
 async fn spawn_tiny_queue(kind: StoreKind) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(kind, dir.path()).await;
     let raw = lanyard::config::RawConfig {
         listen: Some("127.0.0.1:0".into()),
-        database_url: Some(fresh_database_url(kind, dir.path()).await),
+        database_url: Some(database_url.clone()),
         data_dir: Some(dir.path().display().to_string()),
         bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD.to_string())),
         workers: Some(2),
@@ -170,7 +171,8 @@ async fn spawn_tiny_queue(kind: StoreKind) -> TestApp {
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
-    TestApp { base, clock, state, _dir: dir }
+    let data_dir = dir.path().to_path_buf();
+    TestApp { base, clock, state, database_url, data_dir, _dir: dir }
 }
 
 async fn a_full_hashing_queue_answers_503(kind: StoreKind) {

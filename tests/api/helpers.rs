@@ -170,6 +170,8 @@ pub struct TestApp {
     pub base: String,
     pub clock: Arc<MockClock>,
     pub state: Arc<AppState>,
+    pub database_url: String,
+    pub data_dir: std::path::PathBuf,
     /// Kept so the temp dir (SQLite file, master key) lives as long as the app.
     pub _dir: tempfile::TempDir,
 }
@@ -178,6 +180,8 @@ pub struct TestApp {
 pub struct Options {
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// Another replica of `app`: the same store and master key (its data dir).
+    pub replica_of: Option<(String, std::path::PathBuf)>,
 }
 
 impl TestApp {
@@ -187,12 +191,15 @@ impl TestApp {
 
     pub async fn spawn_with(kind: StoreKind, opts: Options) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let database_url = fresh_database_url(kind, dir.path()).await;
+        let (database_url, data_dir) = match opts.replica_of {
+            Some((url, data_dir)) => (url, data_dir),
+            None => (fresh_database_url(kind, dir.path()).await, dir.path().to_path_buf()),
+        };
         let raw = RawConfig {
             listen: Some("127.0.0.1:0".into()),
             public_url: opts.public_url,
-            database_url: Some(database_url),
-            data_dir: Some(dir.path().display().to_string()),
+            database_url: Some(database_url.clone()),
+            data_dir: Some(data_dir.display().to_string()),
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD.to_string())),
             workers: Some(2),
             hash_concurrency: Some(2),
@@ -206,7 +213,18 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
         tokio::spawn(app.run_until_stopped());
-        TestApp { base, clock, state, _dir: dir }
+        TestApp { base, clock, state, database_url, data_dir, _dir: dir }
+    }
+
+    /// A second server on this one's store and master key, answering under the same
+    /// public URL (replicas behind one address).
+    pub async fn replica(&self, kind: StoreKind) -> TestApp {
+        let opts = Options {
+            public_url: Some(self.base.clone()),
+            replica_of: Some((self.database_url.clone(), self.data_dir.clone())),
+            ..Default::default()
+        };
+        Self::spawn_with(kind, opts).await
     }
 
     pub fn now(&self) -> i64 {

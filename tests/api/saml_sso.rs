@@ -15,7 +15,13 @@ use crate::helpers::*;
 use crate::oauth::{authorize_url, claims, exchange, native_client, pkce, query_of, NATIVE_REDIRECT};
 use crate::saml_metadata::GENUINE;
 
-both_stores!(sp_metadata_is_signed_and_complete, sp_initiated_sign_in_reaches_the_app, acs_refusals_are_named_and_change_nothing);
+both_stores!(
+    sp_metadata_is_signed_and_complete,
+    sp_initiated_sign_in_reaches_the_app,
+    acs_refusals_are_named_and_change_nothing,
+    replicas_share_pending_requests_and_the_replay_cache,
+    two_idps_with_different_skews_in_one_tenant
+);
 
 async fn setup(kind: StoreKind) -> TestApp {
     let app = TestApp::spawn(kind).await;
@@ -237,4 +243,59 @@ async fn acs_refusals_are_named_and_change_nothing(kind: StoreKind) {
     app.tenant("beta").await;
     let res = app.browser().post_form("/t/beta/saml/acs", &[("SAMLResponse", &response_for(&app, None, "alice@acme.test", |_| {}))]).await;
     assert_eq!(res.status(), 403);
+}
+
+/// A second server started on the same store (PostgreSQL: another replica; SQLite: the
+/// same file after a restart) takes the response to a request the first one sent, and
+/// each one refuses what the other has consumed.
+async fn replicas_share_pending_requests_and_the_replay_cache(kind: StoreKind) {
+    let app = setup(kind).await;
+    let replica = app.replica(kind).await;
+    assert_ne!(replica.base, app.base);
+    let b1 = app.browser();
+    let (rid, relay, _) = start(&b1, "/t/acme/saml/login").await;
+    let r = response_for(&app, Some(&rid), "alice@acme.test", |_| {});
+    let b2 = replica.browser();
+    let res = post_acs(&b2, &r, Some(&relay)).await;
+    assert_eq!(res.status(), 303, "the replica took the first server's request");
+    assert_eq!(post_acs(&b1, &r, Some(&relay)).await.status(), 403, "and the first server knows it was used");
+    // The replay cache is shared too.
+    let on = lanyard::saml::idp::SettingsChange { allow_idp_initiated: Some(true), ..Default::default() };
+    app.admin().update_saml_idp("acme", "corp", on).await.unwrap();
+    let unsolicited = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&b1, &unsolicited, None).await.status(), 303);
+    assert_eq!(post_acs(&b2, &unsolicited, None).await.status(), 403);
+    let acme = app.tenant_by_slug("acme").await;
+    let failures: Vec<_> = app.audit(&acme).await.into_iter().filter(|e| e.outcome == "failure").map(|e| e.reason.unwrap_or_default()).collect();
+    assert_eq!(&failures[..2], ["replay", "wrong_in_response_to"]);
+}
+
+/// Each IdP of a tenant applies its own clock skew.
+async fn two_idps_with_different_skews_in_one_tenant(kind: StoreKind) {
+    let app = setup(kind).await; // corp: skew 120 s, certificate A
+    let second = include_str!("../fixtures/saml/idp-metadata-two-certs.xml")
+        .replace("https://idp.fixture.test/saml/metadata", "https://second.fixture.test/idp");
+    app.admin().import_saml_metadata("acme", "strict", second.as_bytes()).await.unwrap();
+    for (name, skew) in [("corp", 300), ("strict", 0)] {
+        let change = lanyard::saml::idp::SettingsChange {
+            clock_skew_seconds: Some(skew),
+            allow_idp_initiated: Some(true),
+            ..Default::default()
+        };
+        app.admin().update_saml_idp("acme", name, change).await.unwrap();
+    }
+    let future = app.now() + 200;
+    let ahead = |issuer: &'static str, ec: bool| {
+        response_for(&app, None, "alice@acme.test", move |b| {
+            b.issuer = issuer.into();
+            b.ec_key = ec;
+            b.not_before = future;
+        })
+    };
+    // 200 s ahead: inside corp's 300 s, outside strict's 0 s.
+    assert_eq!(post_acs(&app.browser(), &ahead("https://idp.fixture.test/saml/metadata", false), None).await.status(), 303);
+    assert_eq!(post_acs(&app.browser(), &ahead("https://second.fixture.test/idp", true), None).await.status(), 403);
+    let acme = app.tenant_by_slug("acme").await;
+    let last = app.audit(&acme).await.into_iter().find(|e| e.event == "signin").unwrap();
+    assert_eq!(last.reason.as_deref(), Some("not_yet_valid"));
 }
