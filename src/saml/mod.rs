@@ -19,6 +19,25 @@ pub use idp::{IdpError, IdpName, SamlIdp};
 pub use metadata::{IdpMetadata, MetadataError};
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod response_tests;
 #[doc(hidden)]
 pub mod testkit;
+
+/// Silences xmlsec's default error printer: every refused signature would otherwise write
+/// several lines to stderr, which anyone posting to an ACS could use to flood the log.
+/// Refusals are reported once, by name, in the audit log and the metrics instead.
+///
+/// Hand-written FFI (one call, no arguments but a flag): samael does not expose xmlsec's
+/// error settings. The symbol is in libxmlsec1, which samael links.
+pub fn quiet_xmlsec() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        extern "C" {
+            fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: std::os::raw::c_int);
+        }
+        // SAFETY: sets a process-wide int in libxmlsec1; no pointers, callable any time.
+        unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) };
+    });
+}

@@ -465,6 +465,7 @@ fn require(policy: RequireSigned, response_signed: bool, assertion_signed: bool)
 /// mixing key types is tried entry by entry. Every signature in the document must verify
 /// against the same certificate. Returns only the signed content.
 fn reduce(text: &str, exp: &Expected<'_>) -> Result<String, Rejection> {
+    super::quiet_xmlsec();
     let allowed = samael_allowed(exp.allow_sha1);
     exp.idp_certificates
         .iter()
