@@ -215,6 +215,14 @@ enum IdpCommand {
     },
     /// Change an IdP's sign-in settings; prints it as JSON.
     Update(IdpUpdate),
+    /// Re-read the IdP's metadata URL now (also done daily by the server). A failed or
+    /// invalid read keeps the working metadata and exits non-zero.
+    Refresh {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
     /// Remove an IdP (the next oldest becomes the default if it was).
     Remove {
         #[arg(long)]
@@ -264,6 +272,12 @@ struct IdpUpdate {
     /// Make this the tenant's default IdP.
     #[arg(long)]
     default: bool,
+    /// Where the IdP publishes its metadata (https): re-read daily and by `idp refresh`.
+    #[arg(long, conflicts_with = "no_metadata_url")]
+    metadata_url: Option<String>,
+    /// Forget the metadata URL (uploads only).
+    #[arg(long)]
+    no_metadata_url: bool,
 }
 
 #[derive(Subcommand)]
@@ -555,6 +569,7 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
             print_json(&v)
         }
         IdpCommand::List { tenant } => print_json(&ctx.list_saml_idps(&tenant).await?),
+        IdpCommand::Refresh { tenant, name } => print_json(&ctx.refresh_saml_idp(&tenant, &name).await?),
         IdpCommand::Show { tenant, name } => print_json(&ctx.saml_idp(&tenant, &name).await?),
         IdpCommand::Metadata { tenant, name } => {
             print!("{}", ctx.saml_idp_metadata(&tenant, &name).await?);
@@ -585,7 +600,7 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
                 attribute_map,
                 jit: u.jit,
                 make_default: u.default,
-                metadata_url: None,
+                metadata_url: if u.no_metadata_url { Some(None) } else { u.metadata_url.map(Some) },
             };
             print_json(&ctx.update_saml_idp(&u.tenant, &u.name, change).await?)
         }

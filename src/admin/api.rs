@@ -59,6 +59,7 @@ impl AdminError {
             | AdminError::Idp(IdpError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Metadata(MetadataError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_metadata"),
             AdminError::Metadata(_) => (StatusCode::BAD_REQUEST, "invalid_metadata"),
+            AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "metadata_refresh_failed"),
             AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
             | AdminError::Client(ClientError::Taken(_))

@@ -15,6 +15,24 @@ pub fn view(idp: &SamlIdp, now: crate::clock::UnixTime) -> serde_json::Value {
     v
 }
 
+/// How often the server re-reads each metadata URL.
+pub const REFRESH_SECONDS: i64 = 24 * 3600;
+
+/// Housekeeping: re-reads every metadata URL not read for [`REFRESH_SECONDS`]. Each result
+/// is recorded as an admin refresh by `system`; failures keep the working metadata.
+pub async fn refresh_due(store: &crate::store::Store, hasher: &crate::password::Hasher, now: crate::clock::UnixTime) {
+    let Ok(all) = idp::list_all(store).await else { return };
+    for (slug, i) in all {
+        if i.metadata_url.is_none() || i.last_refresh_at.is_some_and(|t| now - t < REFRESH_SECONDS) {
+            continue;
+        }
+        let ctx = AdminContext { store, hasher, now, actor: "system", origin: crate::audit::Origin::default() };
+        if let Err(e) = ctx.refresh_saml_idp(&slug, i.name.as_str()).await {
+            tracing::warn!(tenant = %slug, idp = %i.name, error = %e, "scheduled SAML metadata refresh failed");
+        }
+    }
+}
+
 impl AdminContext<'_> {
     async fn audit_failure(&self, tenant_id: &str, subject: &str, event: &str, reason: &str) {
         let e = Event {
@@ -122,6 +140,68 @@ impl AdminContext<'_> {
         .await?;
         tx.commit().await?;
         Ok(view(&after, self.now))
+    }
+
+    /// Re-reads the IdP's metadata URL. A good document replaces the metadata (settings
+    /// kept) like an upload; a failed or invalid one keeps the working metadata, and is
+    /// recorded on the IdP (`last_refresh_error`), in the audit log and in the metrics.
+    pub async fn refresh_saml_idp(&self, tenant_slug: &str, name: &str) -> Result<serde_json::Value, AdminError> {
+        let current = self.saml_idp_of(tenant_slug, name).await?;
+        let url = current.metadata_url.clone().ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "the IdP `{}` has no metadata URL (set one with `lanyard admin idp update --metadata-url URL`)",
+                current.name
+            ))
+        })?;
+        let read = match crate::saml::fetch::fetch(&url).await {
+            Ok(bytes) => IdpMetadata::parse(&bytes, self.now).map(|m| (bytes, m)).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let mut tx = self.store.pool().begin().await?;
+        match read {
+            Ok((bytes, meta)) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let stored = idp::store_metadata(&mut tx, self.now, &current.tenant_id, &current.name, &text, &meta).await;
+                let result = match stored {
+                    Ok(r) => r,
+                    Err(e) => {
+                        drop(tx);
+                        return self.refresh_failed(&current, e.to_string()).await;
+                    }
+                };
+                idp::record_refresh(&mut tx, self.now, &current.id, None).await?;
+                self.audit_in(
+                    &mut tx,
+                    &current.tenant_id,
+                    current.name.as_str(),
+                    "admin.saml_idp.refresh",
+                    Some(serde_json::json!({"result": result, "url": url})),
+                )
+                .await?;
+                tx.commit().await?;
+                metrics::counter!("lanyard_saml_metadata_refresh_total", "result" => "ok").increment(1);
+                let after = idp::find(self.store, &current.tenant_id, &current.name)
+                    .await?
+                    .ok_or_else(|| idp::IdpError::NotFound(current.name.to_string()))?;
+                let mut v = view(&after, self.now);
+                v["result"] = serde_json::json!(result);
+                v["warnings"] = serde_json::json!(meta.warnings);
+                Ok(v)
+            }
+            Err(why) => {
+                drop(tx);
+                self.refresh_failed(&current, why).await
+            }
+        }
+    }
+
+    async fn refresh_failed(&self, current: &SamlIdp, why: String) -> Result<serde_json::Value, AdminError> {
+        let mut tx = self.store.pool().begin().await?;
+        idp::record_refresh(&mut tx, self.now, &current.id, Some(&why)).await?;
+        tx.commit().await?;
+        self.audit_failure(&current.tenant_id, current.name.as_str(), "admin.saml_idp.refresh", &why).await;
+        metrics::counter!("lanyard_saml_metadata_refresh_total", "result" => "failed").increment(1);
+        Err(AdminError::RefreshFailed(why))
     }
 
     /// Records a rollover of the tenant's SAML SP keys.

@@ -37,6 +37,8 @@ pub enum AdminError {
     Idp(#[from] crate::saml::IdpError),
     #[error("{0}")]
     Metadata(#[from] crate::saml::MetadataError),
+    #[error("the metadata refresh failed and the working metadata was kept: {0}")]
+    RefreshFailed(String),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }

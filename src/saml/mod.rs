@@ -7,6 +7,7 @@
 
 pub mod authn_request;
 pub mod decrypt;
+pub mod fetch;
 pub mod flow;
 pub mod idp;
 pub mod metadata;

@@ -11,7 +11,11 @@ use crate::admin_api::service_token;
 use crate::both_stores;
 use crate::helpers::*;
 
-both_stores!(metadata_upload_is_validated_replaced_atomically_and_audited, cli_imports_lists_and_exports_metadata);
+both_stores!(
+    metadata_upload_is_validated_replaced_atomically_and_audited,
+    cli_imports_lists_and_exports_metadata,
+    metadata_url_refresh_keeps_the_working_metadata_when_the_source_fails
+);
 
 pub const GENUINE: &str = include_str!("../fixtures/saml/idp-metadata.xml");
 pub const TWO_CERTS: &str = include_str!("../fixtures/saml/idp-metadata-two-certs.xml");
@@ -272,4 +276,104 @@ async fn cli_imports_lists_and_exports_metadata(kind: StoreKind) {
     ok(&run(&["admin", "idp", "remove", "--tenant", "acme", "--name", "default"], None));
     let corp = ok(&run(&["admin", "idp", "show", "--tenant", "acme", "--name", "corp"], None));
     assert_eq!(corp["is_default"], true, "the remaining IdP becomes the default");
+}
+
+/// A metadata source whose answer the test changes: (status, body) per request.
+struct Source {
+    port: u16,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+}
+
+impl Source {
+    fn start() -> Source {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new((200, String::new())));
+        let a = answer.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = a.lock().unwrap().clone();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/samlmetadata+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Source { port, answer }
+    }
+    fn set(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/federationmetadata.xml", self.port)
+    }
+}
+
+async fn metadata_url_refresh_keeps_the_working_metadata_when_the_source_fails(kind: StoreKind) {
+    use lanyard::admin::AdminError;
+    use lanyard::saml::idp::SettingsChange;
+    let app = TestApp::spawn(kind).await;
+    let acme = app.tenant("acme").await;
+    app.admin().import_saml_metadata("acme", "corp", GENUINE.as_bytes()).await.unwrap();
+    let src = Source::start();
+    // Only https (or loopback http) is accepted as a source.
+    let bad = SettingsChange { metadata_url: Some(Some("http://idp.example.com/md".into())), ..Default::default() };
+    assert!(app.admin().update_saml_idp("acme", "corp", bad).await.is_err());
+    let set = SettingsChange { metadata_url: Some(Some(src.url())), ..Default::default() };
+    app.admin().update_saml_idp("acme", "corp", set).await.unwrap();
+
+    // A changed source: replaced, settings kept.
+    src.set(200, TWO_CERTS);
+    let v = app.admin().refresh_saml_idp("acme", "corp").await.unwrap();
+    assert_eq!(v["result"], "replaced");
+    assert_eq!(v["certificates"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["last_refresh_error"], Value::Null);
+    // Failing sources: the working metadata stays, the failure is recorded.
+    for (status, body, phrase) in [
+        (500, "oops".to_string(), "HTTP 500"),
+        (200, GENUINE.replace("use=\"signing\"", "use=\"encryption\""), "no signing certificate"),
+        (200, "<html>maintenance</html>".to_string(), "root element"),
+    ] {
+        src.set(status, &body);
+        match app.admin().refresh_saml_idp("acme", "corp").await {
+            Err(AdminError::RefreshFailed(m)) => assert!(m.contains(phrase), "{m}"),
+            other => panic!("{phrase}: {other:?}"),
+        }
+        assert_eq!(app.admin().saml_idp_metadata("acme", "corp").await.unwrap(), TWO_CERTS, "{phrase}");
+        let v = app.admin().saml_idp("acme", "corp").await.unwrap();
+        assert!(v["last_refresh_error"].as_str().unwrap_or_default().contains(phrase), "{v}");
+    }
+    // Through the admin API: 502 naming the failure.
+    let token = service_token(&app, "acme", "ops", &["lanyard:admin"]).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/t/acme/admin/api/idps/corp/refresh", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "metadata_refresh_failed");
+    // The daily re-read (housekeeping) picks up a repaired source.
+    src.set(200, GENUINE);
+    lanyard::admin::idp::refresh_due(&app.state.store, &app.state.hasher, app.now() + 2 * 86400).await;
+    assert_eq!(app.admin().saml_idp_metadata("acme", "corp").await.unwrap(), GENUINE);
+    let v = app.admin().saml_idp("acme", "corp").await.unwrap();
+    assert_eq!(v["last_refresh_error"], Value::Null);
+    let events = app.audit(&acme).await;
+    let refreshes: Vec<_> = events.iter().filter(|e| e.event == "admin.saml_idp.refresh").map(|e| e.outcome.as_str()).collect();
+    assert_eq!(refreshes, ["success", "failure", "failure", "failure", "failure", "success"], "newest first");
+    let m = reqwest::get(format!("http://{}/metrics", app.state.config.metrics_listen.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(m.contains("lanyard_saml_metadata_refresh_total{result=\"failed\"}"), "{m}");
 }

@@ -138,6 +138,14 @@ pub async fn update(
     respond(StatusCode::OK, r)
 }
 
+/// `POST …/idps/{name}/refresh`: re-read the metadata URL now.
+pub async fn refresh(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, name) = path.into_inner();
+    clean!("name", name);
+    let caller = caller!(req, state, slug);
+    respond(StatusCode::OK, ctx(&state, &caller).refresh_saml_idp(caller.tenant.slug.as_str(), &name).await)
+}
+
 pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .route("/idps", web::get().to(list))
@@ -146,4 +154,5 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         .route("/idps/{name}", web::delete().to(remove))
         .route("/idps/{name}/saml-metadata", web::put().to(import_metadata))
         .route("/idps/{name}/saml-metadata", web::get().to(download_metadata))
+        .route("/idps/{name}/refresh", web::post().to(refresh))
 }
