@@ -177,8 +177,6 @@ struct Accepted {
     idp: SamlIdp,
     user: crate::user::User,
     return_to: Option<String>,
-    assertion: crate::saml::response::VerifiedAssertion,
-    pending: Option<flow::Pending>,
 }
 
 /// Every step from the posted form to the user; see `saml::response` for the checks.
@@ -224,87 +222,46 @@ async fn judge(
     } else {
         Vec::new()
     };
-    // The XML work (about half a millisecond of CPU, like a token signature) runs on the
-    // request's worker: handing it to the blocking pool cost more in thread switches than
-    // it saved.
+    // Owned copies: the XML work runs on the blocking pool, off the request threads.
     let (sp, acs) = (sp_entity_id(state, tenant), acs_url(state, tenant));
-    let certs: Vec<Vec<u8>> = idp
-        .certificates
-        .iter()
-        .filter_map(|c| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(&c.der_base64).ok()
-        })
-        .collect();
-    let settings = &idp.settings;
-    let exp = Expected {
-        sp_entity_id: &sp,
-        acs_url: &acs,
-        idp_entity_id: &idp.entity_id,
-        idp_certificates: &certs,
-        request_id: pending.as_ref().map(|p| p.request_id.as_str()),
-        skew: settings.clock_skew_seconds,
-        require_signed: settings.require_signed,
-        allow_sha1: settings.allow_sha1,
-        username_attribute: settings.username_attribute.as_deref(),
-        now,
-    };
-    let verdict = response::verify(&xml, &exp, &|enc| crate::saml::decrypt::decrypt(enc, &decryption));
+    let certs: Vec<Vec<u8>> = idp.certificates.iter().filter_map(|c| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(&c.der_base64).ok()
+    }).collect();
+    let (idp_entity, settings) = (idp.entity_id.clone(), idp.settings.clone());
+    let request_id = pending.as_ref().map(|p| p.request_id.clone());
+    let verdict = tokio::task::spawn_blocking(move || {
+        let exp = Expected {
+            sp_entity_id: &sp,
+            acs_url: &acs,
+            idp_entity_id: &idp_entity,
+            idp_certificates: &certs,
+            request_id: request_id.as_deref(),
+            skew: settings.clock_skew_seconds,
+            require_signed: settings.require_signed,
+            allow_sha1: settings.allow_sha1,
+            username_attribute: settings.username_attribute.as_deref(),
+            now,
+        };
+        response::verify(&xml, &exp, &|enc| crate::saml::decrypt::decrypt(enc, &decryption))
+    })
+    .await
+    .map_err(|e| internal(&e))?;
     let assertion = verdict.map_err(|r| refuse(Some(&idp), r))?;
+    match flow::consume(&state.store, now, &tenant.id, &idp.id, pending.as_ref(), &assertion).await {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => return Err(refuse(Some(&idp), r)),
+        Err(e) => return Err(internal(&e)),
+    }
     let user = resolve_user(&state.store, now, tenant, &idp, &assertion)
         .await
         .map_err(|u| (Some(idp.name.to_string()), Refusal::User(u)))?;
-    let return_to = match &pending {
-        Some(p) => p.return_to.clone(),
+    let return_to = match pending {
+        Some(p) => p.return_to,
         // IdP-initiated: a RelayState that is a local path is where to go.
         None => safe_return_to(relay_state),
     };
-    Ok(Accepted { idp, user, return_to, assertion, pending })
-}
-
-/// One commit for the accepted response: the request and the assertion are consumed
-/// (a concurrent or replayed copy loses here and changes nothing), the session starts and
-/// the sign-in is audited.
-async fn complete(
-    state: &AppState,
-    tenant: &Tenant,
-    now: i64,
-    a: &Accepted,
-    req: &HttpRequest,
-    origin: &crate::audit::Origin,
-) -> Result<Result<crate::session::SessionToken, Rejection>, sqlx::Error> {
-    let mut tx = state.store.pool().begin().await?;
-    if let Err(r) = flow::consume_in(&mut tx, now, &tenant.id, &a.idp.id, a.pending.as_ref(), &a.assertion).await? {
-        tx.rollback().await?;
-        return Ok(Err(r));
-    }
-    let token = session::start_in(
-        &mut tx,
-        now,
-        StartSession {
-            tenant,
-            user: &a.user,
-            amr: "ext saml",
-            client_ip: origin.client_ip.as_deref(),
-            user_agent: origin.user_agent.as_deref(),
-            replaces: state.cookies.read(req).as_ref(),
-            one_time_password_proved: false,
-        },
-    )
-    .await?;
-    let e = crate::audit::Event {
-        tenant_id: Some(&tenant.id),
-        actor: a.user.email.as_str(),
-        subject: Some(a.user.email.as_str()),
-        event: "signin",
-        outcome: Outcome::Success,
-        reason: None,
-        origin,
-        detail: Some(serde_json::json!({"route": "saml", "idp": a.idp.name})),
-    };
-    crate::audit::record(&mut *tx, now, e).await?;
-    tx.commit().await?;
-    Ok(Ok(token))
+    Ok(Accepted { idp, user, return_to })
 }
 
 /// `POST /t/{tenant}/saml/acs`.
@@ -320,18 +277,37 @@ pub async fn acs(
     let relay_state = form.optional("RelayState", 1024)?;
     let origin = origin_of(&req, &state);
     let now = state.now();
-    let judged = match judge(&state, &tenant, now, posted, relay_state).await {
-        Ok(a) => match complete(&state, &tenant, now, &a, &req, &origin).await {
-            Ok(Ok(token)) => Ok((a, token)),
-            Ok(Err(r)) => Err((Some(a.idp.name.to_string()), Refusal::Response(r))),
-            Err(e) => return Err(PageError::internal(e)),
-        },
-        Err(refused) => Err(refused),
-    };
-    match judged {
-        Ok((a, token)) => {
+    match judge(&state, &tenant, now, posted, relay_state).await {
+        Ok(Accepted { idp, user, return_to }) => {
+            let token = session::start(
+                &state.store,
+                now,
+                StartSession {
+                    tenant: &tenant,
+                    user: &user,
+                    amr: "ext saml",
+                    client_ip: origin.client_ip.as_deref(),
+                    user_agent: origin.user_agent.as_deref(),
+                    replaces: state.cookies.read(&req).as_ref(),
+                    one_time_password_proved: false,
+                },
+            )
+            .await?;
+            let e = crate::audit::Event {
+                tenant_id: Some(&tenant.id),
+                actor: user.email.as_str(),
+                subject: Some(user.email.as_str()),
+                event: "signin",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &origin,
+                detail: Some(serde_json::json!({"route": "saml", "idp": idp.name})),
+            };
+            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                tracing::error!(%err, "could not write audit event");
+            }
             observe::signin_outcome("saml", "success");
-            let target = a.return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+            let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
             Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
         }
         Err((idp_name, refusal)) => {

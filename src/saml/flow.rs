@@ -78,26 +78,27 @@ pub fn relay_state_matches(p: &Pending, relay_state: Option<&str>) -> bool {
     relay_state.is_some_and(|r| sha256_hex(r).as_bytes().ct_eq(p.relay_state_hash.as_bytes()).into())
 }
 
-/// Consumes the verified assertion in the caller's transaction: the pending request (if
-/// solicited) is deleted — only one response can answer it — and the assertion ID enters
-/// the replay cache. Either already gone refuses the response; the caller then rolls back,
-/// so nothing changes.
-pub async fn consume_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// Consumes the verified assertion in one transaction: the pending request (if solicited)
+/// is deleted — only one response can answer it — and the assertion ID enters the replay
+/// cache; either already gone refuses the response and changes nothing.
+pub async fn consume(
+    store: &Store,
     now: UnixTime,
     tenant_id: &str,
     idp_id: &str,
     pending: Option<&Pending>,
     a: &VerifiedAssertion,
 ) -> Result<Result<(), Rejection>, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
     if let Some(p) = pending {
         let gone = sqlx::query("DELETE FROM saml_requests WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3")
             .bind(&p.request_id)
             .bind(tenant_id)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         if gone.rows_affected() != 1 {
+            tx.rollback().await?;
             return Ok(Err(Rejection::WrongInResponseTo));
         }
     }
@@ -107,11 +108,13 @@ pub async fn consume_in(
     .bind(idp_id)
     .bind(&a.assertion_id)
     .bind(a.replay_until)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() != 1 {
+        tx.rollback().await?;
         return Ok(Err(Rejection::Replay));
     }
+    tx.commit().await?;
     Ok(Ok(()))
 }
 

@@ -75,22 +75,10 @@ pub struct StartSession<'a> {
 }
 
 pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
-    let token = start_in(&mut tx, now, s).await?;
-    tx.commit().await?;
-    Ok(token)
-}
-
-/// [`start`] inside the caller's transaction (a sign-in that records more in the same
-/// commit, such as SAML's consumed request and replay-cache entry).
-pub async fn start_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    now: UnixTime,
-    s: StartSession<'_>,
-) -> Result<SessionToken, sqlx::Error> {
     let token = SessionToken(random_token(32));
+    let mut tx = store.pool().begin().await?;
     if let Some(old) = s.replaces {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut **tx).await?;
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut *tx).await?;
     }
     sqlx::query(
         "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, idle_seconds, \
@@ -107,8 +95,9 @@ pub async fn start_in(
     .bind(s.client_ip)
     .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
     .bind(s.one_time_password_proved as i64)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(token)
 }
 
