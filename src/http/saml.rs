@@ -88,6 +88,7 @@ pub async fn login(
         return Err(PageError::bad_request("This address is too long."));
     }
     let return_to = safe_return_to(query.return_to.as_deref());
+    let login_hint = query.login_hint.as_deref().and_then(|h| crate::user::Email::parse(h).ok());
     let found = match query.idp.as_deref() {
         Some(name) => {
             let name = IdpName::parse(name).map_err(|_| PageError::not_found("There is no such identity provider."))?;
@@ -124,6 +125,7 @@ pub async fn login(
         destination: &sso.url,
         binding: &sso.binding,
         relay_state: &relay_state,
+        login_hint: login_hint.as_ref().map(|e| e.as_str()),
     };
     match authn_request::build(&req, signer).map_err(PageError::internal)? {
         Outgoing::Redirect(url) => Ok(see_other(&url).insert_header((header::CACHE_CONTROL, "no-store")).finish()),

@@ -33,6 +33,9 @@ pub struct Request<'a> {
     pub destination: &'a str,
     pub binding: &'a str,
     pub relay_state: &'a str,
+    /// The address the user typed at home-realm discovery, passed on as the request's
+    /// Subject so the IdP can pre-fill it (ADFS, Entra ID, Okta honour it).
+    pub login_hint: Option<&'a str>,
 }
 
 fn xml(r: &Request, signature: &str) -> String {
@@ -41,12 +44,19 @@ fn xml(r: &Request, signature: &str) -> String {
          xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{ii}\" \
          Destination=\"{dest}\" AssertionConsumerServiceURL=\"{acs}\" \
          ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\">\
-         <saml:Issuer>{issuer}</saml:Issuer>{signature}<samlp:NameIDPolicy AllowCreate=\"true\"/></samlp:AuthnRequest>",
+         <saml:Issuer>{issuer}</saml:Issuer>{signature}{subject}<samlp:NameIDPolicy AllowCreate=\"true\"/></samlp:AuthnRequest>",
         id = xml_escape(r.id),
         ii = xml_escape(r.issue_instant),
         dest = xml_escape(r.destination),
         acs = xml_escape(r.acs_url),
         issuer = xml_escape(r.sp_entity_id),
+        subject = r
+            .login_hint
+            .map(|h| format!(
+                "<saml:Subject><saml:NameID Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress\">{}</saml:NameID></saml:Subject>",
+                xml_escape(h)
+            ))
+            .unwrap_or_default(),
     )
 }
 
@@ -126,6 +136,7 @@ mod tests {
             destination: "https://idp.test/sso?tenant=x",
             binding,
             relay_state: "r<&>\"",
+            login_hint: Some("alice@acme.test"),
         }
     }
 
@@ -139,6 +150,7 @@ mod tests {
         assert_eq!(pairs["RelayState"], "r<&>\"");
         let xml = String::from_utf8(inflate_capped(&pairs["SAMLRequest"], 10_000).expect("inflate")).expect("utf8");
         assert!(xml.contains("ID=\"_abc\"") && xml.contains("<saml:Issuer>https://sp.test/t/acme/saml</saml:Issuer>"));
+        assert!(xml.contains(">alice@acme.test</saml:NameID></saml:Subject>"), "the login hint is the Subject");
         let raw = u.query().expect("query");
         let signed = &raw[raw.find("SAMLRequest=").expect("req")..raw.find("&Signature=").expect("sig")];
         let sig = base64::engine::general_purpose::STANDARD.decode(&pairs["Signature"]).expect("b64");

@@ -55,13 +55,20 @@ pub async fn resolve_user(
 ) -> Result<User, UserRefusal> {
     let email = Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))?;
     let found = user::find_by_email(store, &email).await.map_err(UserRefusal::User)?;
+    let display = first(a, &idp.settings.attribute_map.display_name)
+        .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
     let user = match found {
         // Users are unique across tenants; another tenant's user is not this one's.
         Some(u) if u.tenant_id != tenant.id => return Err(UserRefusal::UnknownUser),
+        // JIT keeps the record current with what the IdP says.
+        Some(mut u) if idp.settings.jit && display.is_some() && u.display_name != display => {
+            user::set_display_name(store, now, &u.id, display.as_deref()).await.map_err(UserRefusal::User)?;
+            u.display_name = display.clone();
+            u
+        }
         Some(u) => u,
         None if !idp.settings.jit => return Err(UserRefusal::UnknownUser),
         None => {
-            let display = first(a, &idp.settings.attribute_map.display_name);
             let mut tx = store.pool().begin().await?;
             // The IdP vouches for the address only within the tenant's own domains (the
             // operator gave the tenant those); elsewhere it stays unverified.

@@ -62,7 +62,7 @@ fn response_for(app: &TestApp, request_id: Option<&str>, name: &str, tweak: impl
     base64::engine::general_purpose::STANDARD.encode(testkit::response(&b))
 }
 
-/// Starts an SP-initiated sign-in in `b`; returns (request ID, RelayState, the IdP URL).
+/// Starts an SP-initiated sign-in in `b`; returns (request ID, RelayState, the request XML).
 async fn start(b: &Browser, path: &str) -> (String, String, String) {
     let res = b.get(path).await;
     assert_eq!(res.status(), 303, "{path}");
@@ -79,7 +79,7 @@ async fn start(b: &Browser, path: &str) -> (String, String, String) {
     let xml = lanyard::saml::authn_request::inflate_capped(&q["SAMLRequest"], 100_000).unwrap();
     let xml = String::from_utf8(xml).unwrap();
     let id = xml.split("ID=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_string();
-    (id, q["RelayState"].clone(), loc)
+    (id, q["RelayState"].clone(), xml)
 }
 
 async fn post_acs(b: &Browser, saml_response: &str, relay_state: Option<&str>) -> reqwest::Response {
@@ -155,11 +155,19 @@ async fn sp_initiated_sign_in_reaches_the_app(kind: StoreKind) {
         .await;
     assert_ne!(res.status(), 303, "no password sign-in for a SAML tenant");
 
+    // Home-realm discovery's address reaches the IdP as the request's Subject.
+    let (_, _, request) = start(&app.browser(), "/t/acme/login?login_hint=bob%40acme.test").await;
+    assert!(request.contains(">bob@acme.test</saml:NameID></saml:Subject>"), "{request}");
+
     // JIT provisioning: an unknown user is refused while it is off, created when on.
     let (rid, relay, _) = start(&app.browser(), "/t/acme/saml/login").await;
     let res = post_acs(&app.browser(), &response_for(&app, Some(&rid), "carol@acme.test", |_| {}), Some(&relay)).await;
     assert_eq!(res.status(), 403);
-    let change = lanyard::saml::idp::SettingsChange { jit: Some(true), ..Default::default() };
+    let change = lanyard::saml::idp::SettingsChange {
+        jit: Some(true),
+        attribute_map: Some(lanyard::saml::idp::AttributeMap { display_name: Some("upn".into()), ..Default::default() }),
+        ..Default::default()
+    };
     app.admin().update_saml_idp("acme", "corp", change).await.unwrap();
     let b2 = app.browser();
     let (rid, relay, _) = start(&b2, "/t/acme/saml/login").await;
@@ -168,6 +176,7 @@ async fn sp_initiated_sign_in_reaches_the_app(kind: StoreKind) {
     assert_eq!(location(&res), "/t/acme/account");
     let carol = app.user_by_email("carol@acme.test").await;
     assert!(carol.email_verified, "acme.test is acme's own domain: the IdP vouches for it");
+    assert_eq!(carol.display_name.as_deref(), Some("alice@corp.acme.test"), "mapped from the attribute");
     assert_eq!(b2.get("/t/acme/account").await.status(), 200, "the session works");
 }
 
