@@ -52,7 +52,14 @@ pub async fn ensure_first_tenant(
     const SLUG: &str = "default";
     let email = crate::user::Email::parse(&config.bootstrap_admin_email)
         .map_err(|e| anyhow::anyhow!("bootstrap_admin_email: {e}"))?;
-    let ctx = crate::admin::AdminContext { store, hasher, now, actor: "bootstrap", origin: Origin::cli() };
+    let ctx = crate::admin::AdminContext {
+        store,
+        hasher,
+        now,
+        actor: "bootstrap",
+        origin: Origin::cli(),
+        metadata_private_hosts: false,
+    };
     let mut created_tenant = false;
     if crate::tenant::list(store).await?.is_empty() {
         match ctx.create_tenant(SLUG, "Default", &[email.domain().to_string()]).await {

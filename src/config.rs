@@ -33,6 +33,7 @@ const ENV_KEYS: &[&str] = &[
     "housekeeping_interval_seconds",
     "key_rotation_days",
     "metrics_listen",
+    "saml_metadata_private_hosts",
 ];
 
 /// Where `/metrics` is served unless `metrics_listen` says otherwise: loopback only, the
@@ -59,6 +60,7 @@ pub struct RawConfig {
     pub housekeeping_interval_seconds: Option<u64>,
     pub key_rotation_days: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub saml_metadata_private_hosts: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,9 @@ pub struct Config {
     /// The separate listener for `/metrics`; `None` when metrics are off (empty value).
     /// After start-up it is the bound address (port 0 resolved).
     pub metrics_listen: Option<SocketAddr>,
+    /// IdP metadata URLs may name loopback and private-network hosts (and loopback over
+    /// http). Off by default: a tenant admin sets these URLs, and the server fetches them.
+    pub saml_metadata_private_hosts: bool,
     /// `metrics_listen` was configured; when it was not and the default port is taken,
     /// the server starts without metrics (and says so) instead of refusing to start.
     pub metrics_listen_configured: bool,
@@ -129,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("housekeeping_interval_seconds", &self.housekeeping_interval_seconds)
             .field("key_rotation_days", &self.key_rotation_days)
             .field("metrics_listen", &self.metrics_listen)
+            .field("saml_metadata_private_hosts", &self.saml_metadata_private_hosts)
             .finish()
     }
 }
@@ -276,6 +282,7 @@ impl RawConfig {
             housekeeping_interval_seconds,
             metrics_listen,
             metrics_listen_configured,
+            saml_metadata_private_hosts: self.saml_metadata_private_hosts.unwrap_or(false),
         })
     }
 }

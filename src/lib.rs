@@ -223,7 +223,7 @@ async fn housekeeping(state: web::Data<AppState>) {
         if let Err(e) = session::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "session purge failed");
         }
-        admin::idp::refresh_due(&state.store, &state.hasher, now).await;
+        admin::idp::refresh_due(&state.store, &state.hasher, now, state.config.saml_metadata_private_hosts).await;
         if let Err(e) = saml::flow::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "SAML request and replay purge failed");
         }

@@ -512,7 +512,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let keys = lanyard::keys::signing::KeyRing::new(&master);
             let now = SystemClock.now();
             let hasher = tokio::task::spawn_blocking(move || lanyard::password::Hasher::new(1)).await??;
-            let ctx = AdminContext { store: &store, hasher: &hasher, now, actor: "cli", origin: Origin::cli() };
+            let ctx = AdminContext {
+                store: &store,
+                hasher: &hasher,
+                now,
+                actor: "cli",
+                origin: Origin::cli(),
+                metadata_private_hosts: config.saml_metadata_private_hosts,
+            };
             let r = match cmd {
                 KeysCommand::Rotate { tenant, saml: true, .. } => {
                     let slug = lanyard::admin::parse_slug(&tenant)?;
@@ -546,6 +553,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 now: SystemClock.now(),
                 actor: "cli",
                 origin: Origin::cli(),
+                metadata_private_hosts: config.saml_metadata_private_hosts,
             };
             let r = admin(&ctx, &master, cmd).await;
             store.close().await;

@@ -198,6 +198,7 @@ fn ctx<'a>(state: &'a AppState, caller: &'a Caller) -> AdminContext<'a> {
         now: state.now(),
         actor: &caller.actor,
         origin: caller.origin.clone(),
+        metadata_private_hosts: state.config.saml_metadata_private_hosts,
     }
 }
 

@@ -20,13 +20,25 @@ pub const REFRESH_SECONDS: i64 = 24 * 3600;
 
 /// Housekeeping: re-reads every metadata URL not read for [`REFRESH_SECONDS`]. Each result
 /// is recorded as an admin refresh by `system`; failures keep the working metadata.
-pub async fn refresh_due(store: &crate::store::Store, hasher: &crate::password::Hasher, now: crate::clock::UnixTime) {
+pub async fn refresh_due(
+    store: &crate::store::Store,
+    hasher: &crate::password::Hasher,
+    now: crate::clock::UnixTime,
+    metadata_private_hosts: bool,
+) {
     let Ok(all) = idp::list_all(store).await else { return };
     for (slug, i) in all {
         if i.metadata_url.is_none() || i.last_refresh_at.is_some_and(|t| now - t < REFRESH_SECONDS) {
             continue;
         }
-        let ctx = AdminContext { store, hasher, now, actor: "system", origin: crate::audit::Origin::default() };
+        let ctx = AdminContext {
+            store,
+            hasher,
+            now,
+            actor: "system",
+            origin: crate::audit::Origin::default(),
+            metadata_private_hosts,
+        };
         if let Err(e) = ctx.refresh_saml_idp(&slug, i.name.as_str()).await {
             tracing::warn!(tenant = %slug, idp = %i.name, error = %e, "scheduled SAML metadata refresh failed");
         }
@@ -153,7 +165,7 @@ impl AdminContext<'_> {
                 current.name
             ))
         })?;
-        let read = match crate::saml::fetch::fetch(&url).await {
+        let read = match crate::saml::fetch::fetch(&url, self.metadata_private_hosts).await {
             Ok(bytes) => IdpMetadata::parse(&bytes, self.now).map(|m| (bytes, m)).map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };

@@ -50,6 +50,9 @@ pub struct AdminContext<'a> {
     pub now: UnixTime,
     pub actor: &'a str,
     pub origin: Origin,
+    /// IdP metadata URLs may name private-network hosts (operator setting
+    /// `saml_metadata_private_hosts`).
+    pub metadata_private_hosts: bool,
 }
 
 pub fn parse_slug(s: &str) -> Result<TenantSlug, AdminError> {

@@ -155,21 +155,31 @@ impl Refusal {
             Refusal::User(u) => u.reason(),
         }
     }
+    /// What the user sees: the reason's code and plain words, never text from the posted
+    /// document (it could put words in Lanyard's mouth) nor an internal error.
     fn page(&self) -> PageError {
         let msg = match self {
-            Refusal::Response(Rejection::Status { code, message }) => format!(
-                "Your organisation's sign-in service did not sign you in (it answered {code}{}). Try again, or ask your administrator.",
-                message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
-            ),
+            Refusal::Response(Rejection::Status { code, .. }) => {
+                let code: String = code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '/').take(80).collect();
+                format!(
+                    "Your organisation's sign-in service did not sign you in (it answered {code}). Try again, or ask your administrator."
+                )
+            }
             Refusal::Response(Rejection::Replay | Rejection::WrongInResponseTo) => {
                 "This sign-in response was already used or has expired. Start the sign-in again.".to_string()
             }
-            Refusal::Response(r) => format!("The sign-in response from your organisation's sign-in service was refused: {r}."),
-            Refusal::User(UserRefusal::Disabled | UserRefusal::Locked | UserRefusal::UnknownUser | UserRefusal::AddressUnavailable) => {
-                "Your organisation's sign-in service knows you, but this account cannot sign in here. Ask your administrator."
-                    .to_string()
+            Refusal::Response(r) => format!(
+                "The sign-in response from your organisation's sign-in service was refused ({}). Start the sign-in again; if it \
+                 happens again, give your administrator this reason and the time.",
+                r.reason()
+            ),
+            Refusal::User(UserRefusal::Store(_) | UserRefusal::User(_)) => {
+                return PageError::internal("SAML sign-in: store error (logged)");
             }
-            Refusal::User(u) => format!("The sign-in could not be completed: {u}."),
+            Refusal::User(u) => format!(
+                "Your organisation's sign-in service knows you, but this account cannot sign in here ({}). Ask your administrator.",
+                u.reason()
+            ),
         };
         PageError::new(StatusCode::FORBIDDEN, "Sign-in refused", msg)
     }

@@ -26,6 +26,10 @@ use crate::clock::UnixTime;
 /// a federation, many MiB, are not what an admin uploads here).
 pub const MAX_METADATA_BYTES: usize = 256 * 1024;
 
+/// More signing certificates than this are refused: every response is checked against
+/// each in turn, so a long list would multiply the work an anonymous POST can cause.
+pub const MAX_SIGNING_CERTIFICATES: usize = 8;
+
 /// An IdP certificate that expires within this many seconds is reported as expiring.
 pub const EXPIRY_WARNING_SECONDS: i64 = 30 * 24 * 3600;
 
@@ -72,6 +76,10 @@ pub enum MetadataError {
     BadCertificate(usize, String),
     #[error("signing certificate {0} holds a {1} key; RSA and EC keys are accepted")]
     UnsupportedKey(usize, String),
+    #[error("signing certificate {0} holds {1}; RSA keys of 2048 to 4096 bits with a small public exponent are accepted")]
+    WeakOrOddKey(usize, String),
+    #[error("the metadata lists more than {MAX_SIGNING_CERTIFICATES} signing certificates")]
+    TooManyCertificates,
 }
 
 /// One IdP signing certificate, as the admin API shows it.
@@ -208,6 +216,9 @@ impl IdpMetadata {
                 if signing_certificates.iter().any(|x: &CertificateInfo| x.sha256 == info.sha256) {
                     continue;
                 }
+                if signing_certificates.len() == MAX_SIGNING_CERTIFICATES {
+                    return Err(MetadataError::TooManyCertificates);
+                }
                 if info.expired(now) {
                     warnings.push(format!("signing certificate {index} ({}) expired at {}", info.subject, date(info.not_after)));
                 } else if info.expires_soon(now) {
@@ -296,7 +307,17 @@ fn parse_certificate(index: usize, text: &str) -> Result<CertificateInfo, Metada
     }
     use x509_parser::public_key::PublicKey;
     let key = match cert.public_key().parsed() {
-        Ok(PublicKey::RSA(_)) => "RSA",
+        Ok(PublicKey::RSA(rsa)) => {
+            let bits = rsa.key_size();
+            let e = rsa.exponent.iter().skip_while(|b| **b == 0).count();
+            if !(2048..=4096).contains(&bits) {
+                return Err(MetadataError::WeakOrOddKey(index, format!("a {bits}-bit RSA key")));
+            }
+            if e > 4 {
+                return Err(MetadataError::WeakOrOddKey(index, "an RSA key with a large public exponent".into()));
+            }
+            "RSA"
+        }
         Ok(PublicKey::EC(_)) => "EC",
         Ok(PublicKey::DSA(_)) => return Err(MetadataError::UnsupportedKey(index, "DSA".into())),
         Ok(PublicKey::GostR3410(_) | PublicKey::GostR3410_2012(_)) => {
@@ -421,6 +442,9 @@ mod tests {
                 matches!(e, MetadataError::BadEntityId(_))
             }),
             (" ".repeat(MAX_METADATA_BYTES) + GENUINE, |e| matches!(e, MetadataError::TooLarge(_))),
+            (GENUINE.replace(&cert_a, &pem_body(include_str!("../../tests/fixtures/saml/rsa1024.crt"))), |e| {
+                matches!(e, MetadataError::WeakOrOddKey(1, k) if k.contains("1024"))
+            }),
         ];
         for (i, (xml, expected)) in cases.iter().enumerate() {
             match parse(xml) {
@@ -429,6 +453,38 @@ mod tests {
             }
         }
         assert_eq!(IdpMetadata::parse(&[0xff, 0xfe, b'<'], NOW), Err(MetadataError::NotUtf8));
+    }
+
+    fn ec_cert_b64() -> String {
+        use base64::Engine;
+        use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
+        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+        let key = PKey::from_ec_key(ec::EcKey::generate(&group).expect("key")).expect("pkey");
+        let mut name = x509::X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", "many.fixture.test").expect("cn");
+        let name = name.build();
+        let mut b = x509::X509Builder::new().expect("builder");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        let (from, until) = (Asn1Time::days_from_now(0).expect("t"), Asn1Time::days_from_now(30).expect("t"));
+        b.set_not_before(&from).expect("nb");
+        b.set_not_after(&until).expect("na");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        base64::engine::general_purpose::STANDARD.encode(b.build().to_der().expect("der"))
+    }
+
+    #[test]
+    fn at_most_eight_signing_certificates() {
+        let with = |n: usize| {
+            let kds: String = (0..n)
+                .map(|_| format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>", ec_cert_b64()))
+                .collect();
+            GENUINE.replace("<md:KeyDescriptor use=\"encryption\">", &format!("{kds}<md:KeyDescriptor use=\"encryption\">"))
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert_eq!(IdpMetadata::parse(with(MAX_SIGNING_CERTIFICATES - 1).as_bytes(), now).map(|m| m.signing_certificates.len()), Ok(8));
+        assert_eq!(IdpMetadata::parse(with(MAX_SIGNING_CERTIFICATES).as_bytes(), now), Err(MetadataError::TooManyCertificates));
     }
 
     #[test]

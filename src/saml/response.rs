@@ -111,6 +111,8 @@ pub enum Rejection {
     NoAuthnStatement,
     #[error("this assertion was already used")]
     Replay,
+    #[error("the response contains comments, processing instructions or CDATA")]
+    Markup,
     #[error("the RelayState is not the one sent with the request")]
     RelayStateMismatch,
     #[error("no SAML IdP of this organisation matches the response's issuer")]
@@ -149,6 +151,7 @@ impl Rejection {
             Rejection::NoUserName(_) => "no_user_name",
             Rejection::NoAuthnStatement => "no_authn_statement",
             Rejection::Replay => "replay",
+            Rejection::Markup => "markup",
             Rejection::RelayStateMismatch => "relay_state_mismatch",
             Rejection::UnknownIdp => "unknown_idp",
         }
@@ -360,6 +363,7 @@ pub fn verify(
         return Err(Rejection::TooLarge);
     }
     let text = std::str::from_utf8(xml).map_err(|_| Rejection::Malformed("not UTF-8".into()))?;
+    let text = without_declaration(text)?;
     let doc = parse(text)?;
     // The unsigned wrapper can only refuse: a failure status (which carries no
     // assertion, so it is read first), a wrong Destination.
@@ -370,6 +374,7 @@ pub fn verify(
     check_status(&root)?;
     let shape = check_shape(&doc, exp.allow_sha1)?;
     check_names(&doc, exp.username_attribute)?;
+    check_plain(text, &doc)?;
     if let Some(d) = root.attribute("Destination") {
         if d != exp.acs_url {
             return Err(Rejection::WrongDestination);
@@ -408,6 +413,22 @@ pub fn verify(
         .descendants()
         .find(|n| is(n, NS_ASSERTION, "EncryptedAssertion"))
         .ok_or(Rejection::UnsignedPart("Assertion"))?;
+    // An unsigned Response around an encrypted assertion must not tell padding errors from
+    // XML errors (an AES-CBC decryption oracle): until the inner signature has verified,
+    // every failure is the same opaque one, and a Response that must be signed is refused
+    // before anything is decrypted.
+    if !shape.response_signed {
+        require(exp.require_signed, false, true)?;
+    }
+    let opaque = |r: Rejection| {
+        if shape.response_signed {
+            r
+        } else {
+            Rejection::Decryption("it could not be opened with this SP's encryption keys".into())
+        }
+    };
+    // decrypt() names only algorithm refusals (read from the unencrypted EncryptionMethod)
+    // and gives one opaque error for every cryptographic failure.
     let plain = decrypt(source)?;
     // The plaintext is read in the namespace context it was encrypted in: a wrapper
     // declaring every namespace in scope at the EncryptedAssertion (its own prefix is
@@ -421,18 +442,19 @@ pub fn verify(
         }
     }
     let inner = format!("<lanyardwrap:Response xmlns:lanyardwrap=\"{NS_PROTOCOL}\"{decls}>{plain}</lanyardwrap:Response>");
-    let inner_doc = parse(&inner)?;
-    let inner_shape = check_shape(&inner_doc, exp.allow_sha1)?;
+    let inner_doc = parse(&inner).map_err(opaque)?;
+    let inner_shape = check_shape(&inner_doc, exp.allow_sha1).map_err(opaque)?;
     if inner_shape.encrypted || inner_shape.response_signed {
         return Err(Rejection::Decryption("the plaintext is not one Assertion".into()));
     }
-    check_names(&inner_doc, exp.username_attribute)?;
+    check_names(&inner_doc, exp.username_attribute).map_err(opaque)?;
+    check_plain(&inner, &inner_doc).map_err(opaque)?;
     if !shape.response_signed && !inner_shape.assertion_signed {
-        return Err(Rejection::NoSignature);
+        return Err(opaque(Rejection::NoSignature));
     }
     require(exp.require_signed, shape.response_signed, inner_shape.assertion_signed)?;
     if inner_shape.assertion_signed {
-        let signed = reduce(&inner, exp)?;
+        let signed = reduce(&inner, exp).map_err(opaque)?;
         let signed_doc = parse(&signed)?;
         let assertion = signed_assertion(&signed_doc, exp, false)?;
         return semantics(&assertion, root.attribute("InResponseTo"), exp);
@@ -444,6 +466,38 @@ pub fn verify(
         .find(|c| is(c, NS_ASSERTION, "Assertion"))
         .ok_or(Rejection::AssertionCount(0))?;
     semantics(&assertion, root.attribute("InResponseTo"), exp)
+}
+
+/// The document without its XML declaration, which may only say UTF-8.
+///
+/// Both parsers must read the same characters: roxmltree ignores a declared encoding,
+/// libxml2 (under xmlsec) obeys it, so `encoding="UTF-7"` would show libxml2 markup that
+/// the shape checks never saw. The text is UTF-8 (checked), so the declaration goes, and
+/// any other declared encoding refuses the response.
+fn without_declaration(text: &str) -> Result<&str, Rejection> {
+    let t = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(rest) = t.strip_prefix("<?xml") else { return Ok(t) };
+    let end = rest.find("?>").ok_or_else(|| Rejection::Malformed("an unterminated XML declaration".into()))?;
+    let decl = &rest[..end];
+    if let Some(i) = decl.find("encoding") {
+        let value = decl[i + "encoding".len()..].trim_start().trim_start_matches('=').trim_start();
+        let value = value.trim_start_matches(['"', '\'']);
+        let name: String = value.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        if !name.eq_ignore_ascii_case("utf-8") {
+            return Err(Rejection::Malformed(format!("the declared encoding `{}` is not UTF-8", name.chars().take(20).collect::<String>())));
+        }
+    }
+    Ok(&rest[end + 2..])
+}
+
+/// No comments, processing instructions or CDATA sections anywhere: IdPs send none, a
+/// comment or CDATA split inside signed text leaves the digest unchanged (the
+/// CVE-2017-11427 family) and makes samael's matching of signed content backtrack.
+fn check_plain(text: &str, doc: &roxmltree::Document) -> Result<(), Rejection> {
+    if text.contains("<![CDATA[") || doc.descendants().any(|n| n.is_comment() || n.is_pi()) {
+        return Err(Rejection::Markup);
+    }
+    Ok(())
 }
 
 fn xml_attr(s: &str) -> String {

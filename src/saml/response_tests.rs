@@ -229,6 +229,19 @@ fn hostile_documents_are_refused_before_any_signature_code() {
         1,
     );
     assert!(matches!(check(&xpath, &exp), Err(Rejection::SignatureShape(_))));
+    // A declared encoding libxml2 would obey and roxmltree ignores (UTF-7 hides markup).
+    let utf7 = format!("<?xml version=\"1.0\" encoding=\"UTF-7\"?>{genuine}");
+    assert!(matches!(check(&utf7, &exp), Err(Rejection::Malformed(m)) if m.contains("UTF-7")));
+    let utf8 = format!("<?xml version=\"1.0\" encoding='utf-8'?>\n{genuine}");
+    assert!(check(&utf8, &exp).is_ok(), "a UTF-8 declaration is fine");
+    // Comments, processing instructions and CDATA anywhere.
+    for bent in [
+        genuine.replacen("<samlp:Status>", "<!-- x --><samlp:Status>", 1),
+        genuine.replacen("<samlp:Status>", "<?pi x?><samlp:Status>", 1),
+        genuine.replacen("alice@acme.test</saml:AttributeValue>", "alice@acme.test<![CDATA[]]></saml:AttributeValue>", 1),
+    ] {
+        assert_eq!(check(&bent, &exp), Err(Rejection::Markup));
+    }
     let big = format!("{genuine}{}", " ".repeat(super::response::MAX_RESPONSE_BYTES));
     assert_eq!(check(&big, &exp), Err(Rejection::TooLarge));
     assert!(super::response::decode_post("%%%").is_err());
@@ -261,7 +274,14 @@ fn encrypted_assertions_are_decrypted_in_place_and_then_verified() {
     // Nothing signed anywhere: the plaintext is checked like any assertion.
     let b = Build { sign_response: false, sign_assertion: false, ..Build::default() };
     let enc = encrypt(&assertion(&b), &sp[0], "aes128-gcm", false, true);
-    assert_eq!(verify(response_with(&b, &enc).as_bytes(), &exp, &dec), Err(Rejection::NoSignature));
+    // (With an unsigned Response every failure before the inner signature is the same
+    // opaque one: no decryption oracle.)
+    assert!(matches!(verify(response_with(&b, &enc).as_bytes(), &exp, &dec), Err(Rejection::Decryption(_))));
+    // A Response that must be signed is refused before anything is decrypted.
+    let mut strict = expected(&certs);
+    strict.require_signed = RequireSigned::Response;
+    let never = |_: &str| -> Result<String, Rejection> { panic!("decrypted an unsigned Response") };
+    assert_eq!(verify(response_with(&b, &enc).as_bytes(), &strict, &never), Err(Rejection::UnsignedPart("Response")));
     // 3DES refused; another SP's key cannot open it; a truncated value is no panic.
     let b = Build { sign_response: false, ..Build::default() };
     let des = encrypt(&assertion(&b), &sp[0], "tripledes-cbc", false, true);

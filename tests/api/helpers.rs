@@ -182,6 +182,8 @@ pub struct Options {
     pub trusted_proxies: Vec<String>,
     /// Another replica of `app`: the same store and master key (its data dir).
     pub replica_of: Option<(String, std::path::PathBuf)>,
+    /// `saml_metadata_private_hosts`: metadata URLs on loopback (the tests' own sources).
+    pub metadata_private_hosts: bool,
 }
 
 impl TestApp {
@@ -205,6 +207,7 @@ impl TestApp {
             hash_concurrency: Some(2),
             trusted_proxies: Some(opts.trusted_proxies),
             metrics_listen: Some("127.0.0.1:0".into()),
+            saml_metadata_private_hosts: Some(opts.metadata_private_hosts),
             ..Default::default()
         };
         let config: Config = raw.validate().unwrap();
@@ -238,6 +241,7 @@ impl TestApp {
             now: self.clock.now(),
             actor: "test-admin",
             origin: Origin::cli(),
+            metadata_private_hosts: self.state.config.saml_metadata_private_hosts,
         }
     }
 

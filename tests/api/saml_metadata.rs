@@ -323,7 +323,18 @@ impl Source {
 async fn metadata_url_refresh_keeps_the_working_metadata_when_the_source_fails(kind: StoreKind) {
     use lanyard::admin::AdminError;
     use lanyard::saml::idp::SettingsChange;
-    let app = TestApp::spawn(kind).await;
+    // The operator allows private hosts: the test's source is on loopback.
+    let app = TestApp::spawn_with(kind, Options { metadata_private_hosts: true, ..Default::default() }).await;
+    // Without that setting, a loopback source is refused before any connection.
+    let strict = TestApp::spawn(kind).await;
+    strict.tenant("acme").await;
+    strict.admin().import_saml_metadata("acme", "corp", GENUINE.as_bytes()).await.unwrap();
+    let local = SettingsChange { metadata_url: Some(Some("http://127.0.0.1:9/md".into())), ..Default::default() };
+    strict.admin().update_saml_idp("acme", "corp", local).await.unwrap();
+    match strict.admin().refresh_saml_idp("acme", "corp").await {
+        Err(AdminError::RefreshFailed(m)) => assert!(m.contains("private or local network"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     let acme = app.tenant("acme").await;
     app.admin().import_saml_metadata("acme", "corp", GENUINE.as_bytes()).await.unwrap();
     let src = Source::start();
@@ -367,7 +378,7 @@ async fn metadata_url_refresh_keeps_the_working_metadata_when_the_source_fails(k
     assert_eq!(v["error"], "metadata_refresh_failed");
     // The daily re-read (housekeeping) picks up a repaired source.
     src.set(200, GENUINE);
-    lanyard::admin::idp::refresh_due(&app.state.store, &app.state.hasher, app.now() + 2 * 86400).await;
+    lanyard::admin::idp::refresh_due(&app.state.store, &app.state.hasher, app.now() + 2 * 86400, true).await;
     assert_eq!(app.admin().saml_idp_metadata("acme", "corp").await.unwrap(), GENUINE);
     let v = app.admin().saml_idp("acme", "corp").await.unwrap();
     assert_eq!(v["last_refresh_error"], Value::Null);
