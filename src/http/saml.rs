@@ -1,9 +1,14 @@
 //! The SAML SP's addresses under `/t/{tenant}/saml`: the signed SP metadata, the start of
 //! an SP-initiated sign-in, and the Assertion Consumer Service.
 //!
-//! The ACS is a cross-site POST from the IdP: it carries no CSRF token and no cookie
-//! (SameSite=Lax); what binds the response to the browser's sign-in is the pending
-//! request in the store, its one-time use, and the RelayState sent with it.
+//! The ACS is a cross-site POST from the IdP: it carries no CSRF token and no session
+//! cookie (SameSite=Lax). What binds the response to the sign-in is the pending request
+//! in the store, its one-time use and the RelayState sent with it; and, on https, what
+//! binds it to the browser that started it is a `__Host-` cookie named after the request
+//! (`SameSite=None; Secure`, so the IdP's POST carries it): without it a response obtained
+//! by someone else could be posted from any page to sign the victim's browser into the
+//! attacker's account (login CSRF). Browsers refuse `SameSite=None` cookies without
+//! `Secure`, so an http deployment (a laptop, a test) has no such binding.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -22,6 +27,11 @@ use crate::saml::signin::{resolve_user, UserRefusal};
 use crate::saml::{flow, idp, sp_metadata, IdpName, SamlIdp};
 use crate::session::{self, StartSession};
 use crate::tenant::Tenant;
+
+/// The cookie that ties a pending request to the browser that started it (https only).
+fn binding_cookie_name(request_id: &str) -> String {
+    format!("__Host-lanyard-saml-{request_id}")
+}
 
 /// The largest ACS form read: the base64 response, percent-encoded, and the RelayState.
 const MAX_ACS_FORM_BYTES: usize = MAX_RESPONSE_BYTES * 2;
@@ -127,17 +137,36 @@ pub async fn login(
         relay_state: &relay_state,
         login_hint: login_hint.as_ref().map(|e| e.as_str()),
     };
+    let binding = state.config.is_https().then(|| {
+        actix_web::cookie::Cookie::build(binding_cookie_name(&request_id), "1")
+            .path("/")
+            .secure(true)
+            .http_only(true)
+            .same_site(actix_web::cookie::SameSite::None)
+            .max_age(actix_web::cookie::time::Duration::seconds(flow::REQUEST_LIFETIME_SECONDS))
+            .finish()
+    });
     match authn_request::build(&req, signer).map_err(PageError::internal)? {
-        Outgoing::Redirect(url) => Ok(see_other(&url).insert_header((header::CACHE_CONTROL, "no-store")).finish()),
+        Outgoing::Redirect(url) => {
+            let mut r = see_other(&url);
+            r.insert_header((header::CACHE_CONTROL, "no-store"));
+            if let Some(c) = binding {
+                r.cookie(c);
+            }
+            Ok(r.finish())
+        }
         Outgoing::Post { action, fields } => {
             let body = PostToIdp { action: &action, fields: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect() }
                 .render()
                 .map_err(PageError::internal)?;
-            Ok(HttpResponse::Ok()
-                .content_type("text/html; charset=utf-8")
+            let mut r = HttpResponse::Ok();
+            r.content_type("text/html; charset=utf-8")
                 .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .body(body))
+                .insert_header((header::CACHE_CONTROL, "no-store"));
+            if let Some(c) = binding {
+                r.cookie(c);
+            }
+            Ok(r.body(body))
         }
     }
 }
@@ -189,11 +218,13 @@ struct Accepted {
     idp: SamlIdp,
     user: crate::user::User,
     return_to: Option<String>,
+    request_id: Option<String>,
 }
 
 /// Every step from the posted form to the user; see `saml::response` for the checks.
 async fn judge(
     state: &AppState,
+    req: &HttpRequest,
     tenant: &Tenant,
     now: i64,
     posted: &str,
@@ -224,6 +255,9 @@ async fn judge(
     .ok_or_else(|| refuse(None, Rejection::UnknownIdp))?;
     match &pending {
         Some(p) if !flow::relay_state_matches(p, relay_state) => return Err(refuse(Some(&idp), Rejection::RelayStateMismatch)),
+        Some(p) if state.config.is_https() && req.cookie(&binding_cookie_name(&p.request_id)).is_none() => {
+            return Err(refuse(Some(&idp), Rejection::OtherBrowser))
+        }
         None if !idp.settings.allow_idp_initiated => return Err(refuse(Some(&idp), Rejection::Unsolicited)),
         _ => {}
     }
@@ -268,12 +302,13 @@ async fn judge(
     let user = resolve_user(&state.store, now, tenant, &idp, &assertion)
         .await
         .map_err(|u| (Some(idp.name.to_string()), Refusal::User(u)))?;
+    let request_id = pending.as_ref().map(|p| p.request_id.clone());
     let return_to = match pending {
         Some(p) => p.return_to,
         // IdP-initiated: a RelayState that is a local path is where to go.
         None => safe_return_to(relay_state),
     };
-    Ok(Accepted { idp, user, return_to })
+    Ok(Accepted { idp, user, return_to, request_id })
 }
 
 /// `POST /t/{tenant}/saml/acs`.
@@ -289,8 +324,8 @@ pub async fn acs(
     let relay_state = form.optional("RelayState", 1024)?;
     let origin = origin_of(&req, &state);
     let now = state.now();
-    match judge(&state, &tenant, now, posted, relay_state).await {
-        Ok(Accepted { idp, user, return_to }) => {
+    match judge(&state, &req, &tenant, now, posted, relay_state).await {
+        Ok(Accepted { idp, user, return_to, request_id }) => {
             let token = session::start(
                 &state.store,
                 now,
@@ -320,7 +355,14 @@ pub async fn acs(
             }
             observe::signin_outcome("saml", "success");
             let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
-            Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+            let mut r = see_other(&target);
+            r.cookie(state.cookies.set(&token));
+            if let (true, Some(id)) = (state.config.is_https(), request_id) {
+                let mut gone = actix_web::cookie::Cookie::build(binding_cookie_name(&id), "").path("/").secure(true).finish();
+                gone.make_removal();
+                r.cookie(gone);
+            }
+            Ok(r.finish())
         }
         Err((idp_name, refusal)) => {
             let e = crate::audit::Event {

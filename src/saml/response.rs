@@ -115,6 +115,8 @@ pub enum Rejection {
     Markup,
     #[error("the RelayState is not the one sent with the request")]
     RelayStateMismatch,
+    #[error("the sign-in was started in another browser")]
+    OtherBrowser,
     #[error("no SAML IdP of this organisation matches the response's issuer")]
     UnknownIdp,
 }
@@ -153,6 +155,7 @@ impl Rejection {
             Rejection::Replay => "replay",
             Rejection::Markup => "markup",
             Rejection::RelayStateMismatch => "relay_state_mismatch",
+            Rejection::OtherBrowser => "other_browser",
             Rejection::UnknownIdp => "unknown_idp",
         }
     }

@@ -20,7 +20,8 @@ both_stores!(
     sp_initiated_sign_in_reaches_the_app,
     acs_refusals_are_named_and_change_nothing,
     replicas_share_pending_requests_and_the_replay_cache,
-    two_idps_with_different_skews_in_one_tenant
+    two_idps_with_different_skews_in_one_tenant,
+    on_https_the_response_must_come_back_to_the_browser_that_asked
 );
 
 async fn setup(kind: StoreKind) -> TestApp {
@@ -38,7 +39,7 @@ async fn setup(kind: StoreKind) -> TestApp {
 }
 
 fn sp(app: &TestApp) -> (String, String) {
-    (format!("{}/t/acme/saml", app.base), format!("{}/t/acme/saml/acs", app.base))
+    (app.state.config.url("/t/acme/saml"), app.state.config.url("/t/acme/saml/acs"))
 }
 
 /// A response to `request_id` for `name`, signed with the fixture key.
@@ -307,4 +308,46 @@ async fn two_idps_with_different_skews_in_one_tenant(kind: StoreKind) {
     let acme = app.tenant_by_slug("acme").await;
     let last = app.audit(&acme).await.into_iter().find(|e| e.event == "signin").unwrap();
     assert_eq!(last.reason.as_deref(), Some("not_yet_valid"));
+}
+
+/// Login CSRF: on https, a response is accepted only from the browser that started the
+/// request (a `__Host-` cookie named after it, `SameSite=None; Secure`).
+async fn on_https_the_response_must_come_back_to_the_browser_that_asked(kind: StoreKind) {
+    let app = TestApp::spawn_with(kind, Options { public_url: Some("https://lanyard.test".into()), ..Default::default() }).await;
+    app.tenant("acme").await;
+    app.user("acme", "alice@acme.test").await;
+    app.admin().import_saml_metadata("acme", "corp", GENUINE.as_bytes()).await.unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = http.get(format!("{}/t/acme/saml/login", app.base)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-lanyard-saml-"))
+        .expect("binding cookie");
+    for attr in ["Secure", "HttpOnly", "SameSite=None", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let request_id = pair.trim_start_matches("__Host-lanyard-saml-").split('=').next().unwrap().to_string();
+    let q = query_of(&location(&res));
+    let relay = q["RelayState"].clone();
+    let r = response_for(&app, Some(&request_id), "alice@acme.test", |_| {});
+    let acs = format!("{}/t/acme/saml/acs", app.base);
+    let form = [("SAMLResponse", r.as_str()), ("RelayState", relay.as_str())];
+    // Posted from a browser that did not start it: refused, and the request stays open.
+    let other = http.post(&acs).form(&form).send().await.unwrap();
+    assert_eq!(other.status(), 403);
+    let acme = app.tenant_by_slug("acme").await;
+    assert_eq!(app.audit(&acme).await[0].reason.as_deref(), Some("other_browser"));
+    // The browser that asked.
+    let mine = http.post(&acs).header("cookie", &pair).form(&form).send().await.unwrap();
+    assert_eq!(mine.status(), 303);
+    let cleared = mine.headers().get_all("set-cookie").iter().any(|v| {
+        let v = v.to_str().unwrap();
+        v.starts_with(&format!("__Host-lanyard-saml-{request_id}=")) && v.contains("Max-Age=0")
+    });
+    assert!(cleared, "the binding cookie is removed after use");
 }
