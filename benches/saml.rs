@@ -153,7 +153,11 @@ async fn main() {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(r) = encoded.get(i) else { break };
-                    let res = client.post(format!("{base}/t/bench/saml/acs")).form(&[("SAMLResponse", r.as_str())]).send().await;
+                    let res = client
+                        .post(format!("{base}/t/bench/saml/acs"))
+                        .form(&[("SAMLResponse", r.as_str())])
+                        .send()
+                        .await;
                     match res {
                         Ok(r) if r.status() == 303 => ok.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),

@@ -530,7 +530,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     let subject = format!("{} {}", config.public_url.host_str().unwrap_or_default(), t.slug);
                     let id = ring.rotate(&store, now, &t.id, &subject).await?;
                     ctx.audit_saml_key_rotation(&t.id, &id).await;
-                    print_json(&serde_json::json!({"tenant": tenant, "saml_signing_key": id, "metadata": config.url(&format!("/t/{}/saml/metadata", t.slug))}))
+                    print_json(
+                        &serde_json::json!({"tenant": tenant, "saml_signing_key": id, "metadata": config.url(&format!("/t/{}/saml/metadata", t.slug))}),
+                    )
                 }
                 KeysCommand::Rotate { tenant, alg, .. } => {
                     let alg = lanyard::keys::jws::Alg::parse(&alg)
@@ -589,7 +591,8 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
         }
         IdpCommand::Update(u) => {
             let current = ctx.saml_idp(&u.tenant, &u.name).await?;
-            let map_given = u.email_attribute.is_some() || u.display_name_attribute.is_some() || u.groups_attribute.is_some();
+            let map_given =
+                u.email_attribute.is_some() || u.display_name_attribute.is_some() || u.groups_attribute.is_some();
             let attribute_map = if map_given {
                 let mut m: AttributeMap = serde_json::from_value(current["settings"]["attribute_map"].clone())?;
                 m.email = u.email_attribute.or(m.email);

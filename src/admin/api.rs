@@ -27,8 +27,8 @@ use crate::keys::jws::Alg;
 use crate::oauth::client::{ClientError, ClientKind, NewClient};
 use crate::oauth::resource::ResourceError;
 use crate::oauth::tokens::{self, AccessTokenRejection};
-use crate::tenant::{Tenant, TenantChange, TenantError, TenantSlug};
 use crate::saml::{IdpError, MetadataError};
+use crate::tenant::{Tenant, TenantChange, TenantError, TenantSlug};
 use crate::user::UserError;
 
 pub const ADMIN_SCOPE: &str = "lanyard:admin";

@@ -103,7 +103,8 @@ impl AdminContext<'_> {
             .await?;
         }
         tx.commit().await?;
-        let stored = idp::find(self.store, &tenant.id, &name).await?.ok_or_else(|| idp::IdpError::NotFound(name.to_string()))?;
+        let stored =
+            idp::find(self.store, &tenant.id, &name).await?.ok_or_else(|| idp::IdpError::NotFound(name.to_string()))?;
         let mut v = view(&stored, self.now);
         v["result"] = serde_json::json!(result);
         v["warnings"] = serde_json::json!(meta.warnings);
@@ -129,7 +130,9 @@ impl AdminContext<'_> {
     pub async fn saml_idp_metadata(&self, tenant_slug: &str, name: &str) -> Result<String, AdminError> {
         let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         let name = IdpName::parse(name)?;
-        Ok(idp::metadata_xml(self.store, &tenant.id, &name).await?.ok_or_else(|| idp::IdpError::NotFound(name.to_string()))?)
+        Ok(idp::metadata_xml(self.store, &tenant.id, &name)
+            .await?
+            .ok_or_else(|| idp::IdpError::NotFound(name.to_string()))?)
     }
 
     pub async fn update_saml_idp(
@@ -173,7 +176,8 @@ impl AdminContext<'_> {
         match read {
             Ok((bytes, meta)) => {
                 let text = String::from_utf8_lossy(&bytes);
-                let stored = idp::store_metadata(&mut tx, self.now, &current.tenant_id, &current.name, &text, &meta).await;
+                let stored =
+                    idp::store_metadata(&mut tx, self.now, &current.tenant_id, &current.name, &text, &meta).await;
                 let result = match stored {
                     Ok(r) => r,
                     Err(e) => {
@@ -218,8 +222,13 @@ impl AdminContext<'_> {
 
     /// Records a rollover of the tenant's SAML SP keys.
     pub async fn audit_saml_key_rotation(&self, tenant_id: &str, active: &str) {
-        self.audit(Some(tenant_id), None, "admin.saml_sp_keys.rotate", serde_json::json!({"active_signing_key": active}))
-            .await;
+        self.audit(
+            Some(tenant_id),
+            None,
+            "admin.saml_sp_keys.rotate",
+            serde_json::json!({"active_signing_key": active}),
+        )
+        .await;
     }
 
     pub async fn remove_saml_idp(&self, tenant_slug: &str, name: &str) -> Result<(), AdminError> {

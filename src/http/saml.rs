@@ -65,7 +65,10 @@ pub async fn metadata(state: web::Data<AppState>, path: web::Path<String>) -> Re
         .map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("application/samlmetadata+xml; charset=utf-8")
-        .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"lanyard-{}-sp-metadata.xml\"", tenant.slug)))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"lanyard-{}-sp-metadata.xml\"", tenant.slug),
+        ))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(xml))
 }
@@ -94,7 +97,9 @@ pub async fn login(
     query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
-    if query.return_to.as_deref().is_some_and(|r| r.len() > MAX_RETURN_TO) || query.login_hint.as_deref().is_some_and(|h| h.len() > 320) {
+    if query.return_to.as_deref().is_some_and(|r| r.len() > MAX_RETURN_TO)
+        || query.login_hint.as_deref().is_some_and(|h| h.len() > 320)
+    {
         return Err(PageError::bad_request("This address is too long."));
     }
     let return_to = safe_return_to(query.return_to.as_deref());
@@ -112,7 +117,8 @@ pub async fn login(
             "This organisation has no SAML identity provider yet. Ask its administrator to upload the IdP's metadata.",
         ));
     };
-    let Some(sso) = idp.sso.iter().find(|e| e.binding == crate::saml::metadata::BINDING_REDIRECT).or_else(|| idp.sso.first())
+    let Some(sso) =
+        idp.sso.iter().find(|e| e.binding == crate::saml::metadata::BINDING_REDIRECT).or_else(|| idp.sso.first())
     else {
         return Err(PageError::internal("the stored IdP has no SSO endpoint"));
     };
@@ -156,9 +162,10 @@ pub async fn login(
             Ok(r.finish())
         }
         Outgoing::Post { action, fields } => {
-            let body = PostToIdp { action: &action, fields: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect() }
-                .render()
-                .map_err(PageError::internal)?;
+            let body =
+                PostToIdp { action: &action, fields: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect() }
+                    .render()
+                    .map_err(PageError::internal)?;
             let mut r = HttpResponse::Ok();
             r.content_type("text/html; charset=utf-8")
                 .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
@@ -254,7 +261,9 @@ async fn judge(
     .map_err(|e| internal(&e))?
     .ok_or_else(|| refuse(None, Rejection::UnknownIdp))?;
     match &pending {
-        Some(p) if !flow::relay_state_matches(p, relay_state) => return Err(refuse(Some(&idp), Rejection::RelayStateMismatch)),
+        Some(p) if !flow::relay_state_matches(p, relay_state) => {
+            return Err(refuse(Some(&idp), Rejection::RelayStateMismatch))
+        }
         Some(p) if state.config.is_https() && req.cookie(&binding_cookie_name(&p.request_id)).is_none() => {
             return Err(refuse(Some(&idp), Rejection::OtherBrowser))
         }
@@ -270,10 +279,14 @@ async fn judge(
     };
     // Owned copies: the XML work runs on the blocking pool, off the request threads.
     let (sp, acs) = (sp_entity_id(state, tenant), acs_url(state, tenant));
-    let certs: Vec<Vec<u8>> = idp.certificates.iter().filter_map(|c| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.decode(&c.der_base64).ok()
-    }).collect();
+    let certs: Vec<Vec<u8>> = idp
+        .certificates
+        .iter()
+        .filter_map(|c| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(&c.der_base64).ok()
+        })
+        .collect();
     let (idp_entity, settings) = (idp.entity_id.clone(), idp.settings.clone());
     let request_id = pending.as_ref().map(|p| p.request_id.clone());
     let verdict = tokio::task::spawn_blocking(move || {
@@ -358,7 +371,8 @@ pub async fn acs(
             let mut r = see_other(&target);
             r.cookie(state.cookies.set(&token));
             if let (true, Some(id)) = (state.config.is_https(), request_id) {
-                let mut gone = actix_web::cookie::Cookie::build(binding_cookie_name(&id), "").path("/").secure(true).finish();
+                let mut gone =
+                    actix_web::cookie::Cookie::build(binding_cookie_name(&id), "").path("/").secure(true).finish();
                 gone.make_removal();
                 r.cookie(gone);
             }

@@ -88,7 +88,8 @@ pub fn build(r: &Request, key: &SpKey) -> Result<Outgoing, SpMetadataError> {
         enc(r.relay_state),
         enc(SIG_ALG_RSA_SHA256)
     );
-    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key.key).map_err(|e| fail(&e))?;
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key.key).map_err(|e| fail(&e))?;
     signer.update(query.as_bytes()).map_err(|e| fail(&e))?;
     let signature = signer.sign_to_vec().map_err(|e| fail(&e))?;
     let sep = if r.destination.contains('?') { '&' } else { '?' };

@@ -144,7 +144,8 @@ fn open_data(cipher: Cipher, mode: &Mode, key: &[u8], data: &[u8]) -> Option<Vec
 /// returns the plaintext Assertion element.
 pub fn decrypt(doc_text: &str, keys: &[SpKey]) -> Result<String, Rejection> {
     let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: 50_000, ..Default::default() };
-    let doc = roxmltree::Document::parse_with_options(doc_text, opts).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let doc =
+        roxmltree::Document::parse_with_options(doc_text, opts).map_err(|e| Rejection::Malformed(e.to_string()))?;
     let enc = doc.descendants().find(|n| is(n, NS_ASSERTION, "EncryptedAssertion")).ok_or_else(opaque)?;
     let data = enc.children().find(|c| is(c, NS_XENC, "EncryptedData")).ok_or_else(opaque)?;
     let method = data

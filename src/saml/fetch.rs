@@ -111,7 +111,10 @@ pub async fn fetch(raw_url: &str, private_hosts: bool) -> Result<Vec<u8>, String
         }
     })?;
     if res.status().is_redirection() {
-        return Err(format!("the metadata URL answered with a redirect (HTTP {}); give the final address", res.status().as_u16()));
+        return Err(format!(
+            "the metadata URL answered with a redirect (HTTP {}); give the final address",
+            res.status().as_u16()
+        ));
     }
     if !res.status().is_success() {
         return Err(format!("the metadata URL answered HTTP {}", res.status().as_u16()));
@@ -134,9 +137,23 @@ mod tests {
 
     #[test]
     fn only_public_addresses_are_public() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-            "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "224.0.0.1", "192.0.0.8", "2001:db8::1"]
-        {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+            "192.0.0.8",
+            "2001:db8::1",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         for public in ["81.2.69.160", "8.8.8.8", "2a00:1450:4001::1", "::ffff:81.2.69.160"] {
@@ -146,7 +163,13 @@ mod tests {
 
     #[tokio::test]
     async fn private_hosts_are_refused_unless_the_operator_allows_them() {
-        for url in ["https://127.0.0.1/md", "https://10.0.0.5/md", "https://[::1]/md", "https://localhost/md", "https://169.254.169.254/latest"] {
+        for url in [
+            "https://127.0.0.1/md",
+            "https://10.0.0.5/md",
+            "https://[::1]/md",
+            "https://localhost/md",
+            "https://169.254.169.254/latest",
+        ] {
             let e = fetch(url, false).await.expect_err(url);
             assert!(e.contains("private or local network"), "{url}: {e}");
         }

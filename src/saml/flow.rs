@@ -91,12 +91,13 @@ pub async fn consume(
 ) -> Result<Result<(), Rejection>, sqlx::Error> {
     let mut tx = store.pool().begin().await?;
     if let Some(p) = pending {
-        let gone = sqlx::query("DELETE FROM saml_requests WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3")
-            .bind(&p.request_id)
-            .bind(tenant_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let gone =
+            sqlx::query("DELETE FROM saml_requests WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3")
+                .bind(&p.request_id)
+                .bind(tenant_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
         if gone.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(Err(Rejection::WrongInResponseTo));

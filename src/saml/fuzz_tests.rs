@@ -14,9 +14,32 @@ use super::response::{verify, Expected};
 use super::testkit::*;
 
 const TOKENS: &[&str] = &[
-    "<", ">", "\"", "'", "&", "&amp;", "&lt;", "&#x3c;", "<!---->", "<!--", "-->", "<![CDATA[x]]>", "<?pi?>",
-    "<!DOCTYPE x>", "<!ENTITY e \"v\">", "&e;", " ID=\"_dup\"", "xmlns=\"urn:x\"", "xmlns:saml=\"urn:x\"",
-    "</saml:Assertion>", "<saml:Assertion>", "<ds:Signature>", "</ds:Signature>", "\u{0}", "\u{feff}", "é",
+    "<",
+    ">",
+    "\"",
+    "'",
+    "&",
+    "&amp;",
+    "&lt;",
+    "&#x3c;",
+    "<!---->",
+    "<!--",
+    "-->",
+    "<![CDATA[x]]>",
+    "<?pi?>",
+    "<!DOCTYPE x>",
+    "<!ENTITY e \"v\">",
+    "&e;",
+    " ID=\"_dup\"",
+    "xmlns=\"urn:x\"",
+    "xmlns:saml=\"urn:x\"",
+    "</saml:Assertion>",
+    "<saml:Assertion>",
+    "<ds:Signature>",
+    "</ds:Signature>",
+    "\u{0}",
+    "\u{feff}",
+    "é",
 ];
 
 fn mutate(rng: &mut rand::rngs::StdRng, src: &[u8], other: &[u8]) -> Vec<u8> {

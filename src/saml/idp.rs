@@ -448,8 +448,9 @@ pub async fn update_settings(
     check_settings(&s)?;
     let url = match change.metadata_url {
         Some(Some(u)) => {
-            super::metadata::check_sso_url(&u)
-                .map_err(|_| IdpError::InvalidSetting("metadata_url must be an https URL (http only for loopback hosts)".into()))?;
+            super::metadata::check_sso_url(&u).map_err(|_| {
+                IdpError::InvalidSetting("metadata_url must be an https URL (http only for loopback hosts)".into())
+            })?;
             Some(u)
         }
         Some(None) => None,

@@ -76,7 +76,9 @@ pub enum MetadataError {
     BadCertificate(usize, String),
     #[error("signing certificate {0} holds a {1} key; RSA and EC keys are accepted")]
     UnsupportedKey(usize, String),
-    #[error("signing certificate {0} holds {1}; RSA keys of 2048 to 4096 bits with a small public exponent are accepted")]
+    #[error(
+        "signing certificate {0} holds {1}; RSA keys of 2048 to 4096 bits with a small public exponent are accepted"
+    )]
     WeakOrOddKey(usize, String),
     #[error("the metadata lists more than {MAX_SIGNING_CERTIFICATES} signing certificates")]
     TooManyCertificates,
@@ -209,7 +211,9 @@ impl IdpMetadata {
                 None | Some("signing") => {}
                 Some(_) => continue,
             }
-            for c in kd.descendants().filter(|n| n.tag_name().namespace() == Some(DS_NS) && n.tag_name().name() == "X509Certificate")
+            for c in kd
+                .descendants()
+                .filter(|n| n.tag_name().namespace() == Some(DS_NS) && n.tag_name().name() == "X509Certificate")
             {
                 let index = signing_certificates.len() + 1;
                 let info = parse_certificate(index, c.text().unwrap_or_default())?;
@@ -220,9 +224,17 @@ impl IdpMetadata {
                     return Err(MetadataError::TooManyCertificates);
                 }
                 if info.expired(now) {
-                    warnings.push(format!("signing certificate {index} ({}) expired at {}", info.subject, date(info.not_after)));
+                    warnings.push(format!(
+                        "signing certificate {index} ({}) expired at {}",
+                        info.subject,
+                        date(info.not_after)
+                    ));
                 } else if info.expires_soon(now) {
-                    warnings.push(format!("signing certificate {index} ({}) expires at {}", info.subject, date(info.not_after)));
+                    warnings.push(format!(
+                        "signing certificate {index} ({}) expires at {}",
+                        info.subject,
+                        date(info.not_after)
+                    ));
                 }
                 signing_certificates.push(info);
             }
@@ -232,7 +244,13 @@ impl IdpMetadata {
         }
         let want_authn_requests_signed =
             matches!(idp.attribute("WantAuthnRequestsSigned").map(str::trim), Some("true" | "1"));
-        Ok(IdpMetadata { entity_id: entity_id.to_string(), sso, signing_certificates, want_authn_requests_signed, warnings })
+        Ok(IdpMetadata {
+            entity_id: entity_id.to_string(),
+            sso,
+            signing_certificates,
+            want_authn_requests_signed,
+            warnings,
+        })
     }
 }
 
@@ -414,37 +432,67 @@ mod tests {
                 *e == MetadataError::NoEntityId
             }),
             (GENUINE.replace("IDPSSODescriptor", "SPSSODescriptor"), |e| *e == MetadataError::NoIdpDescriptor),
-            (GENUINE.replace("protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"", "protocolSupportEnumeration=\"urn:mace:shibboleth:1.0\""), |e| *e == MetadataError::NoIdpDescriptor),
-            (GENUINE.replace("SingleSignOnService", "ArtifactResolutionService"), |e| *e == MetadataError::NoSsoService),
             (
-                GENUINE.replace("bindings:HTTP-POST\" Location=\"https://idp.fixture.test/saml/sso/post", "bindings:SOAP\" Location=\"https://idp.fixture.test/saml/sso/post")
-                    .replace("bindings:HTTP-Redirect\" Location=\"https://idp.fixture.test/saml/sso/redirect", "bindings:PAOS\" Location=\"https://idp.fixture.test/saml/sso/redirect"),
+                GENUINE.replace(
+                    "protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"",
+                    "protocolSupportEnumeration=\"urn:mace:shibboleth:1.0\"",
+                ),
+                |e| *e == MetadataError::NoIdpDescriptor,
+            ),
+            (GENUINE.replace("SingleSignOnService", "ArtifactResolutionService"), |e| {
+                *e == MetadataError::NoSsoService
+            }),
+            (
+                GENUINE
+                    .replace(
+                        "bindings:HTTP-POST\" Location=\"https://idp.fixture.test/saml/sso/post",
+                        "bindings:SOAP\" Location=\"https://idp.fixture.test/saml/sso/post",
+                    )
+                    .replace(
+                        "bindings:HTTP-Redirect\" Location=\"https://idp.fixture.test/saml/sso/redirect",
+                        "bindings:PAOS\" Location=\"https://idp.fixture.test/saml/sso/redirect",
+                    ),
                 |e| matches!(e, MetadataError::UnsupportedBinding(f) if f.contains("SOAP")),
             ),
-            (GENUINE.replace("https://idp.fixture.test/saml/sso/redirect", "http://idp.fixture.test/saml/sso/redirect"), |e| {
-                matches!(e, MetadataError::BadSsoUrl(u, _) if u.starts_with("http://idp"))
-            }),
+            (
+                GENUINE
+                    .replace("https://idp.fixture.test/saml/sso/redirect", "http://idp.fixture.test/saml/sso/redirect"),
+                |e| matches!(e, MetadataError::BadSsoUrl(u, _) if u.starts_with("http://idp")),
+            ),
             (GENUINE.replace("https://idp.fixture.test/saml/sso/post", "javascript:alert(1)"), |e| {
                 matches!(e, MetadataError::BadSsoUrl(_, _))
             }),
-            (GENUINE.replace("https://idp.fixture.test/saml/sso/post", "/sso"), |e| matches!(e, MetadataError::BadSsoUrl(_, _))),
+            (GENUINE.replace("https://idp.fixture.test/saml/sso/post", "/sso"), |e| {
+                matches!(e, MetadataError::BadSsoUrl(_, _))
+            }),
             (GENUINE.replace(&cert_a, ""), |e| matches!(e, MetadataError::BadCertificate(1, _))),
             (GENUINE.replace("use=\"signing\"", "use=\"encryption\""), |e| *e == MetadataError::NoSigningCertificate),
-            (GENUINE.replace(&cert_a, "bm90IGEgY2VydGlmaWNhdGU="), |e| {
-                matches!(e, MetadataError::BadCertificate(1, m) if m.contains("X.509"))
-            }),
-            (GENUINE.replace(&cert_a, "%%%"), |e| matches!(e, MetadataError::BadCertificate(1, m) if m.contains("base64"))),
-            (GENUINE.replace(&cert_a, &pem_body(DSA)), |e| matches!(e, MetadataError::UnsupportedKey(1, k) if k == "DSA")),
-            (GENUINE.replace("<md:IDPSSODescriptor", "<md:IDPSSODescriptor validUntil=\"2020-01-01T00:00:00Z\"").replace("entityID=", "validUntil=\"2020-01-01T00:00:00Z\" entityID="), |e| {
-                matches!(e, MetadataError::Expired(_))
-            }),
+            (
+                GENUINE.replace(&cert_a, "bm90IGEgY2VydGlmaWNhdGU="),
+                |e| matches!(e, MetadataError::BadCertificate(1, m) if m.contains("X.509")),
+            ),
+            (
+                GENUINE.replace(&cert_a, "%%%"),
+                |e| matches!(e, MetadataError::BadCertificate(1, m) if m.contains("base64")),
+            ),
+            (
+                GENUINE.replace(&cert_a, &pem_body(DSA)),
+                |e| matches!(e, MetadataError::UnsupportedKey(1, k) if k == "DSA"),
+            ),
+            (
+                GENUINE
+                    .replace("<md:IDPSSODescriptor", "<md:IDPSSODescriptor validUntil=\"2020-01-01T00:00:00Z\"")
+                    .replace("entityID=", "validUntil=\"2020-01-01T00:00:00Z\" entityID="),
+                |e| matches!(e, MetadataError::Expired(_)),
+            ),
             (GENUINE.replace("https://idp.fixture.test/saml/metadata\"", " padded \""), |e| {
                 matches!(e, MetadataError::BadEntityId(_))
             }),
             (" ".repeat(MAX_METADATA_BYTES) + GENUINE, |e| matches!(e, MetadataError::TooLarge(_))),
-            (GENUINE.replace(&cert_a, &pem_body(include_str!("../../tests/fixtures/saml/rsa1024.crt"))), |e| {
-                matches!(e, MetadataError::WeakOrOddKey(1, k) if k.contains("1024"))
-            }),
+            (
+                GENUINE.replace(&cert_a, &pem_body(include_str!("../../tests/fixtures/saml/rsa1024.crt"))),
+                |e| matches!(e, MetadataError::WeakOrOddKey(1, k) if k.contains("1024")),
+            ),
         ];
         for (i, (xml, expected)) in cases.iter().enumerate() {
             match parse(xml) {
@@ -480,19 +528,32 @@ mod tests {
             let kds: String = (0..n)
                 .map(|_| format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>", ec_cert_b64()))
                 .collect();
-            GENUINE.replace("<md:KeyDescriptor use=\"encryption\">", &format!("{kds}<md:KeyDescriptor use=\"encryption\">"))
+            GENUINE.replace(
+                "<md:KeyDescriptor use=\"encryption\">",
+                &format!("{kds}<md:KeyDescriptor use=\"encryption\">"),
+            )
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        assert_eq!(IdpMetadata::parse(with(MAX_SIGNING_CERTIFICATES - 1).as_bytes(), now).map(|m| m.signing_certificates.len()), Ok(8));
-        assert_eq!(IdpMetadata::parse(with(MAX_SIGNING_CERTIFICATES).as_bytes(), now), Err(MetadataError::TooManyCertificates));
+        assert_eq!(
+            IdpMetadata::parse(with(MAX_SIGNING_CERTIFICATES - 1).as_bytes(), now)
+                .map(|m| m.signing_certificates.len()),
+            Ok(8)
+        );
+        assert_eq!(
+            IdpMetadata::parse(with(MAX_SIGNING_CERTIFICATES).as_bytes(), now),
+            Err(MetadataError::TooManyCertificates)
+        );
     }
 
     #[test]
     fn http_is_allowed_for_loopback_idps_only() {
-        for ok in ["http://127.0.0.1:8080/sso", "http://[::1]/sso", "http://localhost:9/sso", "https://idp.example/sso"] {
+        for ok in ["http://127.0.0.1:8080/sso", "http://[::1]/sso", "http://localhost:9/sso", "https://idp.example/sso"]
+        {
             assert_eq!(check_sso_url(ok), Ok(()), "{ok}");
         }
-        for bad in ["http://10.0.0.1/sso", "ftp://idp.example/sso", "https://u:p@idp.example/", "https://idp.example/#x"] {
+        for bad in
+            ["http://10.0.0.1/sso", "ftp://idp.example/sso", "https://u:p@idp.example/", "https://idp.example/#x"]
+        {
             assert!(check_sso_url(bad).is_err(), "{bad}");
         }
     }

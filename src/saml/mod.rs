@@ -12,8 +12,8 @@ pub mod flow;
 pub mod idp;
 pub mod metadata;
 pub mod response;
-pub mod sp_keys;
 pub mod signin;
+pub mod sp_keys;
 pub mod sp_metadata;
 
 pub use idp::{IdpError, IdpName, SamlIdp};

@@ -225,7 +225,11 @@ fn child<'a, 'i>(n: &roxmltree::Node<'a, 'i>, ns: &str, name: &str) -> Option<ro
     n.children().find(|c| is(c, ns, name))
 }
 
-fn children<'a, 'i>(n: &roxmltree::Node<'a, 'i>, ns: &str, name: &'static str) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + use<'a, 'i> {
+fn children<'a, 'i>(
+    n: &roxmltree::Node<'a, 'i>,
+    ns: &str,
+    name: &'static str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + use<'a, 'i> {
     let ns = ns.to_string();
     n.children().filter(move |c| is(c, &ns, name))
 }
@@ -331,7 +335,9 @@ fn check_shape(doc: &roxmltree::Document, allow_sha1: bool) -> Result<Shape, Rej
         }
         if let Some(t) = child(reference, NS_DSIG, "Transforms") {
             for tr in t.children().filter(|c| c.is_element()) {
-                if !is(&tr, NS_DSIG, "Transform") || !TRANSFORMS.contains(&tr.attribute("Algorithm").unwrap_or_default()) {
+                if !is(&tr, NS_DSIG, "Transform")
+                    || !TRANSFORMS.contains(&tr.attribute("Algorithm").unwrap_or_default())
+                {
                     return Err(Rejection::SignatureShape("a Transform other than enveloped-signature and C14N"));
                 }
             }
@@ -444,7 +450,8 @@ pub fn verify(
             None => decls.push_str(&format!(" xmlns=\"{}\"", xml_attr(ns.uri()))),
         }
     }
-    let inner = format!("<lanyardwrap:Response xmlns:lanyardwrap=\"{NS_PROTOCOL}\"{decls}>{plain}</lanyardwrap:Response>");
+    let inner =
+        format!("<lanyardwrap:Response xmlns:lanyardwrap=\"{NS_PROTOCOL}\"{decls}>{plain}</lanyardwrap:Response>");
     let inner_doc = parse(&inner).map_err(opaque)?;
     let inner_shape = check_shape(&inner_doc, exp.allow_sha1).map_err(opaque)?;
     if inner_shape.encrypted || inner_shape.response_signed {
@@ -487,7 +494,10 @@ fn without_declaration(text: &str) -> Result<&str, Rejection> {
         let value = value.trim_start_matches(['"', '\'']);
         let name: String = value.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         if !name.eq_ignore_ascii_case("utf-8") {
-            return Err(Rejection::Malformed(format!("the declared encoding `{}` is not UTF-8", name.chars().take(20).collect::<String>())));
+            return Err(Rejection::Malformed(format!(
+                "the declared encoding `{}` is not UTF-8",
+                name.chars().take(20).collect::<String>()
+            )));
         }
     }
     Ok(&rest[end + 2..])
@@ -509,7 +519,9 @@ fn xml_attr(s: &str) -> String {
 
 fn require(policy: RequireSigned, response_signed: bool, assertion_signed: bool) -> Result<(), Rejection> {
     match policy {
-        RequireSigned::Assertion | RequireSigned::Both if !assertion_signed => Err(Rejection::UnsignedPart("Assertion")),
+        RequireSigned::Assertion | RequireSigned::Both if !assertion_signed => {
+            Err(Rejection::UnsignedPart("Assertion"))
+        }
         RequireSigned::Response | RequireSigned::Both if !response_signed => Err(Rejection::UnsignedPart("Response")),
         _ => Ok(()),
     }
@@ -585,7 +597,8 @@ fn check_names(doc: &roxmltree::Document, username_attribute: Option<&str>) -> R
 }
 
 fn check_status(root: &roxmltree::Node) -> Result<(), Rejection> {
-    let status = child(root, NS_PROTOCOL, "Status").ok_or(Rejection::Status { code: "(none)".into(), message: None })?;
+    let status =
+        child(root, NS_PROTOCOL, "Status").ok_or(Rejection::Status { code: "(none)".into(), message: None })?;
     let code = child(&status, NS_PROTOCOL, "StatusCode").and_then(|c| c.attribute("Value")).unwrap_or("(none)");
     if code == STATUS_SUCCESS {
         return Ok(());
@@ -594,7 +607,8 @@ fn check_status(root: &roxmltree::Node) -> Result<(), Rejection> {
     let sub = child(&status, NS_PROTOCOL, "StatusCode")
         .and_then(|c| child(&c, NS_PROTOCOL, "StatusCode"))
         .and_then(|c| c.attribute("Value"));
-    let short = |s: &str| s.rsplit(':').next().unwrap_or(s).chars().filter(|c| !c.is_control()).take(80).collect::<String>();
+    let short =
+        |s: &str| s.rsplit(':').next().unwrap_or(s).chars().filter(|c| !c.is_control()).take(80).collect::<String>();
     let code = match sub {
         Some(s) => format!("{}/{}", short(code), short(s)),
         None => short(code),

@@ -27,7 +27,10 @@ fn the_genuine_response_is_accepted_in_every_signing_form() {
     }
     let mut by_attr = expected(&certs);
     by_attr.username_attribute = Some("upn");
-    assert_eq!(check(&response(&Build::default()), &by_attr).map(|v| v.username).as_deref(), Ok("alice@corp.acme.test"));
+    assert_eq!(
+        check(&response(&Build::default()), &by_attr).map(|v| v.username).as_deref(),
+        Ok("alice@corp.acme.test")
+    );
 }
 
 #[test]
@@ -69,7 +72,8 @@ fn tampering_stripping_and_foreign_keys_are_refused() {
     // Altered after signing.
     let altered = genuine.replacen("alice@acme.test", "mallory@acme.test", 1);
     assert_eq!(check(&altered, &exp), Err(Rejection::BadSignature));
-    let altered_audience = genuine.replace(&format!("<saml:Audience>{SP}<"), "<saml:Audience>https://lanyard.test/t/beta/saml<");
+    let altered_audience =
+        genuine.replace(&format!("<saml:Audience>{SP}<"), "<saml:Audience>https://lanyard.test/t/beta/saml<");
     assert_eq!(check(&altered_audience, &exp), Err(Rejection::BadSignature));
     // Stripped signatures.
     let unsigned = response(&Build { sign_response: false, sign_assertion: false, ..Build::default() });
@@ -90,7 +94,12 @@ fn signature_wrapping_is_refused() {
     let exp = expected(&certs);
     let b = Build { sign_response: false, ..Build::default() };
     let good = assertion(&b);
-    let evil = assertion(&Build { sign_assertion: false, name_id: "admin@acme.test".into(), assertion_id: "_evil".into(), ..Build::default() });
+    let evil = assertion(&Build {
+        sign_assertion: false,
+        name_id: "admin@acme.test".into(),
+        assertion_id: "_evil".into(),
+        ..Build::default()
+    });
     let evil_same_id = evil.replace("_evil", "_a1b2c3d4e5f6");
     let wrap = |inner: &str| response_with(&b, inner);
     type Case = (&'static str, String, fn(&Rejection) -> bool);
@@ -186,10 +195,16 @@ fn clock_skew_applies_at_the_exact_edges() {
     let ok = |b: Build| check(&response(&b), &exp).map(|_| ());
     // NotBefore in the future: skew−1 accepted, skew+1 refused.
     assert_eq!(ok(Build { not_before: NOW + s - 1, ..Build::default() }), Ok(()));
-    assert_eq!(ok(Build { not_before: NOW + s + 1, ..Build::default() }), Err(Rejection::NotYetValid("Conditions NotBefore")));
+    assert_eq!(
+        ok(Build { not_before: NOW + s + 1, ..Build::default() }),
+        Err(Rejection::NotYetValid("Conditions NotBefore"))
+    );
     // NotOnOrAfter in the past: skew−1 accepted, skew+1 refused.
     assert_eq!(ok(Build { not_on_or_after: NOW - s + 1, ..Build::default() }), Ok(()));
-    assert_eq!(ok(Build { not_on_or_after: NOW - s - 1, ..Build::default() }), Err(Rejection::Expired("Conditions NotOnOrAfter")));
+    assert_eq!(
+        ok(Build { not_on_or_after: NOW - s - 1, ..Build::default() }),
+        Err(Rejection::Expired("Conditions NotOnOrAfter"))
+    );
     // SubjectConfirmationData NotOnOrAfter likewise.
     assert_eq!(ok(Build { scd_not_on_or_after: NOW - s + 1, ..Build::default() }), Ok(()));
     assert_eq!(
@@ -198,7 +213,10 @@ fn clock_skew_applies_at_the_exact_edges() {
     );
     // A future IssueInstant.
     assert_eq!(ok(Build { issue_instant: NOW + s - 1, ..Build::default() }), Ok(()));
-    assert_eq!(ok(Build { issue_instant: NOW + s + 1, ..Build::default() }), Err(Rejection::NotYetValid("IssueInstant is in the future")));
+    assert_eq!(
+        ok(Build { issue_instant: NOW + s + 1, ..Build::default() }),
+        Err(Rejection::NotYetValid("IssueInstant is in the future"))
+    );
     // A different skew for another IdP.
     let mut strict = expected(&certs);
     strict.skew = 0;
@@ -218,7 +236,10 @@ fn hostile_documents_are_refused_before_any_signature_code() {
     let bomb = "<!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]><l>&b;</l>";
     assert_eq!(check(bomb, &exp), Err(Rejection::Dtd));
     assert!(matches!(check("not xml", &exp), Err(Rejection::Malformed(_))));
-    assert_eq!(check("<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\"/>", &exp), Err(Rejection::NotAResponse));
+    assert_eq!(
+        check("<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\"/>", &exp),
+        Err(Rejection::NotAResponse)
+    );
     let sha1 = genuine.replace("xmldsig-more#rsa-sha256", "xmldsig#rsa-sha1").replace("xmlenc#sha256", "xmldsig#sha1");
     assert!(matches!(check(&sha1, &exp), Err(Rejection::WeakAlgorithm(_))));
     let hmac = genuine.replace("xmldsig-more#rsa-sha256", "xmldsig#hmac-sha1");
@@ -238,7 +259,11 @@ fn hostile_documents_are_refused_before_any_signature_code() {
     for bent in [
         genuine.replacen("<samlp:Status>", "<!-- x --><samlp:Status>", 1),
         genuine.replacen("<samlp:Status>", "<?pi x?><samlp:Status>", 1),
-        genuine.replacen("alice@acme.test</saml:AttributeValue>", "alice@acme.test<![CDATA[]]></saml:AttributeValue>", 1),
+        genuine.replacen(
+            "alice@acme.test</saml:AttributeValue>",
+            "alice@acme.test<![CDATA[]]></saml:AttributeValue>",
+            1,
+        ),
     ] {
         assert_eq!(check(&bent, &exp), Err(Rejection::Markup));
     }
@@ -258,9 +283,12 @@ fn encrypted_assertions_are_decrypted_in_place_and_then_verified() {
     let exp = expected(&certs);
     let sp = [sp_encryption_key()];
     let dec = |doc: &str| super::decrypt::decrypt(doc, &sp);
-    for (alg, sha256, inside) in
-        [("aes128-gcm", false, true), ("aes256-gcm", true, false), ("aes128-cbc", false, true), ("aes256-cbc", true, true)]
-    {
+    for (alg, sha256, inside) in [
+        ("aes128-gcm", false, true),
+        ("aes256-gcm", true, false),
+        ("aes128-cbc", false, true),
+        ("aes256-cbc", true, true),
+    ] {
         // Signed assertion inside, and the Response unsigned (the common form).
         let b = Build { sign_response: false, ..Build::default() };
         let enc = encrypt(&assertion(&b), &sp[0], alg, sha256, inside);
@@ -285,7 +313,9 @@ fn encrypted_assertions_are_decrypted_in_place_and_then_verified() {
     // 3DES refused; another SP's key cannot open it; a truncated value is no panic.
     let b = Build { sign_response: false, ..Build::default() };
     let des = encrypt(&assertion(&b), &sp[0], "tripledes-cbc", false, true);
-    assert!(matches!(verify(response_with(&b, &des).as_bytes(), &exp, &dec), Err(Rejection::Decryption(m)) if m.contains("3DES")));
+    assert!(
+        matches!(verify(response_with(&b, &des).as_bytes(), &exp, &dec), Err(Rejection::Decryption(m)) if m.contains("3DES"))
+    );
     let other = [key(KEY_B, CERT_B)];
     let enc = encrypt(&assertion(&b), &sp[0], "aes128-gcm", false, true);
     let with_other = |doc: &str| super::decrypt::decrypt(doc, &other);
@@ -297,6 +327,9 @@ fn encrypted_assertions_are_decrypted_in_place_and_then_verified() {
     };
     assert!(matches!(verify(response_with(&b, &cut).as_bytes(), &exp, &dec), Err(Rejection::Decryption(_))));
     // RSA v1.5 key transport is refused by name.
-    let v15 = enc.replace("http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p", "http://www.w3.org/2001/04/xmlenc#rsa-1_5");
-    assert!(matches!(verify(response_with(&b, &v15).as_bytes(), &exp, &dec), Err(Rejection::Decryption(m)) if m.contains("v1.5")));
+    let v15 =
+        enc.replace("http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p", "http://www.w3.org/2001/04/xmlenc#rsa-1_5");
+    assert!(
+        matches!(verify(response_with(&b, &v15).as_bytes(), &exp, &dec), Err(Rejection::Decryption(m)) if m.contains("v1.5"))
+    );
 }

@@ -53,7 +53,8 @@ pub async fn resolve_user(
     idp: &SamlIdp,
     a: &VerifiedAssertion,
 ) -> Result<User, UserRefusal> {
-    let email = Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))?;
+    let email =
+        Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))?;
     let found = user::find_by_email(store, &email).await.map_err(UserRefusal::User)?;
     let display = first(a, &idp.settings.attribute_map.display_name)
         .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect::<String>());

@@ -149,18 +149,22 @@ impl SpKeyRing {
     }
 
     async fn count(&self, store: &Store, tenant_id: &str, key_use: KeyUse, state: &str) -> Result<i64, KeyStoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM saml_sp_keys WHERE tenant_id = $1 AND key_use = $2 AND state = $3",
-        )
-        .bind(tenant_id)
-        .bind(key_use.as_str())
-        .bind(state)
-        .fetch_one(store.pool())
-        .await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saml_sp_keys WHERE tenant_id = $1 AND key_use = $2 AND state = $3")
+            .bind(tenant_id)
+            .bind(key_use.as_str())
+            .bind(state)
+            .fetch_one(store.pool())
+            .await?)
     }
 
     /// Creates the tenant's active and next keys of both uses where missing.
-    pub async fn ensure(&self, store: &Store, now: UnixTime, tenant_id: &str, subject: &str) -> Result<(), KeyStoreError> {
+    pub async fn ensure(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        subject: &str,
+    ) -> Result<(), KeyStoreError> {
         for u in [KeyUse::Signing, KeyUse::Encryption] {
             for state in ["active", "next"] {
                 if self.count(store, tenant_id, u, state).await? == 0 {
@@ -194,7 +198,13 @@ impl SpKeyRing {
     }
 
     /// The tenant's keys (created on first use), read from the store.
-    pub async fn load(&self, store: &Store, now: UnixTime, tenant_id: &str, subject: &str) -> Result<SpKeys, KeyStoreError> {
+    pub async fn load(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        subject: &str,
+    ) -> Result<SpKeys, KeyStoreError> {
         self.ensure(store, now, tenant_id, subject).await?;
         let rows = sqlx::query(
             "SELECT id, key_use, state, private_sealed, certificate_der FROM saml_sp_keys \
@@ -232,7 +242,13 @@ impl SpKeyRing {
 
     /// Rollover of both key pairs: active → retired (decrypts for a while), next → active,
     /// a new next. Returns the new active signing key's id.
-    pub async fn rotate(&self, store: &Store, now: UnixTime, tenant_id: &str, subject: &str) -> Result<String, KeyStoreError> {
+    pub async fn rotate(
+        &self,
+        store: &Store,
+        now: UnixTime,
+        tenant_id: &str,
+        subject: &str,
+    ) -> Result<String, KeyStoreError> {
         self.ensure(store, now, tenant_id, subject).await?;
         for u in [KeyUse::Signing, KeyUse::Encryption] {
             let mut tx = store.pool().begin().await?;

@@ -179,7 +179,6 @@ pub fn no_decrypt(_: &str) -> Result<String, Rejection> {
     Err(Rejection::Decryption("no key in this test".into()))
 }
 
-
 pub fn certs_a() -> Vec<Vec<u8>> {
     vec![der(CERT_A)]
 }
@@ -200,7 +199,8 @@ pub fn encrypt(plain: &str, to: &SpKey, data_alg: &str, oaep_sha256: bool, key_i
     let data = if gcm {
         let iv = crate::keys::random_bytes(12);
         let mut tag = [0u8; 16];
-        let ct = openssl::symm::encrypt_aead(cipher, &content_key, Some(&iv), &[], plain.as_bytes(), &mut tag).expect("gcm");
+        let ct =
+            openssl::symm::encrypt_aead(cipher, &content_key, Some(&iv), &[], plain.as_bytes(), &mut tag).expect("gcm");
         [iv, ct, tag.to_vec()].concat()
     } else {
         let iv = crate::keys::random_bytes(cipher.iv_len().unwrap_or(16));
@@ -210,7 +210,8 @@ pub fn encrypt(plain: &str, to: &SpKey, data_alg: &str, oaep_sha256: bool, key_i
         let mut padded = plain.as_bytes().to_vec();
         padded.extend(std::iter::repeat_n(0x5a, pad - 1));
         padded.push(pad as u8);
-        let mut c = openssl::symm::Crypter::new(cipher, openssl::symm::Mode::Encrypt, &content_key, Some(&iv)).expect("cbc");
+        let mut c =
+            openssl::symm::Crypter::new(cipher, openssl::symm::Mode::Encrypt, &content_key, Some(&iv)).expect("cbc");
         c.pad(false);
         let mut out = vec![0u8; padded.len() + bs];
         let n = c.update(&padded, &mut out).expect("update");
@@ -254,4 +255,3 @@ pub fn encrypt(plain: &str, to: &SpKey, data_alg: &str, oaep_sha256: bool, key_i
         b64(&data)
     )
 }
-

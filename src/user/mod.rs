@@ -260,7 +260,12 @@ pub async fn set_disabled(
 
 /// Records whether the organisation vouches for the user's address.
 /// Sets the display name an upstream IdP sent (JIT provisioning keeps it current).
-pub async fn set_display_name(store: &Store, now: UnixTime, user_id: &str, name: Option<&str>) -> Result<(), UserError> {
+pub async fn set_display_name(
+    store: &Store,
+    now: UnixTime,
+    user_id: &str,
+    name: Option<&str>,
+) -> Result<(), UserError> {
     sqlx::query("UPDATE users SET display_name = $1, updated_at = $2 WHERE id = $3")
         .bind(name)
         .bind(now)

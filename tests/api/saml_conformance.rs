@@ -57,7 +57,8 @@ impl Idp {
             .expect("start saml_idp.py");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("saml_idp.py said {line:?}")).to_string();
+        let base =
+            line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("saml_idp.py said {line:?}")).to_string();
         assert!(base.starts_with("http://127.0.0.1:"));
         Idp { child, base, http: reqwest::Client::new(), _dir: dir }
     }
@@ -83,11 +84,14 @@ impl Idp {
 
 /// The hidden fields and action of the IdP's auto-submitting form.
 fn form_of(html: &str) -> (String, Vec<(String, String)>) {
-    let unescape = |s: &str| s.replace("&quot;", "\"").replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+    let unescape = |s: &str| {
+        s.replace("&quot;", "\"").replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    };
     let action = html.split("action=\"").nth(1).and_then(|r| r.split('"').next()).map(unescape).expect("form action");
     let mut fields = Vec::new();
     for input in html.split("<input").skip(1) {
-        let attr = |name: &str| input.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).map(unescape);
+        let attr =
+            |name: &str| input.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).map(unescape);
         if let (Some(n), Some(v)) = (attr("name"), attr("value")) {
             fields.push((n, v));
         }
@@ -130,7 +134,12 @@ async fn post_idp_form(b: &Browser, html: &str) -> reqwest::Response {
 
 async fn last_reason(app: &TestApp) -> String {
     let t = app.tenant_by_slug("acme").await;
-    app.audit(&t).await.into_iter().find(|e| e.event == "signin").map(|e| e.reason.unwrap_or_else(|| "success".into())).unwrap_or_default()
+    app.audit(&t)
+        .await
+        .into_iter()
+        .find(|e| e.event == "signin")
+        .map(|e| e.reason.unwrap_or_else(|| "success".into()))
+        .unwrap_or_default()
 }
 
 async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
@@ -145,7 +154,8 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
     idp.load_sp(&sp_metadata).await;
     let v = app.admin().import_saml_metadata("acme", "corp", idp.metadata().await.as_bytes()).await.unwrap().1;
     assert_eq!(v["entity_id"], format!("{}/metadata", idp.base));
-    let change = lanyard::tenant::TenantChange { signin_route: Some(lanyard::tenant::SigninRoute::Saml), ..Default::default() };
+    let change =
+        lanyard::tenant::TenantChange { signin_route: Some(lanyard::tenant::SigninRoute::Saml), ..Default::default() };
     app.admin().update_tenant("acme", change).await.unwrap();
 
     // SP-initiated, from an app's authorize request to its tokens, in each signing form.
@@ -163,7 +173,13 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
         let b = app.browser();
         let (verifier, challenge) = pkce();
         let res = through_idp(&b, &idp, &authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[])).await;
-        assert_eq!(res.status(), 303, "{knobs}: {} ({})", res.text().await.unwrap_or_default(), last_reason(&app).await);
+        assert_eq!(
+            res.status(),
+            303,
+            "{knobs}: {} ({})",
+            res.text().await.unwrap_or_default(),
+            last_reason(&app).await
+        );
         let back = location(&res);
         assert!(back.starts_with("/t/acme/authorize?"), "{knobs}: {back}");
         let to_app = location(&b.get(&back).await);
@@ -219,7 +235,11 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
     // IdP-initiated: refused while off; on, it signs in, and its replay is refused.
     let sp_entity = format!("{}/t/acme/saml", app.base);
     let unsolicited = || async {
-        let url = format!("{}/idp-init?sp={}", idp.base, url::form_urlencoded::byte_serialize(sp_entity.as_bytes()).collect::<String>());
+        let url = format!(
+            "{}/idp-init?sp={}",
+            idp.base,
+            url::form_urlencoded::byte_serialize(sp_entity.as_bytes()).collect::<String>()
+        );
         idp.http.get(url).send().await.unwrap().text().await.unwrap()
     };
     let form = unsolicited().await;
@@ -238,7 +258,8 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
     attack_corpus(&app, &idp).await;
 
     // IdP key rollover: metadata with both certificates; a response signed by either.
-    let rollover = idp.http.get(format!("{}/metadata?rollover=1", idp.base)).send().await.unwrap().text().await.unwrap();
+    let rollover =
+        idp.http.get(format!("{}/metadata?rollover=1", idp.base)).send().await.unwrap().text().await.unwrap();
     let v = app.admin().import_saml_metadata("acme", "corp", rollover.as_bytes()).await.unwrap().1;
     assert_eq!(v["certificates"].as_array().map(Vec::len), Some(2));
     for knobs in [json!({}), json!({"use_second_key": true})] {
@@ -252,7 +273,9 @@ async fn pysaml2_idp_signs_users_in(kind: StoreKind) {
 
     // HTTP-POST request binding: an IdP whose metadata offers only HTTP-POST.
     let m = idp.metadata().await;
-    let sso = m.find("<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\"").expect("redirect SSO");
+    let sso = m
+        .find("<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\"")
+        .expect("redirect SSO");
     let end = sso + m[sso..].find("/>").expect("element end") + 2;
     let post_only = format!("{}{}", &m[..sso], &m[end..]);
     assert!(!post_only.contains("HTTP-Redirect"), "{post_only}");
@@ -277,7 +300,8 @@ async fn genuine(app: &TestApp, idp: &Idp) -> (Browser, String, String) {
     let html = idp.http.get(location(&res)).send().await.unwrap().text().await.unwrap();
     let (_, fields) = form_of(&html);
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
-    let xml = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(get("SAMLResponse")).unwrap()).unwrap();
+    let xml =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(get("SAMLResponse")).unwrap()).unwrap();
     (b, xml, get("RelayState"))
 }
 
@@ -302,23 +326,40 @@ async fn attack_corpus(app: &TestApp, idp: &Idp) {
     idp.control(json!({"sign_response": false})).await;
     let (b, xml, relay) = genuine(app, idp).await;
     let assertion = element(&xml, "Assertion").to_string();
-    let evil = assertion
-        .replace("alice@acme.test", "admin@acme.test")
-        .replacen(" ID=\"", " ID=\"evil", 1);
+    let evil = assertion.replace("alice@acme.test", "admin@acme.test").replacen(" ID=\"", " ID=\"evil", 1);
     let signature = element(&assertion, "Signature").to_string();
     let unsigned_evil = evil.replace(element(&evil, "Signature"), "");
     let p = assertion[1..assertion.find(':').unwrap()].to_string();
     let subject_end = format!("</{p}:Subject>");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("XSW: evil assertion before the signed one", xml.replace(&assertion, &format!("{unsigned_evil}{assertion}")), "assertion_count"),
-        ("XSW: evil assertion after the signed one", xml.replace(&assertion, &format!("{assertion}{unsigned_evil}")), "assertion_count"),
         (
-            "XSW: signed assertion hidden in the evil one's Advice",
-            xml.replace(&assertion, &unsigned_evil.replacen(&subject_end, &format!("{subject_end}<{p}:Advice>{assertion}</{p}:Advice>"), 1)),
+            "XSW: evil assertion before the signed one",
+            xml.replace(&assertion, &format!("{unsigned_evil}{assertion}")),
             "assertion_count",
         ),
-        ("XSW: the signed assertion's signature on the evil one", xml.replace(&assertion, &evil.replace(element(&evil, "Signature"), &signature)), "signature_shape"),
-        ("duplicate ID", xml.replace(&assertion, &format!("{}{assertion}", unsigned_evil.replacen(" ID=\"evil", " ID=\"", 1))), "duplicate_id"),
+        (
+            "XSW: evil assertion after the signed one",
+            xml.replace(&assertion, &format!("{assertion}{unsigned_evil}")),
+            "assertion_count",
+        ),
+        (
+            "XSW: signed assertion hidden in the evil one's Advice",
+            xml.replace(
+                &assertion,
+                &unsigned_evil.replacen(&subject_end, &format!("{subject_end}<{p}:Advice>{assertion}</{p}:Advice>"), 1),
+            ),
+            "assertion_count",
+        ),
+        (
+            "XSW: the signed assertion's signature on the evil one",
+            xml.replace(&assertion, &evil.replace(element(&evil, "Signature"), &signature)),
+            "signature_shape",
+        ),
+        (
+            "duplicate ID",
+            xml.replace(&assertion, &format!("{}{assertion}", unsigned_evil.replacen(" ID=\"evil", " ID=\"", 1))),
+            "duplicate_id",
+        ),
         (
             "comment injected into the NameID",
             xml.replacen("alice@acme.test</", "alice@acme.test<!---->.evil.test</", 1),
@@ -326,7 +367,11 @@ async fn attack_corpus(app: &TestApp, idp: &Idp) {
         ),
         ("signature stripped", xml.replace(&signature, ""), "no_signature"),
         ("DTD with an entity", format!("<!DOCTYPE r [<!ENTITY e \"x\">]>{xml}"), "dtd"),
-        ("Audience altered after signing", xml.replacen(&format!("{}/t/acme/saml<", app.base), "https://evil.test/sp<", 1), "bad_signature"),
+        (
+            "Audience altered after signing",
+            xml.replacen(&format!("{}/t/acme/saml<", app.base), "https://evil.test/sp<", 1),
+            "bad_signature",
+        ),
     ];
     for (what, bent, reason) in cases {
         assert_ne!(bent, xml, "{what}: the mutation did not apply");

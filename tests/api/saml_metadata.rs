@@ -30,7 +30,11 @@ pub fn broken() -> Vec<(&'static str, String, &'static str)> {
     vec![
         ("not XML", "this is not XML".into(), "not well-formed XML"),
         ("wrong root", "<html xmlns=\"http://www.w3.org/1999/xhtml\"><body/></html>".into(), "root element"),
-        ("no SSO endpoint", GENUINE.replace("SingleSignOnService", "ArtifactResolutionService"), "no SingleSignOnService"),
+        (
+            "no SSO endpoint",
+            GENUINE.replace("SingleSignOnService", "ArtifactResolutionService"),
+            "no SingleSignOnService",
+        ),
         ("no certificate", GENUINE.replace("use=\"signing\"", "use=\"encryption\""), "no signing certificate"),
         ("garbage certificate", GENUINE.replace(&cert, "Z2FyYmFnZQ=="), "is not a certificate"),
         ("DTD", GENUINE.replace("<md:EntityDescriptor", "<!DOCTYPE r [<!ENTITY x \"y\">]><md:EntityDescriptor"), "DTD"),
@@ -70,7 +74,11 @@ impl Api {
     }
     async fn upload(&self, tenant: &str, name: &str, xml: &str) -> (StatusCode, Value) {
         let (s, text) = self
-            .call(reqwest::Method::PUT, &format!("/t/{tenant}/admin/api/idps/{name}/saml-metadata"), Some(xml.to_string().into()))
+            .call(
+                reqwest::Method::PUT,
+                &format!("/t/{tenant}/admin/api/idps/{name}/saml-metadata"),
+                Some(xml.to_string().into()),
+            )
             .await;
         (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
@@ -201,9 +209,14 @@ async fn metadata_upload_is_validated_replaced_atomically_and_audited(kind: Stor
     let events = app.audit(&acme).await;
     let count = |e: &str, outcome: &str| events.iter().filter(|x| x.event == e && x.outcome == outcome).count();
     assert_eq!(count("admin.saml_idp.import", "success"), 2, "created and replaced; unchanged is not a change");
-    assert_eq!(count("admin.saml_idp.import", "failure"), broken().len() - 1 + 1, "every refused file but the oversized one (cut at the edge), and the entityID clash");
-    assert!(events.iter().any(|e| e.event == "admin.saml_idp.import"
-        && e.reason.as_deref().is_some_and(|r| r.contains("DTD"))));
+    assert_eq!(
+        count("admin.saml_idp.import", "failure"),
+        broken().len() - 1 + 1,
+        "every refused file but the oversized one (cut at the edge), and the entityID clash"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.event == "admin.saml_idp.import" && e.reason.as_deref().is_some_and(|r| r.contains("DTD"))));
     assert_eq!(count("admin.saml_idp.update", "success"), 1);
     assert_eq!(count("admin.saml_idp.remove", "success"), 1);
     let beta_events = app.audit(&beta).await;
@@ -243,19 +256,24 @@ async fn cli_imports_lists_and_exports_metadata(kind: StoreKind) {
 
     let file = dir.path().join("idp.xml");
     std::fs::write(&file, GENUINE).unwrap();
-    let v = ok(&run(&["admin", "idp", "import-saml", "--tenant", "acme", "--name", "corp", file.to_str().unwrap()], None));
+    let v =
+        ok(&run(&["admin", "idp", "import-saml", "--tenant", "acme", "--name", "corp", file.to_str().unwrap()], None));
     assert_eq!(v["result"], "created");
     assert_eq!(v["name"], "corp");
 
     // Standard input, default name; a broken file is refused naming the problem.
-    let v = ok(&run(&["admin", "idp", "import-saml", "--tenant", "acme", "-"], Some(&TWO_CERTS.replace(
-        "https://idp.fixture.test/saml/metadata",
-        "https://second.fixture.test/idp",
-    ))));
+    let v = ok(&run(
+        &["admin", "idp", "import-saml", "--tenant", "acme", "-"],
+        Some(&TWO_CERTS.replace("https://idp.fixture.test/saml/metadata", "https://second.fixture.test/idp")),
+    ));
     assert_eq!((v["name"].as_str(), v["certificates"].as_array().map(Vec::len)), (Some("default"), Some(2)));
     let bad = run(&["admin", "idp", "import-saml", "--tenant", "acme", "--name", "corp", "-"], Some("<nope/>"));
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("root element is `nope`"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("root element is `nope`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     let list = ok(&run(&["admin", "idp", "list", "--tenant", "acme"], None));
     assert_eq!(list.as_array().map(Vec::len), Some(2));
@@ -263,14 +281,28 @@ async fn cli_imports_lists_and_exports_metadata(kind: StoreKind) {
     assert_eq!(String::from_utf8_lossy(&exported.stdout), GENUINE, "the broken upload changed nothing");
 
     let v = ok(&run(
-        &["admin", "idp", "update", "--tenant", "acme", "--name", "default", "--clock-skew-seconds", "30", "--username-attribute", "upn", "--default"],
+        &[
+            "admin",
+            "idp",
+            "update",
+            "--tenant",
+            "acme",
+            "--name",
+            "default",
+            "--clock-skew-seconds",
+            "30",
+            "--username-attribute",
+            "upn",
+            "--default",
+        ],
         None,
     ));
     assert_eq!((v["settings"]["clock_skew_seconds"].as_i64(), v["is_default"].as_bool()), (Some(30), Some(true)));
     assert_eq!(v["settings"]["username_attribute"], "upn");
     let corp = ok(&run(&["admin", "idp", "show", "--tenant", "acme", "--name", "corp"], None));
     assert_eq!(corp["is_default"], false, "one default per tenant");
-    let bad = run(&["admin", "idp", "update", "--tenant", "acme", "--name", "corp", "--clock-skew-seconds", "9999"], None);
+    let bad =
+        run(&["admin", "idp", "update", "--tenant", "acme", "--name", "corp", "--clock-skew-seconds", "9999"], None);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("0 to 600"));
 
     ok(&run(&["admin", "idp", "remove", "--tenant", "acme", "--name", "default"], None));
@@ -383,8 +415,14 @@ async fn metadata_url_refresh_keeps_the_working_metadata_when_the_source_fails(k
     let v = app.admin().saml_idp("acme", "corp").await.unwrap();
     assert_eq!(v["last_refresh_error"], Value::Null);
     let events = app.audit(&acme).await;
-    let refreshes: Vec<_> = events.iter().filter(|e| e.event == "admin.saml_idp.refresh").map(|e| e.outcome.as_str()).collect();
+    let refreshes: Vec<_> =
+        events.iter().filter(|e| e.event == "admin.saml_idp.refresh").map(|e| e.outcome.as_str()).collect();
     assert_eq!(refreshes, ["success", "failure", "failure", "failure", "failure", "success"], "newest first");
-    let m = reqwest::get(format!("http://{}/metrics", app.state.config.metrics_listen.unwrap())).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(format!("http://{}/metrics", app.state.config.metrics_listen.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("lanyard_saml_metadata_refresh_total{result=\"failed\"}"), "{m}");
 }

@@ -30,10 +30,8 @@ async fn setup(kind: StoreKind) -> TestApp {
     app.user("acme", "alice@acme.test").await;
     native_client(&app, "workview").await;
     app.admin().import_saml_metadata("acme", "corp", GENUINE.as_bytes()).await.unwrap();
-    let change = lanyard::tenant::TenantChange {
-        signin_route: Some(lanyard::tenant::SigninRoute::Saml),
-        ..Default::default()
-    };
+    let change =
+        lanyard::tenant::TenantChange { signin_route: Some(lanyard::tenant::SigninRoute::Saml), ..Default::default() };
     app.admin().update_tenant("acme", change).await.unwrap();
     app
 }
@@ -107,8 +105,10 @@ async fn sp_metadata_is_signed_and_complete(kind: StoreKind) {
     // The enveloped signature verifies with the certificate it carries, which is the
     // SP's active signing certificate (the first signing KeyDescriptor).
     let cert_b64 = xml.split("<ds:X509Certificate>").nth(1).and_then(|r| r.split('<').next()).unwrap();
-    let cert = samael::crypto::CertificateDer::from(base64::engine::general_purpose::STANDARD.decode(cert_b64).unwrap());
-    samael::crypto::Crypto::verify_signed_xml(xml.as_bytes(), &cert, Some("ID")).expect("the SP metadata signature verifies");
+    let cert =
+        samael::crypto::CertificateDer::from(base64::engine::general_purpose::STANDARD.decode(cert_b64).unwrap());
+    samael::crypto::Crypto::verify_signed_xml(xml.as_bytes(), &cert, Some("ID"))
+        .expect("the SP metadata signature verifies");
     let tampered = xml.replace(&acs, "https://evil.test/acs");
     assert!(samael::crypto::Crypto::verify_signed_xml(tampered.as_bytes(), &cert, Some("ID")).is_err());
     // Another tenant is another SP with other keys.
@@ -151,9 +151,8 @@ async fn sp_initiated_sign_in_reaches_the_app(kind: StoreKind) {
     // Nor does it accept a password.
     let pw = app.browser();
     let csrf = pw.csrf("/login").await;
-    let res = pw
-        .post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD)])
-        .await;
+    let res =
+        pw.post_form("/t/acme/login", &[("csrf", &csrf), ("email", "alice@acme.test"), ("password", PASSWORD)]).await;
     assert_ne!(res.status(), 303, "no password sign-in for a SAML tenant");
 
     // Home-realm discovery's address reaches the IdP as the request's Subject.
@@ -166,7 +165,10 @@ async fn sp_initiated_sign_in_reaches_the_app(kind: StoreKind) {
     assert_eq!(res.status(), 403);
     let change = lanyard::saml::idp::SettingsChange {
         jit: Some(true),
-        attribute_map: Some(lanyard::saml::idp::AttributeMap { display_name: Some("upn".into()), ..Default::default() }),
+        attribute_map: Some(lanyard::saml::idp::AttributeMap {
+            display_name: Some("upn".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     app.admin().update_saml_idp("acme", "corp", change).await.unwrap();
@@ -217,7 +219,14 @@ async fn acs_refusals_are_named_and_change_nothing(kind: StoreKind) {
     assert!(page.text().await.unwrap().contains("already used"));
     assert_eq!(
         reasons().await,
-        ["wrong_in_response_to", "bad_signature", "wrong_recipient", "wrong_audience", "relay_state_mismatch", "relay_state_mismatch"],
+        [
+            "wrong_in_response_to",
+            "bad_signature",
+            "wrong_recipient",
+            "wrong_audience",
+            "relay_state_mismatch",
+            "relay_state_mismatch"
+        ],
         "newest first"
     );
 
@@ -240,7 +249,9 @@ async fn acs_refusals_are_named_and_change_nothing(kind: StoreKind) {
     assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 403);
     assert_eq!(reasons().await[0], "disabled");
     // An IdP status is shown to the user.
-    let r = response_for(&app, None, "alice@acme.test", |b| b.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into());
+    let r = response_for(&app, None, "alice@acme.test", |b| {
+        b.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into()
+    });
     let page = post_acs(&app.browser(), &r, None).await;
     assert_eq!(page.status(), 403);
     assert!(page.text().await.unwrap().contains("Responder"));
@@ -251,7 +262,10 @@ async fn acs_refusals_are_named_and_change_nothing(kind: StoreKind) {
     assert_eq!(reasons().await[..3], ["dtd", "malformed", "idp_status"]);
     // Another tenant's ACS knows nothing of acme's IdP.
     app.tenant("beta").await;
-    let res = app.browser().post_form("/t/beta/saml/acs", &[("SAMLResponse", &response_for(&app, None, "alice@acme.test", |_| {}))]).await;
+    let res = app
+        .browser()
+        .post_form("/t/beta/saml/acs", &[("SAMLResponse", &response_for(&app, None, "alice@acme.test", |_| {}))])
+        .await;
     assert_eq!(res.status(), 403);
 }
 
@@ -276,7 +290,13 @@ async fn replicas_share_pending_requests_and_the_replay_cache(kind: StoreKind) {
     assert_eq!(post_acs(&b1, &unsolicited, None).await.status(), 303);
     assert_eq!(post_acs(&b2, &unsolicited, None).await.status(), 403);
     let acme = app.tenant_by_slug("acme").await;
-    let failures: Vec<_> = app.audit(&acme).await.into_iter().filter(|e| e.outcome == "failure").map(|e| e.reason.unwrap_or_default()).collect();
+    let failures: Vec<_> = app
+        .audit(&acme)
+        .await
+        .into_iter()
+        .filter(|e| e.outcome == "failure")
+        .map(|e| e.reason.unwrap_or_default())
+        .collect();
     assert_eq!(&failures[..2], ["replay", "wrong_in_response_to"]);
 }
 
@@ -303,7 +323,10 @@ async fn two_idps_with_different_skews_in_one_tenant(kind: StoreKind) {
         })
     };
     // 200 s ahead: inside corp's 300 s, outside strict's 0 s.
-    assert_eq!(post_acs(&app.browser(), &ahead("https://idp.fixture.test/saml/metadata", false), None).await.status(), 303);
+    assert_eq!(
+        post_acs(&app.browser(), &ahead("https://idp.fixture.test/saml/metadata", false), None).await.status(),
+        303
+    );
     assert_eq!(post_acs(&app.browser(), &ahead("https://second.fixture.test/idp", true), None).await.status(), 403);
     let acme = app.tenant_by_slug("acme").await;
     let last = app.audit(&acme).await.into_iter().find(|e| e.event == "signin").unwrap();
@@ -313,7 +336,9 @@ async fn two_idps_with_different_skews_in_one_tenant(kind: StoreKind) {
 /// Login CSRF: on https, a response is accepted only from the browser that started the
 /// request (a `__Host-` cookie named after it, `SameSite=None; Secure`).
 async fn on_https_the_response_must_come_back_to_the_browser_that_asked(kind: StoreKind) {
-    let app = TestApp::spawn_with(kind, Options { public_url: Some("https://lanyard.test".into()), ..Default::default() }).await;
+    let app =
+        TestApp::spawn_with(kind, Options { public_url: Some("https://lanyard.test".into()), ..Default::default() })
+            .await;
     app.tenant("acme").await;
     app.user("acme", "alice@acme.test").await;
     app.admin().import_saml_metadata("acme", "corp", GENUINE.as_bytes()).await.unwrap();
