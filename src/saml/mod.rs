@@ -23,6 +23,7 @@ pub use metadata::{IdpMetadata, MetadataError};
 mod fuzz_tests;
 #[cfg(test)]
 mod response_tests;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
 

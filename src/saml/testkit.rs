@@ -1,5 +1,6 @@
-//! Test support, compiled into the library so that the unit tests and the integration
-//! suite build the same responses: IdP-shaped SAML Responses signed (xmlsec, through
+//! Test support, compiled only for tests and benches (`cfg(test)` or the `testkit`
+//! feature, which the package's dev-dependency on itself turns on), so that the unit
+//! tests, the integration suite and the ACS benchmark build the same responses: IdP-shaped SAML Responses signed (xmlsec, through
 //! samael) with the fixture IdP keys in `tests/fixtures/saml/`, optionally encrypted to a
 //! given SP key. Nothing in the server calls this module; it holds no secret of its own.
 
