@@ -150,16 +150,21 @@ fn respond_to(mode: ResponseMode, redirect_uri: &str, params: &[(&str, &str)]) -
             }
             HttpResponse::SeeOther().insert_header((header::LOCATION, url.to_string())).finish()
         }
-        ResponseMode::FormPost => {
-            let page = FormPostPage { action: redirect_uri, fields: params.to_vec() };
-            match page.render() {
-                Ok(body) => HttpResponse::Ok()
-                    .content_type("text/html; charset=utf-8")
-                    .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
-                    .body(body),
-                Err(e) => PageError::internal(e).error_response_owned(),
-            }
-        }
+        ResponseMode::FormPost => form_post(redirect_uri, params),
+    }
+}
+
+/// An auto-submitting form POSTing `fields` to `action` (values HTML-escaped by the
+/// template; only our own script runs): the form_post response mode, and the SAML
+/// HTTP-POST binding.
+pub(super) fn form_post(action: &str, fields: &[(&str, &str)]) -> HttpResponse {
+    let page = FormPostPage { action, fields: fields.to_vec() };
+    match page.render() {
+        Ok(body) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
+            .body(body),
+        Err(e) => PageError::internal(e).error_response_owned(),
     }
 }
 

@@ -12,7 +12,6 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use askama::Template;
 use serde::Deserialize;
 
 use super::error::PageError;
@@ -80,16 +79,6 @@ pub struct LoginQuery {
     idp: Option<String>,
 }
 
-#[derive(Template)]
-#[template(path = "form_post.html")]
-struct PostToIdp<'a> {
-    action: &'a str,
-    fields: Vec<(&'a str, &'a str)>,
-}
-
-const FORM_POST_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                             frame-ancestors 'none'; base-uri 'none'";
-
 /// `GET /t/{tenant}/saml/login`: sends the browser to the IdP with a signed AuthnRequest.
 pub async fn login(
     state: web::Data<AppState>,
@@ -152,30 +141,18 @@ pub async fn login(
             .max_age(actix_web::cookie::time::Duration::seconds(flow::REQUEST_LIFETIME_SECONDS))
             .finish()
     });
-    match authn_request::build(&req, signer).map_err(PageError::internal)? {
-        Outgoing::Redirect(url) => {
-            let mut r = see_other(&url);
-            r.insert_header((header::CACHE_CONTROL, "no-store"));
-            if let Some(c) = binding {
-                r.cookie(c);
-            }
-            Ok(r.finish())
-        }
+    // (Responses are `no-store` by the headers middleware.)
+    let mut res = match authn_request::build(&req, signer).map_err(PageError::internal)? {
+        Outgoing::Redirect(url) => see_other(&url).finish(),
         Outgoing::Post { action, fields } => {
-            let body =
-                PostToIdp { action: &action, fields: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect() }
-                    .render()
-                    .map_err(PageError::internal)?;
-            let mut r = HttpResponse::Ok();
-            r.content_type("text/html; charset=utf-8")
-                .insert_header((header::CONTENT_SECURITY_POLICY, FORM_POST_CSP))
-                .insert_header((header::CACHE_CONTROL, "no-store"));
-            if let Some(c) = binding {
-                r.cookie(c);
-            }
-            Ok(r.body(body))
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            super::oauth::form_post(&action, &fields)
         }
+    };
+    if let Some(c) = binding {
+        res.add_cookie(&c).map_err(PageError::internal)?;
     }
+    Ok(res)
 }
 
 /// Why the ACS refused, for the audit log and the page.

@@ -251,33 +251,39 @@ pub async fn list_all(store: &Store) -> Result<Vec<(String, SamlIdp)>, IdpError>
     rows.iter().map(|r| Ok((r.try_get::<String, _>("slug")?, from_row(r)?))).collect()
 }
 
-pub async fn find(store: &Store, tenant_id: &str, name: &IdpName) -> Result<Option<SamlIdp>, IdpError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saml_idps WHERE tenant_id = $1 AND name = $2"))
+/// Which column identifies the IdP in a lookup (always within one tenant).
+enum By<'a> {
+    Name(&'a IdpName),
+    Id(&'a str),
+    EntityId(&'a str),
+}
+
+async fn find_one(store: &Store, tenant_id: &str, by: By<'_>) -> Result<Option<SamlIdp>, IdpError> {
+    let (column, value) = match by {
+        By::Name(n) => ("name", n.as_str()),
+        By::Id(i) => ("id", i),
+        By::EntityId(e) => ("entity_id", e),
+    };
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saml_idps WHERE tenant_id = $1 AND {column} = $2"))
         .bind(tenant_id)
-        .bind(name.as_str())
+        .bind(value)
         .fetch_optional(store.pool())
         .await?;
     row.as_ref().map(from_row).transpose()
+}
+
+pub async fn find(store: &Store, tenant_id: &str, name: &IdpName) -> Result<Option<SamlIdp>, IdpError> {
+    find_one(store, tenant_id, By::Name(name)).await
 }
 
 /// The IdP with row id `id`, of this tenant only.
 pub async fn find_by_id(store: &Store, tenant_id: &str, id: &str) -> Result<Option<SamlIdp>, IdpError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saml_idps WHERE tenant_id = $1 AND id = $2"))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(store.pool())
-        .await?;
-    row.as_ref().map(from_row).transpose()
+    find_one(store, tenant_id, By::Id(id)).await
 }
 
 /// The IdP of this tenant whose metadata has `entity_id` (unsolicited responses).
 pub async fn find_by_entity_id(store: &Store, tenant_id: &str, entity_id: &str) -> Result<Option<SamlIdp>, IdpError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM saml_idps WHERE tenant_id = $1 AND entity_id = $2"))
-        .bind(tenant_id)
-        .bind(entity_id)
-        .fetch_optional(store.pool())
-        .await?;
-    row.as_ref().map(from_row).transpose()
+    find_one(store, tenant_id, By::EntityId(entity_id)).await
 }
 
 /// The IdP as `tx` sees it (after a change inside it).
