@@ -21,7 +21,8 @@ both_stores!(
     acs_refusals_are_named_and_change_nothing,
     replicas_share_pending_requests_and_the_replay_cache,
     two_idps_with_different_skews_in_one_tenant,
-    on_https_the_response_must_come_back_to_the_browser_that_asked
+    on_https_the_response_must_come_back_to_the_browser_that_asked,
+    a_pending_request_lives_fifteen_minutes
 );
 
 async fn setup(kind: StoreKind) -> TestApp {
@@ -375,4 +376,20 @@ async fn on_https_the_response_must_come_back_to_the_browser_that_asked(kind: St
         v.starts_with(&format!("__Host-lanyard-saml-{request_id}=")) && v.contains("Max-Age=0")
     });
     assert!(cleared, "the binding cookie is removed after use");
+}
+
+/// The IdP has `REQUEST_LIFETIME_SECONDS` to answer: one second before, the response is
+/// taken; one second after, the request is gone.
+async fn a_pending_request_lives_fifteen_minutes(kind: StoreKind) {
+    let app = setup(kind).await;
+    let life = lanyard::saml::flow::REQUEST_LIFETIME_SECONDS;
+    for (offset, status) in [(life - 1, 303), (life + 1, 403)] {
+        let b = app.browser();
+        let (rid, relay, _) = start(&b, "/t/acme/saml/login").await;
+        app.clock.advance(offset);
+        let r = response_for(&app, Some(&rid), "alice@acme.test", |_| {});
+        assert_eq!(post_acs(&b, &r, Some(&relay)).await.status(), status, "{offset} s after the request");
+    }
+    let acme = app.tenant_by_slug("acme").await;
+    assert_eq!(app.audit(&acme).await[0].reason.as_deref(), Some("wrong_in_response_to"));
 }
