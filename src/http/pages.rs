@@ -323,7 +323,7 @@ pub async fn password_submit(
     match password::sign_in(&state.store, &state.hasher, now, &tenant, &email, &password).await {
         Ok(auth) => {
             let user = auth.user();
-            let token = session::start(
+            let admitted = session::gate::admit(
                 &state.store,
                 now,
                 StartSession {
@@ -339,6 +339,26 @@ pub async fn password_submit(
                 },
             )
             .await?;
+            let token = match admitted {
+                Ok(t) => t,
+                // password::sign_in refused these already, with the same answer; the gate
+                // is the rule for every route.
+                Err(g) => {
+                    record(
+                        &state,
+                        now,
+                        &tenant,
+                        Some(email.as_str()),
+                        "signin",
+                        Outcome::Failure,
+                        Some(g.reason()),
+                        &origin,
+                    )
+                    .await;
+                    observe::signin_outcome("password", g.reason());
+                    return render(StatusCode::UNAUTHORIZED, email.as_str(), SIGNIN_FAILED);
+                }
+            };
             record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Success, None, &origin).await;
             observe::signin_outcome("password", "success");
             let target = if auth.must_change_password() {

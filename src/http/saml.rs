@@ -24,7 +24,7 @@ use crate::saml::authn_request::{self, Outgoing};
 use crate::saml::response::{self, Expected, Rejection, MAX_RESPONSE_BYTES};
 use crate::saml::signin::{resolve_user, UserRefusal};
 use crate::saml::{flow, idp, sp_metadata, IdpName, SamlIdp};
-use crate::session::{self, StartSession};
+use crate::session::{gate, StartSession};
 use crate::tenant::Tenant;
 
 /// The cookie that ties a pending request to the browser that started it (https only).
@@ -314,22 +314,28 @@ pub async fn acs(
     let relay_state = form.optional("RelayState", 1024)?;
     let origin = origin_of(&req, &state);
     let now = state.now();
-    match judge(&state, &req, &tenant, now, posted, relay_state).await {
-        Ok(Accepted { idp, user, return_to, request_id }) => {
-            let token = session::start(
-                &state.store,
-                now,
-                StartSession {
-                    tenant: &tenant,
-                    user: &user,
-                    amr: "ext saml",
-                    client_ip: origin.client_ip.as_deref(),
-                    user_agent: origin.user_agent.as_deref(),
-                    replaces: state.cookies.read(&req).as_ref(),
-                    one_time_password_proved: false,
-                },
-            )
-            .await?;
+    // The route proved who it is; the sign-in gate applies what holds for every route.
+    let presented = state.cookies.read(&req);
+    let outcome = match judge(&state, &req, &tenant, now, posted, relay_state).await {
+        Ok(a) => {
+            let s = StartSession {
+                tenant: &tenant,
+                user: &a.user,
+                amr: "ext saml",
+                client_ip: origin.client_ip.as_deref(),
+                user_agent: origin.user_agent.as_deref(),
+                replaces: presented.as_ref(),
+                one_time_password_proved: false,
+            };
+            match gate::admit(&state.store, now, s).await? {
+                Ok(token) => Ok((a, token)),
+                Err(g) => Err((Some(a.idp.name.to_string()), Refusal::User(UserRefusal::Gate(g)))),
+            }
+        }
+        Err(refused) => Err(refused),
+    };
+    match outcome {
+        Ok((Accepted { idp, user, return_to, request_id }, token)) => {
             let e = crate::audit::Event {
                 tenant_id: Some(&tenant.id),
                 actor: user.email.as_str(),

@@ -1,6 +1,7 @@
 //! From a verified assertion to a Lanyard user: the user name must be an address of this
-//! tenant's user (created at first sign-in when the IdP's JIT provisioning is on), and a
-//! disabled or locked user is refused even with a valid assertion.
+//! tenant's user (created at first sign-in when the IdP's JIT provisioning is on). What
+//! holds for every route — a disabled or locked user is refused even with a valid
+//! assertion — is the sign-in gate's (`session::gate`), not this module's.
 
 use super::response::VerifiedAssertion;
 use super::SamlIdp;
@@ -18,10 +19,8 @@ pub enum UserRefusal {
     UnknownUser,
     #[error("the address cannot be used in this organisation")]
     AddressUnavailable,
-    #[error("the account is disabled")]
-    Disabled,
-    #[error("the account is locked")]
-    Locked,
+    #[error(transparent)]
+    Gate(#[from] crate::session::gate::GateRefusal),
     #[error(transparent)]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
@@ -34,8 +33,7 @@ impl UserRefusal {
             UserRefusal::NotAnAddress(_) => "not_an_address",
             UserRefusal::UnknownUser => "unknown_user",
             UserRefusal::AddressUnavailable => "address_unavailable",
-            UserRefusal::Disabled => "disabled",
-            UserRefusal::Locked => "locked",
+            UserRefusal::Gate(g) => g.reason(),
             UserRefusal::Store(_) | UserRefusal::User(_) => "server_error",
         }
     }
@@ -85,13 +83,5 @@ pub async fn resolve_user(
             u
         }
     };
-    if user.disabled {
-        return Err(UserRefusal::Disabled);
-    }
-    if let Some(lock) = crate::password::lock_state(store, &user.id).await? {
-        if lock.locked_until.is_some_and(|t| t > now) {
-            return Err(UserRefusal::Locked);
-        }
-    }
     Ok(user)
 }

@@ -15,6 +15,8 @@
 //!
 //! Not here: the cookie attributes (http/), CSRF (http/csrf.rs).
 
+pub mod gate;
+
 use sqlx::Row;
 
 use crate::clock::UnixTime;

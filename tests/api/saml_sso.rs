@@ -249,6 +249,18 @@ async fn acs_refusals_are_named_and_change_nothing(kind: StoreKind) {
     let r = response_for(&app, None, "alice@acme.test", |_| {});
     assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 403);
     assert_eq!(reasons().await[0], "disabled");
+    // A locked one too (the sign-in gate's rule for every route).
+    app.admin().set_user_disabled("alice@acme.test", Some("acme"), false).await.unwrap();
+    let alice = app.user_by_email("alice@acme.test").await;
+    sqlx::query("UPDATE password_credentials SET locked_until = $1 WHERE user_id = $2")
+        .bind(app.now() + 600)
+        .bind(&alice.id)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let r = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 403);
+    assert_eq!(reasons().await[0], "locked");
     // An IdP status is shown to the user.
     let r = response_for(&app, None, "alice@acme.test", |b| {
         b.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into()

@@ -1,0 +1,44 @@
+//! The one gate every sign-in route passes (ARCHITECTURE.md, "One gate for every sign-in
+//! route"): a route proves who the person is and hands over the user; the gate applies
+//! what holds for every route — a disabled or locked user is refused, whatever the route
+//! proved — and only then starts the session. Network policy and throttling join here
+//! when they land, so no route repeats them.
+
+use super::{start, SessionToken, StartSession};
+use crate::clock::UnixTime;
+use crate::store::Store;
+
+/// Why the gate refused a user a route had authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GateRefusal {
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("the account is locked")]
+    Locked,
+}
+
+impl GateRefusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GateRefusal::Disabled => "disabled",
+            GateRefusal::Locked => "locked",
+        }
+    }
+}
+
+/// Applies the policy of every route to `s.user` and starts the session.
+pub async fn admit(
+    store: &Store,
+    now: UnixTime,
+    s: StartSession<'_>,
+) -> Result<Result<SessionToken, GateRefusal>, sqlx::Error> {
+    if s.user.disabled {
+        return Ok(Err(GateRefusal::Disabled));
+    }
+    if let Some(lock) = crate::password::lock_state(store, &s.user.id).await? {
+        if lock.locked_until.is_some_and(|t| t > now) {
+            return Ok(Err(GateRefusal::Locked));
+        }
+    }
+    start(store, now, s).await.map(Ok)
+}
