@@ -2,13 +2,17 @@
 # Installs the Debian/Ubuntu packages Lanyard needs. Idempotent: does nothing when they
 # are all present. Uses sudo when not root.
 #   scripts/install-deps.sh          build dependencies (incl. samael's xmlsec feature)
-#   scripts/install-deps.sh --test   plus the peers the test suite starts (PostgreSQL)
+#   scripts/install-deps.sh --test   plus the peers the test suite starts (PostgreSQL, OpenLDAP)
 set -euo pipefail
 
 pkgs=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(postgresql)
   pkgs+=(xmlsec1)  # the xmlsec1 CLI: pysaml2 (conformance/saml_idp.py) shells out to it
+  pkgs+=(openssl)  # the openssl CLI: tests/api/slapd.rs makes the directory's CA and certificate
+  # OpenLDAP: tests/api/slapd.rs starts a throwaway slapd and loads it with the ldap-utils
+  # tools (ldapadd, ldapmodify, ...). Skipped when both are already there.
+  if ! [[ -x /usr/sbin/slapd ]] || ! command -v ldapadd >/dev/null 2>&1; then pkgs+=(slapd ldap-utils); fi
   # Node.js runs the third-party conformance peers (openid-client, jose).
   if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
   # Python 3 with venv runs the Authlib peer (scripts/test makes conformance/.venv).
@@ -22,10 +26,14 @@ for p in "${pkgs[@]}"; do
   fi
 done
 
+sudo=()
+if [[ "$(id -u)" -ne 0 ]]; then sudo=(sudo); fi
 if ((${#missing[@]})); then
-  sudo=()
-  if [[ "$(id -u)" -ne 0 ]]; then sudo=(sudo); fi
   echo "Installing: ${missing[*]}"
+  if [[ " ${missing[*]} " == *" slapd "* ]]; then
+    # No system slapd: the tests start their own, from a generated slapd.conf.
+    echo 'slapd slapd/no_configuration boolean true' | "${sudo[@]}" debconf-set-selections
+  fi
   "${sudo[@]}" apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

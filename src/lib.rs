@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod ldap;
 pub mod oauth;
 pub mod password;
 pub mod saml;
@@ -148,6 +149,7 @@ impl Application {
         let state = web::Data::new(AppState {
             keys,
             saml_keys: saml::sp_keys::SpKeyRing::new(&master),
+            directory: std::sync::Arc::new(ldap::Directory::new(&master)),
             client_secrets: oauth::client::SecretHasher::new(&master),
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),

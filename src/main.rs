@@ -84,6 +84,9 @@ enum AdminCommand {
     /// Identity providers of a tenant (SAML 2.0 IdPs, whose metadata Lanyard imports).
     #[command(subcommand)]
     Idp(IdpCommand),
+    /// LDAP / Active Directory servers of a tenant, in failover order.
+    #[command(subcommand)]
+    Ldap(LdapCommand),
     /// Print a tenant's audit events, newest first.
     Audit {
         #[arg(long)]
@@ -278,6 +281,94 @@ struct IdpUpdate {
     /// Forget the metadata URL (uploads only).
     #[arg(long)]
     no_metadata_url: bool,
+}
+
+/// The settings `ldap add` and `ldap update` share.
+#[derive(Args)]
+struct LdapSettings {
+    /// ldap://host[:port] or ldaps://host[:port].
+    #[arg(long)]
+    url: Option<String>,
+    /// Upgrade an ldap:// connection with StartTLS.
+    #[arg(long)]
+    starttls: Option<Option<bool>>,
+    /// PEM file of the CA that signs the server's certificate (default: the system's roots).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    #[arg(long)]
+    connect_timeout_ms: Option<i64>,
+    #[arg(long)]
+    operation_timeout_ms: Option<i64>,
+    #[arg(long)]
+    base_dn: Option<String>,
+    /// NetBIOS domain (`ACME` in `ACME\alice`).
+    #[arg(long)]
+    domain: Option<String>,
+    /// The service account's DN (its password from standard input: --bind-password-stdin).
+    #[arg(long)]
+    bind_dn: Option<String>,
+    /// Read the service account's password from standard input.
+    #[arg(long)]
+    bind_password_stdin: bool,
+    /// Without a service account: bind straight to this DN, e.g. uid={username},ou=people,dc=acme,dc=test.
+    #[arg(long)]
+    bind_dn_template: Option<String>,
+    /// How the typed user name finds the entry; {username} is replaced (escaped).
+    #[arg(long)]
+    user_filter: Option<String>,
+    /// The attribute holding employee card numbers.
+    #[arg(long)]
+    card_attribute: Option<String>,
+    /// ATTRIBUTE=FIELD (repeatable): email, display_name, username, department, groups or a custom field.
+    #[arg(long = "map")]
+    map: Vec<String>,
+    /// An LDAP filter that marks disabled entries (AD's userAccountControl bit 2 always does).
+    #[arg(long)]
+    disabled_filter: Option<String>,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
+enum LdapCommand {
+    /// Add a server (last in the failover order); prints it as JSON, without the password.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        settings: LdapSettings,
+    },
+    /// List the tenant's servers as JSON, in failover order.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Change a server (named by its id or URL); prints it as JSON.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        server: String,
+        /// Position in the failover order (lowest first).
+        #[arg(long)]
+        position: Option<i64>,
+        #[command(flatten)]
+        settings: LdapSettings,
+    },
+    /// Remove a server.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        server: String,
+    },
+    /// Bind with the service account and read one entry; says what it found or exactly why it failed.
+    Test {
+        #[arg(long)]
+        tenant: String,
+        /// One server (id or URL); default: every server of the tenant.
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -618,6 +709,74 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
     }
 }
 
+fn read_ca_file(f: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+    f.as_ref()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display())))
+        .transpose()
+}
+
+async fn ldap(ctx: &AdminContext<'_>, dir: &lanyard::ldap::Directory, cmd: LdapCommand) -> anyhow::Result<()> {
+    use lanyard::ldap::server::{parse_map_pairs, NewServer, ServerChange};
+    match cmd {
+        LdapCommand::Add { tenant, settings: s } => {
+            let password = if s.bind_password_stdin { Some(read_password_stdin()?) } else { None };
+            let map = if s.map.is_empty() { None } else { Some(parse_map_pairs(&s.map)?) };
+            let n = NewServer {
+                url: s.url.ok_or_else(|| anyhow::anyhow!("--url is required"))?,
+                starttls: s.starttls.map(|v| v.unwrap_or(true)).unwrap_or(false),
+                ca_pem: read_ca_file(&s.ca_file)?,
+                connect_timeout_ms: s.connect_timeout_ms,
+                operation_timeout_ms: s.operation_timeout_ms,
+                base_dn: s.base_dn.ok_or_else(|| anyhow::anyhow!("--base-dn is required"))?,
+                domain: s.domain,
+                bind_dn: s.bind_dn,
+                bind_password: password,
+                bind_dn_template: s.bind_dn_template,
+                user_filter: s.user_filter,
+                card_attribute: s.card_attribute,
+                attribute_map: map,
+                disabled_filter: s.disabled_filter,
+            };
+            print_json(&ctx.add_ldap_server(dir, &tenant, n).await?)
+        }
+        LdapCommand::List { tenant } => print_json(&ctx.list_ldap_servers(&tenant).await?),
+        LdapCommand::Update { tenant, server, position, settings: s } => {
+            let password = if s.bind_password_stdin { Some(read_password_stdin()?) } else { None };
+            let change = ServerChange {
+                url: s.url,
+                starttls: s.starttls.map(|v| v.unwrap_or(true)),
+                ca_pem: read_ca_file(&s.ca_file)?.map(Some),
+                connect_timeout_ms: s.connect_timeout_ms,
+                operation_timeout_ms: s.operation_timeout_ms,
+                base_dn: s.base_dn,
+                domain: s.domain.map(Some),
+                bind_dn: s.bind_dn.map(Some),
+                bind_password: password,
+                bind_dn_template: s.bind_dn_template.map(Some),
+                user_filter: s.user_filter,
+                card_attribute: s.card_attribute.map(Some),
+                attribute_map: if s.map.is_empty() { None } else { Some(parse_map_pairs(&s.map)?) },
+                disabled_filter: s.disabled_filter.map(Some),
+                position,
+            };
+            print_json(&ctx.update_ldap_server(dir, &tenant, &server, change).await?)
+        }
+        LdapCommand::Remove { tenant, server } => {
+            ctx.remove_ldap_server(&tenant, &server).await?;
+            print_json(&serde_json::json!({"removed": server}))
+        }
+        LdapCommand::Test { tenant, server } => {
+            let results = ctx.test_ldap_servers(dir, &tenant, server.as_deref()).await?;
+            let ok = results.iter().all(|r| r["ok"] == serde_json::json!(true));
+            print_json(&results)?;
+            if !ok {
+                anyhow::bail!("the LDAP connection test failed");
+            }
+            Ok(())
+        }
+    }
+}
+
 fn parse_domains(list: &[String]) -> Result<Vec<Domain>, AdminError> {
     list.iter().map(|d| Domain::parse(d).map_err(AdminError::from)).collect()
 }
@@ -692,6 +851,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
             print_json(&serde_json::json!({"deleted": client_id}))
         }
         AdminCommand::Idp(cmd) => idp(ctx, cmd).await,
+        AdminCommand::Ldap(cmd) => ldap(ctx, &lanyard::ldap::Directory::new(master), cmd).await,
         AdminCommand::Tenant(TenantCommand::Create { slug, name, domains }) => {
             print_json(&ctx.create_tenant(&slug, &name, &domains).await?)
         }

@@ -56,7 +56,8 @@ impl AdminError {
             AdminError::Tenant(TenantError::NotFound(_))
             | AdminError::User(UserError::NotFound(_))
             | AdminError::Resource(ResourceError::NotFound(_))
-            | AdminError::Idp(IdpError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            | AdminError::Idp(IdpError::NotFound(_))
+            | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Metadata(MetadataError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_metadata"),
             AdminError::Metadata(_) => (StatusCode::BAD_REQUEST, "invalid_metadata"),
             AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "metadata_refresh_failed"),
@@ -582,9 +583,10 @@ pub async fn delete_resource(
 }
 
 mod idp;
+mod ldap;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(idp::routes(
+    cfg.service(ldap::routes(idp::routes(
         web::scope("/t/{tenant}/admin/api")
             .app_data(json_config())
             .route("/tenant", web::get().to(get_tenant))
@@ -603,5 +605,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{email}", web::patch().to(update_user))
             .route("/users/{email}", web::delete().to(delete_user))
             .route("/audit", web::get().to(audit)),
-    ));
+    )));
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod idp;
+pub mod ldap;
 
 use secrecy::SecretString;
 
@@ -39,6 +40,8 @@ pub enum AdminError {
     Metadata(#[from] crate::saml::MetadataError),
     #[error("the metadata refresh failed and the working metadata was kept: {0}")]
     RefreshFailed(String),
+    #[error("{0}")]
+    Ldap(#[from] crate::ldap::ServerConfigError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -125,6 +128,14 @@ impl AdminContext<'_> {
                 )));
             }
         }
+        if change.signin_route == Some(tenant::SigninRoute::Ldap) {
+            let t = tenant_by_slug(self.store, &slug).await?;
+            if crate::ldap::server::list(self.store, &t.id).await?.is_empty() {
+                return Err(AdminError::Invalid(format!(
+                    "tenant `{slug}` has no LDAP server: add one first (lanyard admin ldap add --tenant {slug} --url …)"
+                )));
+            }
+        }
         let t = tenant::update(self.store, self.now, &slug, change).await?;
         self.audit(
             Some(&t.id),
@@ -200,7 +211,9 @@ impl AdminContext<'_> {
 
     pub async fn unlock_user(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
         let u = self.user_by_email(email, tenant_slug).await?;
-        if !password::unlock(self.store, self.now, &u.id).await? {
+        let had_password = password::unlock(self.store, self.now, &u.id).await?;
+        let had_directory_account = crate::ldap::signin::unlock(self.store, &u.id).await?;
+        if !had_password && !had_directory_account {
             return Err(AdminError::Invalid(format!("{} has no password to unlock", u.email)));
         }
         self.audit(Some(&u.tenant_id), Some(u.email.as_str()), "admin.user.unlock", serde_json::json!({})).await;

@@ -10,6 +10,7 @@ pub mod csrf;
 pub mod error;
 pub mod form;
 pub mod headers;
+mod ldap;
 mod oauth;
 pub mod observe;
 mod pages;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub keys: crate::keys::signing::KeyRing,
     pub saml_keys: crate::saml::sp_keys::SpKeyRing,
+    /// Pooled connections to the tenants' LDAP servers.
+    pub directory: std::sync::Arc<crate::ldap::Directory>,
     pub client_secrets: crate::oauth::client::SecretHasher,
 }
 
@@ -105,7 +108,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/password/change", web::post().to(pages::change_password_submit))
                 .route("/saml/metadata", web::get().to(saml::metadata))
                 .route("/saml/login", web::get().to(saml::login))
-                .route("/saml/acs", web::post().to(saml::acs)),
+                .route("/saml/acs", web::post().to(saml::acs))
+                .route("/ldap/login", web::get().to(ldap::login_form))
+                .route("/ldap/login", web::post().to(ldap::login_submit)),
         )
         .default_service(web::to(not_found));
 }

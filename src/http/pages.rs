@@ -84,8 +84,8 @@ struct SignedOutPage<'a> {
 
 #[derive(serde::Deserialize)]
 pub struct HintQuery {
-    login_hint: Option<String>,
-    return_to: Option<String>,
+    pub(super) login_hint: Option<String>,
+    pub(super) return_to: Option<String>,
 }
 
 pub(super) fn html(status: StatusCode, grant: Option<&CsrfGrant>, body: String) -> HttpResponse {
@@ -127,7 +127,7 @@ pub(super) fn safe_return_to(raw: Option<&str>) -> Option<String> {
     ok.then(|| r.to_string())
 }
 
-fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
+pub(super) fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
     if q.login_hint.as_deref().is_some_and(|h| h.len() > MAX_EMAIL_FIELD) {
         return Err(PageError::bad_request(format!(
             "The login_hint parameter is longer than {MAX_EMAIL_FIELD} characters."
@@ -143,7 +143,7 @@ fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
 
 /// Every state-changing form starts here: a missing, foreign or expired token is a 403
 /// page that says to reload.
-fn check_csrf(req: &HttpRequest, state: &AppState, form: &FormFields) -> Result<(), PageError> {
+pub(super) fn check_csrf(req: &HttpRequest, state: &AppState, form: &FormFields) -> Result<(), PageError> {
     state.csrf.verify(req, state.now(), form.optional("csrf", 200)?).map_err(|e| {
         let title = match e {
             CsrfError::Expired => "This form has expired",
@@ -154,7 +154,7 @@ fn check_csrf(req: &HttpRequest, state: &AppState, form: &FormFields) -> Result<
 }
 
 /// The hashing queue is full: a 503 page asking to retry in a moment, with `Retry-After`.
-fn busy_page() -> HttpResponse {
+pub(super) fn busy_page() -> HttpResponse {
     use actix_web::ResponseError;
     let mut res = PageError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -181,10 +181,11 @@ pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tena
 }
 
 /// Where a tenant's sign-in continues once discovery found it.
-fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Option<&str>) -> String {
+pub(super) fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Option<&str>) -> String {
     let path = match tenant.signin_route {
         SigninRoute::Password => format!("/t/{}/login", tenant.slug),
         SigninRoute::Saml => format!("/t/{}/saml/login", tenant.slug),
+        SigninRoute::Ldap => format!("/t/{}/ldap/login", tenant.slug),
     };
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     if let Some(e) = email {
@@ -396,7 +397,7 @@ pub async fn password_submit(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn record(
+pub(super) async fn record(
     state: &AppState,
     now: i64,
     tenant: &Tenant,

@@ -40,5 +40,9 @@ pub async fn admit(
             return Ok(Err(GateRefusal::Locked));
         }
     }
+    // The directory route keeps its own failure count under the same tenant policy.
+    if crate::ldap::signin::locked_until(store, &s.user.id).await?.is_some_and(|t| t > now) {
+        return Ok(Err(GateRefusal::Locked));
+    }
     start(store, now, s).await.map(Ok)
 }

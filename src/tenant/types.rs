@@ -69,11 +69,12 @@ impl Domain {
 pub enum SigninRoute {
     Password,
     Saml,
+    Ldap,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
-    #[error("sign-in route `{0}` is not available in this version of Lanyard yet (available: password, saml)")]
+    #[error("sign-in route `{0}` is not available in this version of Lanyard yet (available: password, saml, ldap)")]
     NotYetAvailable(String),
     #[error("unknown sign-in route `{0}` (known: password, saml, oidc, ldap)")]
     Unknown(String),
@@ -84,7 +85,8 @@ impl SigninRoute {
         match s {
             "password" => Ok(SigninRoute::Password),
             "saml" => Ok(SigninRoute::Saml),
-            "oidc" | "ldap" => Err(RouteError::NotYetAvailable(s.into())),
+            "ldap" => Ok(SigninRoute::Ldap),
+            "oidc" => Err(RouteError::NotYetAvailable(s.into())),
             other => Err(RouteError::Unknown(other.chars().take(40).collect())),
         }
     }
@@ -97,6 +99,7 @@ impl SigninRoute {
         match self {
             SigninRoute::Password => "password",
             SigninRoute::Saml => "saml",
+            SigninRoute::Ldap => "ldap",
         }
     }
 }
@@ -126,7 +129,8 @@ mod tests {
     fn routes() {
         assert_eq!(SigninRoute::parse("password"), Ok(SigninRoute::Password));
         assert_eq!(SigninRoute::parse("saml"), Ok(SigninRoute::Saml));
-        assert_eq!(SigninRoute::parse("ldap"), Err(RouteError::NotYetAvailable("ldap".into())));
+        assert_eq!(SigninRoute::parse("ldap"), Ok(SigninRoute::Ldap));
+        assert_eq!(SigninRoute::parse("oidc"), Err(RouteError::NotYetAvailable("oidc".into())));
         assert!(matches!(SigninRoute::parse("kerberos"), Err(RouteError::Unknown(_))));
     }
 }

@@ -258,10 +258,22 @@ pub async fn set_disabled(
     Ok(())
 }
 
-/// Records whether the organisation vouches for the user's address.
 /// Sets the display name an upstream IdP sent (JIT provisioning keeps it current).
 pub async fn set_display_name(
     store: &Store,
+    now: UnixTime,
+    user_id: &str,
+    name: Option<&str>,
+) -> Result<(), UserError> {
+    let mut tx = store.pool().begin().await?;
+    set_display_name_in(&mut tx, now, user_id, name).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`set_display_name`] inside the caller's transaction.
+pub async fn set_display_name_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now: UnixTime,
     user_id: &str,
     name: Option<&str>,
@@ -270,11 +282,12 @@ pub async fn set_display_name(
         .bind(name)
         .bind(now)
         .bind(user_id)
-        .execute(store.pool())
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
+/// Records whether the organisation vouches for the user's address.
 pub async fn set_email_verified(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now: UnixTime,

@@ -75,7 +75,10 @@ async fn admin_commands(kind: StoreKind) {
     assert!(!saml.status.success());
     assert!(stderr(&saml).contains("has no SAML IdP: import its metadata first"), "{}", stderr(&saml));
     let ldap = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "ldap"], None);
-    assert!(stderr(&ldap).contains("`ldap` is not available in this version of Lanyard yet"), "{}", stderr(&ldap));
+    assert!(!ldap.status.success());
+    assert!(stderr(&ldap).contains("has no LDAP server: add one first"), "{}", stderr(&ldap));
+    let oidc = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "oidc"], None);
+    assert!(stderr(&oidc).contains("`oidc` is not available in this version of Lanyard yet"), "{}", stderr(&oidc));
     let bogus = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "kerberos"], None);
     assert!(stderr(&bogus).contains("unknown sign-in route"));
     let t = json(&run(
@@ -588,4 +591,91 @@ async fn logs_are_plain_and_a_404_is_not_a_warning() {
     assert_eq!(refused["fields"]["status"], 404);
     assert!(refused["fields"]["error"].as_str().unwrap().contains("There is no page at this address"), "{refused}");
     assert!(!log.contains("PageError"), "{log}");
+}
+
+/// `lanyard admin ldap add|list|update|test|remove`: the password from standard input,
+/// never printed; `test` says what it found or why it failed (non-zero exit).
+async fn ldap_commands(kind: StoreKind) {
+    use crate::slapd::{self, Slapd};
+    let ldap = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(kind, dir.path()).await;
+    let run = |args: &[&str], stdin: Option<&str>| lanyard(&db, dir.path(), args, stdin);
+    run(&["migrate"], None);
+    json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None));
+    let url = ldap.ldap_url();
+    let ca = ldap.ca_path();
+    let added = run(
+        &[
+            "admin",
+            "ldap",
+            "add",
+            "--tenant",
+            "acme",
+            "--url",
+            &url,
+            "--starttls",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--base-dn",
+            slapd::BASE_DN,
+            "--bind-dn",
+            slapd::SVC_DN,
+            "--bind-password-stdin",
+            "--domain",
+            "acme",
+            "--user-filter",
+            "(|(uid={username})(mail={username}))",
+            "--card-attribute",
+            "badgeNumber",
+            "--map",
+            "mail=email",
+            "--map",
+            "departmentNumber=department",
+            "--map",
+            "memberOf=groups",
+        ],
+        Some(&format!("{}\n", slapd::SVC_PASSWORD)),
+    );
+    assert!(!String::from_utf8_lossy(&added.stdout).contains(slapd::SVC_PASSWORD));
+    let added = json(&added);
+    assert_eq!(added["domain"], "ACME");
+    assert_eq!(added["starttls"], true);
+    assert_eq!(added["has_bind_password"], true);
+    assert_eq!(added["attribute_map"]["departmentNumber"], "department");
+    let id = added["id"].as_str().unwrap().to_string();
+    let listed = json(&run(&["admin", "ldap", "list", "--tenant", "acme"], None));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let tested = json(&run(&["admin", "ldap", "test", "--tenant", "acme"], None));
+    assert_eq!(tested[0]["ok"], true, "{tested}");
+    assert_eq!(tested[0]["bound_as"], slapd::SVC_DN);
+    // Selected by URL as well as by id; a bad value changes nothing.
+    let bad = run(&["admin", "ldap", "update", "--tenant", "acme", "--server", &url, "--user-filter", "(uid=x)"], None);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("must use {username}"), "{}", stderr(&bad));
+    let wrong = run(
+        &["admin", "ldap", "update", "--tenant", "acme", "--server", &id, "--bind-password-stdin"],
+        Some("not-the-password\n"),
+    );
+    json(&wrong);
+    let failed = run(&["admin", "ldap", "test", "--tenant", "acme", "--server", &id], None);
+    assert!(!failed.status.success());
+    let out: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(out[0]["stage"], "bind", "{out}");
+    let t = json(&run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "ldap"], None));
+    assert_eq!(t["signin_route"], "ldap");
+    let removed = json(&run(&["admin", "ldap", "remove", "--tenant", "acme", "--server", &id], None));
+    assert_eq!(removed["removed"], id.as_str());
+    let gone = run(&["admin", "ldap", "remove", "--tenant", "acme", "--server", &id], None);
+    assert!(stderr(&gone).contains("no LDAP server"), "{}", stderr(&gone));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_commands_sqlite() {
+    ldap_commands(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_commands_postgres() {
+    ldap_commands(StoreKind::Postgres).await
 }

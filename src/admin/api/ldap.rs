@@ -1,0 +1,171 @@
+//! `/t/{tenant}/admin/api/ldap-servers…`: the tenant's LDAP servers. A server is named in
+//! the path by its id. The service account's password is write-only: it goes in as
+//! `bind_password` and no answer ever contains it (`has_bind_password` says whether one
+//! is set).
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Deserializer};
+
+use super::{authorize, ctx, respond, unclean_segment, AppState};
+use crate::ldap::server::{NewServer, ServerChange};
+
+fn explicit_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+fn secret(p: Option<String>) -> Option<secrecy::SecretString> {
+    p.map(secrecy::SecretString::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBody {
+    url: String,
+    #[serde(default)]
+    starttls: bool,
+    ca_pem: Option<String>,
+    connect_timeout_ms: Option<i64>,
+    operation_timeout_ms: Option<i64>,
+    base_dn: String,
+    domain: Option<String>,
+    bind_dn: Option<String>,
+    bind_password: Option<String>,
+    bind_dn_template: Option<String>,
+    user_filter: Option<String>,
+    card_attribute: Option<String>,
+    attribute_map: Option<BTreeMap<String, String>>,
+    disabled_filter: Option<String>,
+}
+
+pub async fn add(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: super::CheckedJson<AddBody>,
+) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    let b = body.into_inner();
+    let n = NewServer {
+        url: b.url,
+        starttls: b.starttls,
+        ca_pem: b.ca_pem,
+        connect_timeout_ms: b.connect_timeout_ms,
+        operation_timeout_ms: b.operation_timeout_ms,
+        base_dn: b.base_dn,
+        domain: b.domain,
+        bind_dn: b.bind_dn,
+        bind_password: secret(b.bind_password),
+        bind_dn_template: b.bind_dn_template,
+        user_filter: b.user_filter,
+        card_attribute: b.card_attribute,
+        attribute_map: b.attribute_map,
+        disabled_filter: b.disabled_filter,
+    };
+    respond(
+        StatusCode::CREATED,
+        ctx(&state, &caller).add_ldap_server(&state.directory, caller.tenant.slug.as_str(), n).await,
+    )
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, ctx(&state, &caller).list_ldap_servers(caller.tenant.slug.as_str()).await)
+}
+
+pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, id) = path.into_inner();
+    clean!("id", id);
+    let caller = caller!(req, state, slug);
+    respond(StatusCode::OK, ctx(&state, &caller).ldap_server(caller.tenant.slug.as_str(), &id).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    url: Option<String>,
+    starttls: Option<bool>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    ca_pem: Option<Option<String>>,
+    connect_timeout_ms: Option<i64>,
+    operation_timeout_ms: Option<i64>,
+    base_dn: Option<String>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    domain: Option<Option<String>>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    bind_dn: Option<Option<String>>,
+    bind_password: Option<String>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    bind_dn_template: Option<Option<String>>,
+    user_filter: Option<String>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    card_attribute: Option<Option<String>>,
+    attribute_map: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    disabled_filter: Option<Option<String>>,
+    position: Option<i64>,
+}
+
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: super::CheckedJson<UpdateBody>,
+) -> HttpResponse {
+    let (slug, id) = path.into_inner();
+    clean!("id", id);
+    let caller = caller!(req, state, slug);
+    let b = body.into_inner();
+    let change = ServerChange {
+        url: b.url,
+        starttls: b.starttls,
+        ca_pem: b.ca_pem,
+        connect_timeout_ms: b.connect_timeout_ms,
+        operation_timeout_ms: b.operation_timeout_ms,
+        base_dn: b.base_dn,
+        domain: b.domain,
+        bind_dn: b.bind_dn,
+        bind_password: secret(b.bind_password),
+        bind_dn_template: b.bind_dn_template,
+        user_filter: b.user_filter,
+        card_attribute: b.card_attribute,
+        attribute_map: b.attribute_map,
+        disabled_filter: b.disabled_filter,
+        position: b.position,
+    };
+    respond(
+        StatusCode::OK,
+        ctx(&state, &caller).update_ldap_server(&state.directory, caller.tenant.slug.as_str(), &id, change).await,
+    )
+}
+
+pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, id) = path.into_inner();
+    clean!("id", id);
+    let caller = caller!(req, state, slug);
+    match ctx(&state, &caller).remove_ldap_server(caller.tenant.slug.as_str(), &id).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => e.to_response(),
+    }
+}
+
+/// `POST …/ldap-servers/{id}/test`: bind as the service account, read one entry.
+pub async fn test(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (slug, id) = path.into_inner();
+    clean!("id", id);
+    let caller = caller!(req, state, slug);
+    let r = ctx(&state, &caller).test_ldap_servers(&state.directory, caller.tenant.slug.as_str(), Some(&id)).await;
+    respond(StatusCode::OK, r.map(|mut v| v.pop().unwrap_or_default()))
+}
+
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .route("/ldap-servers", web::get().to(list))
+        .route("/ldap-servers", web::post().to(add))
+        .route("/ldap-servers/{id}", web::get().to(get))
+        .route("/ldap-servers/{id}", web::patch().to(update))
+        .route("/ldap-servers/{id}", web::delete().to(remove))
+        .route("/ldap-servers/{id}/test", web::post().to(test))
+}

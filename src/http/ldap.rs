@@ -1,0 +1,155 @@
+//! The directory sign-in form: `GET`/`POST /t/{tenant}/ldap/login`. The page takes a user
+//! name in any of the forms `ldap::names` reads and a password; `ldap::signin` decides,
+//! the sign-in gate starts the session, and every outcome is audited with its reason.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::error::PageError;
+use super::form::FormFields;
+use super::pages::{
+    check_csrf, check_query_len, html, origin_of, record, route_entry, safe_return_to, see_other, tenant_from_path,
+    HintQuery,
+};
+use super::{observe, AppState};
+use crate::audit::Outcome;
+use crate::ldap::signin::{self, LdapRefusal};
+use crate::password::MAX_PASSWORD_BYTES;
+use crate::session::{self, StartSession};
+use crate::tenant::SigninRoute;
+use crate::user::Email;
+
+const MAX_USERNAME_FIELD: usize = 256;
+
+/// What a person sees for every refusal that depends on who exists.
+pub const LDAP_SIGNIN_FAILED: &str =
+    "That user name and password do not match an account that can sign in now. Check both and try again.";
+
+#[derive(Template)]
+#[template(path = "ldap_login.html")]
+struct LdapPage<'a> {
+    tenant_name: &'a str,
+    slug: &'a str,
+    csrf: &'a str,
+    username: &'a str,
+    return_to: &'a str,
+    error: Option<&'a str>,
+}
+
+pub async fn login_form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<HintQuery>,
+) -> Result<HttpResponse, PageError> {
+    check_query_len(&query)?;
+    let tenant = tenant_from_path(&state, &path).await?;
+    if tenant.signin_route != SigninRoute::Ldap {
+        let email = query.login_hint.as_deref().and_then(|h| Email::parse(h).ok());
+        let return_to = safe_return_to(query.return_to.as_deref());
+        return Ok(see_other(&route_entry(&tenant, email.as_ref(), return_to.as_deref())).finish());
+    }
+    let grant = state.csrf.grant(&req, state.now());
+    let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
+    let body = LdapPage {
+        tenant_name: &tenant.name,
+        slug: tenant.slug.as_str(),
+        csrf: &grant.token,
+        username: query.login_hint.as_deref().unwrap_or(""),
+        return_to: &return_to,
+        error: None,
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
+}
+
+pub async fn login_submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: FormFields,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    check_csrf(&req, &state, &form)?;
+    let username = form.optional("username", MAX_USERNAME_FIELD)?.unwrap_or("");
+    let password = form.secret("password", MAX_PASSWORD_BYTES)?;
+    let return_to = safe_return_to(form.optional("return_to", super::pages::MAX_RETURN_TO)?);
+    let grant = state.csrf.grant(&req, state.now());
+    let render = |status: StatusCode, msg: &str| -> Result<HttpResponse, PageError> {
+        let body = LdapPage {
+            tenant_name: &tenant.name,
+            slug: tenant.slug.as_str(),
+            csrf: &grant.token,
+            username,
+            return_to: return_to.as_deref().unwrap_or(""),
+            error: Some(msg),
+        }
+        .render()?;
+        Ok(html(status, Some(&grant), body))
+    };
+    if tenant.signin_route != SigninRoute::Ldap {
+        return render(StatusCode::BAD_REQUEST, "This organisation does not sign in with a directory account here.");
+    }
+    let origin = origin_of(&req, &state);
+    let now = state.now();
+    let subject = username.trim().chars().take(MAX_USERNAME_FIELD).collect::<String>();
+    let outcome = signin::sign_in(&state.store, &state.directory, now, &tenant, username, password).await;
+    let auth = match outcome {
+        Ok(a) => a,
+        Err(refusal) => {
+            let subject = (!subject.is_empty()).then_some(subject.as_str());
+            record(&state, now, &tenant, subject, "signin", Outcome::Failure, Some(refusal.reason()), &origin).await;
+            if matches!(refusal, LdapRefusal::BadPassword { now_locked: true }) {
+                record(&state, now, &tenant, subject, "lockout", Outcome::Success, None, &origin).await;
+            }
+            observe::signin_outcome("ldap", refusal.reason());
+            return match &refusal {
+                LdapRefusal::Store(e) => Err(PageError::internal(e)),
+                LdapRefusal::User(e) => Err(PageError::internal(e)),
+                LdapRefusal::Unavailable(_) | LdapRefusal::NotConfigured => render(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The directory cannot be reached right now. Try again in a moment.",
+                ),
+                LdapRefusal::EmptyPassword => render(StatusCode::BAD_REQUEST, "Enter your password."),
+                LdapRefusal::Name(e) => render(StatusCode::BAD_REQUEST, &format!("{}.", capitalise(&e.to_string()))),
+                _ => render(StatusCode::UNAUTHORIZED, LDAP_SIGNIN_FAILED),
+            };
+        }
+    };
+    let admitted = session::gate::admit(
+        &state.store,
+        now,
+        StartSession {
+            tenant: &tenant,
+            user: &auth.user,
+            amr: "pwd ldap",
+            client_ip: origin.client_ip.as_deref(),
+            user_agent: origin.user_agent.as_deref(),
+            replaces: state.cookies.read(&req).as_ref(),
+            one_time_password_proved: false,
+        },
+    )
+    .await?;
+    let email = auth.user.email.as_str().to_string();
+    let token = match admitted {
+        Ok(t) => t,
+        Err(g) => {
+            record(&state, now, &tenant, Some(&email), "signin", Outcome::Failure, Some(g.reason()), &origin).await;
+            observe::signin_outcome("ldap", g.reason());
+            return render(StatusCode::UNAUTHORIZED, LDAP_SIGNIN_FAILED);
+        }
+    };
+    record(&state, now, &tenant, Some(&email), "signin", Outcome::Success, None, &origin).await;
+    observe::signin_outcome("ldap", "success");
+    let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+    Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}

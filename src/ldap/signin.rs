@@ -1,0 +1,395 @@
+//! Password sign-in through the tenant's directory: from what a person typed to a Lanyard
+//! user, or a named refusal.
+//!
+//! 1. A blank password is refused before any server is asked (an empty simple bind is an
+//!    anonymous bind that "succeeds" on many servers).
+//! 2. The typed name ([`super::names::TypedName`]) picks the servers (`DOMAIN\` → that
+//!    domain's), tried in failover order; an unreachable one is skipped.
+//! 3. With a service account: the entry is searched by the user filter (the name escaped)
+//!    and must be exactly one; a locked Lanyard account is refused without binding; then
+//!    the person's own bind as that DN. Without one: a direct bind to the DN template.
+//! 4. A wrong password counts against the Lanyard account (the tenant's lockout policy,
+//!    as for the DB realm); a disabled entry (AD bit 2, or the admin's filter) is refused.
+//! 5. The mapped attributes are written to the user — created at first sign-in — in one
+//!    transaction with the link to the entry.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::directory::{BindOutcome, Directory, DirectoryError, Entry, Lookup};
+use super::names::{self, NameError, TypedName};
+use super::server::{self, LdapServer};
+use crate::clock::UnixTime;
+use crate::store::Store;
+use crate::tenant::Tenant;
+use crate::user::{self, Email, User, UserError};
+
+/// Why an LDAP sign-in was refused; [`LdapRefusal::reason`] is what the audit log records.
+#[derive(Debug, thiserror::Error)]
+pub enum LdapRefusal {
+    #[error("enter your password")]
+    EmptyPassword,
+    #[error("{0}")]
+    Name(NameError),
+    #[error("no directory of this organisation serves the domain `{0}`")]
+    UnknownDomain(String),
+    #[error("no such user in the directory")]
+    UnknownUser,
+    #[error("the user name matches more than one directory entry")]
+    Ambiguous,
+    #[error("wrong password")]
+    BadPassword { now_locked: bool },
+    #[error("the account is locked")]
+    Locked,
+    #[error("the directory marks the account disabled")]
+    DirectoryDisabled,
+    #[error("the directory entry has no e-mail address (attribute `{0}`)")]
+    NoEmail(String),
+    #[error("the directory's e-mail address cannot be used in this organisation")]
+    AddressUnavailable,
+    #[error("no directory server answered: {0}")]
+    Unavailable(DirectoryError),
+    #[error("this organisation has no LDAP server")]
+    NotConfigured,
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    User(UserError),
+}
+
+impl LdapRefusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LdapRefusal::EmptyPassword => "empty_password",
+            LdapRefusal::Name(_) => "bad_username",
+            LdapRefusal::UnknownDomain(_) => "unknown_domain",
+            LdapRefusal::UnknownUser => "unknown_user",
+            LdapRefusal::Ambiguous => "ambiguous_user",
+            LdapRefusal::BadPassword { now_locked: false } => "bad_password",
+            LdapRefusal::BadPassword { now_locked: true } => "bad_password_now_locked",
+            LdapRefusal::Locked => "locked",
+            LdapRefusal::DirectoryDisabled => "directory_disabled",
+            LdapRefusal::NoEmail(_) => "no_email",
+            LdapRefusal::AddressUnavailable => "address_unavailable",
+            LdapRefusal::Unavailable(_) => "directory_unavailable",
+            LdapRefusal::NotConfigured => "not_configured",
+            LdapRefusal::Store(_) | LdapRefusal::User(_) => "server_error",
+        }
+    }
+    /// Whether the person sees the generic "user name or password" answer (everything that
+    /// depends on who exists) rather than a message of its own.
+    pub fn is_generic(&self) -> bool {
+        !matches!(
+            self,
+            LdapRefusal::EmptyPassword
+                | LdapRefusal::Name(_)
+                | LdapRefusal::Unavailable(_)
+                | LdapRefusal::NotConfigured
+                | LdapRefusal::Store(_)
+                | LdapRefusal::User(_)
+        )
+    }
+}
+
+/// A successful directory sign-in: the user (created or updated) and the entry's DN.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub user: User,
+    pub dn: String,
+    pub server_id: String,
+}
+
+/// The mapped values of `entry`: field → values (one for scalar fields, all for `groups`
+/// and custom fields with several values).
+pub fn mapped_attributes(s: &LdapServer, entry: &Entry) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for (attr, field) in &s.attribute_map {
+        let values = entry.all(attr);
+        if values.is_empty() {
+            continue;
+        }
+        let clean = |v: &String| v.chars().filter(|c| !c.is_control()).take(1024).collect::<String>();
+        let v = if field == "groups" || values.len() > 1 {
+            serde_json::json!(values.iter().take(1000).map(clean).collect::<Vec<_>>())
+        } else {
+            serde_json::json!(clean(&values[0]))
+        };
+        out.insert(field.clone(), v);
+    }
+    out
+}
+
+fn email_attribute(s: &LdapServer) -> String {
+    s.attribute_map.iter().find(|(_, f)| f.as_str() == "email").map(|(a, _)| a.clone()).unwrap_or_else(|| "mail".into())
+}
+
+/// The lock of a user's LDAP account, if any.
+pub async fn locked_until(store: &Store, user_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT locked_until FROM ldap_accounts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await
+        .map(Option::flatten)
+}
+
+/// Failure count and lock of a user's LDAP account (admins and tests).
+pub async fn lock_state(store: &Store, user_id: &str) -> Result<Option<crate::password::LockState>, sqlx::Error> {
+    let row = sqlx::query("SELECT failed_count, locked_until FROM ldap_accounts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| {
+        Ok(crate::password::LockState {
+            failed_count: r.try_get("failed_count")?,
+            locked_until: r.try_get("locked_until")?,
+        })
+    })
+    .transpose()
+}
+
+/// Admin unlock of the LDAP account. Returns whether there was one.
+pub async fn unlock(store: &Store, user_id: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE ldap_accounts SET failed_count = 0, locked_until = NULL WHERE user_id = $1")
+        .bind(user_id)
+        .execute(store.pool())
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The mapped attributes of a user's last directory sign-in (empty when none).
+pub async fn attributes(store: &Store, user_id: &str) -> Result<BTreeMap<String, serde_json::Value>, sqlx::Error> {
+    let raw: Option<String> = sqlx::query_scalar("SELECT attributes FROM ldap_accounts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default())
+}
+
+/// One failed password for `user`: the same atomic counting as the DB realm's, on the
+/// account's row (created with the first failure when the user never signed in here).
+async fn record_failure(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    user: &User,
+    dn: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ldap_accounts (user_id, tenant_id, dn, attributes, failed_count, locked_until, synced_at) \
+         VALUES ($1, $2, $3, '{}', 0, NULL, $4) ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(&user.id)
+    .bind(&tenant.id)
+    .bind(dn)
+    .bind(now)
+    .execute(store.pool())
+    .await?;
+    let locked: Option<Option<i64>> = sqlx::query_scalar(
+        "UPDATE ldap_accounts SET \
+           failed_count = CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END, \
+           locked_until = CASE \
+             WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END) >= $2 THEN $1 + $3 \
+             ELSE NULL END \
+         WHERE user_id = $4 AND (locked_until IS NULL OR locked_until <= $1) \
+         RETURNING locked_until",
+    )
+    .bind(now)
+    .bind(tenant.policy.lockout_threshold)
+    .bind(tenant.policy.lockout_seconds)
+    .bind(&user.id)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(matches!(locked, Some(Some(_))))
+}
+
+/// Writes the entry's mapped attributes to the user (created when new) and the link to the
+/// entry, resetting the failure count — one transaction.
+async fn provision(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    s: &LdapServer,
+    entry: &Entry,
+    existing: Option<User>,
+) -> Result<User, LdapRefusal> {
+    let attrs = mapped_attributes(s, entry);
+    let email_attr = email_attribute(s);
+    let raw_email = entry.first(&email_attr).ok_or_else(|| LdapRefusal::NoEmail(email_attr.clone()))?;
+    let email = Email::parse(raw_email).map_err(|_| LdapRefusal::NoEmail(email_attr.clone()))?;
+    let display = attrs.get("display_name").and_then(|v| v.as_str()).map(|d| d.chars().take(200).collect::<String>());
+    let mut tx = store.pool().begin().await?;
+    let user = match existing {
+        Some(mut u) => {
+            if u.display_name != display {
+                user::set_display_name_in(&mut tx, now, &u.id, display.as_deref()).await.map_err(LdapRefusal::User)?;
+                u.display_name = display;
+            }
+            u
+        }
+        None => {
+            let own_domain = tenant.domains.iter().any(|d| email.as_str().ends_with(&format!("@{}", d.as_str())));
+            match user::insert(&mut tx, now, &tenant.id, &email, display.as_deref(), false, own_domain).await {
+                Ok(u) => u,
+                Err(UserError::AddressUnavailable(_) | UserError::EmailTaken(_)) => {
+                    return Err(LdapRefusal::AddressUnavailable)
+                }
+                Err(e) => return Err(LdapRefusal::User(e)),
+            }
+        }
+    };
+    let json = serde_json::to_string(&attrs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO ldap_accounts (user_id, tenant_id, dn, attributes, failed_count, locked_until, synced_at) \
+         VALUES ($1, $2, $3, $4, 0, NULL, $5) \
+         ON CONFLICT (user_id) DO UPDATE SET dn = $3, attributes = $4, failed_count = 0, locked_until = NULL, synced_at = $5",
+    )
+    .bind(&user.id)
+    .bind(&tenant.id)
+    .bind(&entry.dn)
+    .bind(json)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// The tenant's Lanyard user for this directory entry (by its e-mail address), if any.
+async fn existing_user(
+    store: &Store,
+    tenant: &Tenant,
+    s: &LdapServer,
+    entry: &Entry,
+) -> Result<Option<User>, LdapRefusal> {
+    let Some(email) = entry.first(&email_attribute(s)).and_then(|e| Email::parse(e).ok()) else { return Ok(None) };
+    match user::find_by_email(store, &email).await.map_err(LdapRefusal::User)? {
+        Some(u) if u.tenant_id == tenant.id => Ok(Some(u)),
+        // Users are unique across tenants: another tenant's user is not this one's.
+        Some(_) => Err(LdapRefusal::AddressUnavailable),
+        None => Ok(None),
+    }
+}
+
+/// What one server said about the person.
+enum Verdict {
+    Done(Result<Authenticated, LdapRefusal>),
+    Unreachable(DirectoryError),
+}
+
+async fn on_server(
+    store: &Store,
+    dir: &Directory,
+    now: UnixTime,
+    tenant: &Tenant,
+    s: &LdapServer,
+    typed: &TypedName,
+    password: &str,
+) -> Result<Verdict, LdapRefusal> {
+    let attrs = s.requested_attributes();
+    // Find the entry (service account) or bind straight to the template's DN.
+    let (dn, entry) = match &s.bind_dn {
+        Some(_) => {
+            let filter = names::user_filter(&s.user_filter, &typed.username);
+            match dir.search_one(s, &filter, &attrs).await {
+                Ok(Lookup::One(e)) => (e.dn.clone(), Some(e)),
+                Ok(Lookup::None) => return Ok(Verdict::Done(Err(LdapRefusal::UnknownUser))),
+                Ok(Lookup::Several) => return Ok(Verdict::Done(Err(LdapRefusal::Ambiguous))),
+                Err(e) => return Ok(Verdict::Unreachable(e)),
+            }
+        }
+        None => {
+            let template = s.bind_dn_template.as_deref().unwrap_or_default();
+            (names::bind_dn(template, &typed.username), None)
+        }
+    };
+    let known = match &entry {
+        Some(e) => existing_user(store, tenant, s, e).await?,
+        None => None,
+    };
+    if let Some(u) = &known {
+        if locked_until(store, &u.id).await?.is_some_and(|t| t > now) {
+            return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
+        }
+    }
+    let read_back = if entry.is_none() { Some(attrs.as_slice()) } else { None };
+    let (outcome, read) = match dir.bind_user(s, &dn, password, read_back).await {
+        Ok(r) => r,
+        Err(e) => return Ok(Verdict::Unreachable(e)),
+    };
+    if outcome == BindOutcome::InvalidCredentials {
+        let now_locked = match &known {
+            Some(u) => record_failure(store, now, tenant, u, &dn).await?,
+            None => false,
+        };
+        return Ok(Verdict::Done(Err(LdapRefusal::BadPassword { now_locked })));
+    }
+    let Some(entry) = entry.or(read) else { return Ok(Verdict::Done(Err(LdapRefusal::UnknownUser))) };
+    let known = match known {
+        Some(u) => Some(u),
+        None => existing_user(store, tenant, s, &entry).await?,
+    };
+    if let Some(u) = &known {
+        if locked_until(store, &u.id).await?.is_some_and(|t| t > now) {
+            return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
+        }
+    }
+    let disabled = entry.ad_disabled()
+        || match &s.disabled_filter {
+            Some(f) => match dir.entry_matches(s, &entry.dn, f).await {
+                Ok(m) => m,
+                Err(e) => return Ok(Verdict::Unreachable(e)),
+            },
+            None => false,
+        };
+    if disabled {
+        return Ok(Verdict::Done(Err(LdapRefusal::DirectoryDisabled)));
+    }
+    let user = provision(store, now, tenant, s, &entry, known).await;
+    Ok(Verdict::Done(user.map(|user| Authenticated { user, dn: entry.dn.clone(), server_id: s.id.clone() })))
+}
+
+/// Signs `typed` in with `password` through the tenant's directory servers.
+#[tracing::instrument(skip_all, fields(tenant = %tenant.slug))]
+pub async fn sign_in(
+    store: &Store,
+    dir: &Directory,
+    now: UnixTime,
+    tenant: &Tenant,
+    typed: &str,
+    password: &str,
+) -> Result<Authenticated, LdapRefusal> {
+    if names::is_blank_password(password) {
+        return Err(LdapRefusal::EmptyPassword);
+    }
+    let typed = TypedName::parse(typed).map_err(LdapRefusal::Name)?;
+    let all = server::list(store, &tenant.id).await?;
+    if all.is_empty() {
+        return Err(LdapRefusal::NotConfigured);
+    }
+    let candidates: Vec<&LdapServer> = all
+        .iter()
+        .filter(|s| match (&typed.domain, &s.domain) {
+            (Some(d), Some(sd)) => d == sd,
+            _ => true,
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(LdapRefusal::UnknownDomain(typed.domain.clone().unwrap_or_default()));
+    }
+    // Servers that failed recently are skipped — unless every one did, then all are tried.
+    let up: Vec<&LdapServer> = candidates.iter().copied().filter(|s| !dir.is_down(s)).collect();
+    let order = if up.is_empty() { candidates } else { up };
+    let mut last = None;
+    for s in order {
+        match on_server(store, dir, now, tenant, s, &typed, password).await? {
+            Verdict::Done(r) => return r,
+            Verdict::Unreachable(e) => {
+                tracing::warn!(server = %s.url.as_str(), error = %e, "LDAP server unavailable; trying the next");
+                dir.mark_down(s).await;
+                last = Some(e);
+            }
+        }
+    }
+    Err(LdapRefusal::Unavailable(last.unwrap_or(DirectoryError::Protocol("no server".into()))))
+}
