@@ -226,6 +226,7 @@ async fn housekeeping(state: web::Data<AppState>) {
             tracing::warn!(error = %e, "session purge failed");
         }
         admin::idp::refresh_due(&state.store, &state.hasher, now, state.config.saml_metadata_private_hosts).await;
+        ldap::cards::sync_due(&state.store, &state.directory, now).await;
         if let Err(e) = saml::flow::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "SAML request and replay purge failed");
         }

@@ -87,6 +87,9 @@ enum AdminCommand {
     /// LDAP / Active Directory servers of a tenant, in failover order.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// Employee cards: the tenant's card policy, people's cards and PINs.
+    #[command(subcommand)]
+    Card(CardCommand),
     /// Print a tenant's audit events, newest first.
     Audit {
         #[arg(long)]
@@ -316,9 +319,9 @@ struct LdapSettings {
     /// How the typed user name finds the entry; {username} is replaced (escaped).
     #[arg(long)]
     user_filter: Option<String>,
-    /// The attribute holding employee card numbers.
-    #[arg(long)]
-    card_attribute: Option<String>,
+    /// An attribute holding employee card identifiers (repeatable: badge, phone NFC id, legacy badge).
+    #[arg(long = "card-attribute")]
+    card_attribute: Vec<String>,
     /// ATTRIBUTE=FIELD (repeatable): email, display_name, username, department, groups or a custom field.
     #[arg(long = "map")]
     map: Vec<String>,
@@ -368,6 +371,51 @@ enum LdapCommand {
         /// One server (id or URL); default: every server of the tenant.
         #[arg(long)]
         server: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CardCommand {
+    /// Show or change the tenant's card policy; prints it as JSON.
+    Policy {
+        #[arg(long)]
+        tenant: String,
+        /// Import the owner of an unknown card found in the directory.
+        #[arg(long)]
+        onboarding: Option<bool>,
+        /// Ask for a PIN with the card.
+        #[arg(long)]
+        pin_required: Option<bool>,
+        /// How readers send card numbers: text, hex or decimal.
+        #[arg(long)]
+        reader_format: Option<String>,
+        /// How the directory holds them: text, hex or decimal.
+        #[arg(long)]
+        directory_format: Option<String>,
+        /// How long a known card is accepted while no directory answers (0–24).
+        #[arg(long)]
+        offline_hours: Option<f64>,
+    },
+    /// A person's cards, with their numbers (audited).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Set a person's card PIN, read from standard input.
+    SetPin {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// Re-read the tenant's card list from the directory now (the server does it daily).
+    Sync {
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -709,6 +757,32 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
     }
 }
 
+async fn card(ctx: &AdminContext<'_>, dir: &lanyard::ldap::Directory, cmd: CardCommand) -> anyhow::Result<()> {
+    use lanyard::ldap::cards::{CardFormat, PolicyChange};
+    match cmd {
+        CardCommand::Policy { tenant, onboarding, pin_required, reader_format, directory_format, offline_hours } => {
+            let change = PolicyChange {
+                onboarding,
+                pin_required,
+                reader_format: reader_format.as_deref().map(CardFormat::parse).transpose()?,
+                directory_format: directory_format.as_deref().map(CardFormat::parse).transpose()?,
+                offline_seconds: offline_hours.map(|h| (h * 3600.0).round() as i64),
+            };
+            print_json(&ctx.set_card_policy(&tenant, change).await?)
+        }
+        CardCommand::List { tenant, email } => print_json(&ctx.user_cards(dir, &email, &tenant).await?),
+        CardCommand::SetPin { tenant, email, pin_stdin } => {
+            if !pin_stdin {
+                anyhow::bail!("give the PIN on standard input with --pin-stdin");
+            }
+            let pin = read_password_stdin()?;
+            ctx.set_card_pin(&email, &tenant, &pin).await?;
+            print_json(&serde_json::json!({"pin_set": email}))
+        }
+        CardCommand::Sync { tenant } => print_json(&ctx.sync_cards(dir, &tenant).await?),
+    }
+}
+
 fn read_ca_file(f: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
     f.as_ref()
         .map(|p| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display())))
@@ -733,7 +807,7 @@ async fn ldap(ctx: &AdminContext<'_>, dir: &lanyard::ldap::Directory, cmd: LdapC
                 bind_password: password,
                 bind_dn_template: s.bind_dn_template,
                 user_filter: s.user_filter,
-                card_attribute: s.card_attribute,
+                card_attribute: (!s.card_attribute.is_empty()).then(|| s.card_attribute.join(",")),
                 attribute_map: map,
                 disabled_filter: s.disabled_filter,
             };
@@ -754,7 +828,7 @@ async fn ldap(ctx: &AdminContext<'_>, dir: &lanyard::ldap::Directory, cmd: LdapC
                 bind_password: password,
                 bind_dn_template: s.bind_dn_template.map(Some),
                 user_filter: s.user_filter,
-                card_attribute: s.card_attribute.map(Some),
+                card_attribute: (!s.card_attribute.is_empty()).then(|| Some(s.card_attribute.join(","))),
                 attribute_map: if s.map.is_empty() { None } else { Some(parse_map_pairs(&s.map)?) },
                 disabled_filter: s.disabled_filter.map(Some),
                 position,
@@ -852,6 +926,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
         }
         AdminCommand::Idp(cmd) => idp(ctx, cmd).await,
         AdminCommand::Ldap(cmd) => ldap(ctx, &lanyard::ldap::Directory::new(master), cmd).await,
+        AdminCommand::Card(cmd) => card(ctx, &lanyard::ldap::Directory::new(master), cmd).await,
         AdminCommand::Tenant(TenantCommand::Create { slug, name, domains }) => {
             print_json(&ctx.create_tenant(&slug, &name, &domains).await?)
         }

@@ -66,7 +66,11 @@ impl AdminError {
             | AdminError::Client(ClientError::Taken(_))
             | AdminError::Resource(ResourceError::Taken(_))
             | AdminError::Idp(IdpError::EntityIdTaken { .. }) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Card(crate::ldap::cards::CardError::Unavailable(_)) => {
+                (StatusCode::BAD_GATEWAY, "directory_unavailable")
+            }
             AdminError::Store(_)
+            | AdminError::Card(crate::ldap::cards::CardError::Store(_) | crate::ldap::cards::CardError::Hash(_))
             | AdminError::Keys(_)
             | AdminError::Tenant(TenantError::Store(_))
             | AdminError::User(UserError::Store(_))

@@ -108,3 +108,68 @@ impl AdminContext<'_> {
         Ok(out)
     }
 }
+
+impl AdminContext<'_> {
+    pub async fn card_policy(&self, tenant_slug: &str) -> Result<crate::ldap::cards::CardPolicy, AdminError> {
+        let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        Ok(crate::ldap::cards::policy(self.store, &tenant.id).await?)
+    }
+
+    /// Changes the tenant's card policy (validated, one transaction with its audit event).
+    pub async fn set_card_policy(
+        &self,
+        tenant_slug: &str,
+        change: crate::ldap::cards::PolicyChange,
+    ) -> Result<crate::ldap::cards::CardPolicy, AdminError> {
+        let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        let current = crate::ldap::cards::policy(self.store, &tenant.id).await?;
+        let mut tx = self.store.pool().begin().await?;
+        let p = crate::ldap::cards::set_policy(&mut tx, self.now, &tenant.id, current, change).await?;
+        let detail = serde_json::to_value(&p).unwrap_or_default();
+        self.audit_in(&mut tx, &tenant.id, tenant.slug.as_str(), "admin.card.policy", Some(detail)).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    /// A user's cards with their numbers (opened for the admin). Audited: reading a card
+    /// number is a privileged act.
+    pub async fn user_cards(
+        &self,
+        dir: &Directory,
+        email: &str,
+        tenant_slug: &str,
+    ) -> Result<Vec<serde_json::Value>, AdminError> {
+        let u = self.user_by_email(email, Some(tenant_slug)).await?;
+        let cards = crate::ldap::cards::list_for_user(self.store, dir, &u).await?;
+        self.audit(
+            Some(&u.tenant_id),
+            Some(u.email.as_str()),
+            "admin.card.read",
+            serde_json::json!({"cards": cards.len()}),
+        )
+        .await;
+        Ok(cards)
+    }
+
+    /// Sets a user's card PIN (hashed like a password; clears its lockout).
+    pub async fn set_card_pin(
+        &self,
+        email: &str,
+        tenant_slug: &str,
+        pin: &secrecy::SecretString,
+    ) -> Result<(), AdminError> {
+        let u = self.user_by_email(email, Some(tenant_slug)).await?;
+        crate::ldap::cards::set_pin(self.store, self.hasher, self.now, &u, pin).await?;
+        self.audit(Some(&u.tenant_id), Some(u.email.as_str()), "admin.card.pin", serde_json::json!({})).await;
+        Ok(())
+    }
+
+    /// Re-reads the tenant's card list from the directory now (also done daily).
+    pub async fn sync_cards(&self, dir: &Directory, tenant_slug: &str) -> Result<serde_json::Value, AdminError> {
+        let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        let (kept, dropped) = crate::ldap::cards::sync(self.store, dir, self.now, &tenant).await?;
+        let v = serde_json::json!({"kept": kept, "dropped": dropped});
+        self.audit(Some(&tenant.id), Some(tenant.slug.as_str()), "admin.card.sync", v.clone()).await;
+        Ok(v)
+    }
+}

@@ -42,6 +42,8 @@ pub enum AdminError {
     RefreshFailed(String),
     #[error("{0}")]
     Ldap(#[from] crate::ldap::ServerConfigError),
+    #[error("{0}")]
+    Card(#[from] crate::ldap::cards::CardError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }

@@ -4,6 +4,7 @@
 //! a replica needs lives in the store; `AppState` holds only handles and keys derived
 //! from configuration.
 
+mod card;
 pub mod client_ip;
 mod cors;
 pub mod csrf;
@@ -110,7 +111,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/saml/login", web::get().to(saml::login))
                 .route("/saml/acs", web::post().to(saml::acs))
                 .route("/ldap/login", web::get().to(ldap::login_form))
-                .route("/ldap/login", web::post().to(ldap::login_submit)),
+                .route("/ldap/login", web::post().to(ldap::login_submit))
+                .route("/card/login", web::get().to(card::login_form))
+                .route("/card/login", web::post().to(card::login_submit)),
         )
         .default_service(web::to(not_found));
 }

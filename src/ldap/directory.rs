@@ -112,6 +112,7 @@ struct ServerPool {
 /// The connections to every tenant's servers.
 pub struct Directory {
     sealer: PasswordSealer,
+    card_keys: super::cards::CardKeys,
     pools: Mutex<HashMap<String, Arc<ServerPool>>>,
 }
 
@@ -170,7 +171,15 @@ fn classify(s: &LdapServer, e: LdapError) -> DirectoryError {
 
 impl Directory {
     pub fn new(master: &crate::keys::MasterKey) -> Directory {
-        Directory { sealer: PasswordSealer::new(master), pools: Mutex::new(HashMap::new()) }
+        Directory {
+            sealer: PasswordSealer::new(master),
+            card_keys: super::cards::CardKeys::new(master),
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn card_keys(&self) -> &super::cards::CardKeys {
+        &self.card_keys
     }
 
     pub fn sealer(&self) -> &PasswordSealer {
@@ -310,6 +319,34 @@ impl Directory {
             self.mark_up(s);
         }
         r
+    }
+
+    /// Up to `limit` entries matching `filter` under the base, as the service account.
+    pub async fn search_many(
+        &self,
+        s: &LdapServer,
+        filter: &str,
+        attrs: &[String],
+        limit: i32,
+    ) -> Result<Vec<Entry>, DirectoryError> {
+        let mut ldap = self.service(s).await?;
+        let search = ldap
+            .with_search_options(SearchOptions::new().sizelimit(limit))
+            .with_timeout(ms(s.operation_timeout_ms))
+            .search(&s.base_dn, Scope::Subtree, filter, attrs.to_vec());
+        let result = self.op(s, "search", search).await?;
+        match result.1.rc {
+            0 | 4 => {}
+            32 => return Ok(Vec::new()),
+            rc => return Err(DirectoryError::Search(format!("result code {rc}: {}", result.1.text))),
+        }
+        self.mark_up(s);
+        Ok(result
+            .0
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .map(|e| Entry::from_search(SearchEntry::construct(e)))
+            .collect())
     }
 
     /// Whether the entry `dn` matches `filter` (a base-scope search as the service account).

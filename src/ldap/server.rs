@@ -286,13 +286,19 @@ impl LdapServer {
     pub fn connection_version(&self) -> String {
         format!("{}:{}", self.id, self.updated_at)
     }
+    /// The attributes that hold card identifiers (badge, phone NFC id, legacy badge …),
+    /// stored comma-separated.
+    pub fn card_attributes(&self) -> Vec<String> {
+        self.card_attribute
+            .as_deref()
+            .map(|c| c.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect())
+            .unwrap_or_default()
+    }
     /// Every attribute a user search asks for.
     pub fn requested_attributes(&self) -> Vec<String> {
         let mut a: Vec<String> = self.attribute_map.keys().cloned().collect();
         a.push("userAccountControl".into());
-        if let Some(c) = &self.card_attribute {
-            a.push(c.clone());
-        }
+        a.extend(self.card_attributes());
         a.sort();
         a.dedup();
         a
@@ -393,7 +399,9 @@ fn validate(s: &LdapServer, has_password: bool) -> Result<(), ServerConfigError>
         check_filter("disabled-user", f, false)?;
     }
     if let Some(c) = &s.card_attribute {
-        check_attribute_name(c)?;
+        for a in c.split(',') {
+            check_attribute_name(a.trim())?;
+        }
     }
     check_attribute_map(&s.attribute_map)?;
     Ok(())

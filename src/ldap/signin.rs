@@ -120,7 +120,7 @@ pub fn mapped_attributes(s: &LdapServer, entry: &Entry) -> BTreeMap<String, serd
     out
 }
 
-fn email_attribute(s: &LdapServer) -> String {
+pub(crate) fn email_attribute(s: &LdapServer) -> String {
     s.attribute_map.iter().find(|(_, f)| f.as_str() == "email").map(|(a, _)| a.clone()).unwrap_or_else(|| "mail".into())
 }
 
@@ -271,6 +271,30 @@ async fn existing_user(
     }
 }
 
+/// Whether the directory marks `entry` disabled: AD's bit 2 of `userAccountControl`, or
+/// the server's disabled-user filter.
+pub(crate) async fn is_disabled(dir: &Directory, s: &LdapServer, entry: &Entry) -> Result<bool, DirectoryError> {
+    if entry.ad_disabled() {
+        return Ok(true);
+    }
+    match &s.disabled_filter {
+        Some(f) => dir.entry_matches(s, &entry.dn, f).await,
+        None => Ok(false),
+    }
+}
+
+/// The tenant's user for `entry`, created or updated from its mapped attributes.
+pub(crate) async fn provision_entry(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    s: &LdapServer,
+    entry: &Entry,
+) -> Result<User, LdapRefusal> {
+    let existing = existing_user(store, tenant, s, entry).await?;
+    provision(store, now, tenant, s, entry, existing).await
+}
+
 /// What one server said about the person.
 enum Verdict {
     Done(Result<Authenticated, LdapRefusal>),
@@ -334,14 +358,10 @@ async fn on_server(
             return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
         }
     }
-    let disabled = entry.ad_disabled()
-        || match &s.disabled_filter {
-            Some(f) => match dir.entry_matches(s, &entry.dn, f).await {
-                Ok(m) => m,
-                Err(e) => return Ok(Verdict::Unreachable(e)),
-            },
-            None => false,
-        };
+    let disabled = match is_disabled(dir, s, &entry).await {
+        Ok(d) => d,
+        Err(e) => return Ok(Verdict::Unreachable(e)),
+    };
     if disabled {
         return Ok(Verdict::Done(Err(LdapRefusal::DirectoryDisabled)));
     }
@@ -383,7 +403,11 @@ pub async fn sign_in(
     let mut last = None;
     for s in order {
         match on_server(store, dir, now, tenant, s, &typed, password).await? {
-            Verdict::Done(r) => return r,
+            Verdict::Done(r) => {
+                // The directory answered: the offline card list is current as of now.
+                super::cards::record_contact(store, &tenant.id, now).await?;
+                return r;
+            }
             Verdict::Unreachable(e) => {
                 tracing::warn!(server = %s.url.as_str(), error = %e, "LDAP server unavailable; trying the next");
                 dir.mark_down(s).await;

@@ -247,6 +247,9 @@ impl SecretHasher {
     }
 }
 
+/// The grant type a device uses to sign a person in with their employee card.
+pub const CARD_GRANT: &str = "urn:lanyard:params:oauth:grant-type:card";
+
 pub const DEFAULT_ACCESS_SECONDS: i64 = 300;
 pub const DEFAULT_ID_SECONDS: i64 = 300;
 pub const DEFAULT_REFRESH_IDLE_SECONDS: i64 = 8 * 3600;
@@ -321,7 +324,8 @@ pub async fn create(
             &["authorization_code", "refresh_token"],
             &["openid", "email", "profile"],
         ),
-        ClientKind::Service => (&["client_credentials"], &["client_credentials"], &[]),
+        // A device (printer, kiosk) signs people in with their badge: the card grant.
+        ClientKind::Service => (&["client_credentials", CARD_GRANT], &["client_credentials"], &[]),
     };
     let grants: Vec<String> = match new.grant_types {
         Some(g) => {

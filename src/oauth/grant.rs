@@ -57,6 +57,40 @@ pub struct CodeRequest<'a> {
     pub expires_at: UnixTime,
 }
 
+/// Creates a grant with no code and no refresh token (a device's card sign-in): its
+/// access and ID tokens are all it issues. Returns it as stored.
+pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Result<Grant, sqlx::Error> {
+    let grant_id = new_id();
+    sqlx::query(
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&grant_id)
+    .bind(g.tenant_id)
+    .bind(g.client_row_id)
+    .bind(g.user_id)
+    .bind(g.scope.join(" "))
+    .bind(g.auth_time)
+    .bind(g.amr)
+    .bind(now)
+    .bind(g.absolute_expires_at)
+    .bind(g.resource)
+    .execute(store.pool())
+    .await?;
+    Ok(Grant {
+        id: grant_id,
+        tenant_id: g.tenant_id.to_string(),
+        client_row_id: g.client_row_id.to_string(),
+        user_id: Some(g.user_id.to_string()),
+        scope: g.scope.to_vec(),
+        auth_time: g.auth_time,
+        amr: g.amr.split(' ').filter(|a| !a.is_empty()).map(str::to_string).collect(),
+        absolute_expires_at: g.absolute_expires_at,
+        revoked_at: None,
+        resource: g.resource.map(str::to_string),
+    })
+}
+
 /// Creates the grant and its authorization code together; returns the code.
 pub async fn issue_code(
     store: &Store,

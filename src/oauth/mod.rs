@@ -390,6 +390,36 @@ impl TokenService<'_> {
         })
     }
 
+    /// A device's sign-in of a person it authenticated itself (the card grant): a grant
+    /// without refresh token, living as long as the access token, with `amr`; an ID token
+    /// when `openid` was asked. The caller checked the person and the client's right to
+    /// the grant type.
+    pub async fn issue_for_device(
+        &self,
+        client: &Client,
+        user: &User,
+        scope: Option<&str>,
+        amr: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
+        let g = grant::issue_grant(
+            self.store,
+            self.now,
+            grant::NewGrant {
+                tenant_id: &self.tenant.id,
+                client_row_id: &client.row_id,
+                user_id: &user.id,
+                scope: &scope,
+                auth_time: self.now,
+                amr,
+                absolute_expires_at: self.now + client.access_token_seconds.max(client.id_token_seconds),
+                resource: None,
+            },
+        )
+        .await?;
+        self.issue(client, &g, user, None, None).await
+    }
+
     /// RFC 7662. Public clients may only ask about their own tokens.
     pub async fn introspect(&self, caller: &Client, token: &str) -> Result<serde_json::Value, OAuthError> {
         let inactive = serde_json::json!({"active": false});

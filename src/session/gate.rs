@@ -26,23 +26,36 @@ impl GateRefusal {
     }
 }
 
+/// The policy of every route for `user`, without starting a session (a device's sign-in
+/// at the token endpoint passes here too).
+pub async fn check(
+    store: &Store,
+    now: UnixTime,
+    user: &crate::user::User,
+) -> Result<Result<(), GateRefusal>, sqlx::Error> {
+    if user.disabled {
+        return Ok(Err(GateRefusal::Disabled));
+    }
+    if let Some(lock) = crate::password::lock_state(store, &user.id).await? {
+        if lock.locked_until.is_some_and(|t| t > now) {
+            return Ok(Err(GateRefusal::Locked));
+        }
+    }
+    // The directory route keeps its own failure count under the same tenant policy.
+    if crate::ldap::signin::locked_until(store, &user.id).await?.is_some_and(|t| t > now) {
+        return Ok(Err(GateRefusal::Locked));
+    }
+    Ok(Ok(()))
+}
+
 /// Applies the policy of every route to `s.user` and starts the session.
 pub async fn admit(
     store: &Store,
     now: UnixTime,
     s: StartSession<'_>,
 ) -> Result<Result<SessionToken, GateRefusal>, sqlx::Error> {
-    if s.user.disabled {
-        return Ok(Err(GateRefusal::Disabled));
-    }
-    if let Some(lock) = crate::password::lock_state(store, &s.user.id).await? {
-        if lock.locked_until.is_some_and(|t| t > now) {
-            return Ok(Err(GateRefusal::Locked));
-        }
-    }
-    // The directory route keeps its own failure count under the same tenant policy.
-    if crate::ldap::signin::locked_until(store, &s.user.id).await?.is_some_and(|t| t > now) {
-        return Ok(Err(GateRefusal::Locked));
+    if let Err(g) = check(store, now, s.user).await? {
+        return Ok(Err(g));
     }
     start(store, now, s).await.map(Ok)
 }

@@ -1,0 +1,227 @@
+//! Employee cards over HTTP: the card grant at the token endpoint
+//! (`grant_type=urn:lanyard:params:oauth:grant-type:card`, for a device — a service client
+//! allowed it — that authenticates itself and sends `card`, `pin` when the tenant requires
+//! one, `scope`), and the manual-entry page for browsers at a kiosk
+//! (`/t/{tenant}/card/login`). `ldap::cards` decides; the sign-in gate applies what holds
+//! for every route; every outcome is audited without the card number.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use secrecy::SecretString;
+
+use super::error::PageError;
+use super::form::FormFields;
+use super::pages::{check_csrf, html, origin_of, safe_return_to, see_other, tenant_from_path};
+use super::{observe, AppState};
+use crate::audit::{Event, Origin, Outcome};
+use crate::ldap::cards::{self, CardError, CardSignIn};
+use crate::oauth::client::{Client, CARD_GRANT};
+use crate::oauth::{OAuthError, TokenResponse, TokenService};
+use crate::session::{self, StartSession};
+use crate::tenant::Tenant;
+
+const MAX_CARD_FIELD: usize = 128;
+const MAX_PIN_FIELD: usize = 64;
+
+#[allow(clippy::too_many_arguments)]
+async fn audit(
+    state: &AppState,
+    now: i64,
+    tenant: &Tenant,
+    subject: Option<&str>,
+    outcome: Outcome,
+    reason: Option<&str>,
+    origin: &Origin,
+    detail: serde_json::Value,
+) {
+    let e = Event {
+        tenant_id: Some(&tenant.id),
+        actor: subject.unwrap_or("anonymous"),
+        subject,
+        event: "signin",
+        outcome,
+        reason,
+        origin,
+        detail: Some(detail),
+    };
+    if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+        tracing::error!(%err, "could not write audit event");
+    }
+}
+
+/// The card check and the gate, audited. `route` is `card` (a device) or `card-page`.
+async fn authenticate(
+    state: &AppState,
+    tenant: &Tenant,
+    origin: &Origin,
+    card: &str,
+    pin: Option<&SecretString>,
+    detail: serde_json::Value,
+) -> Result<CardSignIn, CardError> {
+    let now = state.now();
+    let result = cards::sign_in(&state.store, &state.directory, &state.hasher, now, tenant, card, pin).await;
+    let result = match result {
+        Ok(s) => match crate::session::gate::check(&state.store, now, &s.user).await? {
+            Ok(()) => Ok(s),
+            Err(g) => Err(CardError::User(g.reason().to_string())),
+        },
+        Err(e) => Err(e),
+    };
+    let mut detail = detail;
+    match &result {
+        Ok(s) => {
+            detail["fallback"] = serde_json::json!(s.fallback);
+            let reason = s.fallback.then_some("offline_fallback");
+            audit(state, now, tenant, Some(s.user.email.as_str()), Outcome::Success, reason, origin, detail).await;
+            observe::signin_outcome("card", if s.fallback { "offline_fallback" } else { "success" });
+        }
+        Err(e) => {
+            audit(state, now, tenant, None, Outcome::Failure, Some(e.reason()), origin, detail).await;
+            if let CardError::BadPin { now_locked: true } = e {
+                let lock = serde_json::json!({"route": "card", "what": "pin"});
+                let e = Event {
+                    tenant_id: Some(&tenant.id),
+                    actor: "anonymous",
+                    subject: None,
+                    event: "lockout",
+                    outcome: Outcome::Success,
+                    reason: None,
+                    origin,
+                    detail: Some(lock),
+                };
+                if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                    tracing::error!(%err, "could not write audit event");
+                }
+            }
+            observe::signin_outcome("card", e.reason());
+        }
+    }
+    result
+}
+
+/// The card grant at the token endpoint.
+pub(super) async fn grant(
+    state: &AppState,
+    svc: &TokenService<'_>,
+    client: &Client,
+    form: &FormFields,
+) -> Result<TokenResponse, OAuthError> {
+    if !client.allows_grant(CARD_GRANT) {
+        return Err(OAuthError::UnauthorizedClient("this client may not use the card grant".into()));
+    }
+    let field = |e: super::form::FormError| OAuthError::InvalidRequest(e.to_string());
+    let card = form.secret("card", MAX_CARD_FIELD).map_err(field)?;
+    let pin = form.optional("pin", MAX_PIN_FIELD).map_err(field)?.map(|p| SecretString::from(p.to_string()));
+    let scope = form.optional("scope", 1000).map_err(field)?;
+    let detail = serde_json::json!({"route": "card", "client_id": client.client_id});
+    let signed_in =
+        authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail).await.map_err(|e| match e {
+            CardError::Malformed | CardError::PinMissing => OAuthError::InvalidRequest(e.to_string()),
+            CardError::Store(_) | CardError::Hash(_) => OAuthError::Server("temporary failure".into()),
+            CardError::Unavailable(_) => OAuthError::Server("the directory cannot be reached; try again".into()),
+            // Who exists and why they cannot sign in is not the device's business.
+            _ => OAuthError::InvalidGrant("the card cannot sign anyone in now".into()),
+        })?;
+    let amr = if pin.is_some() { "card pin" } else { "card" };
+    svc.issue_for_device(client, &signed_in.user, scope, amr).await
+}
+
+#[derive(Template)]
+#[template(path = "card_login.html")]
+struct CardPage<'a> {
+    tenant_name: &'a str,
+    slug: &'a str,
+    csrf: &'a str,
+    return_to: &'a str,
+    pin_required: bool,
+    error: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct CardQuery {
+    return_to: Option<String>,
+}
+
+pub async fn login_form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<CardQuery>,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    let policy = cards::policy(&state.store, &tenant.id).await?;
+    let grant = state.csrf.grant(&req, state.now());
+    let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
+    let body = CardPage {
+        tenant_name: &tenant.name,
+        slug: tenant.slug.as_str(),
+        csrf: &grant.token,
+        return_to: &return_to,
+        pin_required: policy.pin_required,
+        error: None,
+    }
+    .render()?;
+    Ok(html(StatusCode::OK, Some(&grant), body))
+}
+
+pub async fn login_submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: FormFields,
+) -> Result<HttpResponse, PageError> {
+    let tenant = tenant_from_path(&state, &path).await?;
+    check_csrf(&req, &state, &form)?;
+    let card = form.secret("card", MAX_CARD_FIELD)?;
+    let pin = form.optional("pin", MAX_PIN_FIELD)?.filter(|p| !p.is_empty()).map(|p| SecretString::from(p.to_string()));
+    let return_to = safe_return_to(form.optional("return_to", super::pages::MAX_RETURN_TO)?);
+    let policy = cards::policy(&state.store, &tenant.id).await?;
+    let grant = state.csrf.grant(&req, state.now());
+    let render = |status: StatusCode, msg: &str| -> Result<HttpResponse, PageError> {
+        let body = CardPage {
+            tenant_name: &tenant.name,
+            slug: tenant.slug.as_str(),
+            csrf: &grant.token,
+            return_to: return_to.as_deref().unwrap_or(""),
+            pin_required: policy.pin_required,
+            error: Some(msg),
+        }
+        .render()?;
+        Ok(html(status, Some(&grant), body))
+    };
+    let origin = origin_of(&req, &state);
+    let detail = serde_json::json!({"route": "card-page"});
+    let signed_in = match authenticate(&state, &tenant, &origin, card, pin.as_ref(), detail).await {
+        Ok(s) => s,
+        Err(CardError::Malformed) => {
+            return render(StatusCode::BAD_REQUEST, "Enter the card number as printed on the card.")
+        }
+        Err(CardError::PinMissing) => return render(StatusCode::BAD_REQUEST, "Enter your PIN."),
+        Err(CardError::Unavailable(_)) => {
+            return render(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The directory cannot be reached right now. Try again in a moment.",
+            )
+        }
+        Err(CardError::Store(e)) => return Err(PageError::internal(e)),
+        Err(_) => return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now."),
+    };
+    let now = state.now();
+    let token = session::start(
+        &state.store,
+        now,
+        StartSession {
+            tenant: &tenant,
+            user: &signed_in.user,
+            amr: if pin.is_some() { "card pin" } else { "card" },
+            client_ip: origin.client_ip.as_deref(),
+            user_agent: origin.user_agent.as_deref(),
+            replaces: state.cookies.read(&req).as_ref(),
+            one_time_password_proved: false,
+        },
+    )
+    .await?;
+    let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+    Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+}
