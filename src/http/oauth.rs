@@ -677,6 +677,17 @@ async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (Htt
                 }
                 out["preferred_username"] = serde_json::json!(user.email);
             }
+            let granted: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+            if crate::ldap::signin::scopes_want_directory_claims(&granted) {
+                match crate::ldap::signin::attributes(&state.store, &user.id).await {
+                    Ok(attrs) => {
+                        for (k, v) in crate::ldap::signin::directory_claims(&attrs, &granted) {
+                            out[k] = v;
+                        }
+                    }
+                    Err(e) => return (oauth_error(&OAuthError::from(e)), crid),
+                }
+            }
             (json_ok(&out), crid)
         }
     }

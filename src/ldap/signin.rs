@@ -157,6 +157,41 @@ pub async fn unlock(store: &Store, user_id: &str) -> Result<bool, sqlx::Error> {
     Ok(r.rows_affected() == 1)
 }
 
+/// Scopes that never release directory attributes (no extra read for them).
+const PLAIN_SCOPES: &[&str] = &["openid", "email", "offline_access"];
+
+/// Whether a token for `scopes` may carry directory claims (and so needs a read).
+pub fn scopes_want_directory_claims(scopes: &[String]) -> bool {
+    scopes.iter().any(|s| !PLAIN_SCOPES.contains(&s.as_str()))
+}
+
+/// The directory attributes a token for `scopes` carries as claims: with `profile`,
+/// `preferred_username` (the directory user name) and `department`; with `groups`, the
+/// groups; a custom field only with the scope of its own name. The client can only have
+/// been granted scopes it is allowed.
+pub fn directory_claims(
+    attrs: &BTreeMap<String, serde_json::Value>,
+    scopes: &[String],
+) -> serde_json::Map<String, serde_json::Value> {
+    let has = |s: &str| scopes.iter().any(|x| x == s);
+    let mut out = serde_json::Map::new();
+    for (field, value) in attrs {
+        let claim = match field.as_str() {
+            "email" | "display_name" => None,
+            "username" if has("profile") => Some("preferred_username"),
+            "department" if has("profile") => Some("department"),
+            "groups" if has("groups") => Some("groups"),
+            "username" | "department" | "groups" => None,
+            custom if has(custom) => Some(custom),
+            _ => None,
+        };
+        if let Some(c) = claim {
+            out.insert(c.to_string(), value.clone());
+        }
+    }
+    out
+}
+
 /// The mapped attributes of a user's last directory sign-in (empty when none).
 pub async fn attributes(store: &Store, user_id: &str) -> Result<BTreeMap<String, serde_json::Value>, sqlx::Error> {
     let raw: Option<String> = sqlx::query_scalar("SELECT attributes FROM ldap_accounts WHERE user_id = $1")

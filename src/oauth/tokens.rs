@@ -63,6 +63,9 @@ pub struct IdClaims {
     pub email_verified: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// Directory attributes the granted scopes release (see `ldap::signin::directory_claims`).
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub directory: serde_json::Map<String, serde_json::Value>,
 }
 
 /// OpenID Connect Core §3.1.3.6: left half of the hash of the access token.
@@ -115,6 +118,12 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
         (Some(user), Some(grant), true) => {
             let alg = r.client.id_token_alg;
             let with_email = r.scope.iter().any(|s| s == "email");
+            let directory = if crate::ldap::signin::scopes_want_directory_claims(r.scope) {
+                let attrs = crate::ldap::signin::attributes(store, &user.id).await?;
+                crate::ldap::signin::directory_claims(&attrs, r.scope)
+            } else {
+                serde_json::Map::new()
+            };
             let claims = IdClaims {
                 iss: r.issuer.to_string(),
                 sub: user.id.clone(),
@@ -128,6 +137,7 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
                 email: with_email.then(|| user.email.to_string()),
                 email_verified: with_email.then_some(user.email_verified),
                 sid: Some(grant.id.clone()),
+                directory,
             };
             let signer = keys.signer(store, now, tenant_id, alg).await?;
             Some(signer.sign(Some("JWT"), &claims)?)

@@ -308,5 +308,55 @@ async fn no_card_number_is_stored_in_plain_text(kind: StoreKind) {
     assert_eq!(cards[0]["attribute"], "badgeNumber");
     let bob = d.app.admin().user_cards(&d.app.state.directory, BOB.mail, "acme").await.unwrap();
     assert_eq!(bob.len(), 2, "badge and employee number: {bob:?}");
+    // The same through the admin API, and the PIN is write-only there.
+    let token = crate::admin_api::service_token(&d.app, "acme", "ops", &["lanyard:admin"]).await;
+    let http = reqwest::Client::new();
+    let api = |p: &str| format!("{}/t/acme/admin/api{p}", d.app.base);
+    let cards: Value =
+        http.get(api("/users/alice@acme.test/cards")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cards[0]["number"], ALICE.badge_number, "{cards}");
+    let r = http
+        .put(api("/users/alice@acme.test/card-pin"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"pin": "2468"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .put(api("/users/alice@acme.test/card-pin"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"pin": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = http
+        .patch(api("/card-policy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"pin_required": true, "offline_seconds": 7200}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (p["pin_required"].clone(), p["offline_seconds"].clone()),
+        (serde_json::json!(true), serde_json::json!(7200))
+    );
+    let r = http
+        .patch(api("/card-policy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reader_format": "text"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "text readers with a hex directory cannot be compared");
+    assert_eq!(d.swipe(ALICE.badge_number, Some("2468")).await.0, 200);
+    // The PIN is hashed: nothing of it in the store.
+    let phc: String =
+        sqlx::query_scalar("SELECT phc FROM card_pins").fetch_one(d.app.state.store.pool()).await.unwrap();
+    assert!(phc.starts_with("$argon2id$") && !phc.contains("2468"));
     let _ = slapd::USERS;
 }

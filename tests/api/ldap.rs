@@ -25,6 +25,7 @@ both_stores!(
     starttls_and_ldaps_need_the_right_ca,
     admin_api_never_shows_the_service_password,
     direct_bind_without_a_service_account,
+    directory_attributes_become_claims_the_client_is_allowed,
 );
 
 /// The OpenLDAP form of the user filter: uid, mail, and the AD attributes the fixture
@@ -413,4 +414,65 @@ async fn direct_bind_without_a_service_account(kind: StoreKind) {
     // The user name is an RDN value: `x,ou=services` cannot climb out of ou=people.
     let r = sign_in(&app.browser(), "lanyard,ou=services", SVC_PASSWORD).await;
     assert_eq!(r.status(), 401);
+}
+
+async fn directory_attributes_become_claims_the_client_is_allowed(kind: StoreKind) {
+    use crate::oauth::{claims, exchange, pkce, query_of, NATIVE_REDIRECT};
+    let dir = Slapd::start();
+    let mut n = server(&dir.ldap_url());
+    let mut m = map();
+    m.insert("employeeNumber".into(), "employee_id".into());
+    n.attribute_map = Some(m);
+    let app = setup(kind, vec![n]).await;
+    for (id, scopes) in
+        [("full", vec!["openid", "email", "profile", "groups", "employee_id"]), ("narrow", vec!["openid", "email"])]
+    {
+        let mut c = new_client(id, lanyard::oauth::client::ClientKind::Native, &[NATIVE_REDIRECT]);
+        c.scopes = Some(scopes.iter().map(|s| s.to_string()).collect());
+        register(&app, "acme", c).await;
+    }
+    let b = app.browser();
+    assert_eq!(sign_in(&b, "alice", ALICE.password).await.status(), 303);
+    let mut got = Vec::new();
+    for (id, scope) in [("full", "openid email profile groups employee_id"), ("narrow", "openid email")] {
+        let (verifier, challenge) = pkce();
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", id)
+            .append_pair("redirect_uri", NATIVE_REDIRECT)
+            .append_pair("scope", scope)
+            .append_pair("state", "s")
+            .append_pair("nonce", "n")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let r = b.get(&format!("/t/acme/authorize?{}", q.finish())).await;
+        assert_eq!(r.status(), 303);
+        let code = query_of(&location(&r))["code"].clone();
+        let (status, tokens) = exchange(&app, id, &code, NATIVE_REDIRECT, &verifier).await;
+        assert_eq!(status, 200, "{tokens}");
+        let info: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/t/acme/userinfo", app.base))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        got.push((claims(tokens["id_token"].as_str().unwrap()), info));
+    }
+    let (id, info) = &got[0];
+    for c in [id, info] {
+        assert_eq!(c["preferred_username"], "alice", "{c}");
+        assert_eq!(c["department"], "Engineering", "{c}");
+        assert_eq!(c["employee_id"], "1001", "{c}");
+        assert_eq!(c["groups"].as_array().map(|g| g.len()), Some(2), "{c}");
+    }
+    let (id, info) = &got[1];
+    for c in [id, info] {
+        for claim in ["preferred_username", "department", "employee_id", "groups"] {
+            assert!(c.get(claim).is_none() || claim == "preferred_username" && c[claim] != "alice", "{claim}: {c}");
+        }
+        assert_eq!(c["email"], ALICE.mail);
+    }
 }

@@ -1,5 +1,6 @@
-//! `/t/{tenant}/admin/api/ldap-servers…`: the tenant's LDAP servers. A server is named in
-//! the path by its id. The service account's password is write-only: it goes in as
+//! `/t/{tenant}/admin/api/ldap-servers…`: the tenant's LDAP servers, and the employee
+//! cards they back (`/card-policy`, `/cards/sync`, `/users/{email}/cards`,
+//! `/users/{email}/card-pin`). A server is named in the path by its id. The service account's password is write-only: it goes in as
 //! `bind_password` and no answer ever contains it (`has_bind_password` says whether one
 //! is set).
 
@@ -160,6 +161,88 @@ pub async fn test(req: HttpRequest, state: web::Data<AppState>, path: web::Path<
     respond(StatusCode::OK, r.map(|mut v| v.pop().unwrap_or_default()))
 }
 
+pub async fn card_policy(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, ctx(&state, &caller).card_policy(caller.tenant.slug.as_str()).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardPolicyBody {
+    onboarding: Option<bool>,
+    pin_required: Option<bool>,
+    reader_format: Option<String>,
+    directory_format: Option<String>,
+    offline_seconds: Option<i64>,
+}
+
+pub async fn set_card_policy(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: super::CheckedJson<CardPolicyBody>,
+) -> HttpResponse {
+    use crate::ldap::cards::{CardFormat, PolicyChange};
+    let caller = caller!(req, state, path);
+    let b = body.into_inner();
+    let r = async {
+        let change = PolicyChange {
+            onboarding: b.onboarding,
+            pin_required: b.pin_required,
+            reader_format: b.reader_format.as_deref().map(CardFormat::parse).transpose()?,
+            directory_format: b.directory_format.as_deref().map(CardFormat::parse).transpose()?,
+            offline_seconds: b.offline_seconds,
+        };
+        ctx(&state, &caller).set_card_policy(caller.tenant.slug.as_str(), change).await
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+/// `GET …/users/{email}/cards`: the person's cards with their numbers (audited).
+pub async fn user_cards(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    clean!("email", email);
+    let caller = caller!(req, state, slug);
+    respond(
+        StatusCode::OK,
+        ctx(&state, &caller).user_cards(&state.directory, &email, caller.tenant.slug.as_str()).await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinBody {
+    pin: String,
+}
+
+/// `PUT …/users/{email}/card-pin` with `{"pin": "…"}` (never returned).
+pub async fn set_card_pin(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: super::CheckedJson<PinBody>,
+) -> HttpResponse {
+    let (slug, email) = path.into_inner();
+    clean!("email", email);
+    let caller = caller!(req, state, slug);
+    let pin = secrecy::SecretString::from(body.into_inner().pin);
+    match ctx(&state, &caller).set_card_pin(&email, caller.tenant.slug.as_str(), &pin).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => e.to_response(),
+    }
+}
+
+/// `POST …/cards/sync`: re-read the card list from the directory now.
+pub async fn sync_cards(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let caller = caller!(req, state, path);
+    respond(StatusCode::OK, ctx(&state, &caller).sync_cards(&state.directory, caller.tenant.slug.as_str()).await)
+}
+
 pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
     scope
         .route("/ldap-servers", web::get().to(list))
@@ -168,4 +251,9 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         .route("/ldap-servers/{id}", web::patch().to(update))
         .route("/ldap-servers/{id}", web::delete().to(remove))
         .route("/ldap-servers/{id}/test", web::post().to(test))
+        .route("/card-policy", web::get().to(card_policy))
+        .route("/card-policy", web::patch().to(set_card_policy))
+        .route("/cards/sync", web::post().to(sync_cards))
+        .route("/users/{email}/cards", web::get().to(user_cards))
+        .route("/users/{email}/card-pin", web::put().to(set_card_pin))
 }
