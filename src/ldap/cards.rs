@@ -302,15 +302,16 @@ impl CardKeys {
 /// A stored card (the number still sealed).
 struct KnownCard {
     user_id: String,
+    synced_at: i64,
 }
 
 async fn find_card(store: &Store, tenant_id: &str, lookup: &str) -> Result<Option<KnownCard>, sqlx::Error> {
-    let row = sqlx::query("SELECT user_id FROM cards WHERE lookup = $1 AND tenant_id = $2")
+    let row = sqlx::query("SELECT user_id, synced_at FROM cards WHERE lookup = $1 AND tenant_id = $2")
         .bind(lookup)
         .bind(tenant_id)
         .fetch_optional(store.pool())
         .await?;
-    row.map(|r| Ok(KnownCard { user_id: r.try_get("user_id")? })).transpose()
+    row.map(|r| Ok(KnownCard { user_id: r.try_get("user_id")?, synced_at: r.try_get("synced_at")? })).transpose()
 }
 
 /// Records that a directory server of the tenant answered (the offline fallback's clock).
@@ -396,7 +397,7 @@ async fn ask_directory(
         // Up to a few hits (substring matches of numbers), each compared again.
         match dir.search_many(s, &filter, &s.requested_attributes(), 8).await {
             Ok(entries) => {
-                record_contact(store, &tenant.id, now).await?;
+                dir.record_contact(store, &tenant.id, now).await?;
                 let holders: Vec<_> = entries
                     .into_iter()
                     .filter_map(|e| holding_attribute(s, &e, canonical_card, policy.directory_format).map(|h| (e, h)))
@@ -581,7 +582,11 @@ pub async fn sign_in(
             let user = signin::provision_entry(store, now, tenant, &s, &entry)
                 .await
                 .map_err(|r| CardError::User(r.reason().to_string()))?;
-            remember(store, keys, now, tenant, &user, &lookup, &attr, &value).await?;
+            // A known card of the same person is re-sealed at most once a minute.
+            let recent = known.as_ref().is_some_and(|k| k.user_id == user.id && now - k.synced_at < 60);
+            if !recent {
+                remember(store, keys, now, tenant, &user, &lookup, &attr, &value).await?;
+            }
             (user, false)
         }
         DirectoryAnswer::NoHolder => {

@@ -19,6 +19,8 @@ use super::server::{LdapServer, PasswordSealer};
 
 /// How long a server that could not be reached is skipped.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How often a replica writes a tenant's last directory contact.
+pub const CONTACT_WRITE_SECONDS: i64 = 60;
 /// Idle connections kept per server for users' binds.
 const IDLE_BIND_CONNECTIONS: usize = 8;
 
@@ -111,6 +113,8 @@ struct ServerPool {
 
 /// The connections to every tenant's servers.
 pub struct Directory {
+    /// When this replica last wrote each tenant's directory contact (see `record_contact`).
+    contact_written: Mutex<HashMap<String, i64>>,
     sealer: PasswordSealer,
     card_keys: super::cards::CardKeys,
     pools: Mutex<HashMap<String, Arc<ServerPool>>>,
@@ -172,10 +176,31 @@ fn classify(s: &LdapServer, e: LdapError) -> DirectoryError {
 impl Directory {
     pub fn new(master: &crate::keys::MasterKey) -> Directory {
         Directory {
+            contact_written: Mutex::new(HashMap::new()),
             sealer: PasswordSealer::new(master),
             card_keys: super::cards::CardKeys::new(master),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that a server of the tenant answered: written to the store at most every
+    /// [`CONTACT_WRITE_SECONDS`] per replica, so the offline window can only end up to that
+    /// much early, never late.
+    pub async fn record_contact(
+        &self,
+        store: &crate::store::Store,
+        tenant_id: &str,
+        now: crate::clock::UnixTime,
+    ) -> Result<(), sqlx::Error> {
+        {
+            let written = self.contact_written.lock().unwrap_or_else(|e| e.into_inner());
+            if written.get(tenant_id).is_some_and(|t| (0..CONTACT_WRITE_SECONDS).contains(&(now - t))) {
+                return Ok(());
+            }
+        }
+        super::cards::record_contact(store, tenant_id, now).await?;
+        self.contact_written.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id.to_string(), now);
+        Ok(())
     }
 
     pub fn card_keys(&self) -> &super::cards::CardKeys {

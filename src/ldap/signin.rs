@@ -248,11 +248,42 @@ async fn provision(
     entry: &Entry,
     existing: Option<User>,
 ) -> Result<User, LdapRefusal> {
+    match provision_once(store, now, tenant, s, entry, existing).await {
+        // Two first sign-ins of one new person at once: the other created the user; this
+        // one updates it.
+        Err(LdapRefusal::AddressUnavailable) => match existing_user(store, tenant, s, entry).await? {
+            Some(u) => provision_once(store, now, tenant, s, entry, Some(u)).await,
+            None => Err(LdapRefusal::AddressUnavailable),
+        },
+        other => other,
+    }
+}
+
+async fn provision_once(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    s: &LdapServer,
+    entry: &Entry,
+    existing: Option<User>,
+) -> Result<User, LdapRefusal> {
     let attrs = mapped_attributes(s, entry);
     let email_attr = email_attribute(s);
     let raw_email = entry.first(&email_attr).ok_or_else(|| LdapRefusal::NoEmail(email_attr.clone()))?;
     let email = Email::parse(raw_email).map_err(|_| LdapRefusal::NoEmail(email_attr.clone()))?;
     let display = attrs.get("display_name").and_then(|v| v.as_str()).map(|d| d.chars().take(200).collect::<String>());
+    let json = serde_json::to_string(&attrs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // Nothing changed since the last sign-in (the common case): no write at all.
+    if let Some(u) = &existing {
+        let current: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT dn, attributes, failed_count FROM ldap_accounts WHERE user_id = $1")
+                .bind(&u.id)
+                .fetch_optional(store.pool())
+                .await?;
+        if u.display_name == display && current.is_some_and(|(dn, a, f)| dn == entry.dn && a == json && f == 0) {
+            return Ok(u.clone());
+        }
+    }
     let mut tx = store.pool().begin().await?;
     let user = match existing {
         Some(mut u) => {
@@ -273,7 +304,6 @@ async fn provision(
             }
         }
     };
-    let json = serde_json::to_string(&attrs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "INSERT INTO ldap_accounts (user_id, tenant_id, dn, attributes, failed_count, locked_until, synced_at) \
          VALUES ($1, $2, $3, $4, 0, NULL, $5) \
@@ -440,7 +470,7 @@ pub async fn sign_in(
         match on_server(store, dir, now, tenant, s, &typed, password).await? {
             Verdict::Done(r) => {
                 // The directory answered: the offline card list is current as of now.
-                super::cards::record_contact(store, &tenant.id, now).await?;
+                dir.record_contact(store, &tenant.id, now).await?;
                 return r;
             }
             Verdict::Unreachable(e) => {

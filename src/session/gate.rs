@@ -36,13 +36,15 @@ pub async fn check(
     if user.disabled {
         return Ok(Err(GateRefusal::Disabled));
     }
-    if let Some(lock) = crate::password::lock_state(store, &user.id).await? {
-        if lock.locked_until.is_some_and(|t| t > now) {
-            return Ok(Err(GateRefusal::Locked));
-        }
-    }
-    // The directory route keeps its own failure count under the same tenant policy.
-    if crate::ldap::signin::locked_until(store, &user.id).await?.is_some_and(|t| t > now) {
+    // The password's lock and the directory route's (same tenant policy), in one read.
+    let (password, directory): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT locked_until FROM password_credentials WHERE user_id = $1), \
+                (SELECT locked_until FROM ldap_accounts WHERE user_id = $1)",
+    )
+    .bind(&user.id)
+    .fetch_one(store.pool())
+    .await?;
+    if password.is_some_and(|t| t > now) || directory.is_some_and(|t| t > now) {
         return Ok(Err(GateRefusal::Locked));
     }
     Ok(Ok(()))
