@@ -383,6 +383,9 @@ enum CardCommand {
         /// Import the owner of an unknown card found in the directory.
         #[arg(long)]
         onboarding: Option<bool>,
+        /// Serve the kiosk page /t/{tenant}/card/login (card number and PIN in a browser; needs PINs).
+        #[arg(long)]
+        kiosk_page: Option<bool>,
         /// Ask for a PIN with the card.
         #[arg(long)]
         pin_required: Option<bool>,
@@ -760,8 +763,17 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
 async fn card(ctx: &AdminContext<'_>, dir: &lanyard::ldap::Directory, cmd: CardCommand) -> anyhow::Result<()> {
     use lanyard::ldap::cards::{CardFormat, PolicyChange};
     match cmd {
-        CardCommand::Policy { tenant, onboarding, pin_required, reader_format, directory_format, offline_hours } => {
+        CardCommand::Policy {
+            tenant,
+            onboarding,
+            kiosk_page,
+            pin_required,
+            reader_format,
+            directory_format,
+            offline_hours,
+        } => {
             let change = PolicyChange {
+                kiosk_page,
                 onboarding,
                 pin_required,
                 reader_format: reader_format.as_deref().map(CardFormat::parse).transpose()?,

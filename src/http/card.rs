@@ -2,7 +2,8 @@
 //! (`grant_type=urn:lanyard:params:oauth:grant-type:card`, for a device — a service client
 //! allowed it — that authenticates itself and sends `card`, `pin` when the tenant requires
 //! one, `scope`), and the manual-entry page for browsers at a kiosk
-//! (`/t/{tenant}/card/login`). `ldap::cards` decides; the sign-in gate applies what holds
+//! (`/t/{tenant}/card/login`: off unless the tenant turns it on, and then always with a
+//! PIN, since anyone can type a card number into a browser). `ldap::cards` decides; the sign-in gate applies what holds
 //! for every route; every outcome is audited without the card number.
 
 use actix_web::http::StatusCode;
@@ -123,7 +124,7 @@ pub(super) async fn grant(
             // Who exists and why they cannot sign in is not the device's business.
             _ => OAuthError::InvalidGrant("the card cannot sign anyone in now".into()),
         })?;
-    let amr = if pin.is_some() { "card pin" } else { "card" };
+    let amr = if signed_in.pin_checked { "card pin" } else { "card" };
     svc.issue_for_device(client, &signed_in.user, scope, amr).await
 }
 
@@ -151,6 +152,9 @@ pub async fn login_form(
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
     let policy = cards::policy(&state.store, &tenant.id).await?;
+    if !policy.kiosk_page {
+        return Err(PageError::not_found("This organisation has no card sign-in page."));
+    }
     let grant = state.csrf.grant(&req, state.now());
     let return_to = safe_return_to(query.return_to.as_deref()).unwrap_or_default();
     let body = CardPage {
@@ -172,11 +176,15 @@ pub async fn login_submit(
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
+    let policy = cards::policy(&state.store, &tenant.id).await?;
+    // Off unless the tenant turned it on, and then only with PINs (set_policy insists).
+    if !policy.kiosk_page || !policy.pin_required {
+        return Err(PageError::not_found("This organisation has no card sign-in page."));
+    }
     check_csrf(&req, &state, &form)?;
     let card = form.secret("card", MAX_CARD_FIELD)?;
     let pin = form.optional("pin", MAX_PIN_FIELD)?.filter(|p| !p.is_empty()).map(|p| SecretString::from(p.to_string()));
     let return_to = safe_return_to(form.optional("return_to", super::pages::MAX_RETURN_TO)?);
-    let policy = cards::policy(&state.store, &tenant.id).await?;
     let grant = state.csrf.grant(&req, state.now());
     let render = |status: StatusCode, msg: &str| -> Result<HttpResponse, PageError> {
         let body = CardPage {
@@ -208,13 +216,14 @@ pub async fn login_submit(
         Err(_) => return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now."),
     };
     let now = state.now();
-    let token = session::start(
+    // Through the gate like every route (network policy and throttling join it there).
+    let admitted = session::gate::admit(
         &state.store,
         now,
         StartSession {
             tenant: &tenant,
             user: &signed_in.user,
-            amr: if pin.is_some() { "card pin" } else { "card" },
+            amr: if signed_in.pin_checked { "card pin" } else { "card" },
             client_ip: origin.client_ip.as_deref(),
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(&req).as_ref(),
@@ -222,6 +231,7 @@ pub async fn login_submit(
         },
     )
     .await?;
+    let Ok(token) = admitted else { return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now.") };
     let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
 }

@@ -682,7 +682,10 @@ async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (Htt
                 match crate::ldap::signin::attributes(&state.store, &user.id).await {
                     Ok(attrs) => {
                         for (k, v) in crate::ldap::signin::directory_claims(&attrs, &granted) {
-                            out[k] = v;
+                            // Never over a claim already set (sub, email, …).
+                            if out.get(&k).is_none() || k == "preferred_username" {
+                                out[k] = v;
+                            }
                         }
                     }
                     Err(e) => return (oauth_error(&OAuthError::from(e)), crid),

@@ -35,6 +35,8 @@ use crate::user::User;
 pub const MAX_OFFLINE_SECONDS: i64 = 24 * 3600;
 const MAX_CARD_CHARS: usize = 128;
 const MAX_PIN_BYTES: usize = 64;
+/// Entries one card search returns at most (a number's digits can end several numbers).
+const SEARCH_LIMIT: i32 = 16;
 
 /// How a card number is written (by the readers, or in the directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -180,6 +182,8 @@ fn directory_text(canonical: &str, format: CardFormat) -> Option<String> {
 /// The tenant's card settings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CardPolicy {
+    /// The kiosk page (`/t/{tenant}/card/login`) is served; it always asks for the PIN.
+    pub kiosk_page: bool,
     pub onboarding: bool,
     pub pin_required: bool,
     pub reader_format: CardFormat,
@@ -190,6 +194,7 @@ pub struct CardPolicy {
 impl Default for CardPolicy {
     fn default() -> CardPolicy {
         CardPolicy {
+            kiosk_page: false,
             onboarding: false,
             pin_required: false,
             reader_format: CardFormat::Text,
@@ -202,6 +207,7 @@ impl Default for CardPolicy {
 /// A change to the policy; `None` keeps a value.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyChange {
+    pub kiosk_page: Option<bool>,
     pub onboarding: Option<bool>,
     pub pin_required: Option<bool>,
     pub reader_format: Option<CardFormat>,
@@ -211,14 +217,15 @@ pub struct PolicyChange {
 
 pub async fn policy(store: &Store, tenant_id: &str) -> Result<CardPolicy, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT onboarding, pin_required, reader_format, directory_format, offline_seconds FROM card_policies \
-         WHERE tenant_id = $1",
+        "SELECT kiosk_page, onboarding, pin_required, reader_format, directory_format, offline_seconds \
+         FROM card_policies WHERE tenant_id = $1",
     )
     .bind(tenant_id)
     .fetch_optional(store.pool())
     .await?;
     let Some(r) = row else { return Ok(CardPolicy::default()) };
     Ok(CardPolicy {
+        kiosk_page: r.try_get::<i64, _>("kiosk_page")? != 0,
         onboarding: r.try_get::<i64, _>("onboarding")? != 0,
         pin_required: r.try_get::<i64, _>("pin_required")? != 0,
         reader_format: CardFormat::parse(&r.try_get::<String, _>("reader_format")?).unwrap_or(CardFormat::Text),
@@ -237,6 +244,7 @@ pub async fn set_policy(
     c: PolicyChange,
 ) -> Result<CardPolicy, CardError> {
     let p = CardPolicy {
+        kiosk_page: c.kiosk_page.unwrap_or(current.kiosk_page),
         onboarding: c.onboarding.unwrap_or(current.onboarding),
         pin_required: c.pin_required.unwrap_or(current.pin_required),
         reader_format: c.reader_format.unwrap_or(current.reader_format),
@@ -246,15 +254,21 @@ pub async fn set_policy(
     if !(0..=MAX_OFFLINE_SECONDS).contains(&p.offline_seconds) {
         return Err(CardError::Policy(format!("the offline fallback is 0 to {MAX_OFFLINE_SECONDS} seconds (24 h)")));
     }
+    if p.kiosk_page && !p.pin_required {
+        return Err(CardError::Policy(
+            "the kiosk page needs PINs: anyone can type a card number into a browser (--pin-required true)".into(),
+        ));
+    }
     if (p.reader_format == CardFormat::Text) != (p.directory_format == CardFormat::Text) {
         return Err(CardError::Policy(
             "reader and directory formats are both text, or both numbers (hex or decimal)".into(),
         ));
     }
     sqlx::query(
-        "INSERT INTO card_policies (tenant_id, onboarding, pin_required, reader_format, directory_format, offline_seconds, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id) DO UPDATE SET onboarding = $2, pin_required = $3, \
-         reader_format = $4, directory_format = $5, offline_seconds = $6, updated_at = $7",
+        "INSERT INTO card_policies (tenant_id, onboarding, pin_required, reader_format, directory_format, offline_seconds, \
+         updated_at, kiosk_page) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id) DO UPDATE SET \
+         onboarding = $2, pin_required = $3, reader_format = $4, directory_format = $5, offline_seconds = $6, \
+         updated_at = $7, kiosk_page = $8",
     )
     .bind(tenant_id)
     .bind(p.onboarding as i64)
@@ -263,6 +277,7 @@ pub async fn set_policy(
     .bind(p.directory_format.as_str())
     .bind(p.offline_seconds)
     .bind(now)
+    .bind(p.kiosk_page as i64)
     .execute(&mut **tx)
     .await?;
     Ok(p)
@@ -374,6 +389,8 @@ enum DirectoryAnswer {
     /// The entry holding it, the attribute and the value as the directory writes it.
     Holder(Box<LdapServer>, Entry, String, String),
     NoHolder,
+    /// The search hit its size limit without a holder among the hits.
+    Uncertain,
     Unreachable(DirectoryError),
 }
 
@@ -395,9 +412,10 @@ async fn ask_directory(
     for s in order {
         let Some(filter) = card_filter(s, &text, policy.directory_format) else { continue };
         // Up to a few hits (substring matches of numbers), each compared again.
-        match dir.search_many(s, &filter, &s.requested_attributes(), 8).await {
+        match dir.search_many(s, &filter, &s.requested_attributes(), SEARCH_LIMIT).await {
             Ok(entries) => {
                 dir.record_contact(store, &tenant.id, now).await?;
+                let truncated = entries.len() >= SEARCH_LIMIT as usize;
                 let holders: Vec<_> = entries
                     .into_iter()
                     .filter_map(|e| holding_attribute(s, &e, canonical_card, policy.directory_format).map(|h| (e, h)))
@@ -407,6 +425,7 @@ async fn ask_directory(
                         let (e, (attr, value)) = holders.into_iter().next().expect("one");
                         DirectoryAnswer::Holder(Box::new(s.clone()), e, attr, value)
                     }
+                    0 if truncated => DirectoryAnswer::Uncertain,
                     // Two people with one card number: nobody is signed in by it.
                     _ => DirectoryAnswer::NoHolder,
                 });
@@ -427,9 +446,13 @@ pub struct CardSignIn {
     pub user: User,
     /// Accepted from the offline card list while no directory answered.
     pub fallback: bool,
+    /// A PIN was required and verified.
+    pub pin_checked: bool,
 }
 
-/// Checks the PIN of `user` when the tenant requires one, with its lockout.
+/// Checks the PIN of `user`, with its lockout. The attempt is counted *before* the hash is
+/// verified (an atomic reservation that also sets the lock at the threshold) and the count
+/// reset after a success, so parallel guesses cannot all pass one lock check.
 async fn check_pin(
     store: &Store,
     hasher: &Hasher,
@@ -439,45 +462,43 @@ async fn check_pin(
     pin: Option<&SecretString>,
 ) -> Result<(), CardError> {
     let Some(pin) = pin else { return Err(CardError::PinMissing) };
-    let row = sqlx::query("SELECT phc, locked_until FROM card_pins WHERE user_id = $1 AND tenant_id = $2")
-        .bind(&user.id)
-        .bind(&tenant.id)
-        .fetch_optional(store.pool())
-        .await?;
-    let Some(r) = row else {
-        // The same work as a known PIN: no timing tells whether one is set.
-        let _ = hasher.verify(pin, None).await;
-        return Err(CardError::PinNotSet);
-    };
-    let phc: String = r.try_get("phc")?;
-    if r.try_get::<Option<i64>, _>("locked_until")?.is_some_and(|t| t > now) {
-        let _ = hasher.verify(pin, None).await;
-        return Err(CardError::PinLocked);
-    }
-    let v = hasher.verify(pin, Some(&phc)).await.map_err(|e| CardError::Hash(e.to_string()))?;
-    if v.matched {
-        sqlx::query("UPDATE card_pins SET failed_count = 0, locked_until = NULL WHERE user_id = $1 AND (locked_until IS NULL OR locked_until <= $2)")
-            .bind(&user.id)
-            .bind(now)
-            .execute(store.pool())
-            .await?;
-        return Ok(());
-    }
-    let locked: Option<Option<i64>> = sqlx::query_scalar(
+    let reserved = sqlx::query(
         "UPDATE card_pins SET \
            failed_count = CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END, \
            locked_until = CASE \
              WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 ELSE failed_count + 1 END) >= $2 THEN $1 + $3 \
              ELSE NULL END, updated_at = $1 \
-         WHERE user_id = $4 AND (locked_until IS NULL OR locked_until <= $1) RETURNING locked_until",
+         WHERE user_id = $4 AND tenant_id = $5 AND (locked_until IS NULL OR locked_until <= $1) \
+         RETURNING phc, locked_until",
     )
     .bind(now)
     .bind(tenant.policy.lockout_threshold)
     .bind(tenant.policy.lockout_seconds)
     .bind(&user.id)
+    .bind(&tenant.id)
     .fetch_optional(store.pool())
     .await?;
-    Err(CardError::BadPin { now_locked: matches!(locked, Some(Some(_))) })
+    let Some(r) = reserved else {
+        // No PIN, or locked: the same hashing work either way.
+        let _ = hasher.verify(pin, None).await;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM card_pins WHERE user_id = $1 AND tenant_id = $2")
+            .bind(&user.id)
+            .bind(&tenant.id)
+            .fetch_optional(store.pool())
+            .await?;
+        return Err(if exists.is_some() { CardError::PinLocked } else { CardError::PinNotSet });
+    };
+    let phc: String = r.try_get("phc")?;
+    let now_locked = r.try_get::<Option<i64>, _>("locked_until")?.is_some();
+    let v = hasher.verify(pin, Some(&phc)).await.map_err(|e| CardError::Hash(e.to_string()))?;
+    if !v.matched {
+        return Err(CardError::BadPin { now_locked });
+    }
+    sqlx::query("UPDATE card_pins SET failed_count = 0, locked_until = NULL WHERE user_id = $1")
+        .bind(&user.id)
+        .execute(store.pool())
+        .await?;
+    Ok(())
 }
 
 /// Sets (or replaces) a user's PIN, hashed; clears its lockout.
@@ -557,18 +578,15 @@ pub async fn sign_in(
     }
     let lookup = keys.lookup(&tenant.id, &canonical_card);
     let known = find_card(store, &tenant.id, &lookup).await?;
-    let (user, fallback) = match ask_directory(store, dir, now, tenant, &policy, &canonical_card).await? {
+    let pin_checked = policy.pin_required;
+    match ask_directory(store, dir, now, tenant, &policy, &canonical_card).await? {
         DirectoryAnswer::Holder(s, entry, attr, value) => {
-            let existing = match &known {
-                Some(k) => {
-                    crate::user::find_by_id(store, &k.user_id).await.map_err(|e| CardError::User(e.to_string()))?
-                }
-                None => None,
-            };
+            // The Lanyard account the holder's entry is linked to, if any.
+            let linked =
+                signin::linked_user(store, tenant, &entry.dn).await.map_err(|r| CardError::User(r.reason().into()))?;
             // A known card must still belong to the same person.
-            if let Some(u) = &existing {
-                if !entry.first(&signin::email_attribute(&s)).is_some_and(|m| m.eq_ignore_ascii_case(u.email.as_str()))
-                {
+            if let Some(k) = &known {
+                if linked.as_ref().map(|u| &u.id) != Some(&k.user_id) {
                     forget(store, &lookup).await?;
                     return Err(CardError::OwnerGone);
                 }
@@ -576,8 +594,22 @@ pub async fn sign_in(
             if known.is_none() && !policy.onboarding {
                 return Err(CardError::UnknownCard);
             }
-            if signin::is_disabled(dir, &s, &entry).await.map_err(CardError::Unavailable)? {
+            if signin::is_disabled(dir, &s, &entry, now).await.map_err(CardError::Unavailable)? {
                 return Err(CardError::OwnerDisabled);
+            }
+            // The PIN before anything is written: a guessed card number with a wrong PIN
+            // imports nobody and remembers nothing.
+            if policy.pin_required {
+                match &linked {
+                    Some(u) => check_pin(store, hasher, now, tenant, u, pin).await?,
+                    None => {
+                        // A person not yet imported has no PIN: the same hashing work, refused.
+                        if let Some(p) = pin {
+                            let _ = hasher.verify(p, None).await;
+                        }
+                        return Err(CardError::PinNotSet);
+                    }
+                }
             }
             let user = signin::provision_entry(store, now, tenant, &s, &entry)
                 .await
@@ -587,7 +619,7 @@ pub async fn sign_in(
             if !recent {
                 remember(store, keys, now, tenant, &user, &lookup, &attr, &value).await?;
             }
-            (user, false)
+            Ok(CardSignIn { user, fallback: false, pin_checked })
         }
         DirectoryAnswer::NoHolder => {
             if known.is_some() {
@@ -595,27 +627,36 @@ pub async fn sign_in(
                 forget(store, &lookup).await?;
                 return Err(CardError::OwnerGone);
             }
-            return Err(CardError::UnknownCard);
+            Err(CardError::UnknownCard)
         }
+        // More entries matched the number's digits than one search returns: nothing is
+        // concluded (and nothing forgotten).
+        DirectoryAnswer::Uncertain => Err(CardError::UnknownCard),
         DirectoryAnswer::Unreachable(e) => {
             let Some(k) = known else { return Err(CardError::Unavailable(e)) };
-            let fresh = last_contact(store, &tenant.id)
-                .await?
-                .is_some_and(|t| now - t <= policy.offline_seconds.min(MAX_OFFLINE_SECONDS));
-            if !fresh {
+            // Only a directory that cannot be reached (DNS, TCP, TLS, a timeout) opens the
+            // fallback; a directory that answers wrongly (a refused service bind, a search
+            // error, no card attribute) does not.
+            if !e.is_transport() {
+                return Err(CardError::Unavailable(e));
+            }
+            // Both the tenant's last directory contact and this card's last confirmation
+            // in the directory must lie within the window.
+            let window = policy.offline_seconds.min(MAX_OFFLINE_SECONDS);
+            let contact = last_contact(store, &tenant.id).await?.is_some_and(|t| now - t <= window);
+            if !contact || now - k.synced_at > window {
                 return Err(CardError::OfflineExpired);
             }
             let user = crate::user::find_by_id(store, &k.user_id)
                 .await
                 .map_err(|e| CardError::User(e.to_string()))?
                 .ok_or(CardError::OwnerGone)?;
-            (user, true)
+            if policy.pin_required {
+                check_pin(store, hasher, now, tenant, &user, pin).await?;
+            }
+            Ok(CardSignIn { user, fallback: true, pin_checked })
         }
-    };
-    if policy.pin_required {
-        check_pin(store, hasher, now, tenant, &user, pin).await?;
     }
-    Ok(CardSignIn { user, fallback })
 }
 
 /// A user's cards, opened (the admin view): attribute, number as the directory writes it.
@@ -655,18 +696,24 @@ pub async fn sync(store: &Store, dir: &Directory, now: UnixTime, tenant: &Tenant
         let lookup: String = r.try_get("lookup")?;
         let user_id: String = r.try_get("user_id")?;
         let sealed: String = r.try_get("sealed")?;
-        let Some(value) = keys.open(&tenant.id, &user_id, &sealed) else { continue };
-        let Ok(canonical_card) = canonical(&value, policy.directory_format) else { continue };
+        // A card that can no longer be read or normalised (the format changed) is dropped,
+        // never kept unchecked.
+        let value = keys.open(&tenant.id, &user_id, &sealed);
+        let Some(canonical_card) = value.and_then(|v| canonical(&v, policy.directory_format).ok()) else {
+            forget(store, &lookup).await?;
+            dropped += 1;
+            continue;
+        };
         let still = match ask_directory(store, dir, now, tenant, &policy, &canonical_card).await? {
             DirectoryAnswer::Unreachable(e) => return Err(CardError::Unavailable(e)),
             DirectoryAnswer::NoHolder => false,
+            DirectoryAnswer::Uncertain => continue,
             DirectoryAnswer::Holder(s, entry, _, _) => {
-                let owner =
-                    crate::user::find_by_id(store, &user_id).await.map_err(|e| CardError::User(e.to_string()))?;
-                let same = owner.is_some_and(|u| {
-                    entry.first(&signin::email_attribute(&s)).is_some_and(|m| m.eq_ignore_ascii_case(u.email.as_str()))
-                });
-                same && !signin::is_disabled(dir, &s, &entry).await.map_err(CardError::Unavailable)?
+                let linked = signin::linked_user(store, tenant, &entry.dn)
+                    .await
+                    .map_err(|r| CardError::User(r.reason().into()))?;
+                linked.is_some_and(|u| u.id == user_id)
+                    && !signin::is_disabled(dir, &s, &entry, now).await.map_err(CardError::Unavailable)?
             }
         };
         if still {

@@ -46,6 +46,15 @@ pub enum DirectoryError {
 }
 
 impl DirectoryError {
+    /// The server could not be reached (name, connection, TLS, or no answer in time), as
+    /// opposed to a server that answered with an error.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            DirectoryError::Dns(_) | DirectoryError::Tcp(_) | DirectoryError::Tls(_) | DirectoryError::Timeout(..)
+        )
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             DirectoryError::Dns(_) => "dns",
@@ -67,6 +76,12 @@ pub struct Entry {
     pub attrs: HashMap<String, Vec<String>>,
 }
 
+/// `ldap3::SearchEntry::construct` panics on a DN or value that is not UTF-8; a server's
+/// bytes must never panic a request, so such an entry is dropped instead.
+fn construct(e: ldap3::ResultEntry) -> Option<Entry> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(e))).ok().map(Entry::from_search)
+}
+
 impl Entry {
     fn from_search(e: SearchEntry) -> Entry {
         let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
@@ -84,6 +99,14 @@ impl Entry {
     /// Active Directory's ACCOUNTDISABLE bit (2) of `userAccountControl`.
     pub fn ad_disabled(&self) -> bool {
         self.first("userAccountControl").and_then(|v| v.trim().parse::<i64>().ok()).is_some_and(|v| v & 2 != 0)
+    }
+    /// Active Directory's `accountExpires` (100 ns since 1601; 0 and i64::MAX: never) is
+    /// past at `now` — an off-boarded account whose bind AD would refuse.
+    pub fn ad_expired(&self, now: i64) -> bool {
+        const EPOCH_DIFF_SECONDS: i64 = 11_644_473_600;
+        self.first("accountExpires")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .is_some_and(|v| v != 0 && v != i64::MAX && v / 10_000_000 - EPOCH_DIFF_SECONDS <= now)
     }
 }
 
@@ -323,12 +346,8 @@ impl Directory {
             32 => return Ok(Lookup::None), // noSuchObject: the base (or the entry) is not there
             rc => return Err(DirectoryError::Search(format!("result code {rc}: {}", result.1.text))),
         }
-        let mut entries: Vec<Entry> = result
-            .0
-            .into_iter()
-            .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .map(|e| Entry::from_search(SearchEntry::construct(e)))
-            .collect();
+        let mut entries: Vec<Entry> =
+            result.0.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).filter_map(construct).collect();
         Ok(match entries.len() {
             0 => Lookup::None,
             1 => Lookup::One(entries.remove(0)),
@@ -366,12 +385,7 @@ impl Directory {
             rc => return Err(DirectoryError::Search(format!("result code {rc}: {}", result.1.text))),
         }
         self.mark_up(s);
-        Ok(result
-            .0
-            .into_iter()
-            .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .map(|e| Entry::from_search(SearchEntry::construct(e)))
-            .collect())
+        Ok(result.0.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).filter_map(construct).collect())
     }
 
     /// Whether the entry `dn` matches `filter` (a base-scope search as the service account).
@@ -480,7 +494,7 @@ impl Directory {
         if r.1.rc != 0 && r.1.rc != 4 {
             return Err(DirectoryError::Search(format!("result code {} under {}: {}", r.1.rc, s.base_dn, r.1.text)));
         }
-        let first = r.0.into_iter().find(|e| !e.is_ref()).map(|e| SearchEntry::construct(e).dn);
+        let first = r.0.into_iter().filter(|e| !e.is_ref()).find_map(construct).map(|e| e.dn);
         let _ = ldap.unbind().await;
         Ok(serde_json::json!({
             "ok": true,

@@ -67,6 +67,10 @@ pub enum ServerConfigError {
     AttributeName(String),
     #[error("attribute map: {0}")]
     Map(String),
+    #[error("the URL, TLS setting, CA or bind DN changed: give the service account's password again (--bind-password-stdin)")]
+    PasswordAgain,
+    #[error("{0} needs a service account (--bind-dn): a direct bind cannot search")]
+    NeedsServiceAccount(&'static str),
     #[error("there is no LDAP server `{0}` in this tenant")]
     NotFound(String),
     #[error("the service account password cannot be opened with this master key")]
@@ -159,7 +163,58 @@ pub fn check_attribute_name(a: &str) -> Result<(), ServerConfigError> {
     }
 }
 
+/// Claim names a custom field may not take: registered JWT and OpenID Connect claims.
+const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "azp",
+    "nonce",
+    "auth_time",
+    "amr",
+    "acr",
+    "at_hash",
+    "c_hash",
+    "sid",
+    "scope",
+    "client_id",
+    "cnf",
+    "act",
+    "may_act",
+    "name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "nickname",
+    "profile",
+    "picture",
+    "website",
+    "email_verified",
+    "gender",
+    "birthdate",
+    "zoneinfo",
+    "locale",
+    "phone_number",
+    "phone_number_verified",
+    "address",
+    "updated_at",
+    "preferred_username",
+    "openid",
+    "offline_access",
+    "events",
+    "gid",
+    "crid",
+    "typ",
+];
+
 fn check_field_name(f: &str) -> Result<(), ServerConfigError> {
+    if RESERVED_CLAIMS.contains(&f) {
+        return Err(ServerConfigError::Map(format!("field `{f}` is a registered claim name; choose another")));
+    }
     let ok = !f.is_empty()
         && f.len() <= 40
         && f.starts_with(|c: char| c.is_ascii_lowercase())
@@ -298,6 +353,7 @@ impl LdapServer {
     pub fn requested_attributes(&self) -> Vec<String> {
         let mut a: Vec<String> = self.attribute_map.keys().cloned().collect();
         a.push("userAccountControl".into());
+        a.push("accountExpires".into());
         a.extend(self.card_attributes());
         a.sort();
         a.dedup();
@@ -393,6 +449,12 @@ fn validate(s: &LdapServer, has_password: bool) -> Result<(), ServerConfigError>
             Some(t) if t.contains("{username}") && t.contains('=') => {}
             _ => return Err(ServerConfigError::NoBindMethod),
         }
+    }
+    if s.bind_dn.is_none() && s.disabled_filter.is_some() {
+        return Err(ServerConfigError::NeedsServiceAccount("a disabled-user filter"));
+    }
+    if s.bind_dn.is_none() && s.card_attribute.is_some() {
+        return Err(ServerConfigError::NeedsServiceAccount("card look-up"));
     }
     check_filter("user", &s.user_filter, true)?;
     if let Some(f) = &s.disabled_filter {
@@ -515,6 +577,7 @@ pub async fn update(
     c: ServerChange,
 ) -> Result<LdapServer, AddError> {
     let mut s = current;
+    let before = (s.url.clone(), s.starttls, s.ca_pem.clone(), s.bind_dn.clone());
     if let Some(u) = c.url {
         s.url = LdapUrl::parse(&u)?;
     }
@@ -564,6 +627,14 @@ pub async fn update(
         use secrecy::ExposeSecret;
         !p.expose_secret().is_empty()
     });
+    // The stored password goes only where it was given for: a new address, TLS setting, CA
+    // or bind DN needs it typed again (else an admin could send it to a server of theirs).
+    if before != (s.url.clone(), s.starttls, s.ca_pem.clone(), s.bind_dn.clone()) && new_password.is_none() {
+        s.bind_password_sealed = None;
+        if s.bind_dn.is_some() {
+            return Err(ServerConfigError::PasswordAgain.into());
+        }
+    }
     validate(&s, new_password.is_some() || s.bind_password_sealed.is_some())?;
     if let Some(p) = new_password {
         s.bind_password_sealed = Some(sealer.seal(&s.tenant_id, &s.id, &p));

@@ -48,6 +48,8 @@ pub enum LdapRefusal {
     NoEmail(String),
     #[error("the directory's e-mail address cannot be used in this organisation")]
     AddressUnavailable,
+    #[error("a Lanyard account with the directory entry's e-mail address exists and is not linked to this entry")]
+    NotLinked,
     #[error("no directory server answered: {0}")]
     Unavailable(DirectoryError),
     #[error("this organisation has no LDAP server")]
@@ -72,6 +74,7 @@ impl LdapRefusal {
             LdapRefusal::DirectoryDisabled => "directory_disabled",
             LdapRefusal::NoEmail(_) => "no_email",
             LdapRefusal::AddressUnavailable => "address_unavailable",
+            LdapRefusal::NotLinked => "not_linked",
             LdapRefusal::Unavailable(_) => "directory_unavailable",
             LdapRefusal::NotConfigured => "not_configured",
             LdapRefusal::Store(_) | LdapRefusal::User(_) => "server_error",
@@ -240,6 +243,8 @@ async fn record_failure(
 
 /// Writes the entry's mapped attributes to the user (created when new) and the link to the
 /// entry, resetting the failure count — one transaction.
+/// `password_proved`: the person's own bind succeeded, which resets the route's failure
+/// count; a card sign-in proves no password and leaves the count as it is.
 async fn provision(
     store: &Store,
     now: UnixTime,
@@ -247,14 +252,18 @@ async fn provision(
     s: &LdapServer,
     entry: &Entry,
     existing: Option<User>,
+    password_proved: bool,
 ) -> Result<User, LdapRefusal> {
-    match provision_once(store, now, tenant, s, entry, existing).await {
-        // Two first sign-ins of one new person at once: the other created the user; this
-        // one updates it.
-        Err(LdapRefusal::AddressUnavailable) => match existing_user(store, tenant, s, entry).await? {
-            Some(u) => provision_once(store, now, tenant, s, entry, Some(u)).await,
-            None => Err(LdapRefusal::AddressUnavailable),
-        },
+    let first = existing.is_none();
+    match provision_once(store, now, tenant, s, entry, existing, password_proved).await {
+        // Two first sign-ins of one new person at once: the other created the user and the
+        // link (or its write transaction won); this one updates them.
+        Err(LdapRefusal::AddressUnavailable | LdapRefusal::Store(_)) if first => {
+            match linked_user(store, tenant, &entry.dn).await? {
+                Some(u) => provision_once(store, now, tenant, s, entry, Some(u), password_proved).await,
+                None => Err(LdapRefusal::AddressUnavailable),
+            }
+        }
         other => other,
     }
 }
@@ -266,6 +275,7 @@ async fn provision_once(
     s: &LdapServer,
     entry: &Entry,
     existing: Option<User>,
+    password_proved: bool,
 ) -> Result<User, LdapRefusal> {
     let attrs = mapped_attributes(s, entry);
     let email_attr = email_attribute(s);
@@ -280,7 +290,8 @@ async fn provision_once(
                 .bind(&u.id)
                 .fetch_optional(store.pool())
                 .await?;
-        if u.display_name == display && current.is_some_and(|(dn, a, f)| dn == entry.dn && a == json && f == 0) {
+        let settled = |f: i64| f == 0 || !password_proved;
+        if u.display_name == display && current.is_some_and(|(dn, a, f)| dn == entry.dn && a == json && settled(f)) {
             return Ok(u.clone());
         }
     }
@@ -304,42 +315,60 @@ async fn provision_once(
             }
         }
     };
-    sqlx::query(
+    let sql = if password_proved {
         "INSERT INTO ldap_accounts (user_id, tenant_id, dn, attributes, failed_count, locked_until, synced_at) \
          VALUES ($1, $2, $3, $4, 0, NULL, $5) \
-         ON CONFLICT (user_id) DO UPDATE SET dn = $3, attributes = $4, failed_count = 0, locked_until = NULL, synced_at = $5",
-    )
-    .bind(&user.id)
-    .bind(&tenant.id)
-    .bind(&entry.dn)
-    .bind(json)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+         ON CONFLICT (user_id) DO UPDATE SET dn = $3, attributes = $4, failed_count = 0, locked_until = NULL, synced_at = $5"
+    } else {
+        "INSERT INTO ldap_accounts (user_id, tenant_id, dn, attributes, failed_count, locked_until, synced_at) \
+         VALUES ($1, $2, $3, $4, 0, NULL, $5) \
+         ON CONFLICT (user_id) DO UPDATE SET dn = $3, attributes = $4, synced_at = $5"
+    };
+    sqlx::query(sql).bind(&user.id).bind(&tenant.id).bind(&entry.dn).bind(json).bind(now).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(user)
 }
 
-/// The tenant's Lanyard user for this directory entry (by its e-mail address), if any.
-async fn existing_user(
-    store: &Store,
-    tenant: &Tenant,
-    s: &LdapServer,
-    entry: &Entry,
-) -> Result<Option<User>, LdapRefusal> {
-    let Some(email) = entry.first(&email_attribute(s)).and_then(|e| Email::parse(e).ok()) else { return Ok(None) };
-    match user::find_by_email(store, &email).await.map_err(LdapRefusal::User)? {
-        Some(u) if u.tenant_id == tenant.id => Ok(Some(u)),
-        // Users are unique across tenants: another tenant's user is not this one's.
-        Some(_) => Err(LdapRefusal::AddressUnavailable),
+/// The tenant's Lanyard user linked to the directory entry `dn` (its first sign-in made
+/// the link), if any. DNs compare case-insensitively.
+pub(crate) async fn linked_user(store: &Store, tenant: &Tenant, dn: &str) -> Result<Option<User>, LdapRefusal> {
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT user_id FROM ldap_accounts WHERE tenant_id = $1 AND LOWER(dn) = LOWER($2)")
+            .bind(&tenant.id)
+            .bind(dn)
+            .fetch_optional(store.pool())
+            .await?;
+    match id {
+        Some(id) => {
+            Ok(user::find_by_id(store, &id).await.map_err(LdapRefusal::User)?.filter(|u| u.tenant_id == tenant.id))
+        }
         None => Ok(None),
     }
 }
 
-/// Whether the directory marks `entry` disabled: AD's bit 2 of `userAccountControl`, or
-/// the server's disabled-user filter.
-pub(crate) async fn is_disabled(dir: &Directory, s: &LdapServer, entry: &Entry) -> Result<bool, DirectoryError> {
-    if entry.ad_disabled() {
+/// Before a first sign-in creates a user for `entry`: its e-mail address must not belong
+/// to an existing account. A directory entry never takes over a Lanyard account it is not
+/// linked to (a password user, an admin, a re-used address, another entry's user) — an
+/// admin removes or renames that account first.
+async fn check_unclaimed(store: &Store, tenant: &Tenant, s: &LdapServer, entry: &Entry) -> Result<(), LdapRefusal> {
+    let Some(email) = entry.first(&email_attribute(s)).and_then(|e| Email::parse(e).ok()) else { return Ok(()) };
+    match user::find_by_email(store, &email).await.map_err(LdapRefusal::User)? {
+        Some(u) if u.tenant_id == tenant.id => Err(LdapRefusal::NotLinked),
+        // Users are unique across tenants: another tenant's user is not this one's.
+        Some(_) => Err(LdapRefusal::AddressUnavailable),
+        None => Ok(()),
+    }
+}
+
+/// Whether the directory marks `entry` disabled: AD's bit 2 of `userAccountControl`, an
+/// `accountExpires` in the past, or the server's disabled-user filter.
+pub(crate) async fn is_disabled(
+    dir: &Directory,
+    s: &LdapServer,
+    entry: &Entry,
+    now: UnixTime,
+) -> Result<bool, DirectoryError> {
+    if entry.ad_disabled() || entry.ad_expired(now) {
         return Ok(true);
     }
     match &s.disabled_filter {
@@ -348,7 +377,8 @@ pub(crate) async fn is_disabled(dir: &Directory, s: &LdapServer, entry: &Entry) 
     }
 }
 
-/// The tenant's user for `entry`, created or updated from its mapped attributes.
+/// The tenant's user for `entry` (a card's holder), created or updated from its mapped
+/// attributes; the password route's failure count is left alone.
 pub(crate) async fn provision_entry(
     store: &Store,
     now: UnixTime,
@@ -356,8 +386,11 @@ pub(crate) async fn provision_entry(
     s: &LdapServer,
     entry: &Entry,
 ) -> Result<User, LdapRefusal> {
-    let existing = existing_user(store, tenant, s, entry).await?;
-    provision(store, now, tenant, s, entry, existing).await
+    let existing = linked_user(store, tenant, &entry.dn).await?;
+    if existing.is_none() {
+        check_unclaimed(store, tenant, s, entry).await?;
+    }
+    provision(store, now, tenant, s, entry, existing, false).await
 }
 
 /// What one server said about the person.
@@ -392,10 +425,9 @@ async fn on_server(
             (names::bind_dn(template, &typed.username), None)
         }
     };
-    let known = match &entry {
-        Some(e) => existing_user(store, tenant, s, e).await?,
-        None => None,
-    };
+    // The account this entry signed in to before (found by the DN in either mode, so a
+    // direct bind's wrong passwords count too).
+    let known = linked_user(store, tenant, &dn).await?;
     if let Some(u) = &known {
         if locked_until(store, &u.id).await?.is_some_and(|t| t > now) {
             return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
@@ -414,23 +446,19 @@ async fn on_server(
         return Ok(Verdict::Done(Err(LdapRefusal::BadPassword { now_locked })));
     }
     let Some(entry) = entry.or(read) else { return Ok(Verdict::Done(Err(LdapRefusal::UnknownUser))) };
-    let known = match known {
-        Some(u) => Some(u),
-        None => existing_user(store, tenant, s, &entry).await?,
-    };
-    if let Some(u) = &known {
-        if locked_until(store, &u.id).await?.is_some_and(|t| t > now) {
-            return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
-        }
-    }
-    let disabled = match is_disabled(dir, s, &entry).await {
+    let disabled = match is_disabled(dir, s, &entry, now).await {
         Ok(d) => d,
         Err(e) => return Ok(Verdict::Unreachable(e)),
     };
     if disabled {
         return Ok(Verdict::Done(Err(LdapRefusal::DirectoryDisabled)));
     }
-    let user = provision(store, now, tenant, s, &entry, known).await;
+    if known.is_none() {
+        if let Err(r) = check_unclaimed(store, tenant, s, &entry).await {
+            return Ok(Verdict::Done(Err(r)));
+        }
+    }
+    let user = provision(store, now, tenant, s, &entry, known, true).await;
     Ok(Verdict::Done(user.map(|user| Authenticated { user, dn: entry.dn.clone(), server_id: s.id.clone() })))
 }
 
@@ -475,7 +503,12 @@ pub async fn sign_in(
             }
             Verdict::Unreachable(e) => {
                 tracing::warn!(server = %s.url.as_str(), error = %e, "LDAP server unavailable; trying the next");
-                dir.mark_down(s).await;
+                // One person's odd answer (a delayed or refused bind) does not take the
+                // server out for everyone: only an unreachable one, or a broken service
+                // account, is skipped for a while.
+                if e.is_transport() || matches!(e, DirectoryError::ServiceBind(_) | DirectoryError::Unseal) {
+                    dir.mark_down(s).await;
+                }
                 last = Some(e);
             }
         }

@@ -158,15 +158,29 @@ async fn unknown_cards_are_onboarded_and_known_cards_sign_in_in_every_form(kind:
         .await
         .unwrap();
     assert_eq!(r["error"], "unauthorized_client", "{r}");
-    // The kiosk page: a browser signs in with the card.
+    // The kiosk page is off by default, and on only with PINs.
     let b = d.app.browser();
+    assert_eq!(b.get("/t/acme/card/login").await.status(), 404);
+    let kiosk = PolicyChange { kiosk_page: Some(true), ..Default::default() };
+    assert!(d.app.admin().set_card_policy("acme", kiosk.clone()).await.is_err(), "no kiosk page without PINs");
+    let kiosk = PolicyChange { kiosk_page: Some(true), pin_required: Some(true), ..Default::default() };
+    d.app.admin().set_card_policy("acme", kiosk).await.unwrap();
+    d.app.admin().set_card_pin(ALICE.mail, "acme", &SecretString::from("8642".to_string())).await.unwrap();
     let csrf = b.csrf("/t/acme/card/login").await;
-    let r = b.post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", "04A2B3C4D5E6F7")]).await;
+    let r = b.post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", "04A2B3C4D5E6F7"), ("pin", "0000")]).await;
+    assert_eq!(r.status(), 401);
+    let csrf = b.csrf("/t/acme/card/login").await;
+    let r = b.post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", "04A2B3C4D5E6F7"), ("pin", "8642")]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/t/acme/account");
     let csrf = b.csrf("/t/acme/card/login").await;
-    let r = b.post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", "FFFF0000")]).await;
+    let r = b.post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", "FFFF0000"), ("pin", "8642")]).await;
     assert_eq!(r.status(), 401);
+    // The ID token says a PIN was checked only when one was.
+    let (status, body) = d.swipe("04A2B3C4D5E6F7", Some("8642")).await;
+    assert_eq!(status, 200, "{body}");
+    let id = crate::oauth::claims(body["id_token"].as_str().unwrap());
+    assert_eq!(id["amr"], serde_json::json!(["card", "pin"]));
 }
 
 async fn owner_deleted_or_disabled_is_refused_at_the_next_use(kind: StoreKind) {
@@ -209,9 +223,20 @@ async fn pin_is_required_and_locks(kind: StoreKind) {
     let (status, body) = d.swipe(ALICE.badge_number, None).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{body}");
     assert_eq!(d.last_signin().await.1.as_deref(), Some("pin_missing"));
-    // No PIN set yet.
+    // A card whose holder was never imported has no PIN: refused, and nobody is imported.
     assert_eq!(d.swipe(ALICE.badge_number, Some("4711")).await.0, 400);
     assert_eq!(d.last_signin().await.1.as_deref(), Some("pin_not_set"));
+    let email = lanyard::user::Email::parse(ALICE.mail).unwrap();
+    assert!(lanyard::user::find_by_email(&d.app.state.store, &email).await.unwrap().is_none());
+    // The admin imports her (here: her first directory sign-in) and sets the PIN.
+    let n = PolicyChange { pin_required: Some(false), ..Default::default() };
+    d.app.admin().set_card_policy("acme", n).await.unwrap();
+    assert_eq!(d.swipe(ALICE.badge_number, None).await.0, 200);
+    d.app
+        .admin()
+        .set_card_policy("acme", PolicyChange { pin_required: Some(true), ..Default::default() })
+        .await
+        .unwrap();
     d.app.admin().set_card_pin(ALICE.mail, "acme", &SecretString::from("4711".to_string())).await.unwrap();
     assert!(d.app.admin().set_card_pin(ALICE.mail, "acme", &SecretString::from("1".to_string())).await.is_err());
     assert_eq!(d.swipe(ALICE.badge_number, Some("4711")).await.0, 200);

@@ -26,6 +26,7 @@ both_stores!(
     admin_api_never_shows_the_service_password,
     direct_bind_without_a_service_account,
     directory_attributes_become_claims_the_client_is_allowed,
+    an_entry_never_takes_over_an_unlinked_account,
 );
 
 /// The OpenLDAP form of the user filter: uid, mail, and the AD attributes the fixture
@@ -475,4 +476,32 @@ async fn directory_attributes_become_claims_the_client_is_allowed(kind: StoreKin
         }
         assert_eq!(c["email"], ALICE.mail);
     }
+}
+
+async fn an_entry_never_takes_over_an_unlinked_account(kind: StoreKind) {
+    let dir = Slapd::start();
+    let app = setup(kind, vec![server(&dir.ldap_url())]).await;
+    // bob@acme.test exists as a password user (say, an admin made him before the
+    // directory was connected): the directory entry with that address does not become him.
+    app.user("acme", BOB.mail).await;
+    let r = sign_in(&app.browser(), "bob", BOB.password).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(last_signin(&app).await.1.as_deref(), Some("not_linked"));
+    // Alice's link is her entry's DN: another entry that claims her address later is not her.
+    assert_eq!(sign_in(&app.browser(), "alice", ALICE.password).await.status(), 303);
+    dir.modify(&format!("dn: {}\nchangetype: modify\nreplace: mail\nmail: {}\n", DAN.dn, ALICE.mail));
+    let r = sign_in(&app.browser(), DAN.uid, DAN.password).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(last_signin(&app).await.1.as_deref(), Some("not_linked"));
+    // Changing where the service password goes needs the password again.
+    let id = app.admin().list_ldap_servers("acme").await.unwrap()[0]["id"].as_str().unwrap().to_string();
+    let change = lanyard::ldap::server::ServerChange { url: Some("ldap://127.0.0.1:1".into()), ..Default::default() };
+    let err = app.admin().update_ldap_server(&app.state.directory, "acme", &id, change).await.unwrap_err();
+    assert!(err.to_string().contains("give the service account's password again"), "{err}");
+    // A custom field cannot take a registered claim name.
+    let mut m = map();
+    m.insert("employeeNumber".into(), "sub".into());
+    let change = lanyard::ldap::server::ServerChange { attribute_map: Some(m), ..Default::default() };
+    let err = app.admin().update_ldap_server(&app.state.directory, "acme", &id, change).await.unwrap_err();
+    assert!(err.to_string().contains("registered claim name"), "{err}");
 }

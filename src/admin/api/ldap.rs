@@ -169,6 +169,7 @@ pub async fn card_policy(req: HttpRequest, state: web::Data<AppState>, path: web
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CardPolicyBody {
+    kiosk_page: Option<bool>,
     onboarding: Option<bool>,
     pin_required: Option<bool>,
     reader_format: Option<String>,
@@ -187,6 +188,7 @@ pub async fn set_card_policy(
     let b = body.into_inner();
     let r = async {
         let change = PolicyChange {
+            kiosk_page: b.kiosk_page,
             onboarding: b.onboarding,
             pin_required: b.pin_required,
             reader_format: b.reader_format.as_deref().map(CardFormat::parse).transpose()?,
