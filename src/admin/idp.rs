@@ -82,7 +82,7 @@ impl AdminContext<'_> {
         };
         // parse() checked UTF-8.
         let text = String::from_utf8_lossy(xml);
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let result = match idp::store_metadata(&mut tx, self.now, &tenant.id, &name, &text, &meta).await {
             Ok(r) => r,
             Err(e) => {
@@ -142,7 +142,7 @@ impl AdminContext<'_> {
         change: SettingsChange,
     ) -> Result<serde_json::Value, AdminError> {
         let current = self.saml_idp_of(tenant_slug, name).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         idp::update_settings(&mut tx, self.now, &current, change).await?;
         let after = idp::find_in(&mut tx, &current.tenant_id, &current.name).await?;
         self.audit_in(
@@ -172,7 +172,7 @@ impl AdminContext<'_> {
             Ok(bytes) => IdpMetadata::parse(&bytes, self.now).map(|m| (bytes, m)).map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         match read {
             Ok((bytes, meta)) => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -212,7 +212,7 @@ impl AdminContext<'_> {
     }
 
     async fn refresh_failed(&self, current: &SamlIdp, why: String) -> Result<serde_json::Value, AdminError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         idp::record_refresh(&mut tx, self.now, &current.id, Some(&why)).await?;
         tx.commit().await?;
         self.audit_failure(&current.tenant_id, current.name.as_str(), "admin.saml_idp.refresh", &why).await;
@@ -233,7 +233,7 @@ impl AdminContext<'_> {
 
     pub async fn remove_saml_idp(&self, tenant_slug: &str, name: &str) -> Result<(), AdminError> {
         let current = self.saml_idp_of(tenant_slug, name).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         idp::remove(&mut tx, &current).await?;
         self.audit_in(
             &mut tx,

@@ -31,7 +31,7 @@ impl AdminContext<'_> {
         n: NewServer,
     ) -> Result<serde_json::Value, AdminError> {
         let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let s = server::insert(&mut tx, dir.sealer(), self.now, &tenant.id, n).await?;
         self.audit_in(&mut tx, &tenant.id, s.url.as_str(), "admin.ldap.add", Some(s.view())).await?;
         tx.commit().await?;
@@ -55,7 +55,7 @@ impl AdminContext<'_> {
         change: ServerChange,
     ) -> Result<serde_json::Value, AdminError> {
         let current = self.ldap_server_of(tenant_slug, server).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let password_changed = change.bind_password.is_some();
         let s = server::update(&mut tx, dir.sealer(), self.now, current, change).await?;
         let mut detail = s.view();
@@ -67,7 +67,7 @@ impl AdminContext<'_> {
 
     pub async fn remove_ldap_server(&self, tenant_slug: &str, server: &str) -> Result<(), AdminError> {
         let current = self.ldap_server_of(tenant_slug, server).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         server::remove(&mut tx, &current.tenant_id, &current.id).await?;
         self.audit_in(
             &mut tx,
@@ -123,7 +123,7 @@ impl AdminContext<'_> {
     ) -> Result<crate::ldap::cards::CardPolicy, AdminError> {
         let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         let current = crate::ldap::cards::policy(self.store, &tenant.id).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let p = crate::ldap::cards::set_policy(&mut tx, self.now, &tenant.id, current, change).await?;
         let detail = serde_json::to_value(&p).unwrap_or_default();
         self.audit_in(&mut tx, &tenant.id, tenant.slug.as_str(), "admin.card.policy", Some(detail)).await?;

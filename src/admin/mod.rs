@@ -180,7 +180,7 @@ impl AdminContext<'_> {
             Some(pw) => Some(password::prepare(self.hasher, &tenant, &email, pw).await?),
             None => None,
         };
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let u = user::insert(&mut tx, self.now, &tenant.id, &email, None, is_admin, email_verified).await?;
         if let Some(phc) = &phc {
             password::insert_credential(&mut tx, self.now, &u.id, phc, must_change_password).await?;
@@ -231,7 +231,7 @@ impl AdminContext<'_> {
     ) -> Result<User, AdminError> {
         let mut u = self.user_by_email(email, tenant_slug).await?;
         let event = if disabled { "admin.user.disable" } else { "admin.user.enable" };
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         user::set_disabled(&mut tx, self.now, &u.id, disabled).await?;
         self.audit_in(&mut tx, &u.tenant_id, u.email.as_str(), event, None).await?;
         tx.commit().await?;
@@ -247,7 +247,7 @@ impl AdminContext<'_> {
         verified: bool,
     ) -> Result<User, AdminError> {
         let mut u = self.user_by_email(email, tenant_slug).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         user::set_email_verified(&mut tx, self.now, &u.id, verified).await?;
         self.audit_in(
             &mut tx,
@@ -276,7 +276,7 @@ impl AdminContext<'_> {
             .await?
             .ok_or_else(|| AdminError::Invalid("user's tenant is missing".into()))?;
         let phc = password::prepare(self.hasher, &tenant, &u.email, pw).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         password::replace_in(&mut tx, self.now, &u.id, &phc, must_change, password::PasswordChange::ResetByAdmin, None)
             .await?;
         self.audit_in(
@@ -294,7 +294,7 @@ impl AdminContext<'_> {
     /// Deletes a user with their credentials and sessions (the audit trail stays).
     pub async fn delete_user(&self, email: &str, tenant_slug: Option<&str>) -> Result<User, AdminError> {
         let u = self.user_by_email(email, tenant_slug).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin_write().await?;
         user::delete(&mut tx, &u.id).await?;
         self.audit_in(&mut tx, &u.tenant_id, u.email.as_str(), "admin.user.delete", None).await?;
         tx.commit().await?;

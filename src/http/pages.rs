@@ -675,7 +675,7 @@ pub async fn change_password_submit(
         Err(password::CredentialError::Hash(password::hasher::HashError::Busy)) => return Ok(busy_page()),
         Err(e) => return Err(PageError::internal(e)),
     };
-    let mut tx = state.store.pool().begin().await?;
+    let mut tx = state.store.begin_write().await?;
     password::replace_in(&mut tx, now, &user.id, &phc, false, password::PasswordChange::ChangedByUser, Some(&token))
         .await?;
     session::clear_one_time_password_proof(&mut tx, &token).await?;

@@ -371,7 +371,7 @@ impl KeyRing {
         alg: Alg,
         expected_active: &str,
     ) -> Result<Option<String>, KeyStoreError> {
-        let mut tx = store.pool().begin().await?;
+        let mut tx = store.begin_write().await?;
         let retired = sqlx::query(
             "UPDATE signing_keys SET state = 'retired', retired_at = $1, remove_after = $2 \
              WHERE kid = $3 AND tenant_id = $4 AND state = 'active'",

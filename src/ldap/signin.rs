@@ -254,17 +254,24 @@ async fn provision(
     existing: Option<User>,
     password_proved: bool,
 ) -> Result<User, LdapRefusal> {
-    let first = existing.is_none();
-    match provision_once(store, now, tenant, s, entry, existing, password_proved).await {
-        // Two first sign-ins of one new person at once: the other created the user and the
-        // link (or its write transaction won); this one updates them.
-        Err(LdapRefusal::AddressUnavailable | LdapRefusal::Store(_)) if first => {
-            match linked_user(store, tenant, &entry.dn).await? {
-                Some(u) => provision_once(store, now, tenant, s, entry, Some(u), password_proved).await,
-                None => Err(LdapRefusal::AddressUnavailable),
+    if existing.is_some() {
+        return provision_once(store, now, tenant, s, entry, existing, password_proved).await;
+    }
+    // A first sign-in. Two first sign-ins of one person at once race to create the user:
+    // the loser sees the address taken, or (SQLite) a write transaction that read first and
+    // lost its snapshot; it waits a moment and continues with what the winner created.
+    let mut attempt = 0;
+    loop {
+        let existing = if attempt == 0 { None } else { linked_user(store, tenant, &entry.dn).await? };
+        match provision_once(store, now, tenant, s, entry, existing, password_proved).await {
+            Err(LdapRefusal::AddressUnavailable | LdapRefusal::Store(_) | LdapRefusal::User(UserError::Store(_)))
+                if attempt < 3 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
             }
+            other => return other,
         }
-        other => other,
     }
 }
 
@@ -295,7 +302,7 @@ async fn provision_once(
             return Ok(u.clone());
         }
     }
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     let user = match existing {
         Some(mut u) => {
             if u.display_name != display {
@@ -350,13 +357,24 @@ pub(crate) async fn linked_user(store: &Store, tenant: &Tenant, dn: &str) -> Res
 /// to an existing account. A directory entry never takes over a Lanyard account it is not
 /// linked to (a password user, an admin, a re-used address, another entry's user) — an
 /// admin removes or renames that account first.
-async fn check_unclaimed(store: &Store, tenant: &Tenant, s: &LdapServer, entry: &Entry) -> Result<(), LdapRefusal> {
-    let Some(email) = entry.first(&email_attribute(s)).and_then(|e| Email::parse(e).ok()) else { return Ok(()) };
+///
+/// Returns the user when the address's account is linked to this very entry after all (a
+/// concurrent first sign-in of the same person created it meanwhile).
+async fn check_unclaimed(
+    store: &Store,
+    tenant: &Tenant,
+    s: &LdapServer,
+    entry: &Entry,
+) -> Result<Option<User>, LdapRefusal> {
+    let Some(email) = entry.first(&email_attribute(s)).and_then(|e| Email::parse(e).ok()) else { return Ok(None) };
     match user::find_by_email(store, &email).await.map_err(LdapRefusal::User)? {
-        Some(u) if u.tenant_id == tenant.id => Err(LdapRefusal::NotLinked),
+        Some(u) if u.tenant_id == tenant.id => match linked_user(store, tenant, &entry.dn).await? {
+            Some(linked) if linked.id == u.id => Ok(Some(linked)),
+            _ => Err(LdapRefusal::NotLinked),
+        },
         // Users are unique across tenants: another tenant's user is not this one's.
         Some(_) => Err(LdapRefusal::AddressUnavailable),
-        None => Ok(()),
+        None => Ok(None),
     }
 }
 
@@ -386,10 +404,10 @@ pub(crate) async fn provision_entry(
     s: &LdapServer,
     entry: &Entry,
 ) -> Result<User, LdapRefusal> {
-    let existing = linked_user(store, tenant, &entry.dn).await?;
-    if existing.is_none() {
-        check_unclaimed(store, tenant, s, entry).await?;
-    }
+    let existing = match linked_user(store, tenant, &entry.dn).await? {
+        Some(u) => Some(u),
+        None => check_unclaimed(store, tenant, s, entry).await?,
+    };
     provision(store, now, tenant, s, entry, existing, false).await
 }
 
@@ -453,11 +471,13 @@ async fn on_server(
     if disabled {
         return Ok(Verdict::Done(Err(LdapRefusal::DirectoryDisabled)));
     }
-    if known.is_none() {
-        if let Err(r) = check_unclaimed(store, tenant, s, &entry).await {
-            return Ok(Verdict::Done(Err(r)));
-        }
-    }
+    let known = match known {
+        Some(u) => Some(u),
+        None => match check_unclaimed(store, tenant, s, &entry).await {
+            Ok(u) => u,
+            Err(r) => return Ok(Verdict::Done(Err(r))),
+        },
+    };
     let user = provision(store, now, tenant, s, &entry, known, true).await;
     Ok(Verdict::Done(user.map(|user| Authenticated { user, dn: entry.dn.clone(), server_id: s.id.clone() })))
 }

@@ -100,7 +100,7 @@ pub async fn issue_code(
 ) -> Result<String, sqlx::Error> {
     let grant_id = new_id();
     let code = random_token(32);
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     sqlx::query(
         "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -310,7 +310,7 @@ pub async fn rotate_refresh(
     if token.len() > 200 {
         return Ok(RefreshRedemption::Unknown);
     }
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     let row = sqlx::query(
         "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND idle_expires_at > $1 \
          RETURNING grant_id",

@@ -89,7 +89,7 @@ pub async fn consume(
     pending: Option<&Pending>,
     a: &VerifiedAssertion,
 ) -> Result<Result<(), Rejection>, sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     if let Some(p) = pending {
         let gone =
             sqlx::query("DELETE FROM saml_requests WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3")

@@ -68,7 +68,7 @@ pub async fn resolve_user(
         Some(u) => u,
         None if !idp.settings.jit => return Err(UserRefusal::UnknownUser),
         None => {
-            let mut tx = store.pool().begin().await?;
+            let mut tx = store.begin_write().await?;
             // The IdP vouches for the address only within the tenant's own domains (the
             // operator gave the tenant those); elsewhere it stays unverified.
             let own_domain = tenant.domains.iter().any(|d| email.as_str().ends_with(&format!("@{}", d.as_str())));

@@ -251,7 +251,7 @@ impl SpKeyRing {
     ) -> Result<String, KeyStoreError> {
         self.ensure(store, now, tenant_id, subject).await?;
         for u in [KeyUse::Signing, KeyUse::Encryption] {
-            let mut tx = store.pool().begin().await?;
+            let mut tx = store.begin_write().await?;
             sqlx::query(
                 "UPDATE saml_sp_keys SET state = 'retired', retired_at = $1, remove_after = $2 \
                  WHERE tenant_id = $3 AND key_use = $4 AND state = 'active'",

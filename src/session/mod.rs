@@ -78,7 +78,7 @@ pub struct StartSession<'a> {
 
 pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
     let token = SessionToken(random_token(32));
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     if let Some(old) = s.replaces {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut *tx).await?;
     }

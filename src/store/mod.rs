@@ -146,6 +146,17 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that will write after reading. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`), so it waits in the busy handler for other writers instead
+    /// of failing with `SQLITE_BUSY` when its read snapshot cannot be upgraded; PostgreSQL's
+    /// row locks need nothing of the kind.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.kind {
+            StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            StoreKind::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn kind(&self) -> StoreKind {
         self.kind
     }

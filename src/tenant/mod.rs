@@ -180,7 +180,7 @@ async fn domains_of(store: &Store, tenant_id: &str) -> Result<Vec<String>, Tenan
 pub async fn create(store: &Store, now: UnixTime, new: NewTenant) -> Result<Tenant, TenantError> {
     let name = check_name(&new.name)?;
     let id = new_id();
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     let p = TenantPolicy::default();
     let res = sqlx::query(
         "INSERT INTO tenants (id, slug, name, signin_route, password_min_length, password_max_length, \
@@ -312,7 +312,7 @@ pub async fn update(
         audit_retention_days: change.audit_retention_days.unwrap_or(p.audit_retention_days),
     };
     policy.validate()?;
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     sqlx::query(
         "UPDATE tenants SET name = $1, signin_route = $2, password_min_length = $3, \
          password_max_length = $4, lockout_threshold = $5, lockout_seconds = $6, \

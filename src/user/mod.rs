@@ -265,7 +265,7 @@ pub async fn set_display_name(
     user_id: &str,
     name: Option<&str>,
 ) -> Result<(), UserError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     set_display_name_in(&mut tx, now, user_id, name).await?;
     tx.commit().await?;
     Ok(())

@@ -27,6 +27,7 @@ both_stores!(
     direct_bind_without_a_service_account,
     directory_attributes_become_claims_the_client_is_allowed,
     an_entry_never_takes_over_an_unlinked_account,
+    concurrent_first_sign_ins_of_one_person_all_succeed,
 );
 
 /// The OpenLDAP form of the user filter: uid, mail, and the AD attributes the fixture
@@ -504,4 +505,23 @@ async fn an_entry_never_takes_over_an_unlinked_account(kind: StoreKind) {
     let change = lanyard::ldap::server::ServerChange { attribute_map: Some(m), ..Default::default() };
     let err = app.admin().update_ldap_server(&app.state.directory, "acme", &id, change).await.unwrap_err();
     assert!(err.to_string().contains("registered claim name"), "{err}");
+}
+
+async fn concurrent_first_sign_ins_of_one_person_all_succeed(kind: StoreKind) {
+    let dir = Slapd::start();
+    let app = setup(kind, vec![server(&dir.ldap_url())]).await;
+    let mut forms = Vec::new();
+    for _ in 0..12 {
+        let b = app.browser();
+        let csrf = b.csrf("/t/acme/ldap/login").await;
+        forms.push((b, csrf));
+    }
+    let all = forms.iter().map(|(b, csrf)| async move {
+        b.post_form("/t/acme/ldap/login", &[("csrf", csrf.as_str()), ("username", "bob"), ("password", BOB.password)])
+            .await
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(all).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 303), "{statuses:?}");
+    let users = lanyard::user::list_in_tenant(&app.state.store, &app.tenant_by_slug("acme").await.id).await.unwrap();
+    assert_eq!(users.iter().filter(|u| u.email.as_str() == BOB.mail).count(), 1);
 }
