@@ -226,7 +226,11 @@ async fn housekeeping(state: web::Data<AppState>) {
             tracing::warn!(error = %e, "session purge failed");
         }
         admin::idp::refresh_due(&state.store, &state.hasher, now, state.config.saml_metadata_private_hosts).await;
-        ldap::cards::sync_due(&state.store, &state.directory, now).await;
+        // In its own task: a panic on a directory's answer must not end housekeeping.
+        let (store, directory) = (state.store.clone(), state.directory.clone());
+        if let Err(e) = tokio::spawn(async move { ldap::cards::sync_due(&store, &directory, now).await }).await {
+            tracing::error!(error = %e, "card list synchronisation stopped");
+        }
         if let Err(e) = saml::flow::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "SAML request and replay purge failed");
         }

@@ -213,13 +213,15 @@ pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<User>, UserErr
 }
 
 /// The user if they may still sign in or hold tokens: not disabled and not locked out
-/// (a password lock counts; users without a password credential cannot be locked).
+/// (a password lock and the directory route's lock both count).
 pub async fn find_active(store: &Store, now: UnixTime, id: &str) -> Result<Option<User>, UserError> {
     let row = sqlx::query(
         "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.email_verified, u.created_at \
          FROM users u \
          LEFT JOIN password_credentials p ON p.user_id = u.id \
-         WHERE u.id = $1 AND u.disabled = 0 AND (p.locked_until IS NULL OR p.locked_until <= $2)",
+         LEFT JOIN ldap_accounts l ON l.user_id = u.id \
+         WHERE u.id = $1 AND u.disabled = 0 AND (p.locked_until IS NULL OR p.locked_until <= $2) \
+           AND (l.locked_until IS NULL OR l.locked_until <= $2)",
     )
     .bind(id)
     .bind(now)

@@ -166,6 +166,8 @@ async fn wrong_password_disabled_entry_and_lockout(kind: StoreKind) {
     assert_eq!(last_signin(&app).await.1.as_deref(), Some("bad_password_now_locked"));
     let state = lanyard::ldap::signin::lock_state(&app.state.store, &bob.id).await.unwrap().unwrap();
     assert_eq!(state.locked_until, Some(t0 + 15 * 60));
+    // Locked: the user holds no tokens meanwhile (refresh and introspection use this).
+    assert!(lanyard::user::find_active(&app.state.store, app.now(), &bob.id).await.unwrap().is_none());
     // Locked: the right password gets the same answer, and the directory is not asked.
     let locked = sign_in(&app.browser(), "bob", BOB.password).await;
     assert_eq!(locked.status(), 401);
