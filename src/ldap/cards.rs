@@ -554,8 +554,12 @@ async fn remember(
     Ok(())
 }
 
-async fn forget(store: &Store, lookup: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM cards WHERE lookup = $1").bind(lookup).execute(store.pool()).await?;
+async fn forget(store: &Store, tenant_id: &str, lookup: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM cards WHERE lookup = $1 AND tenant_id = $2")
+        .bind(lookup)
+        .bind(tenant_id)
+        .execute(store.pool())
+        .await?;
     Ok(())
 }
 
@@ -587,7 +591,7 @@ pub async fn sign_in(
             // A known card must still belong to the same person.
             if let Some(k) = &known {
                 if linked.as_ref().map(|u| &u.id) != Some(&k.user_id) {
-                    forget(store, &lookup).await?;
+                    forget(store, &tenant.id, &lookup).await?;
                     return Err(CardError::OwnerGone);
                 }
             }
@@ -624,7 +628,7 @@ pub async fn sign_in(
         DirectoryAnswer::NoHolder => {
             if known.is_some() {
                 // Deleted from the directory, or the card taken away: it stops working now.
-                forget(store, &lookup).await?;
+                forget(store, &tenant.id, &lookup).await?;
                 return Err(CardError::OwnerGone);
             }
             Err(CardError::UnknownCard)
@@ -700,7 +704,7 @@ pub async fn sync(store: &Store, dir: &Directory, now: UnixTime, tenant: &Tenant
         // never kept unchecked.
         let value = keys.open(&tenant.id, &user_id, &sealed);
         let Some(canonical_card) = value.and_then(|v| canonical(&v, policy.directory_format).ok()) else {
-            forget(store, &lookup).await?;
+            forget(store, &tenant.id, &lookup).await?;
             dropped += 1;
             continue;
         };
@@ -717,14 +721,15 @@ pub async fn sync(store: &Store, dir: &Directory, now: UnixTime, tenant: &Tenant
             }
         };
         if still {
-            sqlx::query("UPDATE cards SET synced_at = $1 WHERE lookup = $2")
+            sqlx::query("UPDATE cards SET synced_at = $1 WHERE lookup = $2 AND tenant_id = $3")
                 .bind(now)
                 .bind(&lookup)
+                .bind(&tenant.id)
                 .execute(store.pool())
                 .await?;
             kept += 1;
         } else {
-            forget(store, &lookup).await?;
+            forget(store, &tenant.id, &lookup).await?;
             dropped += 1;
         }
     }
