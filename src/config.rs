@@ -56,11 +56,37 @@ pub struct RawConfig {
     pub hash_concurrency: Option<usize>,
     /// Password hashes allowed to wait or run at once; beyond it sign-in answers 503.
     pub hash_queue_limit: Option<usize>,
-    pub trusted_proxies: Option<Vec<String>>,
+    /// `127.0.0.1/32,10.0.0.0/8` (as operators write it in the environment) or a list.
+    pub trusted_proxies: Option<ProxyList>,
     pub housekeeping_interval_seconds: Option<u64>,
     pub key_rotation_days: Option<u64>,
     pub metrics_listen: Option<String>,
     pub saml_metadata_private_hosts: Option<bool>,
+}
+
+/// The trusted proxies as given: one comma-separated string (the environment's form) or
+/// a TOML list (whose items may themselves hold commas).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ProxyList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ProxyList {
+    fn items(&self) -> Vec<String> {
+        let all: Vec<&str> = match self {
+            ProxyList::One(s) => vec![s.as_str()],
+            ProxyList::Many(v) => v.iter().map(String::as_str).collect(),
+        };
+        all.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    }
+}
+
+impl From<Vec<String>> for ProxyList {
+    fn from(v: Vec<String>) -> ProxyList {
+        ProxyList::Many(v)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +275,7 @@ impl RawConfig {
             return Err(invalid("hash_queue_limit", "must be between 1 and 1000000"));
         }
         let mut trusted_proxies = Vec::new();
-        for p in self.trusted_proxies.unwrap_or_default() {
+        for p in self.trusted_proxies.as_ref().map(ProxyList::items).unwrap_or_default() {
             let net = p
                 .parse::<IpNet>()
                 .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
@@ -350,5 +376,28 @@ mod tests {
     fn bad_public_url_names_the_key() {
         let raw = RawConfig { public_url: Some("ftp://x".into()), ..Default::default() };
         assert!(raw.validate().unwrap_err().to_string().contains("`public_url`"));
+    }
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            Figment::new().merge(Toml::string(text)).extract().map_err(|e| ConfigError::Unreadable(e.to_string()))?;
+        raw.validate()
+    }
+
+    #[test]
+    fn trusted_proxies_take_the_comma_form_operators_write() {
+        // The environment gives one string: `LANYARD_TRUSTED_PROXIES=127.0.0.1/32,10.0.0.0/8`.
+        let c = from_toml("trusted_proxies = \"127.0.0.1/32, 10.0.0.0/8\"").unwrap();
+        assert_eq!(c.trusted_proxies, vec!["127.0.0.1/32".parse::<IpNet>().unwrap(), "10.0.0.0/8".parse().unwrap()]);
+        let c = from_toml("trusted_proxies = \"127.0.0.1/32\"").unwrap();
+        assert_eq!(c.trusted_proxies, vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]);
+        let c = from_toml("trusted_proxies = \"::1\"").unwrap();
+        assert_eq!(c.trusted_proxies, vec!["::1/128".parse::<IpNet>().unwrap()]);
+        let c = from_toml("trusted_proxies = [\"127.0.0.1/32\", \"fd00::/8\"]").unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let c = from_toml("trusted_proxies = \"\"").unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        let err = from_toml("trusted_proxies = \"127.0.0.1/32,nonsense\"").unwrap_err().to_string();
+        assert!(err.contains("`trusted_proxies`") && err.contains("`nonsense`"), "{err}");
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod ldap;
+pub mod netpolicy;
 pub mod oauth;
 pub mod password;
 pub mod saml;
@@ -21,6 +22,7 @@ pub mod session;
 pub mod store;
 pub mod tenant;
 pub mod user;
+pub mod webauthn;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -151,6 +153,9 @@ impl Application {
             saml_keys: saml::sp_keys::SpKeyRing::new(&master),
             directory: std::sync::Arc::new(ldap::Directory::new(&master)),
             client_secrets: oauth::client::SecretHasher::new(&master),
+            webauthn: webauthn::RelyingParty::new(&config.public_url).map(std::sync::Arc::new),
+            attempts: Default::default(),
+            blocked: Default::default(),
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),
             metrics: http::observe::recorder(),
@@ -236,6 +241,15 @@ async fn housekeeping(state: web::Data<AppState>) {
         }
         if let Err(e) = oauth::grant::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "token purge failed");
+        }
+        if let Err(e) = session::pending::purge_expired(&state.store, now).await {
+            tracing::warn!(error = %e, "pending sign-in purge failed");
+        }
+        if let Err(e) = webauthn::purge_expired(&state.store, now).await {
+            tracing::warn!(error = %e, "WebAuthn ceremony purge failed");
+        }
+        if let Err(e) = netpolicy::throttle::purge(&state.store, now).await {
+            tracing::warn!(error = %e, "throttle counter purge failed");
         }
         let max_age = state.config.key_rotation_days as i64 * 86400;
         if let Err(e) = state.keys.rotate_due(&state.store, now, max_age).await {

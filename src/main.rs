@@ -90,6 +90,12 @@ enum AdminCommand {
     /// Employee cards: the tenant's card policy, people's cards and PINs.
     #[command(subcommand)]
     Card(CardCommand),
+    /// A tenant's IP allow-list (see `tenant update --ip-policy`).
+    #[command(subcommand)]
+    Iplist(IplistCommand),
+    /// People's WebAuthn credentials (passkeys, security keys): list and remove.
+    #[command(subcommand)]
+    Webauthn(WebauthnCommand),
     /// Print a tenant's audit events, newest first.
     Audit {
         #[arg(long)]
@@ -149,6 +155,19 @@ enum ClientCommand {
         refresh_idle_seconds: Option<i64>,
         #[arg(long)]
         refresh_absolute_seconds: Option<i64>,
+        /// Sign-ins into this client only from the tenant's IP allow-list, whatever the
+        /// tenant's IP policy.
+        #[arg(long)]
+        known_networks_only: bool,
+    },
+    /// Change a client's network rule: `--known-networks-only true|false`.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        known_networks_only: bool,
     },
     /// Delete a client; its tokens stop working at once.
     Delete {
@@ -446,6 +465,57 @@ enum TenantCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum IplistCommand {
+    /// Add an address or CIDR range to the tenant's allow-list; prints the entry.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// 81.2.69.0/24, 2a00:1450::/32 or a single address.
+        #[arg(long)]
+        cidr: String,
+        #[arg(long)]
+        label: String,
+        /// A private-network list entry (10.0.0.0/8 and the like are refused otherwise).
+        #[arg(long)]
+        private: bool,
+    },
+    /// The tenant's allow-list as JSON.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove an entry, named by its id or its network.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        entry: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebauthnCommand {
+    /// A person's passkeys and security keys as JSON.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Remove one of a person's credentials (--id) or all of them (--all).
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 #[derive(Args)]
 struct TenantUpdate {
     #[arg(long)]
@@ -475,6 +545,25 @@ struct TenantUpdate {
     session_absolute_hours: Option<i64>,
     #[arg(long)]
     audit_retention_days: Option<i64>,
+    /// What an address outside the tenant's IP allow-list gets: off, enforce (refused)
+    /// or mfa (WebAuthn required).
+    #[arg(long)]
+    ip_policy: Option<String>,
+    /// When a second factor (WebAuthn) is asked: off, always, or outside (the allow-list).
+    #[arg(long)]
+    second_factor: Option<String>,
+    /// A passkey may be the only factor: true or false.
+    #[arg(long, action = clap::ArgAction::Set)]
+    passwordless: Option<bool>,
+    /// Failed sign-ins a minute from one address before 429 (0 = no limit).
+    #[arg(long)]
+    throttle_address_failures: Option<i64>,
+    /// Failed sign-ins a minute for one account before 429 (0 = no limit).
+    #[arg(long)]
+    throttle_account_failures: Option<i64>,
+    /// Sign-in requests a minute from one address, per server process (0 = no limit).
+    #[arg(long)]
+    throttle_address_attempts: Option<i64>,
 }
 
 #[derive(Subcommand)]
@@ -884,6 +973,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
             refresh_idle_seconds,
             refresh_absolute_seconds,
             web_origins,
+            known_networks_only,
         }) => {
             use lanyard::oauth::client::{ClientKind, NewClient};
             let kind = ClientKind::parse(&kind)?;
@@ -916,6 +1006,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 id_token_alg,
                 secret,
                 web_origins,
+                known_networks_only,
             };
             let (c, secret) = ctx.create_client(&keys, &secrets, &tenant, new).await?;
             let mut v = serde_json::to_value(&c)?;
@@ -931,6 +1022,27 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
         AdminCommand::Resource(ResourceCommand::Delete { tenant, identifier }) => {
             ctx.delete_resource(&tenant, &identifier).await?;
             print_json(&serde_json::json!({"deleted": identifier}))
+        }
+        AdminCommand::Client(ClientCommand::Update { tenant, client_id, known_networks_only }) => {
+            ctx.set_client_known_networks_only(&tenant, &client_id, known_networks_only).await?;
+            print_json(&serde_json::json!({"client_id": client_id, "known_networks_only": known_networks_only}))
+        }
+        AdminCommand::Iplist(IplistCommand::Add { tenant, cidr, label, private }) => {
+            print_json(&ctx.add_ip_entry(&tenant, &cidr, &label, private).await?)
+        }
+        AdminCommand::Iplist(IplistCommand::List { tenant }) => print_json(&ctx.list_ip_entries(&tenant).await?),
+        AdminCommand::Iplist(IplistCommand::Remove { tenant, entry }) => {
+            print_json(&ctx.remove_ip_entry(&tenant, &entry).await?)
+        }
+        AdminCommand::Webauthn(WebauthnCommand::List { tenant, email }) => {
+            print_json(&ctx.list_webauthn_credentials(&tenant, &email).await?)
+        }
+        AdminCommand::Webauthn(WebauthnCommand::Remove { tenant, email, id, all }) => {
+            if id.is_none() && !all {
+                anyhow::bail!("name the credential (--id, from `admin webauthn list`) or give --all");
+            }
+            let n = ctx.remove_webauthn_credentials(&tenant, &email, id.as_deref()).await?;
+            print_json(&serde_json::json!({"removed": n}))
         }
         AdminCommand::Client(ClientCommand::Delete { tenant, client_id }) => {
             ctx.delete_client(&tenant, &client_id).await?;
@@ -960,6 +1072,17 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 session_idle_seconds: u.session_idle_minutes.map(|m| m.saturating_mul(60)),
                 session_absolute_seconds: u.session_absolute_hours.map(|h| h.saturating_mul(3600)),
                 audit_retention_days: u.audit_retention_days,
+                ip_policy: u.ip_policy.as_deref().map(lanyard::netpolicy::IpPolicy::parse).transpose().map_err(AdminError::Invalid)?,
+                second_factor: u
+                    .second_factor
+                    .as_deref()
+                    .map(lanyard::netpolicy::SecondFactor::parse)
+                    .transpose()
+                    .map_err(AdminError::Invalid)?,
+                passwordless: u.passwordless,
+                throttle_address_failures: u.throttle_address_failures,
+                throttle_account_failures: u.throttle_account_failures,
+                throttle_address_attempts: u.throttle_address_attempts,
             };
             print_json(&ctx.update_tenant(&u.slug, change).await?)
         }

@@ -57,7 +57,13 @@ impl AdminError {
             | AdminError::User(UserError::NotFound(_))
             | AdminError::Resource(ResourceError::NotFound(_))
             | AdminError::Idp(IdpError::NotFound(_))
-            | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_))
+            | AdminError::IpList(crate::netpolicy::lists::ListError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::IpList(crate::netpolicy::lists::ListError::Duplicate(_)) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::IpList(crate::netpolicy::lists::ListError::Store(_)) => {
+                tracing::error!(error = %self, "admin API internal error");
+                return problem(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "temporary failure; try again");
+            }
             AdminError::Metadata(MetadataError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_metadata"),
             AdminError::Metadata(_) => (StatusCode::BAD_REQUEST, "invalid_metadata"),
             AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "metadata_refresh_failed"),
@@ -249,6 +255,8 @@ pub struct ClientBody {
     refresh_absolute_seconds: Option<i64>,
     #[serde(default)]
     web_origins: Vec<String>,
+    #[serde(default)]
+    known_networks_only: bool,
 }
 
 pub async fn create_client(
@@ -281,6 +289,7 @@ pub async fn create_client(
             id_token_alg,
             secret: None,
             web_origins: b.web_origins,
+            known_networks_only: b.known_networks_only,
         };
         let (c, secret) = ctx(&state, &caller)
             .create_client(&state.keys, &state.client_secrets, caller.tenant.slug.as_str(), new)
@@ -478,6 +487,12 @@ pub struct TenantBody {
     session_idle_seconds: Option<i64>,
     session_absolute_seconds: Option<i64>,
     audit_retention_days: Option<i64>,
+    ip_policy: Option<String>,
+    second_factor: Option<String>,
+    passwordless: Option<bool>,
+    throttle_address_failures: Option<i64>,
+    throttle_account_failures: Option<i64>,
+    throttle_address_attempts: Option<i64>,
 }
 
 pub async fn update_tenant(
@@ -506,6 +521,17 @@ pub async fn update_tenant(
             session_idle_seconds: b.session_idle_seconds,
             session_absolute_seconds: b.session_absolute_seconds,
             audit_retention_days: b.audit_retention_days,
+            ip_policy: b.ip_policy.as_deref().map(crate::netpolicy::IpPolicy::parse).transpose().map_err(AdminError::Invalid)?,
+            second_factor: b
+                .second_factor
+                .as_deref()
+                .map(crate::netpolicy::SecondFactor::parse)
+                .transpose()
+                .map_err(AdminError::Invalid)?,
+            passwordless: b.passwordless,
+            throttle_address_failures: b.throttle_address_failures,
+            throttle_account_failures: b.throttle_account_failures,
+            throttle_address_attempts: b.throttle_address_attempts,
         };
         ctx(&state, &caller).update_tenant(caller.tenant.slug.as_str(), change).await
     }
@@ -588,9 +614,10 @@ pub async fn delete_resource(
 
 mod idp;
 mod ldap;
+mod network;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(ldap::routes(idp::routes(
+    cfg.service(network::routes(ldap::routes(idp::routes(
         web::scope("/t/{tenant}/admin/api")
             .app_data(json_config())
             .route("/tenant", web::get().to(get_tenant))
@@ -609,5 +636,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{email}", web::patch().to(update_user))
             .route("/users/{email}", web::delete().to(delete_user))
             .route("/audit", web::get().to(audit)),
-    )));
+    ))));
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod idp;
 pub mod ldap;
+pub mod network;
 
 use secrecy::SecretString;
 
@@ -44,6 +45,8 @@ pub enum AdminError {
     Ldap(#[from] crate::ldap::ServerConfigError),
     #[error("{0}")]
     Card(#[from] crate::ldap::cards::CardError),
+    #[error("{0}")]
+    IpList(#[from] crate::netpolicy::lists::ListError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use super::error::PageError;
 use super::form::FormFields;
-use super::pages::{check_csrf, html, origin_of, safe_return_to, see_other, tenant_from_path};
+use super::pages::{check_csrf, html, origin_of, safe_return_to, tenant_from_path};
 use super::{observe, AppState};
 use crate::audit::{Event, Origin, Outcome};
 use crate::ldap::cards::{self, CardError, CardSignIn};
@@ -51,7 +51,9 @@ async fn audit(
     }
 }
 
-/// The card check and the gate, audited. `route` is `card` (a device) or `card-page`.
+/// The card check, audited; for a device, the gate too (`gate`: the page passes the
+/// gate when it starts the session, where it can also ask for a second factor).
+#[allow(clippy::too_many_arguments)]
 async fn authenticate(
     state: &AppState,
     tenant: &Tenant,
@@ -59,15 +61,16 @@ async fn authenticate(
     card: &str,
     pin: Option<&SecretString>,
     detail: serde_json::Value,
+    gate: Option<crate::session::gate::Attempt<'_>>,
 ) -> Result<CardSignIn, CardError> {
     let now = state.now();
     let result = cards::sign_in(&state.store, &state.directory, &state.hasher, now, tenant, card, pin).await;
-    let result = match result {
-        Ok(s) => match crate::session::gate::check(&state.store, now, &s.user).await? {
+    let result = match (result, gate) {
+        (Ok(s), Some(a)) => match crate::session::gate::check(&state.store, now, tenant, &s.user, a).await? {
             Ok(()) => Ok(s),
-            Err(g) => Err(CardError::User(g.reason().to_string())),
+            Err(g) => Err(CardError::Gate(g)),
         },
-        Err(e) => Err(e),
+        (r, _) => r,
     };
     let mut detail = detail;
     match &result {
@@ -116,9 +119,19 @@ pub(super) async fn grant(
     let pin = form.optional("pin", MAX_PIN_FIELD).map_err(field)?.map(|p| SecretString::from(p.to_string()));
     let scope = form.optional("scope", 1000).map_err(field)?;
     let detail = serde_json::json!({"route": "card", "client_id": client.client_id});
+    let attempt = crate::session::gate::Attempt {
+        route: "card",
+        client_ip: svc.origin.client_ip.as_deref().and_then(|s| s.parse().ok()),
+        client: Some(client),
+        second_factor_done: false,
+        can_ask_second_factor: false,
+        return_to: None,
+    };
     let signed_in =
-        authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail).await.map_err(|e| match e {
+        authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail, Some(attempt)).await.map_err(|e| match e {
             CardError::Malformed | CardError::PinMissing => OAuthError::InvalidRequest(e.to_string()),
+            // RFC 6749 §5.2: the grant is refused; the policy says why.
+            CardError::Gate(g) if g.is_policy() => OAuthError::InvalidGrant(g.to_string()),
             CardError::Store(_) | CardError::Hash(_) => OAuthError::Server("temporary failure".into()),
             CardError::Unavailable(_) => OAuthError::Server("the directory cannot be reached; try again".into()),
             // Who exists and why they cannot sign in is not the device's business.
@@ -199,8 +212,12 @@ pub async fn login_submit(
         Ok(html(status, Some(&grant), body))
     };
     let origin = origin_of(&req, &state);
+    if let Some(t) = super::signin::throttle_signin(&req, &state, &tenant, None).await? {
+        observe::signin_outcome("card", "throttled");
+        return Ok(super::signin::too_many_page(t));
+    }
     let detail = serde_json::json!({"route": "card-page"});
-    let signed_in = match authenticate(&state, &tenant, &origin, card, pin.as_ref(), detail).await {
+    let signed_in = match authenticate(&state, &tenant, &origin, card, pin.as_ref(), detail, None).await {
         Ok(s) => s,
         Err(CardError::Malformed) => {
             return render(StatusCode::BAD_REQUEST, "Enter the card number as printed on the card.")
@@ -213,10 +230,15 @@ pub async fn login_submit(
             )
         }
         Err(CardError::Store(e)) => return Err(PageError::internal(e)),
-        Err(_) => return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now."),
+        Err(_) => {
+            super::signin::count_failure(&req, &state, &tenant, None).await;
+            return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now.");
+        }
     };
     let now = state.now();
-    // Through the gate like every route (network policy and throttling join it there).
+    // Through the gate like every route.
+    let target = return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+    let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
     let admitted = session::gate::admit(
         &state.store,
         now,
@@ -229,9 +251,26 @@ pub async fn login_submit(
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
         },
+        session::gate::Attempt {
+            route: "card",
+            client_ip: super::signin::client_addr(&req, &state),
+            client: app.as_ref(),
+            second_factor_done: false,
+            can_ask_second_factor: state.webauthn.is_some(),
+            return_to: Some(&target),
+        },
     )
     .await?;
-    let Ok(token) = admitted else { return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now.") };
-    let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
-    Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+    match admitted {
+        Ok(a) => Ok(super::signin::admitted(&state, &tenant, a, &target)),
+        Err(g) => {
+            let detail = serde_json::json!({"route": "card-page"});
+            let who = Some(signed_in.user.email.as_str());
+            audit(&state, now, &tenant, who, Outcome::Failure, Some(g.reason()), &origin, detail).await;
+            if g.is_policy() {
+                return Err(super::signin::policy_page(g));
+            }
+            render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now.")
+        }
+    }
 }

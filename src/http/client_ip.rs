@@ -9,7 +9,7 @@ use actix_web::HttpRequest;
 use ipnet::IpNet;
 
 fn trusted(ip: &IpAddr, proxies: &[IpNet]) -> bool {
-    proxies.iter().any(|n| n.contains(ip))
+    proxies.iter().any(|n| n.contains(ip) || n.contains(&canonical(*ip)))
 }
 
 /// Parses one `for=` value of RFC 7239 (`192.0.2.1`, `"[2001:db8::1]:4711"`, `1.2.3.4:80`).
@@ -21,13 +21,17 @@ fn parse_forwarded_for(v: &str) -> Option<IpAddr> {
     v.parse().ok().or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
 }
 
-/// Hops claimed by the headers, nearest last.
-fn claimed_hops(req: &HttpRequest) -> Vec<IpAddr> {
+/// Hops claimed by the headers, nearest last. A hop that names no address (`unknown`,
+/// an obfuscated identifier, garbage) is `None`: the walk stops there rather than skip
+/// it, or a client could hide behind it and have the hop to its left believed.
+fn claimed_hops(req: &HttpRequest) -> Vec<Option<IpAddr>> {
     let h = req.headers();
-    if let Some(fwd) = h.get("forwarded").and_then(|v| v.to_str().ok()) {
-        return fwd
-            .split(',')
-            .filter_map(|elem| {
+    let forwarded: Vec<&str> = h.get_all("forwarded").filter_map(|v| v.to_str().ok()).collect();
+    if !forwarded.is_empty() || h.contains_key("forwarded") {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|elem| {
                 elem.split(';').find_map(|kv| {
                     let (k, v) = kv.split_once('=')?;
                     k.trim().eq_ignore_ascii_case("for").then(|| parse_forwarded_for(v)).flatten()
@@ -36,25 +40,36 @@ fn claimed_hops(req: &HttpRequest) -> Vec<IpAddr> {
             .collect();
     }
     h.get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(str::trim).map(str::to_string).collect::<Vec<_>>())
-        .filter_map(|s| parse_forwarded_for(&s))
+        .map(|v| v.to_str().ok())
+        .flat_map(|v| match v {
+            Some(v) => v.split(',').map(|s| parse_forwarded_for(s.trim())).collect::<Vec<_>>(),
+            None => vec![None],
+        })
         .collect()
 }
 
+/// Hops beyond this many are not walked (each is a trusted proxy that says so).
+const MAX_HOPS: usize = 32;
+
 pub fn resolve(req: &HttpRequest, proxies: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
+    let peer = canonical(req.peer_addr()?.ip());
     if !trusted(&peer, proxies) {
         return Some(peer);
     }
     let mut chosen = peer;
-    for hop in claimed_hops(req).into_iter().rev() {
+    for hop in claimed_hops(req).into_iter().rev().take(MAX_HOPS) {
+        // An unreadable hop: the trusted proxy to its right is the best we know.
+        let Some(hop) = hop.map(canonical) else { break };
         chosen = hop;
         if !trusted(&hop, proxies) {
             break;
         }
     }
     Some(chosen)
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    crate::netpolicy::entry::canonical(ip)
 }
 
 #[cfg(test)]
@@ -65,7 +80,7 @@ mod tests {
     fn req(peer: &str, headers: &[(&str, &str)]) -> HttpRequest {
         let mut r = TestRequest::default().peer_addr(format!("{peer}:1234").parse().unwrap());
         for (k, v) in headers {
-            r = r.insert_header((*k, *v));
+            r = r.append_header((*k, *v));
         }
         r.to_http_request()
     }
@@ -83,5 +98,55 @@ mod tests {
         assert_eq!(resolve(&r, &proxies), Some("203.0.113.5".parse().unwrap()));
         let r = req("127.0.0.1", &[("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"")]);
         assert_eq!(resolve(&r, &proxies), Some("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn two_trusted_proxies_resolve_to_the_real_client() {
+        // client 81.2.69.7 → edge proxy 10.0.0.5 → internal proxy 127.0.0.1 → Lanyard
+        let proxies = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let r = req("127.0.0.1", &[("x-forwarded-for", "81.2.69.7, 10.0.0.5")]);
+        assert_eq!(resolve(&r, &proxies), Some("81.2.69.7".parse().unwrap()));
+        // The same chain in two X-Forwarded-For lines, and in RFC 7239 form.
+        let r = req("127.0.0.1", &[("x-forwarded-for", "81.2.69.7"), ("x-forwarded-for", "10.0.0.5")]);
+        assert_eq!(resolve(&r, &proxies), Some("81.2.69.7".parse().unwrap()));
+        let r = req("127.0.0.1", &[("forwarded", "for=81.2.69.7, for=10.0.0.5")]);
+        assert_eq!(resolve(&r, &proxies), Some("81.2.69.7".parse().unwrap()));
+        // A spoofed entry left of the real client is never reached.
+        let r = req("127.0.0.1", &[("x-forwarded-for", "10.9.9.9, 81.2.69.7, 10.0.0.5")]);
+        assert_eq!(resolve(&r, &proxies), Some("81.2.69.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn spoofed_headers_from_untrusted_peers_are_ignored() {
+        let proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        for h in ["x-forwarded-for", "forwarded"] {
+            let v = if h == "forwarded" { "for=81.2.69.7" } else { "81.2.69.7" };
+            let r = req("203.0.113.9", &[(h, v)]);
+            assert_eq!(resolve(&r, &proxies), Some("203.0.113.9".parse().unwrap()));
+        }
+    }
+
+    #[test]
+    fn garbage_never_crashes_never_bypasses_and_falls_back() {
+        let proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        for bad in [
+            "", ",,,", "not-an-ip", "999.1.1.1", "for=", "for=\"[::1\"", "for=\"[zz]:80\"", ";;;=;=",
+            "for=unknown", "for=_hidden", "81.2.69.7é", "1.2.3.4:99999999999999999999", "[", "]:", "for=\"\"",
+        ] {
+            for h in ["x-forwarded-for", "forwarded"] {
+                let r = req("127.0.0.1", &[(h, bad)]);
+                let got = resolve(&r, &proxies);
+                assert!(got == Some(peer) || got.is_some_and(|g| g != peer && bad.contains(&g.to_string())), "{h}: {bad:?} → {got:?}");
+            }
+        }
+        // An unreadable hop stops the walk: the spoofed address to its left is not believed.
+        let r = req("127.0.0.1", &[("x-forwarded-for", "81.2.69.7, garbage")]);
+        assert_eq!(resolve(&r, &proxies), Some(peer));
+        let r = req("127.0.0.1", &[("forwarded", "for=81.2.69.7, for=unknown")]);
+        assert_eq!(resolve(&r, &proxies), Some(peer));
+        // IPv4-mapped peers and hops are IPv4.
+        let r = req("127.0.0.1", &[("x-forwarded-for", "::ffff:81.2.69.7")]);
+        assert_eq!(resolve(&r, &proxies), Some("81.2.69.7".parse().unwrap()));
     }
 }

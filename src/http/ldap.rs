@@ -94,6 +94,13 @@ pub async fn login_submit(
     let origin = origin_of(&req, &state);
     let now = state.now();
     let subject = username.trim().chars().take(MAX_USERNAME_FIELD).collect::<String>();
+    let account = (!subject.is_empty()).then(|| subject.to_lowercase());
+    if let Some(t) = super::signin::throttle_signin(&req, &state, &tenant, account.as_deref()).await? {
+        let s = (!subject.is_empty()).then_some(subject.as_str());
+        record(&state, now, &tenant, s, "signin", Outcome::Failure, Some(t.reason), &origin).await;
+        observe::signin_outcome("ldap", "throttled");
+        return Ok(super::signin::too_many_page(t));
+    }
     let outcome = signin::sign_in(&state.store, &state.directory, now, &tenant, username, password).await;
     let auth = match outcome {
         Ok(a) => a,
@@ -104,6 +111,18 @@ pub async fn login_submit(
                 record(&state, now, &tenant, subject, "lockout", Outcome::Success, None, &origin).await;
             }
             observe::signin_outcome("ldap", refusal.reason());
+            let counted = !matches!(
+                refusal,
+                LdapRefusal::Store(_)
+                    | LdapRefusal::User(_)
+                    | LdapRefusal::Unavailable(_)
+                    | LdapRefusal::NotConfigured
+                    | LdapRefusal::EmptyPassword
+                    | LdapRefusal::Name(_)
+            );
+            if counted {
+                super::signin::count_failure(&req, &state, &tenant, account.as_deref()).await;
+            }
             return match &refusal {
                 LdapRefusal::Store(e) => Err(PageError::internal(e)),
                 LdapRefusal::User(e) => Err(PageError::internal(e)),
@@ -117,6 +136,8 @@ pub async fn login_submit(
             };
         }
     };
+    let target = return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+    let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
     let admitted = session::gate::admit(
         &state.store,
         now,
@@ -129,21 +150,33 @@ pub async fn login_submit(
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
         },
+        session::gate::Attempt {
+            route: "ldap",
+            client_ip: super::signin::client_addr(&req, &state),
+            client: app.as_ref(),
+            second_factor_done: false,
+            can_ask_second_factor: state.webauthn.is_some(),
+            return_to: Some(&target),
+        },
     )
     .await?;
     let email = auth.user.email.as_str().to_string();
-    let token = match admitted {
-        Ok(t) => t,
+    let admission = match admitted {
+        Ok(a) => a,
         Err(g) => {
             record(&state, now, &tenant, Some(&email), "signin", Outcome::Failure, Some(g.reason()), &origin).await;
             observe::signin_outcome("ldap", g.reason());
+            if g.is_policy() {
+                return Err(super::signin::policy_page(g));
+            }
             return render(StatusCode::UNAUTHORIZED, LDAP_SIGNIN_FAILED);
         }
     };
-    record(&state, now, &tenant, Some(&email), "signin", Outcome::Success, None, &origin).await;
-    observe::signin_outcome("ldap", "success");
-    let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
-    Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+    if matches!(admission, session::gate::Admission::Session(_)) {
+        record(&state, now, &tenant, Some(&email), "signin", Outcome::Success, None, &origin).await;
+        observe::signin_outcome("ldap", "success");
+    }
+    Ok(super::signin::admitted(&state, &tenant, admission, &target))
 }
 
 fn capitalise(s: &str) -> String {

@@ -18,6 +18,8 @@ mod pages;
 mod request_span;
 mod saml;
 mod session_cookie;
+mod signin;
+mod webauthn;
 
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
@@ -43,6 +45,12 @@ pub struct AppState {
     /// Pooled connections to the tenants' LDAP servers.
     pub directory: std::sync::Arc<crate::ldap::Directory>,
     pub client_secrets: crate::oauth::client::SecretHasher,
+    /// WebAuthn at the public URL; `None` when its host cannot be an RP ID (an IP).
+    pub webauthn: Option<std::sync::Arc<crate::webauthn::RelyingParty>>,
+    /// Sign-in and token attempts per address (this replica's share of the throttle).
+    pub attempts: crate::netpolicy::throttle::Attempts,
+    /// Addresses this replica saw reach their failure limit at the token endpoint.
+    pub blocked: crate::netpolicy::throttle::Blocked,
 }
 
 impl AppState {
@@ -53,6 +61,14 @@ impl AppState {
 
 const STYLESHEET: &str = include_str!("../../static/lanyard.css");
 const FORM_POST_JS: &str = include_str!("../../static/form_post.js");
+const WEBAUTHN_JS: &str = include_str!("../../static/webauthn.js");
+
+async fn webauthn_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("cache-control", "public, max-age=3600"))
+        .body(WEBAUTHN_JS)
+}
 
 async fn form_post_js() -> HttpResponse {
     HttpResponse::Ok()
@@ -78,6 +94,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(observe::readyz))
         .route("/static/lanyard.css", web::get().to(stylesheet))
         .route("/static/form_post.js", web::get().to(form_post_js))
+        .route("/static/webauthn.js", web::get().to(webauthn_js))
         .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::discovery))
         .route("/.well-known/oauth-authorization-server/t/{tenant}", web::method(Method::OPTIONS).to(cors::preflight))
         .configure(crate::admin::api::configure)
@@ -113,7 +130,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/ldap/login", web::get().to(ldap::login_form))
                 .route("/ldap/login", web::post().to(ldap::login_submit))
                 .route("/card/login", web::get().to(card::login_form))
-                .route("/card/login", web::post().to(card::login_submit)),
+                .route("/card/login", web::post().to(card::login_submit))
+                .route("/webauthn/verify", web::get().to(webauthn::verify_page))
+                .route("/webauthn/verify/begin", web::post().to(webauthn::verify_begin))
+                .route("/webauthn/verify/finish", web::post().to(webauthn::verify_finish))
+                .route("/webauthn/passkey/begin", web::post().to(webauthn::passkey_begin))
+                .route("/webauthn/passkey/finish", web::post().to(webauthn::passkey_finish))
+                .route("/webauthn/register/begin", web::post().to(webauthn::register_begin))
+                .route("/webauthn/register/finish", web::post().to(webauthn::register_finish))
+                .route("/account/keys", web::get().to(webauthn::keys_page))
+                .route("/account/keys/{id}/rename", web::post().to(webauthn::rename_key))
+                .route("/account/keys/{id}/delete", web::post().to(webauthn::delete_key)),
         )
         .default_service(web::to(not_found));
 }

@@ -305,6 +305,27 @@ async fn authorize_with(
         None => None,
     };
     let now = state.now();
+    // The application's own network rule (issue 13), before anyone signs in for it.
+    if client.known_networks_only {
+        let ip = super::signin::client_addr(&req, &state);
+        if !crate::netpolicy::is_inside(&state.store, &tenant.id, ip).await? {
+            let origin = pages::origin_of(&req, &state);
+            let e = crate::audit::Event {
+                tenant_id: Some(&tenant.id),
+                actor: "anonymous",
+                subject: None,
+                event: "authorize",
+                outcome: crate::audit::Outcome::Failure,
+                reason: Some("app_known_networks_only"),
+                origin: &origin,
+                detail: Some(serde_json::json!({"route": "authorize", "client_id": client.client_id})),
+            };
+            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                tracing::error!(%err, "could not write audit event");
+            }
+            return fail("access_denied", "this application may be used only from the organisation's known networks");
+        }
+    }
     let session = current_session(&req, &state, &tenant).await?;
     let session =
         session.filter(|_| !prompt.contains(&"login")).filter(|(s, _)| max_age.is_none_or(|m| now - s.created_at <= m));
@@ -469,6 +490,17 @@ async fn client_request(
     body: &web::Bytes,
 ) -> Result<(Tenant, FormFields, client::Client), HttpResponse> {
     let tenant = tenant_or_json(state, slug).await?;
+    let (form, client) = client_request_in(req, state, &tenant, body).await?;
+    Ok((tenant, form, client))
+}
+
+/// [`client_request`] for a tenant already found.
+async fn client_request_in(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    body: &web::Bytes,
+) -> Result<(FormFields, client::Client), HttpResponse> {
     let form = parse_body(req, body).await.map_err(|e| oauth_error(&e))?;
     let basic = basic_credentials(req).map_err(|e| oauth_error(&e))?;
     let presented = presented_client(&form, &basic).map_err(|e| oauth_error(&e))?;
@@ -485,7 +517,7 @@ async fn client_request(
             }
         }
     }
-    Ok((tenant, form, client))
+    Ok((form, client))
 }
 
 fn service<'a>(req: &HttpRequest, state: &'a AppState, tenant: &'a Tenant) -> TokenService<'a> {
@@ -535,9 +567,33 @@ async fn token_inner(
     slug: &str,
     body: &web::Bytes,
 ) -> (HttpResponse, Option<client::Client>) {
-    let (tenant, form, client) = match client_request(req, state, slug, body).await {
-        Ok(x) => x,
+    let tenant = match tenant_or_json(state, slug).await {
+        Ok(t) => t,
         Err(r) => return (r, None),
+    };
+    // Throttling (netpolicy::throttle): this replica's memory only, no store read on
+    // this hot path; failures are counted in the store below.
+    let ip = super::signin::client_addr(req, state);
+    let now = state.now();
+    let limit = tenant.network.throttle.address_attempts.saturating_mul(TOKEN_ATTEMPTS_FACTOR);
+    let throttled = state
+        .blocked
+        .check(now, &tenant.id, ip)
+        .or_else(|| state.attempts.attempt(now, &format!("token:{}", tenant.id), ip, limit));
+    if let Some(t) = throttled {
+        let mut r = oauth_error(&OAuthError::InvalidRequest("too many requests from this address; slow down".into()));
+        *r.status_mut() = actix_web::http::StatusCode::TOO_MANY_REQUESTS;
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
+        return (r, None);
+    }
+    let (form, client) = match client_request_in(req, state, &tenant, body).await {
+        Ok(x) => x,
+        Err(r) => {
+            if r.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+                count_token_failure(state, &tenant, ip).await;
+            }
+            return (r, None);
+        }
     };
     let svc = service(req, state, &tenant);
     let result = async {
@@ -573,11 +629,34 @@ async fn token_inner(
         }
     }
     .await;
+    if let Err(OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_)) = &result {
+        count_token_failure(state, &tenant, ip).await;
+    }
     let res = match result {
         Ok(t) => json_ok(&t),
         Err(e) => oauth_error(&e),
     };
     (res, Some(client))
+}
+
+/// The token endpoint allows this many times the tenant's sign-in attempts per address:
+/// services and apps call it far more often than people sign in.
+const TOKEN_ATTEMPTS_FACTOR: i64 = 10;
+
+/// A failed client authentication or grant counts against the address, in the store;
+/// at the limit this replica blocks the address until the window ends.
+async fn count_token_failure(state: &AppState, tenant: &Tenant, ip: Option<std::net::IpAddr>) {
+    let now = state.now();
+    let limits = &tenant.network.throttle;
+    match crate::netpolicy::throttle::record_failure(&state.store, now, &tenant.id, limits, ip, None).await {
+        Ok(true) => {
+            if let Some(ip) = ip {
+                state.blocked.block(now, &tenant.id, ip);
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "could not count a failed token request"),
+    }
 }
 
 /// RFC 7662. Store round trips: 2 (tenant, client) + for a JWT the revocation list,

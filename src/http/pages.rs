@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use super::csrf::{CsrfError, CsrfGrant};
 use super::error::PageError;
 use super::form::FormFields;
-use super::{client_ip, observe, AppState};
+use super::{client_ip, observe, signin, AppState};
 use crate::audit::{self, Event, Origin, Outcome};
 use crate::password::{self, SignInError, SignInFailure, MAX_PASSWORD_BYTES};
 use crate::session::{self, StartSession};
@@ -49,6 +49,8 @@ struct PasswordPage<'a> {
     email: &'a str,
     return_to: &'a str,
     error: Option<&'a str>,
+    /// The tenant allows a passkey alone, and WebAuthn works at this URL.
+    passwordless: bool,
 }
 
 #[derive(Template)]
@@ -279,6 +281,7 @@ pub async fn password_form(
         email: query.login_hint.as_deref().unwrap_or(""),
         return_to: &return_to,
         error: None,
+        passwordless: tenant.network.passwordless && state.webauthn.is_some(),
     }
     .render()?;
     Ok(html(StatusCode::OK, Some(&grant), body))
@@ -307,6 +310,7 @@ pub async fn password_submit(
             email,
             return_to: return_to.as_deref().unwrap_or(""),
             error: Some(msg),
+            passwordless: tenant.network.passwordless && state.webauthn.is_some(),
         }
         .render()?;
         Ok(html(status, Some(&grant), body))
@@ -319,11 +323,27 @@ pub async fn password_submit(
         Err(e) => return render(StatusCode::BAD_REQUEST, raw_email, &e.to_string()),
     };
     let origin = origin_of(&req, &state);
+    if let Some(t) = signin::throttle_signin(&req, &state, &tenant, Some(email.as_str())).await? {
+        record(&state, state.now(), &tenant, Some(email.as_str()), "signin", Outcome::Failure, Some(t.reason), &origin)
+            .await;
+        observe::signin_outcome("password", "throttled");
+        return Ok(signin::too_many_page(t));
+    }
     let password = SecretString::from(raw_password.to_string());
     let now = state.now();
     match password::sign_in(&state.store, &state.hasher, now, &tenant, &email, &password).await {
         Ok(auth) => {
             let user = auth.user();
+            let target = if auth.must_change_password() {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(r) = &return_to {
+                    q.append_pair("return_to", r);
+                }
+                format!("/t/{}/password/change?{}", tenant.slug, q.finish())
+            } else {
+                return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug))
+            };
+            let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
             let admitted = session::gate::admit(
                 &state.store,
                 now,
@@ -338,12 +358,18 @@ pub async fn password_submit(
                     // that follows does not ask for it again.
                     one_time_password_proved: auth.must_change_password(),
                 },
+                session::gate::Attempt {
+                    route: "password",
+                    client_ip: signin::client_addr(&req, &state),
+                    client: app.as_ref(),
+                    second_factor_done: false,
+                    can_ask_second_factor: state.webauthn.is_some(),
+                    return_to: Some(&target),
+                },
             )
             .await?;
-            let token = match admitted {
-                Ok(t) => t,
-                // password::sign_in refused these already, with the same answer; the gate
-                // is the rule for every route.
+            let admission = match admitted {
+                Ok(a) => a,
                 Err(g) => {
                     record(
                         &state,
@@ -357,21 +383,19 @@ pub async fn password_submit(
                     )
                     .await;
                     observe::signin_outcome("password", g.reason());
+                    if g.is_policy() {
+                        return Err(signin::policy_page(g));
+                    }
+                    // password::sign_in refused these already, with the same answer; the
+                    // gate is the rule for every route.
                     return render(StatusCode::UNAUTHORIZED, email.as_str(), SIGNIN_FAILED);
                 }
             };
-            record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Success, None, &origin).await;
-            observe::signin_outcome("password", "success");
-            let target = if auth.must_change_password() {
-                let mut q = url::form_urlencoded::Serializer::new(String::new());
-                if let Some(r) = &return_to {
-                    q.append_pair("return_to", r);
-                }
-                format!("/t/{}/password/change?{}", tenant.slug, q.finish())
-            } else {
-                return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug))
-            };
-            Ok(see_other(&target).cookie(state.cookies.set(&token)).finish())
+            if matches!(admission, session::gate::Admission::Session(_)) {
+                record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Success, None, &origin).await;
+                observe::signin_outcome("password", "success");
+            }
+            Ok(signin::admitted(&state, &tenant, admission, &target))
         }
         Err(SignInError::Rejected(failure, _)) => {
             record(
@@ -385,6 +409,7 @@ pub async fn password_submit(
                 &origin,
             )
             .await;
+            signin::count_failure(&req, &state, &tenant, Some(email.as_str())).await;
             if failure == SignInFailure::BadPasswordNowLocked {
                 record(&state, now, &tenant, Some(email.as_str()), "lockout", Outcome::Success, None, &origin).await;
             }

@@ -186,6 +186,7 @@ impl Refusal {
                  happens again, give your administrator this reason and the time.",
                 r.reason()
             ),
+            Refusal::User(UserRefusal::Gate(g)) if g.is_policy() => return super::signin::policy_page(*g),
             Refusal::User(UserRefusal::Store(_) | UserRefusal::User(_)) => {
                 return PageError::internal("SAML sign-in: store error (logged)");
             }
@@ -314,10 +315,16 @@ pub async fn acs(
     let relay_state = form.optional("RelayState", 1024)?;
     let origin = origin_of(&req, &state);
     let now = state.now();
+    if let Some(t) = super::signin::throttle_signin(&req, &state, &tenant, None).await? {
+        observe::signin_outcome("saml", "throttled");
+        return Ok(super::signin::too_many_page(t));
+    }
     // The route proved who it is; the sign-in gate applies what holds for every route.
     let presented = state.cookies.read(&req);
     let outcome = match judge(&state, &req, &tenant, now, posted, relay_state).await {
         Ok(a) => {
+            let target = a.return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
+            let app = gate::client_of_return_to(&state.store, &tenant, a.return_to.as_deref()).await?;
             let s = StartSession {
                 tenant: &tenant,
                 user: &a.user,
@@ -327,15 +334,23 @@ pub async fn acs(
                 replaces: presented.as_ref(),
                 one_time_password_proved: false,
             };
-            match gate::admit(&state.store, now, s).await? {
-                Ok(token) => Ok((a, token)),
+            let attempt = gate::Attempt {
+                route: "saml",
+                client_ip: super::signin::client_addr(&req, &state),
+                client: app.as_ref(),
+                second_factor_done: false,
+                can_ask_second_factor: state.webauthn.is_some(),
+                return_to: Some(&target),
+            };
+            match gate::admit(&state.store, now, s, attempt).await? {
+                Ok(admission) => Ok((a, admission, target)),
                 Err(g) => Err((Some(a.idp.name.to_string()), Refusal::User(UserRefusal::Gate(g)))),
             }
         }
         Err(refused) => Err(refused),
     };
     match outcome {
-        Ok((Accepted { idp, user, return_to, request_id }, token)) => {
+        Ok((Accepted { idp, user, request_id, .. }, admission, target)) => {
             let e = crate::audit::Event {
                 tenant_id: Some(&tenant.id),
                 actor: user.email.as_str(),
@@ -350,16 +365,14 @@ pub async fn acs(
                 tracing::error!(%err, "could not write audit event");
             }
             observe::signin_outcome("saml", "success");
-            let target = return_to.unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
-            let mut r = see_other(&target);
-            r.cookie(state.cookies.set(&token));
+            let mut r = super::signin::admitted(&state, &tenant, admission, &target);
             if let (true, Some(id)) = (state.config.is_https(), request_id) {
                 let mut gone =
                     actix_web::cookie::Cookie::build(binding_cookie_name(&id), "").path("/").secure(true).finish();
                 gone.make_removal();
-                r.cookie(gone);
+                r.add_cookie(&gone).map_err(PageError::internal)?;
             }
-            Ok(r.finish())
+            Ok(r)
         }
         Err((idp_name, refusal)) => {
             let e = crate::audit::Event {
@@ -376,6 +389,9 @@ pub async fn acs(
                 tracing::error!(%err, "could not write audit event");
             }
             observe::signin_outcome("saml", refusal.reason());
+            if let Refusal::Response(_) = refusal {
+                super::signin::count_failure(&req, &state, &tenant, None).await;
+            }
             Err(refusal.page())
         }
     }

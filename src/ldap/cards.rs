@@ -97,6 +97,9 @@ pub enum CardError {
     Unavailable(DirectoryError),
     #[error("the card's owner cannot sign in: {0}")]
     User(String),
+    /// The sign-in gate refused the card's owner (disabled, locked, network policy).
+    #[error("{0}")]
+    Gate(crate::session::gate::GateRefusal),
     #[error("card policy: {0}")]
     Policy(String),
     #[error(transparent)]
@@ -120,6 +123,7 @@ impl CardError {
             CardError::OfflineExpired => "offline_expired",
             CardError::Unavailable(_) => "directory_unavailable",
             CardError::User(_) => "user_refused",
+            CardError::Gate(g) => g.reason(),
             CardError::Policy(_) => "invalid_policy",
             CardError::Store(_) | CardError::Hash(_) => "server_error",
         }

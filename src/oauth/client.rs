@@ -91,6 +91,9 @@ pub struct Client {
     pub id_token_alg: Alg,
     /// Browser origins (`https://app.example.com`) allowed to call the token service.
     pub web_origins: Vec<String>,
+    /// Sign-ins into this application only from the tenant's allow-list (issue 13),
+    /// whatever the tenant's own IP policy says.
+    pub known_networks_only: bool,
     #[serde(skip)]
     secret_hash: Option<String>,
 }
@@ -212,6 +215,7 @@ pub struct NewClient {
     pub secret: Option<String>,
     /// Browser origins allowed to call the token service (CORS), e.g. for spa clients.
     pub web_origins: Vec<String>,
+    pub known_networks_only: bool,
 }
 
 /// A web origin (RFC 6454): scheme, host and port only; https, or http on loopback.
@@ -386,12 +390,14 @@ pub async fn create(
         refresh_absolute_seconds: r_abs,
         id_token_alg: new.id_token_alg.unwrap_or(Alg::ES256),
         web_origins: new.web_origins,
+        known_networks_only: new.known_networks_only,
         secret_hash: secret.as_deref().map(|s| secrets.hash(s)),
     };
     let res = sqlx::query(
         "INSERT INTO oauth_clients (id, tenant_id, client_id, kind, secret_hash, redirect_uris, post_logout_redirect_uris, \
          allowed_scopes, grant_types, access_token_seconds, id_token_seconds, refresh_idle_seconds, refresh_absolute_seconds, \
-         id_token_alg, created_at, web_origins) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         id_token_alg, created_at, web_origins, known_networks_only) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&client.row_id)
     .bind(&client.tenant_id)
@@ -409,6 +415,7 @@ pub async fn create(
     .bind(client.id_token_alg.as_str())
     .bind(now)
     .bind(serde_json::to_string(&client.web_origins).unwrap_or_default())
+    .bind(client.known_networks_only as i64)
     .execute(store.pool())
     .await;
     match res {
@@ -420,7 +427,7 @@ pub async fn create(
 
 const CLIENT_COLUMNS: &str = "id, tenant_id, client_id, kind, secret_hash, redirect_uris, post_logout_redirect_uris, \
      allowed_scopes, grant_types, access_token_seconds, id_token_seconds, refresh_idle_seconds, refresh_absolute_seconds, id_token_alg, \
-     web_origins";
+     web_origins, known_networks_only";
 
 fn from_row(r: &AnyRow) -> Result<Client, sqlx::Error> {
     let split = |s: String| s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>();
@@ -443,6 +450,7 @@ fn from_row(r: &AnyRow) -> Result<Client, sqlx::Error> {
         refresh_absolute_seconds: r.try_get("refresh_absolute_seconds")?,
         id_token_alg: Alg::parse(&alg).unwrap_or(Alg::ES256),
         web_origins: list(r.try_get("web_origins")?),
+        known_networks_only: r.try_get::<i64, _>("known_networks_only")? != 0,
     })
 }
 
@@ -476,6 +484,22 @@ pub async fn find_by_row_id(store: &Store, row_id: &str) -> Result<Option<Client
     row.as_ref().map(from_row).transpose()
 }
 
+/// Marks the client "known networks only" (or not), in the caller's transaction.
+pub async fn set_known_networks_only(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant_id: &str,
+    client_id: &str,
+    on: bool,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE oauth_clients SET known_networks_only = $1 WHERE tenant_id = $2 AND client_id = $3")
+        .bind(on as i64)
+        .bind(tenant_id)
+        .bind(client_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn delete(store: &Store, tenant_id: &str, client_id: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2")
         .bind(tenant_id)
@@ -505,6 +529,7 @@ mod tests {
             refresh_absolute_seconds: 1,
             id_token_alg: Alg::ES256,
             web_origins: vec![],
+            known_networks_only: false,
             secret_hash: None,
         }
     }

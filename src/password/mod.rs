@@ -466,6 +466,7 @@ mod tests {
             domains: vec!["acme.test".into()],
             signin_route: SigninRoute::Password,
             policy: TenantPolicy::default(),
+            network: Default::default(),
             created_at: 0,
         };
         let user = |disabled| User {

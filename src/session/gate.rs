@@ -1,12 +1,23 @@
 //! The one gate every sign-in route passes (ARCHITECTURE.md, "One gate for every sign-in
 //! route"): a route proves who the person is and hands over the user; the gate applies
-//! what holds for every route — a disabled or locked user is refused, whatever the route
-//! proved — and only then starts the session. Network policy and throttling join here
-//! when they land, so no route repeats them.
+//! what holds for every route — a disabled or locked user is refused, the tenant's
+//! network policy and the application's "known networks only" rule, and a second factor
+//! when the policy asks for one — and only then starts the session. No route repeats
+//! any of it. Throttling happens before a route spends its work (`netpolicy::throttle`).
+//!
+//! A sign-in that needs WebAuthn gets no session here: it becomes a pending sign-in
+//! (`session::pending`), and only a verified assertion for the same user brings it back
+//! through this gate (with `second_factor_done`), which then starts the session.
 
+use std::net::IpAddr;
+
+use super::pending::{self, PendingToken};
 use super::{start, SessionToken, StartSession};
 use crate::clock::UnixTime;
+use crate::netpolicy::{self, NetworkRefusal, Requirement};
+use crate::oauth::client::Client;
 use crate::store::Store;
+use crate::tenant::Tenant;
 
 /// Why the gate refused a user a route had authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +26,15 @@ pub enum GateRefusal {
     Disabled,
     #[error("the account is locked")]
     Locked,
+    #[error("{0}")]
+    Network(NetworkRefusal),
+    /// A second factor is needed and this person has no passkey or security key (or
+    /// WebAuthn is unavailable at this public URL).
+    #[error("a passkey or security key is required here, and none is registered for this account")]
+    SecondFactorUnavailable,
+    /// A second factor is needed on a route that cannot ask for one (a device's grant).
+    #[error("a passkey or security key is required from this address; this route cannot ask for one")]
+    SecondFactorRequired,
 }
 
 impl GateRefusal {
@@ -22,17 +42,51 @@ impl GateRefusal {
         match self {
             GateRefusal::Disabled => "disabled",
             GateRefusal::Locked => "locked",
+            GateRefusal::Network(n) => n.reason(),
+            GateRefusal::SecondFactorUnavailable => "second_factor_unavailable",
+            GateRefusal::SecondFactorRequired => "second_factor_required",
         }
+    }
+    /// A refusal the person could not have avoided by typing better (network policy):
+    /// shown as such rather than as "wrong password".
+    pub fn is_policy(&self) -> bool {
+        matches!(self, GateRefusal::Network(_) | GateRefusal::SecondFactorUnavailable | GateRefusal::SecondFactorRequired)
     }
 }
 
-/// The policy of every route for `user`, without starting a session (a device's sign-in
-/// at the token endpoint passes here too).
-pub async fn check(
+/// What the route knows about the sign-in besides the user.
+#[derive(Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The route, for audit: `password`, `saml`, `ldap`, `card`, `passkey`, `webauthn`.
+    pub route: &'a str,
+    /// The client's address (socket, or trusted proxies' headers).
+    pub client_ip: Option<IpAddr>,
+    /// The application the sign-in is for, when known (its "known networks only" rule).
+    pub client: Option<&'a Client>,
+    /// The sign-in already includes a WebAuthn assertion.
+    pub second_factor_done: bool,
+    /// The route can ask for a second factor (a browser page with WebAuthn available).
+    pub can_ask_second_factor: bool,
+    /// Where the browser goes afterwards (kept across the second step).
+    pub return_to: Option<&'a str>,
+}
+
+/// The gate's answer for a browser route.
+#[derive(Debug)]
+pub enum Admission {
+    Session(SessionToken),
+    /// WebAuthn first: the browser holds this pending sign-in meanwhile.
+    SecondFactor(PendingToken),
+}
+
+/// Whether a second factor is needed, or why the user is refused.
+async fn judge(
     store: &Store,
     now: UnixTime,
+    tenant: &Tenant,
     user: &crate::user::User,
-) -> Result<Result<(), GateRefusal>, sqlx::Error> {
+    a: &Attempt<'_>,
+) -> Result<Result<bool, GateRefusal>, sqlx::Error> {
     if user.disabled {
         return Ok(Err(GateRefusal::Disabled));
     }
@@ -47,17 +101,86 @@ pub async fn check(
     if password.is_some_and(|t| t > now) || directory.is_some_and(|t| t > now) {
         return Ok(Err(GateRefusal::Locked));
     }
-    Ok(Ok(()))
+    let known_only = a.client.is_some_and(|c| c.known_networks_only);
+    let policy = &tenant.network;
+    let inside = if policy.needs_placement(known_only) {
+        netpolicy::is_inside(store, &tenant.id, a.client_ip).await?
+    } else {
+        false
+    };
+    match netpolicy::decide(policy, inside, known_only, a.second_factor_done) {
+        Requirement::None => Ok(Ok(false)),
+        Requirement::Refuse(n) => Ok(Err(GateRefusal::Network(n))),
+        Requirement::SecondFactor => Ok(Ok(true)),
+    }
 }
 
-/// Applies the policy of every route to `s.user` and starts the session.
+/// The policy of every route for `user`, without starting a session (a device's sign-in
+/// at the token endpoint passes here): a needed second factor is a refusal.
+pub async fn check(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    user: &crate::user::User,
+    a: Attempt<'_>,
+) -> Result<Result<(), GateRefusal>, sqlx::Error> {
+    match judge(store, now, tenant, user, &a).await? {
+        Err(g) => Ok(Err(g)),
+        Ok(false) => Ok(Ok(())),
+        Ok(true) => Ok(Err(GateRefusal::SecondFactorRequired)),
+    }
+}
+
+/// Applies the policy of every route to `s.user`: starts the session, or — when a second
+/// factor is needed — a pending sign-in.
 pub async fn admit(
     store: &Store,
     now: UnixTime,
     s: StartSession<'_>,
-) -> Result<Result<SessionToken, GateRefusal>, sqlx::Error> {
-    if let Err(g) = check(store, now, s.user).await? {
-        return Ok(Err(g));
+    a: Attempt<'_>,
+) -> Result<Result<Admission, GateRefusal>, sqlx::Error> {
+    match judge(store, now, s.tenant, s.user, &a).await? {
+        Err(g) => Ok(Err(g)),
+        Ok(false) => start(store, now, s).await.map(|t| Ok(Admission::Session(t))),
+        Ok(true) => {
+            if !a.can_ask_second_factor {
+                return Ok(Err(GateRefusal::SecondFactorRequired));
+            }
+            if crate::webauthn::credentials::count_of_user(store, &s.tenant.id, &s.user.id).await? == 0 {
+                return Ok(Err(GateRefusal::SecondFactorUnavailable));
+            }
+            let token = pending::create(
+                store,
+                now,
+                pending::NewPending {
+                    tenant_id: &s.tenant.id,
+                    user_id: &s.user.id,
+                    route: a.route,
+                    amr: s.amr,
+                    one_time_password_proved: s.one_time_password_proved,
+                    return_to: a.return_to,
+                },
+            )
+            .await?;
+            Ok(Ok(Admission::SecondFactor(token)))
+        }
     }
-    start(store, now, s).await.map(Ok)
+}
+
+/// The application a sign-in is for, from the authorize request it will resume
+/// (`/t/{slug}/authorize?…client_id=…`), so its "known networks only" rule applies at
+/// the authentication step as well as at authorize.
+pub async fn client_of_return_to(
+    store: &Store,
+    tenant: &Tenant,
+    return_to: Option<&str>,
+) -> Result<Option<Client>, sqlx::Error> {
+    let Some(r) = return_to else { return Ok(None) };
+    let prefix = format!("/t/{}/authorize?", tenant.slug);
+    let Some(query) = r.strip_prefix(&prefix) else { return Ok(None) };
+    let client_id = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "client_id").map(|(_, v)| v);
+    match client_id {
+        Some(id) => crate::oauth::client::find(store, &tenant.id, &id).await,
+        None => Ok(None),
+    }
 }

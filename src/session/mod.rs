@@ -16,6 +16,7 @@
 //! Not here: the cookie attributes (http/), CSRF (http/csrf.rs).
 
 pub mod gate;
+pub mod pending;
 
 use sqlx::Row;
 

@@ -108,6 +108,8 @@ pub struct Tenant {
     pub domains: Vec<String>,
     pub signin_route: SigninRoute,
     pub policy: TenantPolicy,
+    /// Allow-list mode, second factor, throttling (issue 13).
+    pub network: crate::netpolicy::NetworkPolicy,
     pub created_at: UnixTime,
 }
 
@@ -132,6 +134,12 @@ pub struct TenantChange {
     pub session_idle_seconds: Option<i64>,
     pub session_absolute_seconds: Option<i64>,
     pub audit_retention_days: Option<i64>,
+    pub ip_policy: Option<crate::netpolicy::IpPolicy>,
+    pub second_factor: Option<crate::netpolicy::SecondFactor>,
+    pub passwordless: Option<bool>,
+    pub throttle_address_failures: Option<i64>,
+    pub throttle_account_failures: Option<i64>,
+    pub throttle_address_attempts: Option<i64>,
 }
 
 fn check_name(name: &str) -> Result<String, TenantError> {
@@ -144,7 +152,8 @@ fn check_name(name: &str) -> Result<String, TenantError> {
 
 const TENANT_COLUMNS: &str = "id, slug, name, signin_route, password_min_length, password_max_length, \
      lockout_threshold, lockout_seconds, session_idle_seconds, session_absolute_seconds, \
-     audit_retention_days, created_at";
+     audit_retention_days, ip_policy, second_factor, passwordless, throttle_address_failures, \
+     throttle_account_failures, throttle_address_attempts, created_at";
 
 fn from_row(row: &AnyRow, domains: Vec<String>) -> Result<Tenant, TenantError> {
     let slug: String = row.try_get("slug")?;
@@ -164,6 +173,16 @@ fn from_row(row: &AnyRow, domains: Vec<String>) -> Result<Tenant, TenantError> {
             session_idle_seconds: row.try_get("session_idle_seconds")?,
             session_absolute_seconds: row.try_get("session_absolute_seconds")?,
             audit_retention_days: row.try_get("audit_retention_days")?,
+        },
+        network: crate::netpolicy::NetworkPolicy {
+            ip_policy: crate::netpolicy::IpPolicy::from_stored(&row.try_get::<String, _>("ip_policy")?),
+            second_factor: crate::netpolicy::SecondFactor::from_stored(&row.try_get::<String, _>("second_factor")?),
+            passwordless: row.try_get::<i64, _>("passwordless")? != 0,
+            throttle: crate::netpolicy::ThrottleLimits {
+                address_failures: row.try_get("throttle_address_failures")?,
+                account_failures: row.try_get("throttle_account_failures")?,
+                address_attempts: row.try_get("throttle_address_attempts")?,
+            },
         },
         created_at: row.try_get("created_at")?,
     })
@@ -312,12 +331,34 @@ pub async fn update(
         audit_retention_days: change.audit_retention_days.unwrap_or(p.audit_retention_days),
     };
     policy.validate()?;
+    let n = &current.network;
+    let network = crate::netpolicy::NetworkPolicy {
+        ip_policy: change.ip_policy.unwrap_or(n.ip_policy),
+        second_factor: change.second_factor.unwrap_or(n.second_factor),
+        passwordless: change.passwordless.unwrap_or(n.passwordless),
+        throttle: crate::netpolicy::ThrottleLimits {
+            address_failures: change.throttle_address_failures.unwrap_or(n.throttle.address_failures),
+            account_failures: change.throttle_account_failures.unwrap_or(n.throttle.account_failures),
+            address_attempts: change.throttle_address_attempts.unwrap_or(n.throttle.address_attempts),
+        },
+    };
+    for (field, v) in [
+        ("throttle_address_failures", network.throttle.address_failures),
+        ("throttle_account_failures", network.throttle.account_failures),
+        ("throttle_address_attempts", network.throttle.address_attempts),
+    ] {
+        if !(0..=1_000_000).contains(&v) {
+            return Err(TenantError::InvalidPolicy { field, problem: "must be between 0 (no limit) and 1000000 a minute" });
+        }
+    }
     let mut tx = store.begin_write().await?;
     sqlx::query(
         "UPDATE tenants SET name = $1, signin_route = $2, password_min_length = $3, \
          password_max_length = $4, lockout_threshold = $5, lockout_seconds = $6, \
          session_idle_seconds = $7, session_absolute_seconds = $8, audit_retention_days = $9, \
-         updated_at = $10 WHERE id = $11",
+         updated_at = $10, ip_policy = $12, second_factor = $13, passwordless = $14, \
+         throttle_address_failures = $15, throttle_account_failures = $16, throttle_address_attempts = $17 \
+         WHERE id = $11",
     )
     .bind(&name)
     .bind(route.as_str())
@@ -330,6 +371,12 @@ pub async fn update(
     .bind(policy.audit_retention_days)
     .bind(now)
     .bind(&current.id)
+    .bind(network.ip_policy.as_str())
+    .bind(network.second_factor.as_str())
+    .bind(network.passwordless as i64)
+    .bind(network.throttle.address_failures)
+    .bind(network.throttle.account_failures)
+    .bind(network.throttle.address_attempts)
     .execute(&mut *tx)
     .await?;
     for d in &change.add_domains {

@@ -26,6 +26,7 @@ pub fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
         id_token_alg: None,
         secret: None,
         web_origins: vec![],
+        known_networks_only: false,
     }
 }
 

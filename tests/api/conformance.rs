@@ -29,6 +29,7 @@ fn client(id: &str, kind: ClientKind, redirect: &str, logout: &str) -> NewClient
         id_token_alg: (kind == ClientKind::Web).then_some(lanyard::keys::jws::Alg::RS256),
         secret: None,
         web_origins: vec![],
+        known_networks_only: false,
     }
 }
 

@@ -205,7 +205,7 @@ impl TestApp {
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD.to_string())),
             workers: Some(2),
             hash_concurrency: Some(2),
-            trusted_proxies: Some(opts.trusted_proxies),
+            trusted_proxies: Some(opts.trusted_proxies.into()),
             metrics_listen: Some("127.0.0.1:0".into()),
             saml_metadata_private_hosts: Some(opts.metadata_private_hosts),
             ..Default::default()
@@ -368,6 +368,7 @@ pub fn new_client(
         id_token_alg: None,
         secret: None,
         web_origins: vec![],
+        known_networks_only: false,
     }
 }
 

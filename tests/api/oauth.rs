@@ -495,6 +495,7 @@ async fn client_credentials_and_client_authentication(kind: StoreKind) {
         id_token_alg: None,
         secret: None,
         web_origins: vec![],
+        known_networks_only: false,
     };
     let (_, secret) = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
     let secret = secret.unwrap();
@@ -620,6 +621,7 @@ async fn web_client_with_secret_and_rp_initiated_logout(kind: StoreKind) {
         id_token_alg: Some(lanyard::keys::jws::Alg::RS256),
         secret: None,
         web_origins: vec![],
+        known_networks_only: false,
     };
     let (_, secret) = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
     let secret = secret.unwrap();
@@ -727,6 +729,7 @@ async fn grant_types_are_per_client_within_the_kind(kind: StoreKind) {
         id_token_alg: None,
         secret: None,
         web_origins: vec![],
+        known_networks_only: false,
     };
     let (keys, secrets) = (&app.state.keys, &app.state.client_secrets);
     let err = app

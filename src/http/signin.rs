@@ -1,0 +1,138 @@
+//! What every browser sign-in route does around the session gate, in one place: the
+//! throttle before the route spends its work, the failure count after, and turning the
+//! gate's answer into a response (the session cookie and the way on, the WebAuthn step,
+//! or a refusal page that says what the policy is).
+
+use std::net::IpAddr;
+
+use actix_web::cookie::{time::Duration, Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::error::PageError;
+use super::pages::see_other;
+use super::{client_ip, AppState};
+use crate::netpolicy::throttle::{self, Throttled};
+use crate::session::gate::{Admission, GateRefusal};
+use crate::session::pending::PendingToken;
+use crate::tenant::Tenant;
+
+/// The client's address, as audit, throttling and the allow-list see it.
+pub(super) fn client_addr(req: &HttpRequest, state: &AppState) -> Option<IpAddr> {
+    client_ip::resolve(req, &state.config.trusted_proxies).map(crate::netpolicy::entry::canonical)
+}
+
+/// Both throttles before a sign-in route works: the attempts of this address (this
+/// replica's memory) and the failures of the address and the account (the store).
+pub(super) async fn throttle_signin(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    account: Option<&str>,
+) -> Result<Option<Throttled>, PageError> {
+    let now = state.now();
+    let ip = client_addr(req, state);
+    let limits = &tenant.network.throttle;
+    if let Some(t) = state.attempts.attempt(now, &format!("signin:{}", tenant.id), ip, limits.address_attempts) {
+        return Ok(Some(t));
+    }
+    Ok(throttle::check(&state.store, now, &tenant.id, limits, ip, account).await?)
+}
+
+/// Counts a failed sign-in against the address and the account.
+pub(super) async fn count_failure(req: &HttpRequest, state: &AppState, tenant: &Tenant, account: Option<&str>) {
+    let ip = client_addr(req, state);
+    let now = state.now();
+    match throttle::record_failure(&state.store, now, &tenant.id, &tenant.network.throttle, ip, account).await {
+        Ok(true) => {
+            if let Some(ip) = ip {
+                state.blocked.block(now, &tenant.id, ip);
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "could not count a failed sign-in"),
+    }
+}
+
+/// 429 with `Retry-After`, as a page.
+pub(super) fn too_many_page(t: Throttled) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut res = PageError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many sign-in attempts",
+        format!(
+            "There have been too many sign-in attempts from your network or for this account. Wait {} seconds and try again.",
+            t.retry_after
+        ),
+    )
+    .error_response();
+    res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
+    res
+}
+
+/// The page a policy refusal shows (not "wrong password": the person could not have
+/// typed better).
+pub(super) fn policy_page(g: GateRefusal) -> PageError {
+    let msg = match g {
+        GateRefusal::Network(crate::netpolicy::NetworkRefusal::OutsideAllowList) => {
+            "Your organisation allows sign-in only from its own networks, and you are connecting from elsewhere. \
+             Connect from the office or through the company VPN, then try again."
+        }
+        GateRefusal::Network(crate::netpolicy::NetworkRefusal::AppKnownNetworksOnly) => {
+            "This application may be used only from your organisation's own networks, and you are connecting from \
+             elsewhere. Connect from the office or through the company VPN, then try again."
+        }
+        GateRefusal::SecondFactorUnavailable => {
+            "From where you are connecting, your organisation requires a passkey or security key, and none is \
+             registered for your account. Register one from the office network, or ask your administrator."
+        }
+        GateRefusal::SecondFactorRequired => {
+            "From where you are connecting, your organisation requires a passkey or security key, which this \
+             sign-in cannot ask for."
+        }
+        GateRefusal::Disabled | GateRefusal::Locked => "This account cannot sign in here. Ask your administrator.",
+    };
+    PageError::new(StatusCode::FORBIDDEN, "Sign-in not allowed from here", msg)
+}
+
+/// The cookie that holds a sign-in waiting for its second factor.
+pub(super) fn pending_cookie_name(state: &AppState) -> &'static str {
+    if state.config.is_https() {
+        "__Host-lanyard_pending"
+    } else {
+        "lanyard_pending"
+    }
+}
+
+pub(super) fn read_pending(req: &HttpRequest, state: &AppState) -> Option<PendingToken> {
+    req.cookie(pending_cookie_name(state)).and_then(|c| PendingToken::from_cookie(c.value()))
+}
+
+fn pending_cookie(state: &AppState, value: String, max_age: Duration) -> Cookie<'static> {
+    Cookie::build(pending_cookie_name(state), value)
+        .path("/")
+        .http_only(true)
+        .secure(state.config.is_https())
+        .same_site(SameSite::Lax)
+        .max_age(max_age)
+        .finish()
+}
+
+pub(super) fn clear_pending(state: &AppState) -> Cookie<'static> {
+    pending_cookie(state, String::new(), Duration::ZERO)
+}
+
+/// The gate's answer as a response: the session cookie and `target`, or the WebAuthn
+/// step (which resumes at `target` afterwards; the gate kept it with the pending sign-in).
+pub(super) fn admitted(state: &AppState, tenant: &Tenant, admission: Admission, target: &str) -> HttpResponse {
+    match admission {
+        Admission::Session(token) => see_other(target).cookie(state.cookies.set(&token)).finish(),
+        Admission::SecondFactor(p) => see_other(&format!("/t/{}/webauthn/verify", tenant.slug))
+            .cookie(pending_cookie(
+                state,
+                p.as_str().to_string(),
+                Duration::seconds(crate::session::pending::PENDING_SECONDS),
+            ))
+            .finish(),
+    }
+}

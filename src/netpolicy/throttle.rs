@@ -1,0 +1,235 @@
+//! Throttling of sign-in and token requests, on top of the lockout policy.
+//!
+//! Two kinds of limit, per tenant and per one-minute window ([`super::ThrottleLimits`]):
+//!
+//! - **Failures** are counted strictly and exactly across replicas: each failed sign-in
+//!   adds one to a counter in the store for its address and one for its account
+//!   ([`record_failure`]). Before a sign-in route spends a password hash, [`check`] reads
+//!   both counters; at the limit the request gets 429 with `Retry-After` (the end of the
+//!   window). Spraying one password over many accounts from one address is caught by the
+//!   address counter; a distributed attack on one account by the account counter.
+//! - **Attempts** (successes included) are counted generously, in each replica's memory
+//!   ([`Attempts`]): an office behind one egress address signs in freely, while a flood
+//!   is cut off. With `n` replicas behind a round-robin balancer an address gets up to
+//!   `n × limit` attempts a minute (the README states this arithmetic).
+//!
+//! The token endpoint is a hot path: it does not read the store counters per request.
+//! Its failures (bad client secrets, codes, refresh tokens) are counted in the store like
+//! any other, and the replica that sees a counter at the limit remembers the address as
+//! blocked until the window ends ([`Blocked`]); another replica learns it at the next
+//! failure it sees there, so an address gets at most one extra failure per replica.
+//!
+//! Hand-written rather than `governor`: the limits differ per tenant and change at run
+//! time, and the failure counters must be shared through the store, which `governor`'s
+//! in-memory state cannot be.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use sqlx::Row;
+
+use super::ThrottleLimits;
+use crate::clock::UnixTime;
+use crate::store::Store;
+
+pub const WINDOW_SECONDS: i64 = 60;
+
+fn window(now: UnixTime) -> UnixTime {
+    now - now.rem_euclid(WINDOW_SECONDS)
+}
+
+/// Seconds until the current window ends (at least 1).
+pub fn retry_after(now: UnixTime) -> i64 {
+    (window(now) + WINDOW_SECONDS - now).max(1)
+}
+
+fn address_key(tenant_id: &str, ip: &IpAddr) -> String {
+    format!("addr:{tenant_id}:{}", super::entry::canonical(*ip))
+}
+
+fn account_key(tenant_id: &str, account: &str) -> String {
+    format!("acct:{tenant_id}:{}", account.to_lowercase())
+}
+
+/// A request refused for now; `retry_after` in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    pub retry_after: i64,
+    pub reason: &'static str,
+}
+
+/// Whether a sign-in from `ip` for `account` may go ahead (failure counters, one read).
+pub async fn check(
+    store: &Store,
+    now: UnixTime,
+    tenant_id: &str,
+    limits: &ThrottleLimits,
+    ip: Option<IpAddr>,
+    account: Option<&str>,
+) -> Result<Option<Throttled>, sqlx::Error> {
+    let addr = ip.map(|ip| address_key(tenant_id, &ip));
+    let acct = account.map(|a| account_key(tenant_id, a));
+    if addr.is_none() && acct.is_none() {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT (SELECT count FROM throttle_counters WHERE key = $1 AND window_start = $3) AS a, \
+                (SELECT count FROM throttle_counters WHERE key = $2 AND window_start = $3) AS u",
+    )
+    .bind(addr.as_deref().unwrap_or(""))
+    .bind(acct.as_deref().unwrap_or(""))
+    .bind(window(now))
+    .fetch_one(store.pool())
+    .await?;
+    let a: Option<i64> = row.try_get("a")?;
+    let u: Option<i64> = row.try_get("u")?;
+    if limits.address_failures > 0 && a.unwrap_or(0) >= limits.address_failures {
+        return Ok(Some(Throttled { retry_after: retry_after(now), reason: "address_failures" }));
+    }
+    if limits.account_failures > 0 && u.unwrap_or(0) >= limits.account_failures {
+        return Ok(Some(Throttled { retry_after: retry_after(now), reason: "account_failures" }));
+    }
+    Ok(None)
+}
+
+async fn bump(store: &Store, key: &str, window_start: UnixTime) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO throttle_counters (key, window_start, count) VALUES ($1, $2, 1) \
+         ON CONFLICT (key, window_start) DO UPDATE SET count = throttle_counters.count + 1 RETURNING count",
+    )
+    .bind(key)
+    .bind(window_start)
+    .fetch_one(store.pool())
+    .await?;
+    row.try_get("count")
+}
+
+/// Counts a failed sign-in. Returns whether the address is now at its limit (the token
+/// endpoint then remembers it in [`Blocked`]).
+pub async fn record_failure(
+    store: &Store,
+    now: UnixTime,
+    tenant_id: &str,
+    limits: &ThrottleLimits,
+    ip: Option<IpAddr>,
+    account: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let w = window(now);
+    let mut at_limit = false;
+    if let Some(ip) = ip {
+        let n = bump(store, &address_key(tenant_id, &ip), w).await?;
+        at_limit = limits.address_failures > 0 && n >= limits.address_failures;
+    }
+    if let Some(a) = account {
+        bump(store, &account_key(tenant_id, a), w).await?;
+    }
+    Ok(at_limit)
+}
+
+/// Housekeeping: counters of past windows.
+pub async fn purge(store: &Store, now: UnixTime) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM throttle_counters WHERE window_start < $1")
+        .bind(window(now))
+        .execute(store.pool())
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// Entries kept before old windows are swept out of the in-memory maps.
+const SWEEP_AT: usize = 50_000;
+
+/// Attempts per address and window, in this replica's memory.
+#[derive(Default)]
+pub struct Attempts {
+    counts: Mutex<HashMap<(String, IpAddr), (UnixTime, i64)>>,
+}
+
+impl Attempts {
+    /// Counts one attempt under `scope` (the tenant, and which endpoint); refuses it when
+    /// the window's count is already at `limit` (0 = no limit).
+    pub fn attempt(&self, now: UnixTime, scope: &str, ip: Option<IpAddr>, limit: i64) -> Option<Throttled> {
+        let (Some(ip), true) = (ip, limit > 0) else { return None };
+        let w = window(now);
+        let mut map = match self.counts.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, (start, _)| *start == w);
+        }
+        let slot = map.entry((scope.to_string(), super::entry::canonical(ip))).or_insert((w, 0));
+        if slot.0 != w {
+            *slot = (w, 0);
+        }
+        if slot.1 >= limit {
+            return Some(Throttled { retry_after: retry_after(now), reason: "address_attempts" });
+        }
+        slot.1 += 1;
+        None
+    }
+}
+
+/// Addresses this replica knows to be at their failure limit, until their window ends.
+#[derive(Default)]
+pub struct Blocked {
+    until: Mutex<HashMap<(String, IpAddr), UnixTime>>,
+}
+
+impl Blocked {
+    pub fn block(&self, now: UnixTime, tenant_id: &str, ip: IpAddr) {
+        let mut map = match self.until.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, until| *until > now);
+        }
+        map.insert((tenant_id.to_string(), super::entry::canonical(ip)), window(now) + WINDOW_SECONDS);
+    }
+
+    pub fn check(&self, now: UnixTime, tenant_id: &str, ip: Option<IpAddr>) -> Option<Throttled> {
+        let ip = ip?;
+        let map = match self.until.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let until = *map.get(&(tenant_id.to_string(), super::entry::canonical(ip)))?;
+        (until > now).then(|| Throttled { retry_after: (until - now).max(1), reason: "address_failures" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_counted_per_address_and_window() {
+        let a = Attempts::default();
+        let ip: IpAddr = "81.2.69.7".parse().unwrap();
+        let other: IpAddr = "81.2.69.8".parse().unwrap();
+        let t = 1_000_040; // 20 s into a window
+        for _ in 0..3 {
+            assert_eq!(a.attempt(t, "t1", Some(ip), 3), None);
+        }
+        let refused = a.attempt(t, "t1", Some(ip), 3).unwrap();
+        assert_eq!(refused.retry_after, 40);
+        assert_eq!(a.attempt(t, "t1", Some(other), 3), None);
+        assert_eq!(a.attempt(t, "t2", Some(ip), 3), None);
+        // The mapped form is the same address.
+        assert!(a.attempt(t, "t1", Some("::ffff:81.2.69.7".parse().unwrap()), 3).is_some());
+        // The next window starts afresh; no limit means no limit.
+        assert_eq!(a.attempt(t + 40, "t1", Some(ip), 3), None);
+        assert_eq!(a.attempt(t, "t1", Some(ip), 0), None);
+    }
+
+    #[test]
+    fn blocked_until_the_window_ends() {
+        let b = Blocked::default();
+        let ip: IpAddr = "81.2.69.7".parse().unwrap();
+        b.block(1_000_040, "t", ip); // the window ends at 1_000_080
+        assert_eq!(b.check(1_000_050, "t", Some(ip)).map(|t| t.retry_after), Some(30));
+        assert_eq!(b.check(1_000_080, "t", Some(ip)), None);
+        assert_eq!(b.check(1_000_050, "other", Some(ip)), None);
+    }
+}
