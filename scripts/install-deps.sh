@@ -13,6 +13,10 @@ if [[ "${1:-}" == "--test" ]]; then
   # OpenLDAP: tests/api/slapd.rs starts a throwaway slapd and loads it with the ldap-utils
   # tools (ldapadd, ldapmodify, ...). Skipped when both are already there.
   if ! [[ -x /usr/sbin/slapd ]] || ! command -v ldapadd >/dev/null 2>&1; then pkgs+=(slapd ldap-utils); fi
+  # Headless Chromium: the browser test (conformance/browser/) drives Lanyard's pages and
+  # WebAuthn with its virtual authenticator, through npm playwright-core (which never
+  # downloads a browser of its own here).
+  pkgs+=(chromium)
   # Node.js runs the third-party conformance peers (openid-client, jose).
   if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
   # Python 3 with venv runs the Authlib peer (scripts/test makes conformance/.venv).

@@ -12,6 +12,7 @@ mod isolation;
 mod keys;
 mod ldap;
 mod lockout;
+mod netpolicy;
 mod oauth;
 mod observe;
 mod rfc;
