@@ -629,8 +629,14 @@ async fn token_inner(
         }
     }
     .await;
-    if let Err(OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_)) = &result {
-        count_token_failure(state, &tenant, ip).await;
+    // What counts as a failed sign-in here: a wrong client secret, and a card that signs
+    // no one in. A spent code or refresh token is not guessing (they are 256-bit values)
+    // and a racing app would otherwise throttle itself.
+    let card_grant = form.optional("grant_type", 100).ok().flatten() == Some(client::CARD_GRANT);
+    match &result {
+        Err(OAuthError::InvalidClient(_)) => count_token_failure(state, &tenant, ip).await,
+        Err(OAuthError::InvalidGrant(_)) if card_grant => count_token_failure(state, &tenant, ip).await,
+        _ => {}
     }
     let res = match result {
         Ok(t) => json_ok(&t),

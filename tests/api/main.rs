@@ -13,6 +13,7 @@ mod keys;
 mod ldap;
 mod lockout;
 mod netpolicy;
+mod netpolicy_routes;
 mod oauth;
 mod observe;
 mod rfc;

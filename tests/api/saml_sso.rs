@@ -42,7 +42,7 @@ fn sp(app: &TestApp) -> (String, String) {
 }
 
 /// A response to `request_id` for `name`, signed with the fixture key.
-fn response_for(app: &TestApp, request_id: Option<&str>, name: &str, tweak: impl FnOnce(&mut Build)) -> String {
+pub(crate) fn response_for(app: &TestApp, request_id: Option<&str>, name: &str, tweak: impl FnOnce(&mut Build)) -> String {
     let (entity, acs) = sp(app);
     let now = app.now();
     let mut b = Build {
@@ -63,7 +63,7 @@ fn response_for(app: &TestApp, request_id: Option<&str>, name: &str, tweak: impl
 }
 
 /// Starts an SP-initiated sign-in in `b`; returns (request ID, RelayState, the request XML).
-async fn start(b: &Browser, path: &str) -> (String, String, String) {
+pub(crate) async fn start(b: &Browser, path: &str) -> (String, String, String) {
     let res = b.get(path).await;
     assert_eq!(res.status(), 303, "{path}");
     let mut loc = location(&res);
@@ -82,7 +82,7 @@ async fn start(b: &Browser, path: &str) -> (String, String, String) {
     (id, q["RelayState"].clone(), xml)
 }
 
-async fn post_acs(b: &Browser, saml_response: &str, relay_state: Option<&str>) -> reqwest::Response {
+pub(crate) async fn post_acs(b: &Browser, saml_response: &str, relay_state: Option<&str>) -> reqwest::Response {
     let mut fields = vec![("SAMLResponse", saml_response)];
     if let Some(r) = relay_state {
         fields.push(("RelayState", r));
