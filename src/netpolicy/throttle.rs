@@ -68,8 +68,8 @@ pub async fn check(
     ip: Option<IpAddr>,
     account: Option<&str>,
 ) -> Result<Option<Throttled>, sqlx::Error> {
-    let addr = ip.map(|ip| address_key(tenant_id, &ip));
-    let acct = account.map(|a| account_key(tenant_id, a));
+    let addr = ip.filter(|_| limits.address_failures > 0).map(|ip| address_key(tenant_id, &ip));
+    let acct = account.filter(|_| limits.account_failures > 0).map(|a| account_key(tenant_id, a));
     if addr.is_none() && acct.is_none() {
         return Ok(None);
     }
@@ -117,11 +117,11 @@ pub async fn record_failure(
 ) -> Result<bool, sqlx::Error> {
     let w = window(now);
     let mut at_limit = false;
-    if let Some(ip) = ip {
+    if let Some(ip) = ip.filter(|_| limits.address_failures > 0) {
         let n = bump(store, &address_key(tenant_id, &ip), w).await?;
-        at_limit = limits.address_failures > 0 && n >= limits.address_failures;
+        at_limit = n >= limits.address_failures;
     }
-    if let Some(a) = account {
+    if let Some(a) = account.filter(|_| limits.account_failures > 0) {
         bump(store, &account_key(tenant_id, a), w).await?;
     }
     Ok(at_limit)
