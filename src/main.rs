@@ -442,6 +442,7 @@ enum CardCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum TenantCommand {
     /// Create a tenant; prints it as JSON.
     Create {
@@ -1072,7 +1073,12 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 session_idle_seconds: u.session_idle_minutes.map(|m| m.saturating_mul(60)),
                 session_absolute_seconds: u.session_absolute_hours.map(|h| h.saturating_mul(3600)),
                 audit_retention_days: u.audit_retention_days,
-                ip_policy: u.ip_policy.as_deref().map(lanyard::netpolicy::IpPolicy::parse).transpose().map_err(AdminError::Invalid)?,
+                ip_policy: u
+                    .ip_policy
+                    .as_deref()
+                    .map(lanyard::netpolicy::IpPolicy::parse)
+                    .transpose()
+                    .map_err(AdminError::Invalid)?,
                 second_factor: u
                     .second_factor
                     .as_deref()

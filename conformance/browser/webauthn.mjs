@@ -336,12 +336,16 @@ async function run(browser) {
 
   const isDocument = (r, target) => r.request().resourceType() === 'document' && samePath(r.url(), target);
 
-  // Click something that ends with the browser loading `target` (same URL included).
+  // Click something that ends with the browser loading `target` (same URL included). The
+  // page's `load` event, armed before the click, is the new document's: waitForLoadState
+  // could answer for the old one, still on screen when the response arrives.
   async function clickAndLand(locator, target) {
     const landed = later(page.waitForResponse((r) => isDocument(r, target), { timeout: WAIT_MS }));
+    const loaded = later(page.waitForEvent('load', { timeout: WAIT_MS }));
     await locator.click();
     const res = await landed;
-    await page.waitForLoadState('load', { timeout: WAIT_MS });
+    await loaded;
+    expect(samePath(page.url(), target), 'landed elsewhere', { url: page.url(), expected: target });
     return res;
   }
 
@@ -493,12 +497,13 @@ async function run(browser) {
     await page.locator('input#key-name').fill(name);
     const finished = later(page.waitForResponse((r) => samePath(r.url(), URLS.registerFinish), { timeout: WAIT_MS }));
     const reloaded = later(page.waitForResponse((r) => isDocument(r, URLS.keys), { timeout: WAIT_MS }));
+    const loaded = later(page.waitForEvent('load', { timeout: WAIT_MS }));
     await page.locator('button#webauthn-start').click();
     const fin = await finished;
     const finBody = await pageJson(fin);
     expect(fin.status() >= 200 && fin.status() < 300, 'register/finish refused', { status: fin.status(), body: finBody });
     await reloaded;
-    await page.waitForLoadState('load', { timeout: WAIT_MS });
+    await loaded; // the reloaded keys page, not the one the button was on
     return finBody;
   }
 

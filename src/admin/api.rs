@@ -58,7 +58,9 @@ impl AdminError {
             | AdminError::Resource(ResourceError::NotFound(_))
             | AdminError::Idp(IdpError::NotFound(_))
             | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_))
-            | AdminError::IpList(crate::netpolicy::lists::ListError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            | AdminError::IpList(crate::netpolicy::lists::ListError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             AdminError::IpList(crate::netpolicy::lists::ListError::Duplicate(_)) => (StatusCode::CONFLICT, "conflict"),
             AdminError::IpList(crate::netpolicy::lists::ListError::Store(_)) => {
                 tracing::error!(error = %self, "admin API internal error");
@@ -521,7 +523,12 @@ pub async fn update_tenant(
             session_idle_seconds: b.session_idle_seconds,
             session_absolute_seconds: b.session_absolute_seconds,
             audit_retention_days: b.audit_retention_days,
-            ip_policy: b.ip_policy.as_deref().map(crate::netpolicy::IpPolicy::parse).transpose().map_err(AdminError::Invalid)?,
+            ip_policy: b
+                .ip_policy
+                .as_deref()
+                .map(crate::netpolicy::IpPolicy::parse)
+                .transpose()
+                .map_err(AdminError::Invalid)?,
             second_factor: b
                 .second_factor
                 .as_deref()

@@ -83,7 +83,9 @@ impl AdminContext<'_> {
         let n = crate::webauthn::credentials::delete(&mut tx, &tenant.id, &user.id, id).await?;
         if n == 0 {
             return Err(AdminError::Invalid(match id {
-                Some(i) => format!("`{}` has no WebAuthn credential `{}`", user.email, i.chars().take(80).collect::<String>()),
+                Some(i) => {
+                    format!("`{}` has no WebAuthn credential `{}`", user.email, i.chars().take(80).collect::<String>())
+                }
                 None => format!("`{}` has no WebAuthn credentials", user.email),
             }));
         }

@@ -127,8 +127,9 @@ pub(super) async fn grant(
         can_ask_second_factor: false,
         return_to: None,
     };
-    let signed_in =
-        authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail, Some(attempt)).await.map_err(|e| match e {
+    let signed_in = authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail, Some(attempt))
+        .await
+        .map_err(|e| match e {
             CardError::Malformed | CardError::PinMissing => OAuthError::InvalidRequest(e.to_string()),
             // RFC 6749 §5.2: the grant is refused; the policy says why.
             CardError::Gate(g) if g.is_policy() => OAuthError::InvalidGrant(g.to_string()),

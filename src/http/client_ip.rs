@@ -131,13 +131,29 @@ mod tests {
         let proxies = vec!["127.0.0.1/32".parse().unwrap()];
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         for bad in [
-            "", ",,,", "not-an-ip", "999.1.1.1", "for=", "for=\"[::1\"", "for=\"[zz]:80\"", ";;;=;=",
-            "for=unknown", "for=_hidden", "81.2.69.7é", "1.2.3.4:99999999999999999999", "[", "]:", "for=\"\"",
+            "",
+            ",,,",
+            "not-an-ip",
+            "999.1.1.1",
+            "for=",
+            "for=\"[::1\"",
+            "for=\"[zz]:80\"",
+            ";;;=;=",
+            "for=unknown",
+            "for=_hidden",
+            "81.2.69.7é",
+            "1.2.3.4:99999999999999999999",
+            "[",
+            "]:",
+            "for=\"\"",
         ] {
             for h in ["x-forwarded-for", "forwarded"] {
                 let r = req("127.0.0.1", &[(h, bad)]);
                 let got = resolve(&r, &proxies);
-                assert!(got == Some(peer) || got.is_some_and(|g| g != peer && bad.contains(&g.to_string())), "{h}: {bad:?} → {got:?}");
+                assert!(
+                    got == Some(peer) || got.is_some_and(|g| g != peer && bad.contains(&g.to_string())),
+                    "{h}: {bad:?} → {got:?}"
+                );
             }
         }
         // An unreadable hop stops the walk: the spoofed address to its left is not believed.

@@ -504,7 +504,7 @@ async fn client_request_in(
     let form = parse_body(req, body).await.map_err(|e| oauth_error(&e))?;
     let basic = basic_credentials(req).map_err(|e| oauth_error(&e))?;
     let presented = presented_client(&form, &basic).map_err(|e| oauth_error(&e))?;
-    let client = authenticate_client(&state.store, &state.client_secrets, &tenant, presented)
+    let client = authenticate_client(&state.store, &state.client_secrets, tenant, presented)
         .await
         .map_err(|e| oauth_error(&e))?;
     // A single-page app is called from its registered origins only.

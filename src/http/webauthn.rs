@@ -42,6 +42,7 @@ fn failure_response(f: &WebauthnFailure) -> HttpResponse {
 }
 
 /// The JSON endpoints' guard: the relying party exists, the body is JSON from our origin.
+#[allow(clippy::result_large_err)] // an HttpResponse, as the handlers return
 fn guard<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a RelyingParty, HttpResponse> {
     let Some(rp) = state.webauthn.as_deref() else {
         return Err(json_error(
@@ -57,23 +58,29 @@ fn guard<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a RelyingParty,
     let ours = state.config.public_url.origin().ascii_serialization();
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if origin != Some(ours.as_str()) {
-        return Err(json_error(StatusCode::FORBIDDEN, "wrong_origin", "this request must come from Lanyard's own pages"));
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "wrong_origin",
+            "this request must come from Lanyard's own pages",
+        ));
     }
     Ok(rp)
 }
 
+#[allow(clippy::result_large_err)]
 fn parse<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, HttpResponse> {
     if body.len() > MAX_JSON_BYTES {
         return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, "invalid_request", format!("the request body is not valid: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        json_error(StatusCode::BAD_REQUEST, "invalid_request", format!("the request body is not valid: {e}"))
+    })
 }
 
 async fn tenant_json(state: &AppState, slug: &str) -> Result<Tenant, HttpResponse> {
-    tenant_from_path(state, slug)
-        .await
-        .map_err(|e| json_error(e.status, if e.status == StatusCode::NOT_FOUND { "not_found" } else { "server_error" }, e.message))
+    tenant_from_path(state, slug).await.map_err(|e| {
+        json_error(e.status, if e.status == StatusCode::NOT_FOUND { "not_found" } else { "server_error" }, e.message)
+    })
 }
 
 fn begun(ceremony: String, options: impl serde::Serialize) -> HttpResponse {
@@ -154,7 +161,9 @@ pub async fn verify_begin(req: HttpRequest, state: web::Data<AppState>, path: we
     };
     match wa::begin_second_factor(rp, &state.store, now, &tenant.id, &waiting.user_id).await {
         Ok(Some((id, options))) => begun(id, options),
-        Ok(None) => json_error(StatusCode::FORBIDDEN, "second_factor_unavailable", "no passkey or security key is registered"),
+        Ok(None) => {
+            json_error(StatusCode::FORBIDDEN, "second_factor_unavailable", "no passkey or security key is registered")
+        }
         Err(f) => failure_response(&f),
     }
 }
@@ -213,8 +222,17 @@ pub async fn verify_finish(
         match wa::finish_second_factor(rp, &state.store, now, &tenant.id, &user.id, &b.ceremony, &b.credential).await {
             Ok(v) => v,
             Err(f) => {
-                record(&state, now, &tenant, Some(user.email.as_str()), "signin", Outcome::Failure, Some(f.reason()), &origin)
-                    .await;
+                record(
+                    &state,
+                    now,
+                    &tenant,
+                    Some(user.email.as_str()),
+                    "signin",
+                    Outcome::Failure,
+                    Some(f.reason()),
+                    &origin,
+                )
+                .await;
                 observe::signin_outcome("webauthn", f.reason());
                 if !f.is_internal() {
                     signin::count_failure(&req, &state, &tenant, Some(user.email.as_str())).await;
@@ -225,7 +243,9 @@ pub async fn verify_finish(
     // Single use: a second answer for the same pending sign-in finds nothing.
     match pending::take(&state.store, now, &token).await {
         Ok(Some(_)) => {}
-        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "no_pending_signin", "the sign-in expired; start again"),
+        Ok(None) => {
+            return json_error(StatusCode::UNAUTHORIZED, "no_pending_signin", "the sign-in expired; start again")
+        }
         Err(e) => return failure_response(&WebauthnFailure::Store(e)),
     }
     let amr = format!("{} {} mfa", waiting.amr, verified.key_amr);
@@ -279,8 +299,17 @@ async fn finish(
             signed_in(state, tenant, admission, target)
         }
         Ok(Err(g)) => {
-            record(state, now, tenant, Some(user.email.as_str()), "signin", Outcome::Failure, Some(g.reason()), &origin)
-                .await;
+            record(
+                state,
+                now,
+                tenant,
+                Some(user.email.as_str()),
+                "signin",
+                Outcome::Failure,
+                Some(g.reason()),
+                &origin,
+            )
+            .await;
             observe::signin_outcome(if route == "passkey" { "passkey" } else { "webauthn" }, g.reason());
             json_error(StatusCode::FORBIDDEN, g.reason(), g.to_string())
         }
@@ -299,7 +328,11 @@ pub async fn passkey_begin(req: HttpRequest, state: web::Data<AppState>, path: w
         Err(r) => return r,
     };
     if !tenant.network.passwordless {
-        return json_error(StatusCode::FORBIDDEN, "passwordless_off", "this organisation does not sign in with a passkey alone");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "passwordless_off",
+            "this organisation does not sign in with a passkey alone",
+        );
     }
     match wa::begin_passwordless(rp, &state.store, state.now(), &tenant.id).await {
         Ok((id, options)) => begun(id, options),
@@ -323,7 +356,11 @@ pub async fn passkey_finish(
         Err(r) => return r,
     };
     if !tenant.network.passwordless {
-        return json_error(StatusCode::FORBIDDEN, "passwordless_off", "this organisation does not sign in with a passkey alone");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "passwordless_off",
+            "this organisation does not sign in with a passkey alone",
+        );
     }
     let b: AssertionBody = match parse(&body) {
         Ok(b) => b,
@@ -361,7 +398,11 @@ pub async fn passkey_finish(
 }
 
 /// The signed-in user of this tenant, for the keys page and registration.
-async fn signed_in_user(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<Option<crate::user::User>, PageError> {
+async fn signed_in_user(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+) -> Result<Option<crate::user::User>, PageError> {
     Ok(current_session(req, state, tenant).await?.map(|(_, u)| u))
 }
 
@@ -437,8 +478,17 @@ pub async fn register_finish(
             HttpResponse::Created().json(view)
         }
         Err(f) => {
-            record(&state, now, &tenant, Some(user.email.as_str()), "webauthn.register", Outcome::Failure, Some(f.reason()), &origin)
-                .await;
+            record(
+                &state,
+                now,
+                &tenant,
+                Some(user.email.as_str()),
+                "webauthn.register",
+                Outcome::Failure,
+                Some(f.reason()),
+                &origin,
+            )
+            .await;
             failure_response(&f)
         }
     }

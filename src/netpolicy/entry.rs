@@ -88,7 +88,8 @@ impl Entry {
             Some((a, p)) => (a, Some(p)),
             None => (raw, None),
         };
-        let addr: IpAddr = addr_part.parse().map_err(|_| EntryError::NotAnAddress(addr_part.chars().take(60).collect()))?;
+        let addr: IpAddr =
+            addr_part.parse().map_err(|_| EntryError::NotAnAddress(addr_part.chars().take(60).collect()))?;
         let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
         let prefix = match prefix_part {

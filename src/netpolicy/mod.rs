@@ -34,7 +34,9 @@ impl IpPolicy {
             "off" => Ok(IpPolicy::Off),
             "enforce" => Ok(IpPolicy::Enforce),
             "mfa" => Ok(IpPolicy::Mfa),
-            other => Err(format!("IP policy `{}` is not off, enforce or mfa", other.chars().take(40).collect::<String>())),
+            other => {
+                Err(format!("IP policy `{}` is not off, enforce or mfa", other.chars().take(40).collect::<String>()))
+            }
         }
     }
     /// Stored values were validated on the way in; anything else fails closed.

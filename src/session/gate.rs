@@ -50,7 +50,10 @@ impl GateRefusal {
     /// A refusal the person could not have avoided by typing better (network policy):
     /// shown as such rather than as "wrong password".
     pub fn is_policy(&self) -> bool {
-        matches!(self, GateRefusal::Network(_) | GateRefusal::SecondFactorUnavailable | GateRefusal::SecondFactorRequired)
+        matches!(
+            self,
+            GateRefusal::Network(_) | GateRefusal::SecondFactorUnavailable | GateRefusal::SecondFactorRequired
+        )
     }
 }
 

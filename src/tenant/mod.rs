@@ -348,7 +348,10 @@ pub async fn update(
         ("throttle_address_attempts", network.throttle.address_attempts),
     ] {
         if !(0..=1_000_000).contains(&v) {
-            return Err(TenantError::InvalidPolicy { field, problem: "must be between 0 (no limit) and 1000000 a minute" });
+            return Err(TenantError::InvalidPolicy {
+                field,
+                problem: "must be between 0 (no limit) and 1000000 a minute",
+            });
         }
     }
     let mut tx = store.begin_write().await?;

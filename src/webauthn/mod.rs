@@ -20,9 +20,8 @@ pub mod credentials;
 use sqlx::Row;
 use url::Url;
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Uuid, Webauthn,
-    WebauthnBuilder,
+    DiscoverableAuthentication, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse, Uuid, Webauthn, WebauthnBuilder,
 };
 
 pub use credentials::CredentialView;
@@ -173,7 +172,8 @@ async fn take<T: serde::de::DeserializeOwned>(
 
 /// Housekeeping: ceremonies past their time.
 pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1").bind(now).execute(store.pool()).await?;
+    let r =
+        sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1").bind(now).execute(store.pool()).await?;
     Ok(r.rows_affected())
 }
 
@@ -281,10 +281,7 @@ pub async fn finish_second_factor(
         .await?
         .filter(|c| c.user_id == user_id)
         .ok_or(WebauthnFailure::UnknownCredential)?;
-    let result = rp
-        .webauthn
-        .finish_passkey_authentication(answer, &state)
-        .map_err(verification)?;
+    let result = rp.webauthn.finish_passkey_authentication(answer, &state).map_err(verification)?;
     conclude(store, now, cred, &result).await
 }
 
@@ -319,10 +316,8 @@ pub async fn finish_passwordless(
         .await?
         .filter(|c| user_handle(&c.user_id) == handle)
         .ok_or(WebauthnFailure::UnknownCredential)?;
-    let result = rp
-        .webauthn
-        .finish_discoverable_authentication_v2(answer, state, &cred.passkey)
-        .map_err(verification)?;
+    let result =
+        rp.webauthn.finish_discoverable_authentication_v2(answer, state, &cred.passkey).map_err(verification)?;
     // The passkey alone signs in: it must have verified the person (PIN, biometrics).
     if !result.user_verified() {
         return Err(WebauthnFailure::UserNotVerified);

@@ -679,3 +679,125 @@ async fn ldap_commands_sqlite() {
 async fn ldap_commands_postgres() {
     ldap_commands(StoreKind::Postgres).await
 }
+
+async fn network_commands(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(kind, dir.path()).await;
+    let run = |args: &[&str], stdin: Option<&str>| lanyard(&db, dir.path(), args, stdin);
+    assert!(run(&["migrate"], None).status.success());
+    json(&run(&["admin", "tenant", "create", "--slug", "acme", "--name", "Acme", "--domain", "acme.test"], None));
+    let e =
+        json(&run(&["admin", "iplist", "add", "--tenant", "acme", "--cidr", "81.2.69.0/24", "--label", "HQ"], None));
+    assert_eq!((e["cidr"].as_str(), e["list"].as_str()), (Some("81.2.69.0/24"), Some("internet")));
+    // A private block in the Internet list: refused, naming the block and its RFC.
+    let refused =
+        run(&["admin", "iplist", "add", "--tenant", "acme", "--cidr", "192.168.1.0/24", "--label", "x"], None);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("192.168.0.0/16") && stderr(&refused).contains("RFC 1918"),
+        "{}",
+        stderr(&refused)
+    );
+    let p = json(&run(
+        &["admin", "iplist", "add", "--tenant", "acme", "--cidr", "192.168.1.0/24", "--label", "Lab", "--private"],
+        None,
+    ));
+    assert_eq!(p["list"], "private");
+    let list = json(&run(&["admin", "iplist", "list", "--tenant", "acme"], None));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    json(&run(&["admin", "iplist", "remove", "--tenant", "acme", "--entry", "192.168.1.0/24"], None));
+    assert_eq!(json(&run(&["admin", "iplist", "list", "--tenant", "acme"], None)).as_array().unwrap().len(), 1);
+    let t = json(&run(
+        &["admin", "tenant", "update", "--slug", "acme", "--ip-policy", "mfa", "--second-factor", "outside"],
+        None,
+    ));
+    assert_eq!(
+        (t["network"]["ip_policy"].as_str(), t["network"]["second_factor"].as_str()),
+        (Some("mfa"), Some("outside"))
+    );
+    let bad = run(&["admin", "tenant", "update", "--slug", "acme", "--ip-policy", "sometimes"], None);
+    assert!(!bad.status.success() && stderr(&bad).contains("off, enforce or mfa"), "{}", stderr(&bad));
+    json(&run(
+        &[
+            "admin",
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--client-id",
+            "payroll",
+            "--kind",
+            "native",
+            "--redirect-uri",
+            "com.example.payroll:/cb",
+            "--known-networks-only",
+        ],
+        None,
+    ));
+    let c = json(&run(
+        &["admin", "client", "update", "--tenant", "acme", "--client-id", "payroll", "--known-networks-only", "false"],
+        None,
+    ));
+    assert_eq!(c["known_networks_only"], false);
+    json(&run(
+        &["admin", "user", "create", "--tenant", "acme", "--email", "alice@acme.test", "--password-stdin"],
+        Some("correct horse battery\n"),
+    ));
+    assert_eq!(
+        json(&run(&["admin", "webauthn", "list", "--tenant", "acme", "--email", "alice@acme.test"], None)),
+        serde_json::json!([])
+    );
+    let none = run(&["admin", "webauthn", "remove", "--tenant", "acme", "--email", "alice@acme.test", "--all"], None);
+    assert!(!none.status.success() && stderr(&none).contains("no WebAuthn credentials"), "{}", stderr(&none));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_commands_sqlite() {
+    network_commands(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_commands_postgres() {
+    network_commands(StoreKind::Postgres).await
+}
+
+/// `LANYARD_TRUSTED_PROXIES` as operators write it: one CIDR, or several with commas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_from_the_environment_in_comma_form() {
+    for value in ["127.0.0.1/32", "127.0.0.1/32,10.0.0.0/8", " 10.0.0.0/8 , 127.0.0.0/8 "] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let db = format!("sqlite://{}/lanyard.db", dir.path().display());
+        let envs = [("LANYARD_LISTEN", format!("127.0.0.1:{port}")), ("LANYARD_TRUSTED_PROXIES", value.to_string())];
+        let (child, text) = serve(&db, dir.path(), &envs, None);
+        assert!(text.contains("listening on"), "{value}: {text}");
+        // Believed: the audit log sees the forwarded address.
+        let b = Browser::new(&format!("http://127.0.0.1:{port}"));
+        let csrf = b.csrf("/t/default/login").await;
+        b.client
+            .post(b.url("/t/default/login"))
+            .header("x-forwarded-for", "81.2.69.7")
+            .form(&[("csrf", csrf.as_str()), ("email", "nobody@lanyard.local"), ("password", "wrong-password")])
+            .send()
+            .await
+            .unwrap();
+        stop(child);
+        let out = lanyard(&db, dir.path(), &["admin", "audit", "--tenant", "default"], None);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("81.2.69.7"),
+            "{value}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Garbage still stops start-up, naming the key and the item.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .arg("serve")
+        .env("LANYARD_DATA_DIR", dir.path())
+        .env("LANYARD_DATABASE_URL", format!("sqlite://{}/lanyard.db", dir.path().display()))
+        .env("LANYARD_TRUSTED_PROXIES", "127.0.0.1/32,proxy.example")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("trusted_proxies") && stderr(&out).contains("proxy.example"), "{}", stderr(&out));
+}

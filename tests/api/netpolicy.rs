@@ -168,15 +168,15 @@ async fn allow_list_through_the_admin_api(kind: StoreKind) {
     // The private list takes what the Internet list refused.
     assert_eq!(add("10.0.0.0/8", true).await.0, 201);
     // List and remove (by network, `/` escaped in the path).
-    let list: Value =
-        http.get(url("/ip-allowlist")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let list: Value = http.get(url("/ip-allowlist")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), after.len() + 1);
     let r = http.delete(url("/ip-allowlist/10.0.0.0%2F8")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = http.delete(url("/ip-allowlist/10.0.0.0%2F8")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 404);
     // The policy is a tenant field; a bad value is refused by name.
-    let r = http.patch(url("/tenant")).bearer_auth(&token).json(&json!({"ip_policy": "sometimes"})).send().await.unwrap();
+    let r =
+        http.patch(url("/tenant")).bearer_auth(&token).json(&json!({"ip_policy": "sometimes"})).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let r = http.patch(url("/tenant")).bearer_auth(&token).json(&json!({"ip_policy": "enforce"})).send().await.unwrap();
     assert_eq!(r.status(), 200);

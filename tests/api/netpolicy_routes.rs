@@ -9,7 +9,9 @@ use secrecy::SecretString;
 
 use crate::both_stores;
 use crate::helpers::*;
-use crate::netpolicy::{from, last, register_key, second_factor, set_policy, signed_in, spawn, INSIDE, OUTSIDE, PUBLIC};
+use crate::netpolicy::{
+    from, last, register_key, second_factor, set_policy, signed_in, spawn, INSIDE, OUTSIDE, PUBLIC,
+};
 use crate::slapd::{Slapd, ALICE, BASE_DN, SVC_DN, SVC_PASSWORD};
 use lanyard::ldap::cards::{CardFormat, PolicyChange};
 use lanyard::ldap::server::NewServer;
@@ -140,9 +142,8 @@ async fn card_routes(kind: StoreKind) {
     };
     let kiosk = |b: Browser| async move {
         let csrf = b.csrf("/t/acme/card/login").await;
-        let r = b
-            .post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", ALICE.badge_number), ("pin", "8642")])
-            .await;
+        let r =
+            b.post_form("/t/acme/card/login", &[("csrf", &csrf), ("card", ALICE.badge_number), ("pin", "8642")]).await;
         (b, r)
     };
     // On-boarded at the first swipe (policy off), then given a PIN and a passkey.

@@ -42,7 +42,12 @@ fn sp(app: &TestApp) -> (String, String) {
 }
 
 /// A response to `request_id` for `name`, signed with the fixture key.
-pub(crate) fn response_for(app: &TestApp, request_id: Option<&str>, name: &str, tweak: impl FnOnce(&mut Build)) -> String {
+pub(crate) fn response_for(
+    app: &TestApp,
+    request_id: Option<&str>,
+    name: &str,
+    tweak: impl FnOnce(&mut Build),
+) -> String {
     let (entity, acs) = sp(app);
     let now = app.now();
     let mut b = Build {
