@@ -178,6 +178,8 @@ pub struct TestApp {
 
 #[derive(Default)]
 pub struct Options {
+    /// `listen` (default `127.0.0.1:0`).
+    pub listen: Option<String>,
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<String>,
     /// Another replica of `app`: the same store and master key (its data dir).
@@ -198,7 +200,7 @@ impl TestApp {
             None => (fresh_database_url(kind, dir.path()).await, dir.path().to_path_buf()),
         };
         let raw = RawConfig {
-            listen: Some("127.0.0.1:0".into()),
+            listen: Some(opts.listen.unwrap_or_else(|| "127.0.0.1:0".into())),
             public_url: opts.public_url,
             database_url: Some(database_url.clone()),
             data_dir: Some(data_dir.display().to_string()),

@@ -510,4 +510,24 @@ async fn a_list_changed_on_one_process_holds_on_another(kind: StoreKind) {
     // The mode itself, likewise.
     set_policy(&app, "off", "off").await;
     assert_eq!(from(&second, home).sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
+
+    // A second factor started on one process is finished on the other: the pending
+    // sign-in and the ceremony are in the store.
+    let b = from(&app, INSIDE);
+    assert_eq!(b.sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
+    let mut key = register_key(&b, "Laptop").await;
+    set_policy(&app, "mfa", "off").await;
+    let on_first = from(&app, home);
+    assert_eq!(location(&on_first.sign_in("acme", "alice@acme.test", PASSWORD).await), "/t/acme/webauthn/verify");
+    // The same browser (cookies are per host, not per port) now talks to the second.
+    let on_second = Browser { client: on_first.client.clone(), jar: on_first.jar.clone(), base: second.base.clone() };
+    let (s, options) = ceremony(&on_second, "/t/acme/webauthn/verify/begin", json!({})).await;
+    assert_eq!(s, 200, "{options}");
+    let id = options["ceremony"].as_str().unwrap().to_string();
+    let rcr: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let cred = key.do_authentication(Url::parse(PUBLIC).unwrap(), rcr).unwrap();
+    let (s, v) =
+        ceremony(&on_first, "/t/acme/webauthn/verify/finish", json!({"ceremony": id, "credential": cred})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(signed_in(&on_second).await, "the session works on both");
 }
