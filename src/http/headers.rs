@@ -1,6 +1,7 @@
 //! Security headers on every response.
 //!
-//! CSP allows only our own stylesheet (no scripts, no frames: `frame-ancestors 'none'`).
+//! CSP allows only our own stylesheet (no scripts, no frames: `frame-ancestors 'none'`);
+//! the WebAuthn pages also allow our own script ([`SCRIPT_CSP`]).
 //! `form-action` is deliberately not set: Chromium applies it to the redirect that
 //! follows a form post, and the OAuth flow redirects from the sign-in form to the
 //! client's registered redirect URI on another origin. Responses are `no-store` unless a
@@ -13,6 +14,17 @@ use actix_web::middleware::Next;
 
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
+
+/// The pages that run Lanyard's own WebAuthn script (`/static/webauthn.js`): it may load
+/// from our origin and call our origin, nothing else.
+pub const SCRIPT_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+                              img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Gives `res` [`SCRIPT_CSP`] instead of the default.
+pub fn allow_own_script(mut res: actix_web::HttpResponse) -> actix_web::HttpResponse {
+    res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SCRIPT_CSP));
+    res
+}
 
 pub async fn add(
     req: ServiceRequest,

@@ -284,7 +284,8 @@ pub async fn password_form(
         passwordless: tenant.network.passwordless && state.webauthn.is_some(),
     }
     .render()?;
-    Ok(html(StatusCode::OK, Some(&grant), body))
+    let res = html(StatusCode::OK, Some(&grant), body);
+    Ok(if tenant.network.passwordless { super::headers::allow_own_script(res) } else { res })
 }
 
 pub async fn password_submit(
@@ -313,7 +314,8 @@ pub async fn password_submit(
             passwordless: tenant.network.passwordless && state.webauthn.is_some(),
         }
         .render()?;
-        Ok(html(status, Some(&grant), body))
+        let res = html(status, Some(&grant), body);
+        Ok(if tenant.network.passwordless { super::headers::allow_own_script(res) } else { res })
     };
     if tenant.signin_route != SigninRoute::Password {
         return render(StatusCode::BAD_REQUEST, raw_email, "This organisation does not sign in with a password here.");

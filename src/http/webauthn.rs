@@ -135,7 +135,7 @@ pub async fn verify_page(
         reason: "Your organisation asks for your passkey or security key to finish signing in.",
     }
     .render()?;
-    Ok(html(StatusCode::OK, None, body))
+    Ok(super::headers::allow_own_script(html(StatusCode::OK, None, body)))
 }
 
 /// `POST …/webauthn/verify/begin`: the assertion options for the waiting user's keys.
@@ -548,7 +548,7 @@ pub async fn keys_page(
         available: state.webauthn.is_some(),
     }
     .render()?;
-    Ok(html(StatusCode::OK, Some(&grant), body))
+    Ok(super::headers::allow_own_script(html(StatusCode::OK, Some(&grant), body)))
 }
 
 async fn key_form(
