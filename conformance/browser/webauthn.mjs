@@ -97,6 +97,7 @@ async function step(name, fn) {
   log(`step ${name}`);
   const extra = (await fn()) || {};
   process.stdout.write(`${JSON.stringify({ step: name, ok: true, ...extra })}\n`);
+
 }
 
 // ---------------------------------------------------------------------------------------
@@ -751,6 +752,30 @@ async function run(browser) {
       return { files };
     });
   }
+
+  // The passkey route passes the same gate: outside an enforced list (empty here, so
+  // 127.0.0.1 is outside) a passkey alone is refused, and no session starts.
+  await step('passwordless_refused_outside', async () => {
+    // A fresh start: no session, no pending sign-in.
+    await context.clearCookies();
+    const t = await setTenant({ ip_policy: 'enforce' });
+    expect(t.network && t.network.ip_policy === 'enforce', 'ip_policy not updated', { network: t.network });
+    await page.goto(URLS.login, { waitUntil: 'load' });
+    await page.locator('div#webauthn[data-mode=passkey]').waitFor({ state: 'visible', timeout: WAIT_MS });
+    await expectWebauthnScript();
+    const finished = later(page.waitForResponse((r) => samePath(r.url(), URLS.passkeyFinish), { timeout: WAIT_MS }));
+    await page.locator('button#webauthn-start').click();
+    const fin = await finished;
+    const body = await pageJson(fin);
+    expect(fin.status() === 403 && body && body.error === 'outside_allow_list', 'expected 403 outside_allow_list', { status: fin.status(), body });
+    await page.locator('p#webauthn-status').filter({ hasText: 'did not work' }).waitFor({ timeout: WAIT_MS });
+    expect(samePath(page.url(), URLS.login), 'the page should stay', { url: page.url() });
+    const probe = await context.request.get(URLS.account, { maxRedirects: 0, failOnStatusCode: false });
+    expect(probe.status() === 303, 'no session may start', { status: probe.status() });
+    const back = await setTenant({ ip_policy: 'off' });
+    expect(back.network.ip_policy === 'off', 'ip_policy not restored', { network: back.network });
+    return { status: fin.status(), error: body.error };
+  });
 }
 
 // ---------------------------------------------------------------------------------------

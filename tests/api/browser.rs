@@ -73,13 +73,14 @@ async fn run(kind: StoreKind) {
         "wrong_rp_id",
         "deleted_credential",
         "passwordless",
+        "passwordless_refused_outside",
     ] {
         let s = steps.iter().find(|s| s["step"] == want).unwrap_or_else(|| panic!("no step {want}: {stdout}"));
         assert_eq!(s["ok"], true, "{want}: {s}");
     }
     // The refusals the browser saw are in the audit log, with the reason.
     let events = app.audit(&app.tenant_by_slug("acme").await).await;
-    for reason in ["sign_count_regressed", "assertion_invalid", "unknown_credential"] {
+    for reason in ["sign_count_regressed", "assertion_invalid", "unknown_credential", "outside_allow_list"] {
         assert!(events.iter().any(|e| e.reason.as_deref() == Some(reason)), "{reason} audited");
     }
 }

@@ -3,6 +3,7 @@ mod helpers;
 
 mod admin_api;
 mod bad_input;
+mod browser;
 mod cards;
 mod cli;
 mod conformance;
