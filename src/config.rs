@@ -34,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "key_rotation_days",
     "metrics_listen",
     "saml_metadata_private_hosts",
+    "forwarded_header",
 ];
 
 /// Where `/metrics` is served unless `metrics_listen` says otherwise: loopback only, the
@@ -62,6 +63,16 @@ pub struct RawConfig {
     pub key_rotation_days: Option<u64>,
     pub metrics_listen: Option<String>,
     pub saml_metadata_private_hosts: Option<bool>,
+    /// `x-forwarded-for` (default) or `forwarded`: the one header the trusted proxies write.
+    pub forwarded_header: Option<String>,
+}
+
+/// The header trusted proxies write the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    /// RFC 7239.
+    Forwarded,
 }
 
 /// The trusted proxies as given: one comma-separated string (the environment's form) or
@@ -128,6 +139,9 @@ pub struct Config {
     pub hash_queue_limit: usize,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which of the two the proxies write; the other is ignored (a client could send it
+    /// through a proxy that passes it on untouched).
+    pub forwarded_header: ForwardedHeader,
     pub housekeeping_interval_seconds: u64,
     /// Signing keys older than this are rotated by the housekeeping job.
     pub key_rotation_days: u64,
@@ -157,6 +171,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("hash_concurrency", &self.hash_concurrency)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
             .field("housekeeping_interval_seconds", &self.housekeeping_interval_seconds)
             .field("key_rotation_days", &self.key_rotation_days)
             .field("metrics_listen", &self.metrics_listen)
@@ -282,6 +297,20 @@ impl RawConfig {
                 .map_err(|_| invalid("trusted_proxies", format!("`{p}` is not an IP address or CIDR range")))?;
             trusted_proxies.push(net);
         }
+        let forwarded_header =
+            match self.forwarded_header.as_deref().map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+                None | Some("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+                Some("forwarded") => ForwardedHeader::Forwarded,
+                Some(other) => {
+                    return Err(invalid(
+                        "forwarded_header",
+                        format!(
+                            "`{}` is neither x-forwarded-for nor forwarded",
+                            other.chars().take(40).collect::<String>()
+                        ),
+                    ))
+                }
+            };
         let housekeeping_interval_seconds = self.housekeeping_interval_seconds.unwrap_or(3600);
         if housekeeping_interval_seconds == 0 {
             return Err(invalid("housekeeping_interval_seconds", "must be at least 1"));
@@ -305,6 +334,7 @@ impl RawConfig {
             hash_concurrency,
             hash_queue_limit,
             trusted_proxies,
+            forwarded_header,
             housekeeping_interval_seconds,
             metrics_listen,
             metrics_listen_configured,

@@ -194,7 +194,8 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
         None => format!("client:{}", verified.claims.client_id),
     };
     let origin = Origin {
-        client_ip: crate::http::client_ip::resolve(req, &state.config.trusted_proxies).map(|i| i.to_string()),
+        client_ip: crate::http::client_ip::resolve(req, &state.config.trusted_proxies, state.config.forwarded_header)
+            .map(|i| i.to_string()),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)

@@ -127,6 +127,15 @@ pub(super) async fn grant(
         can_ask_second_factor: false,
         return_to: None,
     };
+    // The address alone may decide (an enforced list): then before the card is looked at.
+    let early = crate::session::gate::refuse_early(&state.store, svc.tenant, attempt.client_ip, Some(client), false)
+        .await
+        .map_err(|e| OAuthError::Server(e.to_string()))?;
+    if let Err(g) = early {
+        audit(state, svc.now, svc.tenant, None, Outcome::Failure, Some(g.reason()), &svc.origin, detail).await;
+        observe::signin_outcome("card", g.reason());
+        return Err(OAuthError::InvalidGrant(g.to_string()));
+    }
     let signed_in = authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail, Some(attempt))
         .await
         .map_err(|e| match e {
@@ -213,12 +222,27 @@ pub async fn login_submit(
         Ok(html(status, Some(&grant), body))
     };
     let origin = origin_of(&req, &state);
-    if let Some(t) = super::signin::throttle_signin(&req, &state, &tenant, None).await? {
-        observe::signin_outcome("card", "throttled");
-        return Ok(super::signin::too_many_page(t));
-    }
+    let reservation = match super::signin::before(&req, &state, &tenant, None, return_to.as_deref()).await? {
+        super::signin::Before::Go(r) => r,
+        super::signin::Before::Throttled(t) => {
+            observe::signin_outcome("card", "throttled");
+            return Ok(super::signin::too_many_page(t));
+        }
+        super::signin::Before::Refused(g) => {
+            let detail = serde_json::json!({"route": "card-page"});
+            audit(&state, state.now(), &tenant, None, Outcome::Failure, Some(g.reason()), &origin, detail).await;
+            observe::signin_outcome("card", g.reason());
+            return Err(super::signin::policy_page(g));
+        }
+    };
     let detail = serde_json::json!({"route": "card-page"});
-    let signed_in = match authenticate(&state, &tenant, &origin, card, pin.as_ref(), detail, None).await {
+    let result = authenticate(&state, &tenant, &origin, card, pin.as_ref(), detail, None).await;
+    let counts = matches!(
+        &result,
+        Err(e) if !matches!(e, CardError::Malformed | CardError::PinMissing | CardError::Unavailable(_) | CardError::Store(_))
+    );
+    super::signin::settle(&state, reservation, counts).await;
+    let signed_in = match result {
         Ok(s) => s,
         Err(CardError::Malformed) => {
             return render(StatusCode::BAD_REQUEST, "Enter the card number as printed on the card.")
@@ -231,10 +255,7 @@ pub async fn login_submit(
             )
         }
         Err(CardError::Store(e)) => return Err(PageError::internal(e)),
-        Err(_) => {
-            super::signin::count_failure(&req, &state, &tenant, None).await;
-            return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now.");
-        }
+        Err(_) => return render(StatusCode::UNAUTHORIZED, "This card cannot sign anyone in now."),
     };
     let now = state.now();
     // Through the gate like every route.

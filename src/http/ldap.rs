@@ -95,13 +95,35 @@ pub async fn login_submit(
     let now = state.now();
     let subject = username.trim().chars().take(MAX_USERNAME_FIELD).collect::<String>();
     let account = (!subject.is_empty()).then(|| subject.to_lowercase());
-    if let Some(t) = super::signin::throttle_signin(&req, &state, &tenant, account.as_deref()).await? {
-        let s = (!subject.is_empty()).then_some(subject.as_str());
-        record(&state, now, &tenant, s, "signin", Outcome::Failure, Some(t.reason), &origin).await;
-        observe::signin_outcome("ldap", "throttled");
-        return Ok(super::signin::too_many_page(t));
-    }
+    let who = (!subject.is_empty()).then_some(subject.as_str());
+    let reservation =
+        match super::signin::before(&req, &state, &tenant, account.as_deref(), return_to.as_deref()).await? {
+            super::signin::Before::Go(r) => r,
+            super::signin::Before::Throttled(t) => {
+                record(&state, now, &tenant, who, "signin", Outcome::Failure, Some(t.reason), &origin).await;
+                observe::signin_outcome("ldap", "throttled");
+                return Ok(super::signin::too_many_page(t));
+            }
+            super::signin::Before::Refused(g) => {
+                record(&state, now, &tenant, who, "signin", Outcome::Failure, Some(g.reason()), &origin).await;
+                observe::signin_outcome("ldap", g.reason());
+                return Err(super::signin::policy_page(g));
+            }
+        };
     let outcome = signin::sign_in(&state.store, &state.directory, now, &tenant, username, password).await;
+    let counts = match &outcome {
+        Ok(_) => false,
+        Err(refusal) => !matches!(
+            refusal,
+            LdapRefusal::Store(_)
+                | LdapRefusal::User(_)
+                | LdapRefusal::Unavailable(_)
+                | LdapRefusal::NotConfigured
+                | LdapRefusal::EmptyPassword
+                | LdapRefusal::Name(_)
+        ),
+    };
+    super::signin::settle(&state, reservation, counts).await;
     let auth = match outcome {
         Ok(a) => a,
         Err(refusal) => {
@@ -111,18 +133,6 @@ pub async fn login_submit(
                 record(&state, now, &tenant, subject, "lockout", Outcome::Success, None, &origin).await;
             }
             observe::signin_outcome("ldap", refusal.reason());
-            let counted = !matches!(
-                refusal,
-                LdapRefusal::Store(_)
-                    | LdapRefusal::User(_)
-                    | LdapRefusal::Unavailable(_)
-                    | LdapRefusal::NotConfigured
-                    | LdapRefusal::EmptyPassword
-                    | LdapRefusal::Name(_)
-            );
-            if counted {
-                super::signin::count_failure(&req, &state, &tenant, account.as_deref()).await;
-            }
             return match &refusal {
                 LdapRefusal::Store(e) => Err(PageError::internal(e)),
                 LdapRefusal::User(e) => Err(PageError::internal(e)),

@@ -329,6 +329,31 @@ async fn authorize_with(
     let session = current_session(&req, &state, &tenant).await?;
     let session =
         session.filter(|_| !prompt.contains(&"login")).filter(|(s, _)| max_age.is_none_or(|m| now - s.created_at <= m));
+    // A session is used where it is used now: a session begun inside the allow-list is
+    // refused outside an enforced one, and outside under `mfa` (or a second factor asked
+    // `outside`) it is good only if it already holds one — else the person signs in again
+    // and the gate asks for it (a step up).
+    let session = match session {
+        Some((s, u)) => {
+            let ip = super::signin::client_addr(&req, &state);
+            let policy = &tenant.network;
+            let inside = if policy.needs_placement(false) {
+                crate::netpolicy::is_inside(&state.store, &tenant.id, ip).await?
+            } else {
+                false
+            };
+            let has_mfa = s.amr.split(' ').any(|m| m == "mfa");
+            match crate::netpolicy::decide(policy, inside, false, has_mfa) {
+                crate::netpolicy::Requirement::None => Some((s, u)),
+                crate::netpolicy::Requirement::Refuse(n) => return fail("access_denied", &n.to_string()),
+                crate::netpolicy::Requirement::SecondFactor if prompt.contains(&"none") => {
+                    return fail("interaction_required", "a second factor is required from this address")
+                }
+                crate::netpolicy::Requirement::SecondFactor => None,
+            }
+        }
+        None => None,
+    };
     // The request again, as a GET (a POSTed request continues the same way).
     let again = |drop_prompt: bool| {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());

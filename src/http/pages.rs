@@ -107,7 +107,8 @@ pub(super) fn see_other(location: &str) -> HttpResponseBuilder {
 
 pub(super) fn origin_of(req: &HttpRequest, state: &AppState) -> Origin {
     Origin {
-        client_ip: client_ip::resolve(req, &state.config.trusted_proxies).map(|ip| ip.to_string()),
+        client_ip: client_ip::resolve(req, &state.config.trusted_proxies, state.config.forwarded_header)
+            .map(|ip| ip.to_string()),
         user_agent: req
             .headers()
             .get(actix_web::http::header::USER_AGENT)
@@ -325,15 +326,44 @@ pub async fn password_submit(
         Err(e) => return render(StatusCode::BAD_REQUEST, raw_email, &e.to_string()),
     };
     let origin = origin_of(&req, &state);
-    if let Some(t) = signin::throttle_signin(&req, &state, &tenant, Some(email.as_str())).await? {
-        record(&state, state.now(), &tenant, Some(email.as_str()), "signin", Outcome::Failure, Some(t.reason), &origin)
+    let reservation = match signin::before(&req, &state, &tenant, Some(email.as_str()), return_to.as_deref()).await? {
+        signin::Before::Go(r) => r,
+        signin::Before::Throttled(t) => {
+            record(
+                &state,
+                state.now(),
+                &tenant,
+                Some(email.as_str()),
+                "signin",
+                Outcome::Failure,
+                Some(t.reason),
+                &origin,
+            )
             .await;
-        observe::signin_outcome("password", "throttled");
-        return Ok(signin::too_many_page(t));
-    }
+            observe::signin_outcome("password", "throttled");
+            return Ok(signin::too_many_page(t));
+        }
+        signin::Before::Refused(g) => {
+            record(
+                &state,
+                state.now(),
+                &tenant,
+                Some(email.as_str()),
+                "signin",
+                Outcome::Failure,
+                Some(g.reason()),
+                &origin,
+            )
+            .await;
+            observe::signin_outcome("password", g.reason());
+            return Err(signin::policy_page(g));
+        }
+    };
     let password = SecretString::from(raw_password.to_string());
     let now = state.now();
-    match password::sign_in(&state.store, &state.hasher, now, &tenant, &email, &password).await {
+    let outcome = password::sign_in(&state.store, &state.hasher, now, &tenant, &email, &password).await;
+    signin::settle(&state, reservation, matches!(outcome, Err(SignInError::Rejected(..)))).await;
+    match outcome {
         Ok(auth) => {
             let user = auth.user();
             let target = if auth.must_change_password() {
@@ -411,7 +441,6 @@ pub async fn password_submit(
                 &origin,
             )
             .await;
-            signin::count_failure(&req, &state, &tenant, Some(email.as_str())).await;
             if failure == SignInFailure::BadPasswordNowLocked {
                 record(&state, now, &tenant, Some(email.as_str()), "lockout", Outcome::Success, None, &origin).await;
             }

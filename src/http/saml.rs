@@ -315,13 +315,37 @@ pub async fn acs(
     let relay_state = form.optional("RelayState", 1024)?;
     let origin = origin_of(&req, &state);
     let now = state.now();
-    if let Some(t) = super::signin::throttle_signin(&req, &state, &tenant, None).await? {
-        observe::signin_outcome("saml", "throttled");
-        return Ok(super::signin::too_many_page(t));
-    }
+    let reservation = match super::signin::before(&req, &state, &tenant, None, None).await? {
+        super::signin::Before::Go(r) => r,
+        super::signin::Before::Throttled(t) => {
+            observe::signin_outcome("saml", "throttled");
+            return Ok(super::signin::too_many_page(t));
+        }
+        super::signin::Before::Refused(g) => {
+            let e = crate::audit::Event {
+                tenant_id: Some(&tenant.id),
+                actor: "anonymous",
+                subject: None,
+                event: "signin",
+                outcome: Outcome::Failure,
+                reason: Some(g.reason()),
+                origin: &origin,
+                detail: Some(serde_json::json!({"route": "saml"})),
+            };
+            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                tracing::error!(%err, "could not write audit event");
+            }
+            observe::signin_outcome("saml", g.reason());
+            return Err(super::signin::policy_page(g));
+        }
+    };
     // The route proved who it is; the sign-in gate applies what holds for every route.
     let presented = state.cookies.read(&req);
-    let outcome = match judge(&state, &req, &tenant, now, posted, relay_state).await {
+    let judged = judge(&state, &req, &tenant, now, posted, relay_state).await;
+    // A response that did not verify keeps its reservation; a person the IdP vouched for
+    // gives it back (whatever the gate decides next).
+    super::signin::settle(&state, reservation, matches!(judged, Err((_, Refusal::Response(_))))).await;
+    let outcome = match judged {
         Ok(a) => {
             let target = a.return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
             let app = gate::client_of_return_to(&state.store, &tenant, a.return_to.as_deref()).await?;
@@ -389,9 +413,6 @@ pub async fn acs(
                 tracing::error!(%err, "could not write audit event");
             }
             observe::signin_outcome("saml", refusal.reason());
-            if let Refusal::Response(_) = refusal {
-                super::signin::count_failure(&req, &state, &tenant, None).await;
-            }
             Err(refusal.page())
         }
     }

@@ -12,45 +12,64 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::error::PageError;
 use super::pages::see_other;
 use super::{client_ip, AppState};
-use crate::netpolicy::throttle::{self, Throttled};
-use crate::session::gate::{Admission, GateRefusal};
+use crate::netpolicy::throttle::{self, Reservation, Throttled};
+use crate::session::gate::{self, Admission, GateRefusal};
 use crate::session::pending::PendingToken;
 use crate::tenant::Tenant;
 
 /// The client's address, as audit, throttling and the allow-list see it.
 pub(super) fn client_addr(req: &HttpRequest, state: &AppState) -> Option<IpAddr> {
-    client_ip::resolve(req, &state.config.trusted_proxies).map(crate::netpolicy::entry::canonical)
+    client_ip::resolve(req, &state.config.trusted_proxies, state.config.forwarded_header)
+        .map(crate::netpolicy::entry::canonical)
 }
 
-/// Both throttles before a sign-in route works: the attempts of this address (this
-/// replica's memory) and the failures of the address and the account (the store).
-pub(super) async fn throttle_signin(
+/// What a sign-in route may do before it checks any credential.
+pub(super) enum Before {
+    /// Go ahead; settle the reservation with [`settle`] once the route knows.
+    Go(Reservation),
+    Throttled(Throttled),
+    /// The address alone decides (an enforced list, a known-networks-only app).
+    Refused(GateRefusal),
+}
+
+/// Before a sign-in route works: the attempts of this address (this replica's memory),
+/// the network policy where the address alone decides (so a refusal says nothing about
+/// the credential), and the failure reservation for the address and — unless the address
+/// is on the allow-list — the account (the store).
+pub(super) async fn before(
     req: &HttpRequest,
     state: &AppState,
     tenant: &Tenant,
     account: Option<&str>,
-) -> Result<Option<Throttled>, PageError> {
+    return_to: Option<&str>,
+) -> Result<Before, PageError> {
     let now = state.now();
     let ip = client_addr(req, state);
     let limits = &tenant.network.throttle;
     if let Some(t) = state.attempts.attempt(now, &format!("signin:{}", tenant.id), ip, limits.address_attempts) {
-        return Ok(Some(t));
+        return Ok(Before::Throttled(t));
     }
-    Ok(throttle::check(&state.store, now, &tenant.id, limits, ip, account).await?)
+    let app = gate::client_of_return_to(&state.store, tenant, return_to).await?;
+    let account_counted = account.is_some() && limits.account_failures > 0;
+    let inside = match gate::refuse_early(&state.store, tenant, ip, app.as_ref(), account_counted).await? {
+        Ok(inside) => inside,
+        Err(g) => return Ok(Before::Refused(g)),
+    };
+    let account = account.filter(|_| !inside);
+    Ok(match throttle::reserve(&state.store, now, &tenant.id, limits, ip, account).await? {
+        Ok(r) => Before::Go(r),
+        Err(t) => Before::Throttled(t),
+    })
 }
 
-/// Counts a failed sign-in against the address and the account.
-pub(super) async fn count_failure(req: &HttpRequest, state: &AppState, tenant: &Tenant, account: Option<&str>) {
-    let ip = client_addr(req, state);
-    let now = state.now();
-    match throttle::record_failure(&state.store, now, &tenant.id, &tenant.network.throttle, ip, account).await {
-        Ok(true) => {
-            if let Some(ip) = ip {
-                state.blocked.block(now, &tenant.id, ip);
-            }
-        }
-        Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "could not count a failed sign-in"),
+/// The route knows: a failure that counts keeps its reservation; anything else (right
+/// credentials, a directory that did not answer, a malformed form) gives it back.
+pub(super) async fn settle(state: &AppState, r: Reservation, counts: bool) {
+    if counts {
+        return;
+    }
+    if let Err(e) = throttle::release(&state.store, r).await {
+        tracing::error!(error = %e, "could not release a sign-in reservation");
     }
 }
 

@@ -198,11 +198,10 @@ pub async fn verify_finish(
     };
     let origin = origin_of(&req, &state);
     let now = state.now();
-    if let Ok(Some(t)) = signin::throttle_signin(&req, &state, &tenant, None).await {
-        let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many attempts; wait and try again");
-        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
-        return r;
-    }
+    let reservation = match before_json(&req, &state, &tenant, None).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
     let Some(token) = signin::read_pending(&req, &state) else {
         return json_error(StatusCode::UNAUTHORIZED, "no_pending_signin", "the sign-in expired; start again");
     };
@@ -234,12 +233,11 @@ pub async fn verify_finish(
                 )
                 .await;
                 observe::signin_outcome("webauthn", f.reason());
-                if !f.is_internal() {
-                    signin::count_failure(&req, &state, &tenant, Some(user.email.as_str())).await;
-                }
+                signin::settle(&state, reservation, !f.is_internal()).await;
                 return failure_response(&f);
             }
         };
+    signin::settle(&state, reservation, false).await;
     // Single use: a second answer for the same pending sign-in finds nothing.
     match pending::take(&state.store, now, &token).await {
         Ok(Some(_)) => {}
@@ -366,11 +364,11 @@ pub async fn passkey_finish(
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Ok(Some(t)) = signin::throttle_signin(&req, &state, &tenant, None).await {
-        let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many attempts; wait and try again");
-        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
-        return r;
-    }
+    let return_to = safe_return_to(b.return_to.as_deref().filter(|r| !r.is_empty()));
+    let reservation = match before_json(&req, &state, &tenant, return_to.as_deref()).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
     let origin = origin_of(&req, &state);
     let now = state.now();
     let verified = match wa::finish_passwordless(rp, &state.store, now, &tenant.id, &b.ceremony, &b.credential).await {
@@ -378,23 +376,44 @@ pub async fn passkey_finish(
         Err(f) => {
             record(&state, now, &tenant, None, "signin", Outcome::Failure, Some(f.reason()), &origin).await;
             observe::signin_outcome("passkey", f.reason());
-            if !f.is_internal() {
-                signin::count_failure(&req, &state, &tenant, None).await;
-            }
+            signin::settle(&state, reservation, !f.is_internal()).await;
             return failure_response(&f);
         }
     };
+    signin::settle(&state, reservation, false).await;
     let user = match crate::user::find_by_id(&state.store, &verified.user_id).await {
         Ok(Some(u)) if u.tenant_id == tenant.id => u,
         Ok(_) => return failure_response(&WebauthnFailure::UnknownCredential),
         Err(e) => return failure_response(&WebauthnFailure::Start(e.to_string())),
     };
-    let return_to = safe_return_to(b.return_to.as_deref().filter(|r| !r.is_empty()));
     let target = return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     let app = gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await.ok().flatten();
     // A user-verifying passkey is two factors in one (possession, and PIN or biometrics).
     let amr = format!("{} user mfa", verified.key_amr);
     finish(&req, &state, &tenant, &user, &amr, false, "passkey", app.as_ref(), &target).await
+}
+
+/// [`signin::before`] for the JSON endpoints: a refusal is already the response.
+async fn before_json(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    return_to: Option<&str>,
+) -> Result<crate::netpolicy::throttle::Reservation, HttpResponse> {
+    match signin::before(req, state, tenant, None, return_to).await {
+        Ok(signin::Before::Go(r)) => Ok(r),
+        Ok(signin::Before::Throttled(t)) => {
+            let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many attempts; wait and try again");
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
+            Err(r)
+        }
+        Ok(signin::Before::Refused(g)) => {
+            let origin = origin_of(req, state);
+            record(state, state.now(), tenant, None, "signin", Outcome::Failure, Some(g.reason()), &origin).await;
+            Err(json_error(StatusCode::FORBIDDEN, g.reason(), g.to_string()))
+        }
+        Err(e) => Err(json_error(e.status, "server_error", e.message)),
+    }
 }
 
 /// The signed-in user of this tenant, for the keys page and registration.
@@ -404,6 +423,24 @@ async fn signed_in_user(
     tenant: &Tenant,
 ) -> Result<Option<crate::user::User>, PageError> {
     Ok(current_session(req, state, tenant).await?.map(|(_, u)| u))
+}
+
+/// A new key is a lasting way in: only a session begun in the last ten minutes may add
+/// one (a browser left signed in, or a stolen cookie, may not).
+const REGISTER_WITHIN_SECONDS: i64 = 600;
+
+/// The user of a recent session, or the JSON refusal.
+async fn recent_user(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<crate::user::User, HttpResponse> {
+    match current_session(req, state, tenant).await {
+        Ok(Some((s, u))) if state.now() - s.created_at <= REGISTER_WITHIN_SECONDS => Ok(u),
+        Ok(Some(_)) => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication_required",
+            "sign in again to add a passkey or security key",
+        )),
+        Ok(None) => Err(json_error(StatusCode::UNAUTHORIZED, "login_required", "sign in first")),
+        Err(e) => Err(json_error(e.status, "server_error", e.message)),
+    }
 }
 
 /// `POST …/webauthn/register/begin`: options to create a credential for the signed-in person.
@@ -416,10 +453,9 @@ pub async fn register_begin(req: HttpRequest, state: web::Data<AppState>, path: 
         Ok(t) => t,
         Err(r) => return r,
     };
-    let user = match signed_in_user(&req, &state, &tenant).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "login_required", "sign in first"),
-        Err(e) => return json_error(e.status, "server_error", e.message),
+    let user = match recent_user(&req, &state, &tenant).await {
+        Ok(u) => u,
+        Err(r) => return r,
     };
     match wa::begin_registration(rp, &state.store, state.now(), &user).await {
         Ok((id, options)) => begun(id, options),
@@ -449,10 +485,9 @@ pub async fn register_finish(
         Ok(t) => t,
         Err(r) => return r,
     };
-    let user = match signed_in_user(&req, &state, &tenant).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "login_required", "sign in first"),
-        Err(e) => return json_error(e.status, "server_error", e.message),
+    let user = match recent_user(&req, &state, &tenant).await {
+        Ok(u) => u,
+        Err(r) => return r,
     };
     let b: RegistrationBody = match parse(&body) {
         Ok(b) => b,

@@ -54,6 +54,8 @@ pub enum EntryError {
     HostBitsSet { given: String, network: String },
     #[error("`{entry}` is not routable on the Internet: it lies in {block}, reserved by {rfc}; use a private-network list for it")]
     NotRoutable { entry: String, block: &'static str, rfc: &'static str },
+    #[error("`{entry}` contains {block}, which is not routable on the Internet ({rfc}); list the public ranges you mean, or use a private-network list")]
+    ContainsNonRoutable { entry: String, block: &'static str, rfc: &'static str },
 }
 
 impl EntryError {
@@ -65,6 +67,7 @@ impl EntryError {
             EntryError::PrefixTooLong { .. } => "prefix_too_long",
             EntryError::HostBitsSet { .. } => "host_bits_set",
             EntryError::NotRoutable { .. } => "not_routable",
+            EntryError::ContainsNonRoutable { .. } => "contains_not_routable",
         }
     }
 }
@@ -113,6 +116,9 @@ impl Entry {
             if let Some((block, rfc)) = non_routable_block(&net) {
                 return Err(EntryError::NotRoutable { entry: net.to_string(), block, rfc });
             }
+            if let Some((block, rfc)) = overlapped_block(&net) {
+                return Err(EntryError::ContainsNonRoutable { entry: net.to_string(), block, rfc });
+            }
         }
         Ok(Entry(canonical_net(net)))
     }
@@ -141,6 +147,15 @@ impl std::fmt::Display for Entry {
 pub fn non_routable_block(net: &IpNet) -> Option<(&'static str, &'static str)> {
     NON_ROUTABLE.iter().copied().find(|(block, _)| match block.parse::<IpNet>() {
         Ok(b) => b.contains(net),
+        Err(_) => false,
+    })
+}
+
+/// A non-routable block (and its RFC) that lies inside `net`: an Internet list entry such
+/// as `0.0.0.0/0` or `10.0.0.0/7` would let those addresses in too.
+pub fn overlapped_block(net: &IpNet) -> Option<(&'static str, &'static str)> {
+    NON_ROUTABLE.iter().copied().find(|(block, _)| match block.parse::<IpNet>() {
+        Ok(b) => net.contains(&b),
         Err(_) => false,
     })
 }
@@ -199,10 +214,16 @@ mod tests {
 
     #[test]
     fn whole_space_and_single_addresses() {
-        let all4 = Entry::parse("0.0.0.0/0", ListKind::Internet).unwrap();
+        // `/0` contains every reserved block: an Internet list refuses it, naming one.
+        let err = Entry::parse("0.0.0.0/0", ListKind::Internet).unwrap_err();
+        assert_eq!(err.reason(), "contains_not_routable");
+        assert!(err.to_string().contains("0.0.0.0/8"), "{err}");
+        assert_eq!(Entry::parse("::/0", ListKind::Internet).unwrap_err().reason(), "contains_not_routable");
+        assert_eq!(Entry::parse("10.0.0.0/7", ListKind::Internet).unwrap_err().reason(), "contains_not_routable");
+        let all4 = Entry::parse("0.0.0.0/0", ListKind::Private).unwrap();
         assert!(all4.contains(&v4("0.0.0.0")) && all4.contains(&v4("255.255.255.255")));
         assert!(!all4.contains(&ip("2a00::1")));
-        let all6 = Entry::parse("::/0", ListKind::Internet).unwrap();
+        let all6 = Entry::parse("::/0", ListKind::Private).unwrap();
         assert!(all6.contains(&ip("::")) && all6.contains(&ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
         let one = Entry::parse("81.2.69.7/32", ListKind::Internet).unwrap();
         assert!(one.contains(&ip("81.2.69.7")) && !one.contains(&ip("81.2.69.8")));

@@ -2,12 +2,17 @@
 //!
 //! Two kinds of limit, per tenant and per one-minute window ([`super::ThrottleLimits`]):
 //!
-//! - **Failures** are counted strictly and exactly across replicas: each failed sign-in
-//!   adds one to a counter in the store for its address and one for its account
-//!   ([`record_failure`]). Before a sign-in route spends a password hash, [`check`] reads
-//!   both counters; at the limit the request gets 429 with `Retry-After` (the end of the
-//!   window). Spraying one password over many accounts from one address is caught by the
-//!   address counter; a distributed attack on one account by the account counter.
+//! - **Failures** are counted strictly and exactly across replicas, in the store. Before
+//!   a sign-in route spends a password hash it *reserves* one failure for its address and
+//!   one for its account in a single atomic statement ([`reserve`]); past the limit the
+//!   request gets 429 with `Retry-After` (the end of the window). A sign-in whose
+//!   credentials were right gives its reservation back ([`release`]). So attempts in
+//!   flight count until they finish, and a parallel burst cannot slip past the limit.
+//!   Spraying one password over many accounts from one address is caught by the address
+//!   counter; a distributed attack on one account by the account counter, which is not
+//!   kept for addresses on the tenant's allow-list (so an attacker cannot lock people out
+//!   of the office by failing their account from outside). IPv6 addresses count per /64:
+//!   one subscriber gets a whole /64 and could otherwise take a fresh address per guess.
 //! - **Attempts** (successes included) are counted generously, in each replica's memory
 //!   ([`Attempts`]): an office behind one egress address signs in freely, while a flood
 //!   is cut off. With `n` replicas behind a round-robin balancer an address gets up to
@@ -44,8 +49,19 @@ pub fn retry_after(now: UnixTime) -> i64 {
     (window(now) + WINDOW_SECONDS - now).max(1)
 }
 
+/// The throttled unit of an address: itself for IPv4, its /64 for IPv6.
+pub fn unit(ip: IpAddr) -> IpAddr {
+    match super::entry::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 fn address_key(tenant_id: &str, ip: &IpAddr) -> String {
-    format!("addr:{tenant_id}:{}", super::entry::canonical(*ip))
+    format!("addr:{tenant_id}:{}", unit(*ip))
 }
 
 fn account_key(tenant_id: &str, account: &str) -> String {
@@ -59,38 +75,73 @@ pub struct Throttled {
     pub reason: &'static str,
 }
 
-/// Whether a sign-in from `ip` for `account` may go ahead (failure counters, one read).
-pub async fn check(
+/// Failures reserved by a sign-in in flight; [`release`] them when it succeeds.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    window: UnixTime,
+    keys: Vec<String>,
+}
+
+/// Reserves one failure for the address and one for the account (`None`: not counted),
+/// in one statement; refuses when either is past its limit.
+pub async fn reserve(
     store: &Store,
     now: UnixTime,
     tenant_id: &str,
     limits: &ThrottleLimits,
     ip: Option<IpAddr>,
     account: Option<&str>,
-) -> Result<Option<Throttled>, sqlx::Error> {
+) -> Result<Result<Reservation, Throttled>, sqlx::Error> {
+    let w = window(now);
     let addr = ip.filter(|_| limits.address_failures > 0).map(|ip| address_key(tenant_id, &ip));
     let acct = account.filter(|_| limits.account_failures > 0).map(|a| account_key(tenant_id, a));
-    if addr.is_none() && acct.is_none() {
-        return Ok(None);
+    let keys: Vec<String> = addr.iter().chain(acct.iter()).cloned().collect();
+    if keys.is_empty() {
+        return Ok(Ok(Reservation::default()));
     }
-    let row = sqlx::query(
-        "SELECT (SELECT count FROM throttle_counters WHERE key = $1 AND window_start = $3) AS a, \
-                (SELECT count FROM throttle_counters WHERE key = $2 AND window_start = $3) AS u",
-    )
-    .bind(addr.as_deref().unwrap_or(""))
-    .bind(acct.as_deref().unwrap_or(""))
-    .bind(window(now))
-    .fetch_one(store.pool())
+    let values = if keys.len() == 2 { "($1, $3, 1), ($2, $3, 1)" } else { "($1, $3, 1)" };
+    let rows = sqlx::query(&format!(
+        "INSERT INTO throttle_counters (key, window_start, count) VALUES {values} \
+         ON CONFLICT (key, window_start) DO UPDATE SET count = throttle_counters.count + 1 RETURNING key, count"
+    ))
+    .bind(&keys[0])
+    .bind(keys.get(1).unwrap_or(&keys[0]))
+    .bind(w)
+    .fetch_all(store.pool())
     .await?;
-    let a: Option<i64> = row.try_get("a")?;
-    let u: Option<i64> = row.try_get("u")?;
-    if limits.address_failures > 0 && a.unwrap_or(0) >= limits.address_failures {
-        return Ok(Some(Throttled { retry_after: retry_after(now), reason: "address_failures" }));
+    // Now and then, the counters of past windows go (housekeeping also does it hourly).
+    if rand::random::<u8>() == 0 {
+        purge(store, now).await?;
     }
-    if limits.account_failures > 0 && u.unwrap_or(0) >= limits.account_failures {
-        return Ok(Some(Throttled { retry_after: retry_after(now), reason: "account_failures" }));
+    let reservation = Reservation { window: w, keys };
+    for r in rows {
+        let key: String = r.try_get("key")?;
+        let n: i64 = r.try_get("count")?;
+        let (limit, reason) = if Some(&key) == addr.as_ref() {
+            (limits.address_failures, "address_failures")
+        } else {
+            (limits.account_failures, "account_failures")
+        };
+        if n > limit {
+            // The reservation stays: a request refused now was a try all the same.
+            return Ok(Err(Throttled { retry_after: retry_after(now), reason }));
+        }
     }
-    Ok(None)
+    Ok(Ok(reservation))
+}
+
+/// The sign-in succeeded: its reserved failures are given back.
+pub async fn release(store: &Store, r: Reservation) -> Result<(), sqlx::Error> {
+    for key in &r.keys {
+        sqlx::query(
+            "UPDATE throttle_counters SET count = count - 1 WHERE key = $1 AND window_start = $2 AND count > 0",
+        )
+        .bind(key)
+        .bind(r.window)
+        .execute(store.pool())
+        .await?;
+    }
+    Ok(())
 }
 
 async fn bump(store: &Store, key: &str, window_start: UnixTime) -> Result<i64, sqlx::Error> {
@@ -157,8 +208,13 @@ impl Attempts {
         };
         if map.len() >= SWEEP_AT {
             map.retain(|_, (start, _)| *start == w);
+            // Still full: more addresses this minute than we keep. Start over rather than
+            // grow (or scan the map at every request): the limit is generous and local.
+            if map.len() >= SWEEP_AT {
+                map.clear();
+            }
         }
-        let slot = map.entry((scope.to_string(), super::entry::canonical(ip))).or_insert((w, 0));
+        let slot = map.entry((scope.to_string(), unit(ip))).or_insert((w, 0));
         if slot.0 != w {
             *slot = (w, 0);
         }
@@ -184,8 +240,11 @@ impl Blocked {
         };
         if map.len() >= SWEEP_AT {
             map.retain(|_, until| *until > now);
+            if map.len() >= SWEEP_AT {
+                map.clear();
+            }
         }
-        map.insert((tenant_id.to_string(), super::entry::canonical(ip)), window(now) + WINDOW_SECONDS);
+        map.insert((tenant_id.to_string(), unit(ip)), window(now) + WINDOW_SECONDS);
     }
 
     pub fn check(&self, now: UnixTime, tenant_id: &str, ip: Option<IpAddr>) -> Option<Throttled> {
@@ -194,7 +253,7 @@ impl Blocked {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        let until = *map.get(&(tenant_id.to_string(), super::entry::canonical(ip)))?;
+        let until = *map.get(&(tenant_id.to_string(), unit(ip)))?;
         (until > now).then(|| Throttled { retry_after: (until - now).max(1), reason: "address_failures" })
     }
 }
@@ -231,5 +290,14 @@ mod tests {
         assert_eq!(b.check(1_000_050, "t", Some(ip)).map(|t| t.retry_after), Some(30));
         assert_eq!(b.check(1_000_080, "t", Some(ip)), None);
         assert_eq!(b.check(1_000_050, "other", Some(ip)), None);
+    }
+
+    #[test]
+    fn ipv6_counts_per_slash_64() {
+        let a = Attempts::default();
+        let t = 1_000_040;
+        assert_eq!(a.attempt(t, "t", Some("2a02:1810:1:2::1".parse().unwrap()), 1), None);
+        assert!(a.attempt(t, "t", Some("2a02:1810:1:2:ffff::9".parse().unwrap()), 1).is_some(), "same /64");
+        assert_eq!(a.attempt(t, "t", Some("2a02:1810:1:3::1".parse().unwrap()), 1), None, "another /64");
     }
 }

@@ -170,6 +170,29 @@ pub async fn admit(
     }
 }
 
+/// What the address alone decides, before a route checks any credential: outside an
+/// enforced list, or outside the list for an app marked "known networks only", the
+/// sign-in is refused whatever it would prove — so a refusal never tells a right password
+/// from a wrong one. Returns whether the address is on the list, for the throttle.
+pub async fn refuse_early(
+    store: &Store,
+    tenant: &Tenant,
+    client_ip: Option<IpAddr>,
+    client: Option<&Client>,
+    need_placement: bool,
+) -> Result<Result<bool, GateRefusal>, sqlx::Error> {
+    let known_only = client.is_some_and(|c| c.known_networks_only);
+    let inside = if need_placement || tenant.network.needs_placement(known_only) {
+        netpolicy::is_inside(store, &tenant.id, client_ip).await?
+    } else {
+        false
+    };
+    match netpolicy::decide(&tenant.network, inside, known_only, true) {
+        Requirement::Refuse(n) => Ok(Err(GateRefusal::Network(n))),
+        _ => Ok(Ok(inside)),
+    }
+}
+
 /// The application a sign-in is for, from the authorize request it will resume
 /// (`/t/{slug}/authorize?…client_id=…`), so its "known networks only" rule applies at
 /// the authentication step as well as at authorize.

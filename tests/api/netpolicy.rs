@@ -137,7 +137,7 @@ async fn allow_list_through_the_admin_api(kind: StoreKind) {
     };
     // Edges: a whole family, one address, IPv6 /128, an IPv4-mapped private entry.
     for (cidr, canonical) in
-        [("0.0.0.0/0", "0.0.0.0/0"), ("2a00:1450::7/128", "2a00:1450::7/128"), ("93.184.216.34", "93.184.216.34/32")]
+        [("2a00:1450::7/128", "2a00:1450::7/128"), ("93.184.216.34", "93.184.216.34/32"), ("8.0.0.0/7", "8.0.0.0/7")]
     {
         let (s, v) = add(cidr, false).await;
         assert_eq!(s, 201, "{cidr}: {v}");
@@ -155,6 +155,7 @@ async fn allow_list_through_the_admin_api(kind: StoreKind) {
         ("81.2.69.0/33", vec!["/33", "longer than 32"]),
         ("81.2.69.1/24", vec!["host bits", "81.2.69.0/24"]),
         ("81.2.69.0/24", vec!["already"]),
+        ("0.0.0.0/0", vec!["contains", "0.0.0.0/8"]),
     ] {
         let (s, v) = add(cidr, false).await;
         assert!(s == 400 || s == 409, "{cidr}: {s} {v}");
@@ -165,11 +166,12 @@ async fn allow_list_through_the_admin_api(kind: StoreKind) {
     }
     let after = lanyard::netpolicy::lists::list(&app.state.store, &app.tenant_by_slug("acme").await.id).await.unwrap();
     assert_eq!(before.len(), after.len());
-    // The private list takes what the Internet list refused.
+    // The private list takes what the Internet list refused, `/0` included.
     assert_eq!(add("10.0.0.0/8", true).await.0, 201);
+    assert_eq!(add("::/0", true).await.0, 201);
     // List and remove (by network, `/` escaped in the path).
     let list: Value = http.get(url("/ip-allowlist")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list.as_array().unwrap().len(), after.len() + 1);
+    assert_eq!(list.as_array().unwrap().len(), after.len() + 2);
     let r = http.delete(url("/ip-allowlist/10.0.0.0%2F8")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = http.delete(url("/ip-allowlist/10.0.0.0%2F8")).bearer_auth(&token).send().await.unwrap();
@@ -202,6 +204,11 @@ async fn password_route_under_enforce_and_mfa(kind: StoreKind) {
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("only from its own networks"));
     assert!(!signed_in(&out).await);
+    // Before the password is looked at: a wrong one gets the very same answer, so the
+    // list is no oracle for passwords.
+    let wrong = from(&app, OUTSIDE).sign_in("acme", "alice@acme.test", "not-her-password").await;
+    assert_eq!(wrong.status(), 403);
+    assert_eq!(app.lock_state(&app.user_by_email("alice@acme.test").await).await.failed_count, 0);
     let e = last(&app, "signin").await;
     assert_eq!((e.outcome.as_str(), e.reason.as_deref()), ("failure", Some("outside_allow_list")));
     assert_eq!(e.client_ip.as_deref(), Some(OUTSIDE));
@@ -212,6 +219,37 @@ async fn password_route_under_enforce_and_mfa(kind: StoreKind) {
     }
     // An IPv4-mapped client address is its IPv4 address.
     assert_eq!(from(&app, "::ffff:81.2.69.7").sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
+    // A session begun inside is refused outside: the same browser, now elsewhere.
+    let inside = from(&app, INSIDE);
+    assert_eq!(inside.sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
+    let (_, challenge) = pkce();
+    let moved = Browser {
+        client: reqwest::Client::builder()
+            .cookie_provider(inside.jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(
+                [(reqwest::header::HeaderName::from_static("x-forwarded-for"), OUTSIDE.parse().unwrap())]
+                    .into_iter()
+                    .collect(),
+            )
+            .build()
+            .unwrap(),
+        jar: inside.jar.clone(),
+        base: app.base.clone(),
+    };
+    let r = moved.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[])).await;
+    let q = query_of(&location(&r));
+    assert_eq!(q.get("error").map(String::as_str), Some("access_denied"), "{}", location(&r));
+    assert!(!q.contains_key("code"));
+    let r = inside.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[])).await;
+    assert!(query_of(&location(&r)).contains_key("code"), "inside it still works");
+    // Under mfa the moved session must step up: sign in again, with the passkey.
+    set_policy(&app, "mfa", "off").await;
+    let r = moved.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[])).await;
+    assert!(location(&r).starts_with("/t/acme/login?"), "step up: {}", location(&r));
+    let r = moved.get(&authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("prompt", "none")])).await;
+    assert_eq!(query_of(&location(&r)).get("error").map(String::as_str), Some("interaction_required"));
+    set_policy(&app, "enforce", "off").await;
     // A passkey does not open an enforced list.
     set_policy(&app, "enforce", "always").await;
     assert_eq!(from(&app, OUTSIDE).sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 403);
@@ -267,6 +305,13 @@ async fn password_route_under_enforce_and_mfa(kind: StoreKind) {
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("none is registered"));
     assert_eq!(last(&app, "signin").await.reason.as_deref(), Some("second_factor_unavailable"));
+    // Adding a key wants a recent sign-in.
+    set_policy(&app, "off", "off").await;
+    let b = from(&app, INSIDE);
+    assert_eq!(b.sign_in("acme", "bob@acme.test", PASSWORD).await.status(), 303);
+    app.clock.advance(11 * 60);
+    let (s, v) = ceremony(&b, "/t/acme/webauthn/register/begin", json!({})).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("reauthentication_required")), "{v}");
 }
 
 async fn the_second_step_cannot_be_skipped(kind: StoreKind) {
@@ -438,6 +483,23 @@ async fn throttling_holds_across_two_processes(kind: StoreKind) {
         assert!((1..=60).contains(&retry), "{retry}");
     }
     assert_eq!(last(&app, "signin").await.reason.as_deref(), Some("address_failures"));
+    // A parallel burst cannot slip past the limit: each attempt reserves its failure
+    // before the password is checked.
+    let burst_from = "93.184.220.7";
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let b = from(if i % 2 == 0 { &app } else { &second }, burst_from);
+        tasks.push(tokio::spawn(async move {
+            b.sign_in("acme", &format!("nobody{i}@acme.test"), "wrong-password").await.status().as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let passed = codes.iter().filter(|c| **c == 401).count();
+    assert!(passed <= 6, "at most the limit reach the password check: {codes:?}");
+    assert!(codes.iter().all(|c| *c == 401 || *c == 429), "{codes:?}");
     // Another address is unaffected.
     assert_eq!(from(&app, INSIDE).sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
     // One account attacked from many addresses: four failures, then 429 for it anywhere.
@@ -447,6 +509,9 @@ async fn throttling_holds_across_two_processes(kind: StoreKind) {
     }
     let r = from(&app, "93.184.218.1").sign_in("acme", "user9@acme.test", PASSWORD).await;
     assert_eq!(r.status(), 429);
+    // From the office the account is not throttled: an attacker outside cannot lock
+    // people out of it.
+    assert_eq!(from(&app, INSIDE).sign_in("acme", "user9@acme.test", PASSWORD).await.status(), 303);
     assert_eq!(from(&app, "93.184.218.1").sign_in("acme", "user10@acme.test", PASSWORD).await.status(), 303);
     // The next window starts afresh.
     app.clock.advance(61);
