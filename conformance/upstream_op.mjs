@@ -50,9 +50,11 @@
 // (token_endpoint_auth_method none) and allowed for confidential ones. A refresh token is
 // issued whenever the client has the refresh_token grant type (no offline_access or
 // prompt=consent needed); public clients' refresh tokens rotate (a reused one is refused
-// and its grant revoked), confidential clients' do not. Without offline_access a refresh
-// token ends with the OP session it came from. Access tokens are opaque; userinfo,
-// introspection, revocation and RP-initiated logout (end_session_endpoint) are enabled.
+// and its grant revoked), confidential clients' do not. oidc-provider grants
+// offline_access only to a request with prompt=consent (else it drops it from the granted
+// scope, silently); a refresh token without it ends with the OP session it came from.
+// Access tokens are opaque; userinfo, introspection, revocation and RP-initiated logout
+// (end_session_endpoint) are enabled.
 //
 // Storage: an in-memory adapter of this file, shared by every Provider instance of this
 // process, so codes, sessions, grants and tokens survive a key rotation (below) but not
