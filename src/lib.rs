@@ -21,6 +21,7 @@ pub mod saml;
 pub mod session;
 pub mod store;
 pub mod tenant;
+pub mod upstream_oidc;
 pub mod user;
 pub mod webauthn;
 
@@ -155,6 +156,7 @@ impl Application {
             client_secrets: oauth::client::SecretHasher::new(&master),
             webauthn: webauthn::RelyingParty::new(&config.public_url).map(std::sync::Arc::new),
             attempts: Default::default(),
+            oidc_secrets: upstream_oidc::SecretSealer::new(&master),
             blocked: Default::default(),
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),
@@ -247,6 +249,9 @@ async fn housekeeping(state: web::Data<AppState>) {
         }
         if let Err(e) = webauthn::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "WebAuthn ceremony purge failed");
+        }
+        if let Err(e) = upstream_oidc::flow::purge_expired(&state.store, now).await {
+            tracing::warn!(error = %e, "OpenID Provider request purge failed");
         }
         if let Err(e) = netpolicy::throttle::purge(&state.store, now).await {
             tracing::warn!(error = %e, "throttle counter purge failed");

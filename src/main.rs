@@ -248,13 +248,96 @@ enum IdpCommand {
         #[arg(long)]
         name: String,
     },
-    /// Remove an IdP (the next oldest becomes the default if it was).
+    /// Add an upstream OpenID Provider (discovered first: an issuer that does not answer
+    /// with a valid document is refused). Prints it as JSON, without the secret.
+    AddOidc(OidcAdd),
+    /// Change an OpenID Provider; prints it as JSON.
+    UpdateOidc(OidcUpdate),
+    /// Discovery and the key set again: what was found, or what would go wrong.
+    Test {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove an IdP (SAML or OpenID Provider; for SAML the next oldest becomes the
+    /// default if it was).
     Remove {
         #[arg(long)]
         tenant: String,
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Args)]
+struct OidcAdd {
+    #[arg(long)]
+    tenant: String,
+    /// The OP's name in the tenant (a-z, 0-9, '-', '_').
+    #[arg(long)]
+    name: String,
+    /// The issuer URL (https; its /.well-known/openid-configuration is read).
+    #[arg(long)]
+    issuer: String,
+    /// Lanyard's client id at the OP.
+    #[arg(long)]
+    client_id: String,
+    /// Read the client secret from standard input (none: a public client with PKCE only).
+    #[arg(long)]
+    client_secret_stdin: bool,
+    /// Scope to ask for (repeatable; default openid email profile).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// The claim that holds the user name: email (default), sub, upn, preferred_username,
+    /// or any claim such as sAMAccountName.
+    #[arg(long)]
+    username_claim: Option<String>,
+    /// The claim with the e-mail address (default email).
+    #[arg(long)]
+    email_claim: Option<String>,
+    /// The claim with the display name (default name).
+    #[arg(long)]
+    name_claim: Option<String>,
+    #[arg(long)]
+    groups_claim: Option<String>,
+    /// Create users at their first sign-in: true (default) or false.
+    #[arg(long, action = clap::ArgAction::Set)]
+    jit: Option<bool>,
+    /// An audience (the organisation's own app as registered at its OP) whose ID tokens
+    /// may be exchanged for Lanyard's tokens (repeatable).
+    #[arg(long = "exchange-audience")]
+    exchange_audiences: Vec<String>,
+}
+
+#[derive(Args)]
+struct OidcUpdate {
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    client_id: Option<String>,
+    #[arg(long)]
+    client_secret_stdin: bool,
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    #[arg(long)]
+    username_claim: Option<String>,
+    #[arg(long)]
+    email_claim: Option<String>,
+    #[arg(long)]
+    name_claim: Option<String>,
+    #[arg(long, action = clap::ArgAction::Set)]
+    jit: Option<bool>,
+    /// Replaces the list (repeatable); `--no-exchange` empties it.
+    #[arg(long = "exchange-audience")]
+    exchange_audiences: Vec<String>,
+    #[arg(long)]
+    no_exchange: bool,
+    /// Turn the OP off (its users' exchanges and sign-ins stop at once) or on.
+    #[arg(long, action = clap::ArgAction::Set)]
+    enabled: Option<bool>,
 }
 
 #[derive(Args)]
@@ -796,7 +879,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
+async fn idp(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: IdpCommand) -> anyhow::Result<()> {
     use lanyard::saml::idp::{AttributeMap, RequireSigned, SettingsChange};
     match cmd {
         IdpCommand::ImportSaml { tenant, name, file } => {
@@ -810,7 +893,57 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
             let (_, v) = ctx.import_saml_metadata(&tenant, &name, &xml).await?;
             print_json(&v)
         }
-        IdpCommand::List { tenant } => print_json(&ctx.list_saml_idps(&tenant).await?),
+        IdpCommand::List { tenant } => {
+            let mut all = ctx.list_saml_idps(&tenant).await?;
+            all.extend(ctx.list_oidc_idps(&tenant).await?);
+            print_json(&all)
+        }
+        IdpCommand::AddOidc(a) => {
+            let secret = if a.client_secret_stdin { Some(read_password_stdin()?) } else { None };
+            let n = lanyard::upstream_oidc::NewOidcIdp {
+                name: a.name,
+                issuer: a.issuer,
+                client_id: a.client_id,
+                client_secret: secret,
+                scopes: (!a.scopes.is_empty()).then_some(a.scopes),
+                username_claim: a.username_claim,
+                email_claim: a.email_claim,
+                name_claim: a.name_claim,
+                groups_claim: a.groups_claim,
+                jit: a.jit,
+                exchange_audiences: a.exchange_audiences,
+            };
+            print_json(&ctx.add_oidc_idp(&lanyard::upstream_oidc::SecretSealer::new(master), &a.tenant, n).await?)
+        }
+        IdpCommand::UpdateOidc(u) => {
+            let secret = if u.client_secret_stdin { Some(read_password_stdin()?) } else { None };
+            let change = lanyard::upstream_oidc::OidcIdpChange {
+                client_id: u.client_id,
+                client_secret: secret,
+                scopes: (!u.scopes.is_empty()).then_some(u.scopes),
+                username_claim: u.username_claim,
+                email_claim: u.email_claim,
+                name_claim: u.name_claim,
+                groups_claim: None,
+                jit: u.jit,
+                exchange_audiences: if u.no_exchange {
+                    Some(vec![])
+                } else {
+                    (!u.exchange_audiences.is_empty()).then_some(u.exchange_audiences)
+                },
+                enabled: u.enabled,
+            };
+            let sealer = lanyard::upstream_oidc::SecretSealer::new(master);
+            print_json(&ctx.update_oidc_idp(&sealer, &u.tenant, &u.name, change).await?)
+        }
+        IdpCommand::Test { tenant, name } => {
+            let v = ctx.test_oidc_idp(&tenant, &name).await?;
+            print_json(&v)?;
+            if v["ok"] != true {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         IdpCommand::Refresh { tenant, name } => print_json(&ctx.refresh_saml_idp(&tenant, &name).await?),
         IdpCommand::Show { tenant, name } => print_json(&ctx.saml_idp(&tenant, &name).await?),
         IdpCommand::Metadata { tenant, name } => {
@@ -818,7 +951,11 @@ async fn idp(ctx: &AdminContext<'_>, cmd: IdpCommand) -> anyhow::Result<()> {
             Ok(())
         }
         IdpCommand::Remove { tenant, name } => {
-            ctx.remove_saml_idp(&tenant, &name).await?;
+            if ctx.oidc_idp(&tenant, &name).await.is_ok() {
+                ctx.remove_oidc_idp(&tenant, &name).await?;
+            } else {
+                ctx.remove_saml_idp(&tenant, &name).await?;
+            }
             print_json(&serde_json::json!({"removed": name}))
         }
         IdpCommand::Update(u) => {
@@ -1049,7 +1186,7 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
             ctx.delete_client(&tenant, &client_id).await?;
             print_json(&serde_json::json!({"deleted": client_id}))
         }
-        AdminCommand::Idp(cmd) => idp(ctx, cmd).await,
+        AdminCommand::Idp(cmd) => idp(ctx, master, cmd).await,
         AdminCommand::Ldap(cmd) => ldap(ctx, &lanyard::ldap::Directory::new(master), cmd).await,
         AdminCommand::Card(cmd) => card(ctx, &lanyard::ldap::Directory::new(master), cmd).await,
         AdminCommand::Tenant(TenantCommand::Create { slug, name, domains }) => {

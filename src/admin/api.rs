@@ -623,9 +623,10 @@ pub async fn delete_resource(
 mod idp;
 mod ldap;
 mod network;
+mod oidc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(network::routes(ldap::routes(idp::routes(
+    cfg.service(oidc::routes(network::routes(ldap::routes(idp::routes(
         web::scope("/t/{tenant}/admin/api")
             .app_data(json_config())
             .route("/tenant", web::get().to(get_tenant))
@@ -644,5 +645,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{email}", web::patch().to(update_user))
             .route("/users/{email}", web::delete().to(delete_user))
             .route("/audit", web::get().to(audit)),
-    ))));
+    )))));
 }

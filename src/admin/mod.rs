@@ -9,6 +9,7 @@ pub mod api;
 pub mod idp;
 pub mod ldap;
 pub mod network;
+pub mod oidc;
 
 use secrecy::SecretString;
 
@@ -47,6 +48,8 @@ pub enum AdminError {
     Card(#[from] crate::ldap::cards::CardError),
     #[error("{0}")]
     IpList(#[from] crate::netpolicy::lists::ListError),
+    #[error("{0}")]
+    Oidc(crate::upstream_oidc::OidcIdpError),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -130,6 +133,14 @@ impl AdminContext<'_> {
             if crate::saml::idp::find_default(self.store, &t.id).await?.is_none() {
                 return Err(AdminError::Invalid(format!(
                     "tenant `{slug}` has no SAML IdP: import its metadata first (lanyard admin idp import-saml --tenant {slug} FILE)"
+                )));
+            }
+        }
+        if change.signin_route == Some(tenant::SigninRoute::Oidc) {
+            let t = tenant_by_slug(self.store, &slug).await?;
+            if crate::upstream_oidc::store::default_of(self.store, &t.id).await?.is_none() {
+                return Err(AdminError::Invalid(format!(
+                    "tenant `{slug}` has no enabled OpenID Provider: add one first (lanyard admin idp add-oidc --tenant {slug} …)"
                 )));
             }
         }

@@ -14,6 +14,7 @@ pub mod headers;
 mod ldap;
 mod oauth;
 pub mod observe;
+mod oidc;
 mod pages;
 mod request_span;
 mod saml;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub attempts: crate::netpolicy::throttle::Attempts,
     /// Addresses this replica saw reach their failure limit at the token endpoint.
     pub blocked: crate::netpolicy::throttle::Blocked,
+    /// Seals the client secrets Lanyard holds at tenants' OpenID Providers.
+    pub oidc_secrets: crate::upstream_oidc::SecretSealer,
 }
 
 impl AppState {
@@ -131,6 +134,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/ldap/login", web::post().to(ldap::login_submit))
                 .route("/card/login", web::get().to(card::login_form))
                 .route("/card/login", web::post().to(card::login_submit))
+                .route("/oidc/login", web::get().to(oidc::login))
+                .route("/oidc/callback", web::get().to(oidc::callback))
                 .route("/webauthn/verify", web::get().to(webauthn::verify_page))
                 .route("/webauthn/verify/begin", web::post().to(webauthn::verify_begin))
                 .route("/webauthn/verify/finish", web::post().to(webauthn::verify_finish))

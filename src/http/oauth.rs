@@ -646,6 +646,7 @@ async fn token_inner(
                 svc.client_credentials(&client, form.optional("scope", 1000).map_err(form_error)?, resource).await
             }
             Some(client::CARD_GRANT) => super::card::grant(state, &svc, &client, &form).await,
+            Some(client::TOKEN_EXCHANGE_GRANT) => super::oidc::exchange(state, &svc, &client, &form).await,
             Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
                 "grant_type `{}` is not supported",
                 other.chars().take(40).collect::<String>()

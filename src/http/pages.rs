@@ -189,6 +189,7 @@ pub(super) fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Opt
         SigninRoute::Password => format!("/t/{}/login", tenant.slug),
         SigninRoute::Saml => format!("/t/{}/saml/login", tenant.slug),
         SigninRoute::Ldap => format!("/t/{}/ldap/login", tenant.slug),
+        SigninRoute::Oidc => format!("/t/{}/oidc/login", tenant.slug),
     };
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     if let Some(e) = email {

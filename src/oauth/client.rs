@@ -254,6 +254,10 @@ impl SecretHasher {
 /// The grant type a device uses to sign a person in with their employee card.
 pub const CARD_GRANT: &str = "urn:lanyard:params:oauth:grant-type:card";
 
+/// RFC 8693 token exchange: an app trades an ID token from the tenant's own OpenID
+/// Provider for Lanyard's tokens.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
 pub const DEFAULT_ACCESS_SECONDS: i64 = 300;
 pub const DEFAULT_ID_SECONDS: i64 = 300;
 pub const DEFAULT_REFRESH_IDLE_SECONDS: i64 = 8 * 3600;
@@ -319,17 +323,19 @@ pub async fn create(
     // and a service client has no user to send through a browser.
     let (allowed, default_grants, default_scopes): (&[&str], &[&str], &[&str]) = match new.kind {
         ClientKind::Web => (
-            &["authorization_code", "refresh_token", "client_credentials"],
+            &["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT],
             &["authorization_code", "refresh_token"],
             &["openid", "email", "profile"],
         ),
         ClientKind::Native | ClientKind::Spa => (
-            &["authorization_code", "refresh_token"],
+            &["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT],
             &["authorization_code", "refresh_token"],
             &["openid", "email", "profile"],
         ),
         // A device (printer, kiosk) signs people in with their badge: the card grant.
-        ClientKind::Service => (&["client_credentials", CARD_GRANT], &["client_credentials"], &[]),
+        ClientKind::Service => {
+            (&["client_credentials", CARD_GRANT, TOKEN_EXCHANGE_GRANT], &["client_credentials"], &[])
+        }
     };
     let grants: Vec<String> = match new.grant_types {
         Some(g) => {

@@ -132,6 +132,9 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// The token service for one tenant at one instant.
@@ -203,6 +206,7 @@ impl TokenService<'_> {
             scope: minted.scope,
             id_token: minted.id_token,
             refresh_token,
+            issued_token_type: None,
         })
     }
 
@@ -387,6 +391,7 @@ impl TokenService<'_> {
             scope: minted.scope,
             id_token: None,
             refresh_token: None,
+            issued_token_type: None,
         })
     }
 
@@ -401,7 +406,25 @@ impl TokenService<'_> {
         scope: Option<&str>,
         amr: &str,
     ) -> Result<TokenResponse, OAuthError> {
+        self.issue_without_refresh(client, user, scope, amr, None).await
+    }
+
+    /// Access (and ID) tokens without a refresh token, for a person a device or a token
+    /// exchange named; `cap` ends them no later than an upstream token's expiry.
+    pub async fn issue_without_refresh(
+        &self,
+        client: &Client,
+        user: &User,
+        scope: Option<&str>,
+        amr: &str,
+        cap: Option<UnixTime>,
+    ) -> Result<TokenResponse, OAuthError> {
         let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
+        let natural = self.now + client.access_token_seconds.max(client.id_token_seconds);
+        let absolute_expires_at = cap.map_or(natural, |c| natural.min(c));
+        if absolute_expires_at <= self.now {
+            return Err(OAuthError::InvalidGrant("the upstream token has expired".into()));
+        }
         let g = grant::issue_grant(
             self.store,
             self.now,
@@ -412,7 +435,7 @@ impl TokenService<'_> {
                 scope: &scope,
                 auth_time: self.now,
                 amr,
-                absolute_expires_at: self.now + client.access_token_seconds.max(client.id_token_seconds),
+                absolute_expires_at,
                 resource: None,
             },
         )

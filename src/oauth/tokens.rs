@@ -98,12 +98,16 @@ pub struct MintRequest<'a> {
 /// for) and, for `openid` requests with a user, an ID token in the client's algorithm.
 pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'_>) -> Result<Minted, KeyStoreError> {
     let scope = r.scope.join(" ");
+    // No token outlives its grant (a grant from an upstream OP ends with the OP's own
+    // tokens; see `upstream_oidc`).
+    let cap = |exp: UnixTime| r.grant.map_or(exp, |g| exp.min(g.absolute_expires_at));
+    let access_exp = cap(now + r.client.access_token_seconds);
     let access = AccessClaims {
         iss: r.issuer.to_string(),
         sub: r.user.map(|u| u.id.clone()).unwrap_or_else(|| client_subject(&r.client.client_id)),
         aud: r.resource.unwrap_or(&r.client.client_id).to_string(),
         client_id: r.client.client_id.clone(),
-        exp: now + r.client.access_token_seconds,
+        exp: access_exp,
         iat: now,
         jti: crate::keys::random_token(16),
         scope: scope.clone(),
@@ -128,7 +132,7 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
                 iss: r.issuer.to_string(),
                 sub: user.id.clone(),
                 aud: r.client.client_id.clone(),
-                exp: now + r.client.id_token_seconds,
+                exp: cap(now + r.client.id_token_seconds),
                 iat: now,
                 auth_time: grant.auth_time,
                 nonce: r.nonce.map(str::to_string),
@@ -144,7 +148,7 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
         }
         _ => None,
     };
-    Ok(Minted { access_token, expires_in: r.client.access_token_seconds, scope, id_token })
+    Ok(Minted { access_token, expires_in: (access_exp - now).max(0), scope, id_token })
 }
 
 /// An access token that passed every check. Only [`verify_access_token`] builds one.

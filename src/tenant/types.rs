@@ -70,11 +70,14 @@ pub enum SigninRoute {
     Password,
     Saml,
     Ldap,
+    Oidc,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
-    #[error("sign-in route `{0}` is not available in this version of Lanyard yet (available: password, saml, ldap)")]
+    #[error(
+        "sign-in route `{0}` is not available in this version of Lanyard yet (available: password, saml, ldap, oidc)"
+    )]
     NotYetAvailable(String),
     #[error("unknown sign-in route `{0}` (known: password, saml, oidc, ldap)")]
     Unknown(String),
@@ -86,7 +89,7 @@ impl SigninRoute {
             "password" => Ok(SigninRoute::Password),
             "saml" => Ok(SigninRoute::Saml),
             "ldap" => Ok(SigninRoute::Ldap),
-            "oidc" => Err(RouteError::NotYetAvailable(s.into())),
+            "oidc" => Ok(SigninRoute::Oidc),
             other => Err(RouteError::Unknown(other.chars().take(40).collect())),
         }
     }
@@ -100,6 +103,7 @@ impl SigninRoute {
             SigninRoute::Password => "password",
             SigninRoute::Saml => "saml",
             SigninRoute::Ldap => "ldap",
+            SigninRoute::Oidc => "oidc",
         }
     }
 }
@@ -130,7 +134,7 @@ mod tests {
         assert_eq!(SigninRoute::parse("password"), Ok(SigninRoute::Password));
         assert_eq!(SigninRoute::parse("saml"), Ok(SigninRoute::Saml));
         assert_eq!(SigninRoute::parse("ldap"), Ok(SigninRoute::Ldap));
-        assert_eq!(SigninRoute::parse("oidc"), Err(RouteError::NotYetAvailable("oidc".into())));
+        assert_eq!(SigninRoute::parse("oidc"), Ok(SigninRoute::Oidc));
         assert!(matches!(SigninRoute::parse("kerberos"), Err(RouteError::Unknown(_))));
     }
 }
