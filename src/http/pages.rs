@@ -185,6 +185,12 @@ pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tena
 
 /// Where a tenant's sign-in continues once discovery found it.
 pub(super) fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Option<&str>) -> String {
+    route_entry_hint(tenant, email.map(Email::as_str), return_to)
+}
+
+/// [`route_entry`] with the hint as given: an OpenID Provider takes any user name
+/// (`alice`, `ACME\alice`) as `login_hint`, not only an address.
+pub(super) fn route_entry_hint(tenant: &Tenant, hint: Option<&str>, return_to: Option<&str>) -> String {
     let path = match tenant.signin_route {
         SigninRoute::Password => format!("/t/{}/login", tenant.slug),
         SigninRoute::Saml => format!("/t/{}/saml/login", tenant.slug),
@@ -192,8 +198,8 @@ pub(super) fn route_entry(tenant: &Tenant, email: Option<&Email>, return_to: Opt
         SigninRoute::Oidc => format!("/t/{}/oidc/login", tenant.slug),
     };
     let mut q = url::form_urlencoded::Serializer::new(String::new());
-    if let Some(e) = email {
-        q.append_pair("login_hint", e.as_str());
+    if let Some(h) = hint {
+        q.append_pair("login_hint", h);
     }
     if let Some(r) = return_to {
         q.append_pair("return_to", r);
@@ -272,6 +278,11 @@ pub async fn password_form(
         // Every "please sign in" in Lanyard comes here; the tenant's route decides.
         let email = query.login_hint.as_deref().and_then(|h| Email::parse(h).ok());
         let return_to = safe_return_to(query.return_to.as_deref());
+        if tenant.signin_route == SigninRoute::Oidc {
+            return Ok(
+                see_other(&route_entry_hint(&tenant, query.login_hint.as_deref(), return_to.as_deref())).finish()
+            );
+        }
         return Ok(see_other(&route_entry(&tenant, email.as_ref(), return_to.as_deref())).finish());
     }
     let grant = state.csrf.grant(&req, state.now());

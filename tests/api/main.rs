@@ -26,3 +26,5 @@ mod session;
 mod signin;
 mod slapd;
 mod tenant_isolation;
+mod upstream_oidc;
+mod upstream_op;

@@ -129,7 +129,8 @@ impl UpstreamOp {
             modules.join("oidc-provider").is_dir() && modules.join("jose").is_dir(),
             "conformance/node_modules has no oidc-provider or jose: run scripts/test (it runs npm ci in conformance/)"
         );
-        let dir = tempfile::Builder::new().prefix("lanyard-upstream-op-").tempdir().expect("create the upstream OP temp dir");
+        let dir =
+            tempfile::Builder::new().prefix("lanyard-upstream-op-").tempdir().expect("create the upstream OP temp dir");
         let env = extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut op = UpstreamOp { issuer: String::new(), port: 0, child: None, stdin: None, clients, env, dir };
         op.spawn(0);
@@ -212,7 +213,8 @@ impl UpstreamOp {
         };
 
         let verifier = random_b64url(32);
-        let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+        let challenge =
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
         let state = random_b64url(16);
         let nonce = random_b64url(16);
         let mut auth = url::Url::parse(&endpoint("authorization_endpoint")).expect("authorization_endpoint is a URL");
@@ -234,7 +236,8 @@ impl UpstreamOp {
         for _ in 0..MAX_HOPS {
             let res = http.get(&next).send().await.unwrap_or_else(|e| panic!("GET {next}: {e}"));
             let status = res.status();
-            let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let location =
+                res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
             let Some(location) = location.filter(|_| status.is_redirection()) else {
                 let body = res.text().await.unwrap_or_default();
                 panic!("the upstream OP answered {status} without a redirect at {next}:\n{body}\n{}", self.log());
@@ -248,7 +251,8 @@ impl UpstreamOp {
                 .unwrap_or_else(|e| panic!("bad Location {location} from {next}: {e}"))
                 .to_string();
         }
-        let callback = callback.unwrap_or_else(|| panic!("no redirect to {redirect_uri} within {MAX_HOPS} hops\n{}", self.log()));
+        let callback =
+            callback.unwrap_or_else(|| panic!("no redirect to {redirect_uri} within {MAX_HOPS} hops\n{}", self.log()));
         let query = callback.split_once('?').map_or("", |(_, q)| q);
         let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         if let Some(error) = params.get("error") {
@@ -277,7 +281,8 @@ impl UpstreamOp {
         let status = res.status();
         let tokens: Value = res.json().await.expect("the upstream OP's token response is JSON");
         assert!(status.is_success(), "code exchange at the upstream OP failed ({status}): {tokens}\n{}", self.log());
-        let id_token = tokens["id_token"].as_str().unwrap_or_else(|| panic!("no id_token (scope {scope:?}?): {tokens}"));
+        let id_token =
+            tokens["id_token"].as_str().unwrap_or_else(|| panic!("no id_token (scope {scope:?}?): {tokens}"));
         assert_eq!(jwt_payload(id_token)["nonce"].as_str(), Some(nonce.as_str()), "nonce of the ID token");
         tokens
     }
