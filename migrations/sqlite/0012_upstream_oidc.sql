@@ -50,3 +50,12 @@ CREATE TABLE oidc_links (
     PRIMARY KEY (idp_id, username)
 );
 CREATE INDEX oidc_links_user ON oidc_links (user_id);
+
+-- A session begun through an upstream OP, and the grants issued from it, end no later
+-- than the OP's own token: `upstream_expires_at` caps them; `upstream_idp_id` stops them
+-- at once when the admin disables or removes the OP.
+ALTER TABLE sessions ADD COLUMN upstream_idp_id TEXT;
+ALTER TABLE sessions ADD COLUMN upstream_expires_at BIGINT;
+ALTER TABLE oauth_grants ADD COLUMN upstream_idp_id TEXT;
+ALTER TABLE pending_signins ADD COLUMN upstream_idp_id TEXT;
+ALTER TABLE pending_signins ADD COLUMN upstream_expires_at BIGINT;

@@ -79,9 +79,16 @@ impl AdminContext<'_> {
         let current = self.oidc_idp_of(tenant_slug, name).await?;
         let mut tx = self.store.begin_write().await?;
         let secret_changed = change.client_secret.is_some();
+        let was_enabled = current.enabled;
         let idp = store::update(&mut tx, sealer, self.now, current, change).await?;
         let mut detail = idp.view();
         detail["client_secret_changed"] = serde_json::json!(secret_changed);
+        if was_enabled && !idp.enabled {
+            // Its users' tokens, refreshes and sessions stop now, not at their expiry.
+            let (grants, sessions) = store::cut_off(&mut tx, self.now, &idp.id).await?;
+            detail["grants_revoked"] = serde_json::json!(grants);
+            detail["sessions_ended"] = serde_json::json!(sessions);
+        }
         self.audit_in(&mut tx, &idp.tenant_id, &idp.name, "admin.oidc_idp.update", Some(detail)).await?;
         tx.commit().await?;
         Ok(idp.view())
@@ -90,8 +97,12 @@ impl AdminContext<'_> {
     pub async fn remove_oidc_idp(&self, tenant_slug: &str, name: &str) -> Result<(), AdminError> {
         let idp = self.oidc_idp_of(tenant_slug, name).await?;
         let mut tx = self.store.begin_write().await?;
+        let (grants, sessions) = store::cut_off(&mut tx, self.now, &idp.id).await?;
         store::remove(&mut tx, &idp.tenant_id, &idp.name).await?;
-        self.audit_in(&mut tx, &idp.tenant_id, &idp.name, "admin.oidc_idp.remove", Some(idp.view())).await?;
+        let mut detail = idp.view();
+        detail["grants_revoked"] = serde_json::json!(grants);
+        detail["sessions_ended"] = serde_json::json!(sessions);
+        self.audit_in(&mut tx, &idp.tenant_id, &idp.name, "admin.oidc_idp.remove", Some(detail)).await?;
         tx.commit().await?;
         Ok(())
     }

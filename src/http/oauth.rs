@@ -396,8 +396,12 @@ async fn authorize_with(
             scope: &scope,
             auth_time: session.created_at,
             amr: &session.amr,
-            absolute_expires_at: now + client.refresh_absolute_seconds,
+            // Through an upstream OP: no later than its own token (`upstream_oidc`).
+            absolute_expires_at: session
+                .upstream_expires_at
+                .map_or(now + client.refresh_absolute_seconds, |u| (now + client.refresh_absolute_seconds).min(u)),
             resource: resource.as_ref().map(|r| r.identifier.as_str()),
+            upstream_idp_id: session.upstream_idp_id.as_deref(),
         },
         grant::CodeRequest {
             redirect_uri,

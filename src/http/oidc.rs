@@ -227,6 +227,7 @@ pub async fn callback(
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
+            upstream: Some((&finished.idp.id, finished.upstream_expires_at)),
         },
         session::gate::Attempt {
             route: "oidc",
@@ -427,7 +428,8 @@ pub(super) async fn exchange(
     let d = detail(Some(&idp.name), None);
     audit(state, svc.tenant, Some(user.email.as_str()), Outcome::Success, None, &svc.origin, d).await;
     observe::signin_outcome("token_exchange", "success");
-    let mut response = svc.issue_without_refresh(client, &user, scope, "ext oidc", Some(verified.expires_at)).await?;
+    let mut response =
+        svc.issue_without_refresh(client, &user, scope, "ext oidc", Some((&idp.id, verified.expires_at))).await?;
     response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(response)
 }

@@ -401,6 +401,7 @@ pub async fn password_submit(
                     // This sign-in proved the one-time password: the forced change
                     // that follows does not ask for it again.
                     one_time_password_proved: auth.must_change_password(),
+                    upstream: None,
                 },
                 session::gate::Attempt {
                     route: "password",

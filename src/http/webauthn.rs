@@ -249,8 +249,20 @@ pub async fn verify_finish(
     let amr = format!("{} {} mfa", waiting.amr, verified.key_amr);
     let target = waiting.return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     let app = gate::client_of_return_to(&state.store, &tenant, waiting.return_to.as_deref()).await.ok().flatten();
-    finish(&req, &state, &tenant, &user, &amr, waiting.one_time_password_proved, &waiting.route, app.as_ref(), &target)
-        .await
+    let upstream = waiting.upstream_idp_id.as_deref().zip(waiting.upstream_expires_at);
+    finish(
+        &req,
+        &state,
+        &tenant,
+        &user,
+        &amr,
+        waiting.one_time_password_proved,
+        &waiting.route,
+        app.as_ref(),
+        &target,
+        upstream,
+    )
+    .await
 }
 
 /// Through the gate with the second factor done, and the response.
@@ -265,6 +277,7 @@ async fn finish(
     route: &str,
     app: Option<&crate::oauth::client::Client>,
     target: &str,
+    upstream: Option<(&str, i64)>,
 ) -> HttpResponse {
     let origin = origin_of(req, state);
     let now = state.now();
@@ -279,6 +292,7 @@ async fn finish(
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(req).as_ref(),
             one_time_password_proved,
+            upstream,
         },
         Attempt {
             route,
@@ -390,7 +404,7 @@ pub async fn passkey_finish(
     let app = gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await.ok().flatten();
     // A user-verifying passkey is two factors in one (possession, and PIN or biometrics).
     let amr = format!("{} user mfa", verified.key_amr);
-    finish(&req, &state, &tenant, &user, &amr, false, "passkey", app.as_ref(), &target).await
+    finish(&req, &state, &tenant, &user, &amr, false, "passkey", app.as_ref(), &target, None).await
 }
 
 /// [`signin::before`] for the JSON endpoints: a refusal is already the response.

@@ -47,6 +47,9 @@ pub struct NewGrant<'a> {
     pub amr: &'a str,
     pub absolute_expires_at: UnixTime,
     pub resource: Option<&'a str>,
+    /// The upstream OpenID Provider the person signed in through: disabling or removing
+    /// it revokes the grant (`upstream_oidc`).
+    pub upstream_idp_id: Option<&'a str>,
 }
 
 /// What a code remembers of its authorization request.
@@ -62,8 +65,8 @@ pub struct CodeRequest<'a> {
 pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Result<Grant, sqlx::Error> {
     let grant_id = new_id();
     sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, upstream_idp_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&grant_id)
     .bind(g.tenant_id)
@@ -75,6 +78,7 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
     .bind(now)
     .bind(g.absolute_expires_at)
     .bind(g.resource)
+    .bind(g.upstream_idp_id)
     .execute(store.pool())
     .await?;
     Ok(Grant {
@@ -102,8 +106,8 @@ pub async fn issue_code(
     let code = random_token(32);
     let mut tx = store.begin_write().await?;
     sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, upstream_idp_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&grant_id)
     .bind(g.tenant_id)
@@ -115,6 +119,7 @@ pub async fn issue_code(
     .bind(now)
     .bind(g.absolute_expires_at)
     .bind(g.resource)
+    .bind(g.upstream_idp_id)
     .execute(&mut *tx)
     .await?;
     sqlx::query(

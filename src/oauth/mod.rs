@@ -410,18 +410,19 @@ impl TokenService<'_> {
     }
 
     /// Access (and ID) tokens without a refresh token, for a person a device or a token
-    /// exchange named; `cap` ends them no later than an upstream token's expiry.
+    /// exchange named; `cap` (an upstream OP and its token's expiry) ends them no later than
+    /// that token, and ties them to that OP.
     pub async fn issue_without_refresh(
         &self,
         client: &Client,
         user: &User,
         scope: Option<&str>,
         amr: &str,
-        cap: Option<UnixTime>,
+        cap: Option<(&str, UnixTime)>,
     ) -> Result<TokenResponse, OAuthError> {
         let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
         let natural = self.now + client.access_token_seconds.max(client.id_token_seconds);
-        let absolute_expires_at = cap.map_or(natural, |c| natural.min(c));
+        let absolute_expires_at = cap.map_or(natural, |(_, c)| natural.min(c));
         if absolute_expires_at <= self.now {
             return Err(OAuthError::InvalidGrant("the upstream token has expired".into()));
         }
@@ -437,6 +438,7 @@ impl TokenService<'_> {
                 amr,
                 absolute_expires_at,
                 resource: None,
+                upstream_idp_id: cap.map(|(idp, _)| idp),
             },
         )
         .await?;

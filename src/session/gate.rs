@@ -162,6 +162,7 @@ pub async fn admit(
                     amr: s.amr,
                     one_time_password_proved: s.one_time_password_proved,
                     return_to: a.return_to,
+                    upstream: s.upstream,
                 },
             )
             .await?;

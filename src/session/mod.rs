@@ -62,6 +62,9 @@ pub struct Session {
     /// The sign-in that started this session proved a one-time password (one that must be
     /// changed): the forced change need not ask for it again.
     pub one_time_password_proved: bool,
+    /// See [`StartSession::upstream`].
+    pub upstream_idp_id: Option<String>,
+    pub upstream_expires_at: Option<UnixTime>,
 }
 
 pub struct StartSession<'a> {
@@ -75,6 +78,9 @@ pub struct StartSession<'a> {
     pub replaces: Option<&'a SessionToken>,
     /// The sign-in proved a one-time password (see [`Session::one_time_password_proved`]).
     pub one_time_password_proved: bool,
+    /// Signed in through an upstream OpenID Provider (its id) whose own token ends at the
+    /// given time: the session ends no later, and so do the grants issued from it.
+    pub upstream: Option<(&'a str, UnixTime)>,
 }
 
 pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
@@ -85,19 +91,23 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     }
     sqlx::query(
         "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, idle_seconds, \
-         absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)",
+         absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved, upstream_idp_id, upstream_expires_at) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(token.hash())
     .bind(&s.tenant.id)
     .bind(&s.user.id)
     .bind(now)
     .bind(s.tenant.policy.session_idle_seconds)
-    .bind(now + s.tenant.policy.session_absolute_seconds)
+    .bind(s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |(_, until)| {
+        (now + s.tenant.policy.session_absolute_seconds).min(until)
+    }))
     .bind(s.amr)
     .bind(s.client_ip)
     .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
     .bind(s.one_time_password_proved as i64)
+    .bind(s.upstream.map(|(idp, _)| idp))
+    .bind(s.upstream.map(|(_, until)| until))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -109,7 +119,8 @@ pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Resul
     let row = sqlx::query(
         "UPDATE sessions SET last_seen_at = $1 \
          WHERE id_hash = $2 AND last_seen_at + idle_seconds > $1 AND absolute_expires_at > $1 \
-         RETURNING tenant_id, user_id, created_at, last_seen_at, absolute_expires_at, amr, one_time_password_proved",
+         RETURNING tenant_id, user_id, created_at, last_seen_at, absolute_expires_at, amr, one_time_password_proved, \
+         upstream_idp_id, upstream_expires_at",
     )
     .bind(now)
     .bind(token.hash())
@@ -124,6 +135,8 @@ pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Resul
             absolute_expires_at: r.try_get("absolute_expires_at")?,
             amr: r.try_get("amr")?,
             one_time_password_proved: r.try_get::<i64, _>("one_time_password_proved")? != 0,
+            upstream_idp_id: r.try_get("upstream_idp_id")?,
+            upstream_expires_at: r.try_get("upstream_expires_at")?,
         })
     })
     .transpose()

@@ -329,3 +329,22 @@ pub async fn record_discovery(
     }
     Ok(())
 }
+
+/// The OP was disabled or removed: every grant issued through it is revoked and every
+/// session begun through it ends, in the caller's transaction. Returns (grants, sessions).
+pub async fn cut_off(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: UnixTime,
+    idp_id: &str,
+) -> Result<(u64, u64), sqlx::Error> {
+    let g = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = 'upstream_idp_disabled' \
+         WHERE upstream_idp_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(idp_id)
+    .execute(&mut **tx)
+    .await?;
+    let s = sqlx::query("DELETE FROM sessions WHERE upstream_idp_id = $1").bind(idp_id).execute(&mut **tx).await?;
+    Ok((g.rows_affected(), s.rows_affected()))
+}

@@ -9,13 +9,16 @@ use serde_json::{json, Value};
 
 use crate::both_stores;
 use crate::helpers::*;
-use crate::oauth::{authorize_url, claims, exchange, native_client, pkce, query_of, NATIVE_REDIRECT};
+use crate::oauth::{
+    authorize_url, claims, exchange, introspect, native_client, pkce, query_of, refresh, NATIVE_REDIRECT,
+};
 use crate::upstream_op::{self, UpstreamOp};
 use lanyard::oauth::client::{ClientKind, TOKEN_EXCHANGE_GRANT};
 use lanyard::upstream_oidc::{NewOidcIdp, OidcIdpChange};
 
 both_stores!(
     browser_sign_in_through_the_tenants_op,
+    lanyards_tokens_end_with_the_upstream_ones,
     the_round_trip_refuses_what_it_must,
     token_exchange_and_its_refusals,
 );
@@ -365,4 +368,53 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
         exchange_token(app, "mobile", &[("subject_token", &id_token), ("subject_token_type", ID_TOKEN_TYPE)]).await;
     assert_eq!((st.as_u16(), v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     assert_eq!(last_signin(app).await.reason.as_deref(), Some("token_invalid"));
+}
+
+async fn lanyards_tokens_end_with_the_upstream_ones(kind: StoreKind) {
+    let s = setup(kind).await;
+    let app = &s.app;
+    let b = app.browser();
+    let tokens = sign_in_for_app(&s, &b, "alice").await;
+    let (until,): (i64,) =
+        sqlx::query_as("SELECT upstream_expires_at FROM sessions WHERE upstream_expires_at IS NOT NULL")
+            .fetch_one(app.state.store.pool())
+            .await
+            .unwrap();
+    // Capped: no token of the grant outlives the OP's own.
+    assert!(claims(tokens["access_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= until);
+    assert!(claims(tokens["id_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= until);
+    let rt = tokens["refresh_token"].as_str().expect("a refresh token").to_string();
+    let (st, t2) = refresh(app, "workview", &rt).await;
+    assert_eq!(st, 200, "{t2}");
+    let rt = t2["refresh_token"].as_str().unwrap().to_string();
+    // Past the OP's expiry the grant is over: no refresh, and the session is gone too.
+    app.clock.set(until);
+    let (st, v) = refresh(app, "workview", &rt).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert!(!signed_in(&b).await, "the session ended with the upstream token");
+
+    // Disabled by the admin: tokens, refreshes and sessions stop at once.
+    app.clock.set(until - 3000);
+    let b = app.browser();
+    let tokens = sign_in_for_app(&s, &b, "alice").await;
+    assert!(signed_in(&b).await);
+    let at = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(app, "workview", &at).await["active"], true);
+    let change = OidcIdpChange { enabled: Some(false), ..Default::default() };
+    let v = app.admin().update_oidc_idp(&app.state.oidc_secrets, "acme", "corp", change).await.unwrap();
+    assert_eq!(v["enabled"], false);
+    let (st, v) = refresh(app, "workview", tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(introspect(app, "workview", &at).await["active"], false);
+    assert!(!signed_in(&b).await);
+    let e = app
+        .audit(&app.tenant_by_slug("acme").await)
+        .await
+        .into_iter()
+        .find(|e| e.event == "admin.oidc_idp.update")
+        .unwrap();
+    assert!(e.detail.unwrap()["grants_revoked"].as_u64().unwrap() >= 1);
+    // And no new sign-in goes through it (the tenant has no enabled OP left).
+    let seen = follow(&b, &s.op, "/t/acme/oidc/login").await;
+    assert!(seen.last().unwrap().starts_with("STATUS 404"), "{seen:?}");
 }
