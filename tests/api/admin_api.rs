@@ -156,7 +156,7 @@ async fn service_client_administers_clients_users_and_policy(kind: StoreKind) {
     assert!(e["message"].as_str().unwrap().contains("no SAML IdP"), "{e}");
     let (s, e) = api.send(M::PATCH, "/tenant", Some(json!({"signin_route": "oidc"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(e["message"].as_str().unwrap().contains("not available"));
+    assert!(e["message"].as_str().unwrap().contains("no enabled OpenID Provider"), "{e}");
 
     let (s, events) = api.send(M::GET, "/audit?limit=50", None).await;
     assert_eq!(s, StatusCode::OK);

@@ -78,7 +78,8 @@ async fn admin_commands(kind: StoreKind) {
     assert!(!ldap.status.success());
     assert!(stderr(&ldap).contains("has no LDAP server: add one first"), "{}", stderr(&ldap));
     let oidc = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "oidc"], None);
-    assert!(stderr(&oidc).contains("`oidc` is not available in this version of Lanyard yet"), "{}", stderr(&oidc));
+    assert!(!oidc.status.success());
+    assert!(stderr(&oidc).contains("has no enabled OpenID Provider: add one first"), "{}", stderr(&oidc));
     let bogus = run(&["admin", "tenant", "update", "--slug", "acme", "--signin", "kerberos"], None);
     assert!(stderr(&bogus).contains("unknown sign-in route"));
     let t = json(&run(
