@@ -42,8 +42,15 @@ impl Store {
 
     /// Runs `lanyard ARGS` with `stdin`; panics if it fails.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) {
+        self.cli_with(args, stdin, &[])
+    }
+
+    /// [`Store::cli`] with extra environment variables.
+    pub fn cli_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) {
         use std::io::Write;
-        let mut child = self.command().args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("lanyard");
+        let mut command = self.command();
+        command.envs(env.iter().copied());
+        let mut child = command.args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("lanyard");
         if let Some(s) = stdin {
             child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
         }

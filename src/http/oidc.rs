@@ -22,8 +22,24 @@ use crate::upstream_oidc::verify::{self, Audience};
 use crate::upstream_oidc::{store, users};
 
 /// The binding cookies' common prefix; each sign-in has its own, so two tabs do not
-/// overwrite each other's.
-const COOKIE_PREFIX: &str = "lanyard_oidc_";
+/// overwrite each other's. On https they are `__Host-` cookies (Secure, Path=/, no
+/// Domain): a sibling subdomain or a plain-http page cannot plant one, which would let an
+/// attacker finish their own sign-in in a victim's browser.
+fn cookie_prefix(state: &AppState) -> &'static str {
+    if state.config.is_https() {
+        "__Host-lanyard_oidc_"
+    } else {
+        "lanyard_oidc_"
+    }
+}
+
+fn cookie_path(state: &AppState, tenant: &Tenant) -> String {
+    if state.config.is_https() {
+        "/".into()
+    } else {
+        format!("/t/{}/oidc", tenant.slug)
+    }
+}
 
 pub(super) fn guarded(state: &AppState) -> GuardedClient {
     GuardedClient { private_hosts: state.config.saml_metadata_private_hosts }
@@ -68,6 +84,11 @@ pub async fn login(
     super::pages::check_query_len(&query)?;
     let tenant = tenant_from_path(&state, &path).await?;
     let now = state.now();
+    // Only for a tenant that signs in here (an OP configured for token exchange alone is
+    // not a browser route).
+    if tenant.signin_route != crate::tenant::SigninRoute::Oidc {
+        return Err(PageError::not_found("This organisation does not sign in through an OpenID Provider."));
+    }
     // Anyone may start one, and each start is a row: the attempts throttle bounds them.
     let limit = tenant.network.throttle.address_attempts;
     if let Some(t) =
@@ -100,9 +121,9 @@ pub async fn login(
             return Err(page(&e));
         }
     };
-    let name = format!("{COOKIE_PREFIX}{}", &crate::keys::sha256_hex(&begun.browser_token)[..12]);
+    let name = format!("{}{}", cookie_prefix(&state), &crate::keys::sha256_hex(&begun.browser_token)[..12]);
     let cookie = Cookie::build(name, begun.browser_token)
-        .path(format!("/t/{}/oidc", tenant.slug))
+        .path(cookie_path(&state, &tenant))
         .http_only(true)
         .secure(state.config.is_https())
         .same_site(SameSite::Lax)
@@ -152,6 +173,9 @@ pub async fn callback(
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, PageError> {
     let tenant = tenant_from_path(&state, &path).await?;
+    if tenant.signin_route != crate::tenant::SigninRoute::Oidc {
+        return Err(PageError::not_found("This organisation does not sign in through an OpenID Provider."));
+    }
     let origin = origin_of(&req, &state);
     let now = state.now();
     let reservation = match signin::before(&req, &state, &tenant, None, None).await? {
@@ -167,7 +191,9 @@ pub async fn callback(
     let state_param = query.state.as_deref().unwrap_or("");
     let cookies: Vec<String> = req
         .cookies()
-        .map(|cs| cs.iter().filter(|c| c.name().starts_with(COOKIE_PREFIX)).map(|c| c.value().to_string()).collect())
+        .map(|cs| {
+            cs.iter().filter(|c| c.name().starts_with(cookie_prefix(&state))).map(|c| c.value().to_string()).collect()
+        })
         .unwrap_or_default();
     let mut outcome = Err((None, FlowError::WrongBrowser));
     // Finish with the first cookie whose hash the request holds: the request is taken only
@@ -249,9 +275,11 @@ pub async fn callback(
             }
             let mut res = signin::admitted(&state, &tenant, a, &target);
             for c in req.cookies().map(|cs| cs.clone()).unwrap_or_default() {
-                if c.name().starts_with(COOKIE_PREFIX) {
-                    let mut gone =
-                        Cookie::build(c.name().to_string(), "").path(format!("/t/{}/oidc", tenant.slug)).finish();
+                if c.name().starts_with(cookie_prefix(&state)) {
+                    let mut gone = Cookie::build(c.name().to_string(), "")
+                        .path(cookie_path(&state, &tenant))
+                        .secure(state.config.is_https())
+                        .finish();
                     gone.make_removal();
                     res.add_cookie(&gone).map_err(PageError::internal)?;
                 }

@@ -242,6 +242,12 @@ pub async fn finish(
     let verified = verify::verify_id_token(store, http, now, &idp, &id_token, Audience::Client, Some(&nonce))
         .await
         .map_err(|e| fail(e.into()))?;
+    // Disabled while the code was being exchanged (network calls of seconds): the cut-off
+    // has already run, so nothing may start from here.
+    let still = store::find_by_id(store, &tenant.id, &idp.id).await.map_err(|e| fail(e.into()))?;
+    if !still.is_some_and(|i| i.enabled) {
+        return Err(fail(FlowError::Disabled));
+    }
     let user = users::resolve(store, now, tenant, &idp, &verified).await.map_err(|e| fail(e.into()))?;
     let return_to = row.try_get::<Option<String>, _>("return_to").map_err(|e| (None, e.into()))?;
     Ok(Finished { upstream_expires_at: verified.expires_at, idp, user, return_to })

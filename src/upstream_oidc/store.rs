@@ -117,7 +117,14 @@ fn validate(i: &OidcIdp) -> Result<(), OidcIdpError> {
     if let Some(g) = &i.groups_claim {
         check_claim("groups_claim", g)?;
     }
-    check_audiences(&i.exchange_audiences)
+    check_audiences(&i.exchange_audiences)?;
+    if i.exchange_audiences.iter().any(|a| a == &i.client_id) {
+        return Err(invalid(
+            "exchange_audiences",
+            "Lanyard's own client id at the OP cannot be one: those ID tokens are for Lanyard's callback",
+        ));
+    }
+    Ok(())
 }
 
 /// Builds the record for `n` (validated), with discovery still to do.
@@ -140,7 +147,8 @@ pub fn prepare(
         issuer: n.issuer.trim().to_string(),
         client_id: n.client_id,
         scopes: n.scopes.unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
-        username_claim: n.username_claim.unwrap_or_else(|| "email".into()),
+        // `sub` by default: stable at the OP, where an address or UPN can be reassigned.
+        username_claim: n.username_claim.unwrap_or_else(|| "sub".into()),
         email_claim: n.email_claim.unwrap_or_else(|| "email".into()),
         name_claim: n.name_claim.unwrap_or_else(|| "name".into()),
         groups_claim: n.groups_claim,
@@ -296,6 +304,22 @@ pub async fn default_of(store: &Store, tenant_id: &str) -> Result<Option<OidcIdp
     Ok(list(store, tenant_id).await?.into_iter().find(|i| i.enabled))
 }
 
+/// Takes the right to re-read the OP's key set now: at most one request every
+/// `every` seconds per OP, whether the last attempt succeeded or not.
+pub async fn lease_refresh(store: &Store, now: UnixTime, idp: &OidcIdp, every: i64) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE oidc_idps SET refresh_attempted_at = $1 \
+         WHERE id = $2 AND tenant_id = $3 AND (refresh_attempted_at IS NULL OR refresh_attempted_at <= $4)",
+    )
+    .bind(now)
+    .bind(&idp.id)
+    .bind(&idp.tenant_id)
+    .bind(now - every)
+    .execute(store.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Records a successful discovery (document and key set) or, on failure, the error —
 /// keeping what worked.
 pub async fn record_discovery(
@@ -346,5 +370,6 @@ pub async fn cut_off(
     .execute(&mut **tx)
     .await?;
     let s = sqlx::query("DELETE FROM sessions WHERE upstream_idp_id = $1").bind(idp_id).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM pending_signins WHERE upstream_idp_id = $1").bind(idp_id).execute(&mut **tx).await?;
     Ok((g.rows_affected(), s.rows_affected()))
 }

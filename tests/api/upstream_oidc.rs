@@ -51,6 +51,7 @@ async fn setup(kind: StoreKind) -> Setup {
         client_id: "lanyard".into(),
         client_secret: Some(secrecy::SecretString::from(OP_SECRET.to_string())),
         scopes: Some(vec!["openid".into(), "email".into(), "profile".into(), "ad".into()]),
+        username_claim: Some("email".into()),
         exchange_audiences: vec!["mobile-app".into()],
         ..Default::default()
     };
@@ -131,7 +132,7 @@ async fn last_signin(app: &TestApp) -> lanyard::audit::StoredEvent {
 async fn browser_sign_in_through_the_tenants_op(kind: StoreKind) {
     let s = setup(kind).await;
     let app = &s.app;
-    // Username from `email` (the default); the user is provisioned at first sign-in.
+    // Username from `email`; the user is provisioned at first sign-in.
     let tokens = sign_in_for_app(&s, &app.browser(), "alice").await;
     let id = claims(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["email"], "alice@acme.test");
@@ -140,6 +141,42 @@ async fn browser_sign_in_through_the_tenants_op(kind: StoreKind) {
     assert_eq!(alice.display_name.as_deref(), Some("Alice Archer"));
     let e = last_signin(app).await;
     assert_eq!((e.outcome.as_str(), e.subject.as_deref()), ("success", Some("alice@acme.test")));
+
+    // An address outside the tenant's domains (the OP's mallory@evil.test) is neither
+    // linked nor provisioned.
+    let b = app.browser();
+    let (_, challenge) = pkce();
+    let seen =
+        follow(&b, &s.op, &authorize_url("workview", NATIVE_REDIRECT, Some(&challenge), &[("login_hint", "mallory")]))
+            .await;
+    assert!(seen.last().unwrap().starts_with("STATUS 403"), "{seen:?}");
+    assert_eq!(last_signin(app).await.reason.as_deref(), Some("unknown_user"));
+
+    // A web client (confidential) gets its tokens the same way, on the existing session.
+    let mut web = crate::admin_api::new_client("webapp", ClientKind::Web, &["openid", "email"]);
+    web.redirect_uris = vec!["https://app.acme.example/cb".into()];
+    let (_, secret) = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", web).await.unwrap();
+    let b = app.browser();
+    let seen =
+        follow(&b, &s.op, &authorize_url("webapp", "https://app.acme.example/cb", None, &[("login_hint", "alice")]))
+            .await;
+    let last = seen.last().unwrap().clone();
+    assert!(last.starts_with("https://app.acme.example/cb?"), "{seen:#?}");
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/t/acme/token", app.base))
+        .basic_auth("webapp", secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", query_of(&last)["code"].as_str()),
+            ("redirect_uri", "https://app.acme.example/cb"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claims(r["id_token"].as_str().unwrap())["email"], "alice@acme.test", "{r}");
 
     // Username from a custom claim: a new OP configuration links by `sAMAccountName`.
     let change = OidcIdpChange { username_claim: Some("sAMAccountName".into()), ..Default::default() };
@@ -193,6 +230,11 @@ async fn browser_sign_in_through_the_tenants_op(kind: StoreKind) {
 async fn the_round_trip_refuses_what_it_must(kind: StoreKind) {
     let s = setup(kind).await;
     let app = &s.app;
+    // An account with a password of its own is never taken over by the OP's address.
+    app.user("acme", "bob@acme.test").await;
+    let seen = follow(&app.browser(), &s.op, "/t/acme/oidc/login?login_hint=bob").await;
+    assert!(seen.last().unwrap().starts_with("STATUS 403"), "{seen:?}");
+    assert_eq!(last_signin(app).await.reason.as_deref(), Some("not_linked"));
     // Replayed state: the first use signs in, the second is refused.
     let b = app.browser();
     let cb = to_callback(&s.op, &b, "alice").await;
@@ -227,6 +269,16 @@ async fn the_round_trip_refuses_what_it_must(kind: StoreKind) {
     let seen = follow(&b, &s.op, "/t/acme/oidc/login?login_hint=nobody").await;
     assert!(seen.last().unwrap().starts_with("STATUS 403"), "{seen:?}");
     assert_eq!(last_signin(app).await.reason.as_deref(), Some("op_error"));
+    // Not a browser route of a tenant that signs in otherwise.
+    let change = lanyard::tenant::TenantChange {
+        signin_route: Some(lanyard::tenant::SigninRoute::Password),
+        ..Default::default()
+    };
+    app.admin().update_tenant("acme", change).await.unwrap();
+    assert_eq!(app.browser().get("/t/acme/oidc/login").await.status(), 404);
+    let change =
+        lanyard::tenant::TenantChange { signin_route: Some(lanyard::tenant::SigninRoute::Oidc), ..Default::default() };
+    app.admin().update_tenant("acme", change).await.unwrap();
     // The OP is down when the browser comes back: a clear page, a clean audit entry.
     let b = app.browser();
     let cb = to_callback(&s.op, &b, "alice").await;
@@ -327,7 +379,11 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
     let (st, v) =
         exchange_token(app, "mobile", &[("subject_token", &wrong_typ), ("subject_token_type", ID_TOKEN_TYPE)]).await;
     assert_eq!((st.as_u16(), v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
-    // A token for an audience the admin did not list (Lanyard's own client at the OP).
+    // Lanyard's own client id at the OP cannot be listed for exchange.
+    let change = OidcIdpChange { exchange_audiences: Some(vec!["lanyard".into()]), ..Default::default() };
+    let err = app.admin().update_oidc_idp(&app.state.oidc_secrets, "acme", "corp", change).await.unwrap_err();
+    assert!(err.to_string().contains("Lanyard's own client id"), "{err}");
+    // A token for an audience the admin did not list.
     let foreign_aud = s.op.id_token_for("mobile-app", MOBILE_REDIRECT, "alice", "openid").await;
     let change = OidcIdpChange { exchange_audiences: Some(vec!["someone-else".into()]), ..Default::default() };
     app.admin().update_oidc_idp(&app.state.oidc_secrets, "acme", "corp", change).await.unwrap();
