@@ -62,3 +62,9 @@ ALTER TABLE pending_signins ADD COLUMN upstream_expires_at BIGINT;
 -- The key set is re-read for an unknown `kid` by one request at a time, at most every
 -- 30 s, whatever the outcome: a lease taken before the fetch.
 ALTER TABLE oidc_idps ADD COLUMN refresh_attempted_at BIGINT;
+-- The OP's refresh token (sealed), so a Lanyard refresh first renews upstream; the
+-- grant's tokens are capped at `upstream_expires_at`, moved on by each renewal.
+ALTER TABLE sessions ADD COLUMN upstream_refresh_sealed TEXT;
+ALTER TABLE pending_signins ADD COLUMN upstream_refresh_sealed TEXT;
+ALTER TABLE oauth_grants ADD COLUMN upstream_expires_at BIGINT;
+ALTER TABLE oauth_grants ADD COLUMN upstream_refresh_sealed TEXT;

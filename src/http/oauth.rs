@@ -396,12 +396,13 @@ async fn authorize_with(
             scope: &scope,
             auth_time: session.created_at,
             amr: &session.amr,
-            // Through an upstream OP: no later than its own token (`upstream_oidc`).
-            absolute_expires_at: session
-                .upstream_expires_at
-                .map_or(now + client.refresh_absolute_seconds, |u| (now + client.refresh_absolute_seconds).min(u)),
+            absolute_expires_at: now + client.refresh_absolute_seconds,
             resource: resource.as_ref().map(|r| r.identifier.as_str()),
+            // Through an upstream OP: its tokens capped at the OP's, renewed by refreshes
+            // (`upstream_oidc`).
             upstream_idp_id: session.upstream_idp_id.as_deref(),
+            upstream_expires_at: session.upstream_expires_at,
+            upstream_refresh_sealed: session.upstream_refresh_sealed.as_deref(),
         },
         grant::CodeRequest {
             redirect_uri,
@@ -557,6 +558,7 @@ fn service<'a>(req: &HttpRequest, state: &'a AppState, tenant: &'a Tenant) -> To
         issuer: issuer(state, tenant),
         tenant,
         origin: pages::origin_of(req, state),
+        upstream: Some((&state.oidc_secrets, super::oidc::guarded(state))),
     }
 }
 

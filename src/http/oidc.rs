@@ -253,7 +253,11 @@ pub async fn callback(
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
-            upstream: Some((&finished.idp.id, finished.upstream_expires_at)),
+            upstream: Some(crate::session::Upstream {
+                idp_id: &finished.idp.id,
+                expires_at: finished.upstream_expires_at,
+                refresh_sealed: finished.upstream_refresh_sealed.as_deref(),
+            }),
         },
         session::gate::Attempt {
             route: "oidc",

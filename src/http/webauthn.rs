@@ -249,7 +249,9 @@ pub async fn verify_finish(
     let amr = format!("{} {} mfa", waiting.amr, verified.key_amr);
     let target = waiting.return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     let app = gate::client_of_return_to(&state.store, &tenant, waiting.return_to.as_deref()).await.ok().flatten();
-    let upstream = waiting.upstream_idp_id.as_deref().zip(waiting.upstream_expires_at);
+    let upstream = waiting.upstream_idp_id.as_deref().zip(waiting.upstream_expires_at).map(|(idp_id, expires_at)| {
+        crate::session::Upstream { idp_id, expires_at, refresh_sealed: waiting.upstream_refresh_sealed.as_deref() }
+    });
     finish(
         &req,
         &state,
@@ -277,7 +279,7 @@ async fn finish(
     route: &str,
     app: Option<&crate::oauth::client::Client>,
     target: &str,
-    upstream: Option<(&str, i64)>,
+    upstream: Option<crate::session::Upstream<'_>>,
 ) -> HttpResponse {
     let origin = origin_of(req, state);
     let now = state.now();

@@ -30,11 +30,18 @@ pub struct Grant {
     pub revoked_at: Option<UnixTime>,
     /// The resource server (identifier) the grant's access tokens are for, if any.
     pub resource: Option<String>,
+    /// Through an upstream OpenID Provider: its token's expiry, which the grant's tokens
+    /// never outlive (moved on when a refresh renews upstream).
+    pub upstream_expires_at: Option<UnixTime>,
 }
 
 impl Grant {
     pub fn is_live(&self, now: UnixTime) -> bool {
-        self.revoked_at.is_none() && now < self.absolute_expires_at
+        self.revoked_at.is_none() && now < self.ends_at()
+    }
+    /// When the grant's tokens end at the latest.
+    pub fn ends_at(&self) -> UnixTime {
+        self.upstream_expires_at.map_or(self.absolute_expires_at, |u| u.min(self.absolute_expires_at))
     }
 }
 
@@ -50,6 +57,9 @@ pub struct NewGrant<'a> {
     /// The upstream OpenID Provider the person signed in through: disabling or removing
     /// it revokes the grant (`upstream_oidc`).
     pub upstream_idp_id: Option<&'a str>,
+    pub upstream_expires_at: Option<UnixTime>,
+    /// The OP's refresh token (sealed): a Lanyard refresh renews upstream with it first.
+    pub upstream_refresh_sealed: Option<&'a str>,
 }
 
 /// What a code remembers of its authorization request.
@@ -65,8 +75,8 @@ pub struct CodeRequest<'a> {
 pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Result<Grant, sqlx::Error> {
     let grant_id = new_id();
     sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, upstream_idp_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, \
+         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&grant_id)
     .bind(g.tenant_id)
@@ -79,6 +89,8 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
     .bind(g.absolute_expires_at)
     .bind(g.resource)
     .bind(g.upstream_idp_id)
+    .bind(g.upstream_expires_at)
+    .bind(g.upstream_refresh_sealed)
     .execute(store.pool())
     .await?;
     Ok(Grant {
@@ -92,6 +104,7 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
         absolute_expires_at: g.absolute_expires_at,
         revoked_at: None,
         resource: g.resource.map(str::to_string),
+        upstream_expires_at: g.upstream_expires_at,
     })
 }
 
@@ -106,8 +119,8 @@ pub async fn issue_code(
     let code = random_token(32);
     let mut tx = store.begin_write().await?;
     sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, upstream_idp_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, \
+         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&grant_id)
     .bind(g.tenant_id)
@@ -120,6 +133,8 @@ pub async fn issue_code(
     .bind(g.absolute_expires_at)
     .bind(g.resource)
     .bind(g.upstream_idp_id)
+    .bind(g.upstream_expires_at)
+    .bind(g.upstream_refresh_sealed)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -203,7 +218,7 @@ where
 }
 
 const GRANT_COLUMNS: &str = "g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
-     g.absolute_expires_at, g.revoked_at, g.resource";
+     g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at";
 
 fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
     let scope: String = r.try_get("scope")?;
@@ -219,6 +234,7 @@ fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
         absolute_expires_at: r.try_get("absolute_expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
         resource: r.try_get("resource")?,
+        upstream_expires_at: r.try_get("upstream_expires_at")?,
     })
 }
 
@@ -288,18 +304,57 @@ pub async fn refresh_grant_id(store: &Store, token: &str) -> Result<Option<(Stri
 
 /// The client (row id) a refresh token was issued to and the resource its grant is for,
 /// without using the token: what must hold before it is spent.
-pub async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+/// Whom a refresh token's grant belongs to, read before it is spent (one round trip).
+pub struct RefreshOwner {
+    pub client_row_id: String,
+    pub resource: Option<String>,
+    pub grant_id: String,
+    /// Through an upstream OP: which, and its refresh token (sealed).
+    pub upstream_idp_id: Option<String>,
+    pub upstream_refresh_sealed: Option<String>,
+}
+
+pub async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<RefreshOwner>, sqlx::Error> {
     if token.len() > 200 {
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT g.client_row_id, g.resource FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id \
-         WHERE r.token_hash = $1",
+        "SELECT g.client_row_id, g.resource, g.id, g.upstream_idp_id, g.upstream_refresh_sealed \
+         FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
     )
     .bind(sha256_hex(token))
     .fetch_optional(store.pool())
     .await?;
-    row.map(|r| Ok((r.try_get("client_row_id")?, r.try_get("resource")?))).transpose()
+    row.map(|r| {
+        Ok(RefreshOwner {
+            client_row_id: r.try_get("client_row_id")?,
+            resource: r.try_get("resource")?,
+            grant_id: r.try_get("id")?,
+            upstream_idp_id: r.try_get("upstream_idp_id")?,
+            upstream_refresh_sealed: r.try_get("upstream_refresh_sealed")?,
+        })
+    })
+    .transpose()
+}
+
+/// Upstream was renewed: the grant's tokens may last until `expires_at`, and the OP's
+/// new refresh token replaces the old (it may rotate).
+pub async fn set_upstream(
+    store: &Store,
+    grant_id: &str,
+    expires_at: UnixTime,
+    refresh_sealed: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE oauth_grants SET upstream_expires_at = $1, upstream_refresh_sealed = COALESCE($2, upstream_refresh_sealed) \
+         WHERE id = $3",
+    )
+    .bind(expires_at)
+    .bind(refresh_sealed)
+    .bind(grant_id)
+    .execute(store.pool())
+    .await?;
+    Ok(())
 }
 
 /// Rotation in one transaction: spend the token, check its family, issue the next one.

@@ -146,6 +146,8 @@ pub struct TokenService<'a> {
     pub tenant: &'a Tenant,
     /// Where the request came from, for the audit trail.
     pub origin: crate::audit::Origin,
+    /// To renew upstream before refreshing a grant issued through an OpenID Provider.
+    pub upstream: Option<(&'a crate::upstream_oidc::SecretSealer, crate::upstream_oidc::http::GuardedClient)>,
 }
 
 impl TokenService<'_> {
@@ -314,11 +316,39 @@ impl TokenService<'_> {
         }
         // The token must be this client's, and any resource named its grant's, before it
         // is spent.
-        let Some((owner, granted_resource)) = grant::refresh_token_owner(self.store, token).await? else {
+        let Some(owner) = grant::refresh_token_owner(self.store, token).await? else {
             return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
         };
-        if owner != client.row_id {
+        if owner.client_row_id != client.row_id {
             return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
+        }
+        let granted_resource = owner.resource.clone();
+        // Through an upstream OP: renew there first (`upstream_oidc::renew`).
+        if let (Some(idp_id), Some((sealer, http))) = (&owner.upstream_idp_id, &self.upstream) {
+            let renewed = crate::upstream_oidc::renew::renew(
+                self.store,
+                http,
+                sealer,
+                self.now,
+                &self.tenant.id,
+                &owner.grant_id,
+                idp_id,
+                owner.upstream_refresh_sealed.as_deref(),
+            )
+            .await;
+            match renewed {
+                Ok(_) => {}
+                Err(crate::upstream_oidc::renew::RenewError::Ended(why)) => {
+                    if grant::revoke_grant(self.store, self.now, &owner.grant_id, "upstream_refresh_failed").await? {
+                        self.audit(client, "oauth.upstream_ended", &owner.grant_id).await;
+                    }
+                    return Err(OAuthError::InvalidGrant(format!("the upstream session has ended ({why})")));
+                }
+                Err(crate::upstream_oidc::renew::RenewError::Unavailable(why)) => {
+                    return Err(OAuthError::Server(format!("the upstream OpenID Provider cannot be reached ({why})")))
+                }
+                Err(crate::upstream_oidc::renew::RenewError::Store(e)) => return Err(e.into()),
+            }
         }
         if resource.is_some_and(|r| granted_resource.as_deref() != Some(r)) {
             return Err(OAuthError::InvalidTarget("the resource was not part of the original grant".into()));
@@ -439,6 +469,8 @@ impl TokenService<'_> {
                 absolute_expires_at,
                 resource: None,
                 upstream_idp_id: cap.map(|(idp, _)| idp),
+                upstream_expires_at: cap.map(|(_, until)| until),
+                upstream_refresh_sealed: None,
             },
         )
         .await?;

@@ -100,7 +100,7 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
     let scope = r.scope.join(" ");
     // No token outlives its grant (a grant from an upstream OP ends with the OP's own
     // tokens; see `upstream_oidc`).
-    let cap = |exp: UnixTime| r.grant.map_or(exp, |g| exp.min(g.absolute_expires_at));
+    let cap = |exp: UnixTime| r.grant.map_or(exp, |g| exp.min(g.ends_at()));
     let access_exp = cap(now + r.client.access_token_seconds);
     let access = AccessClaims {
         iss: r.issuer.to_string(),

@@ -65,6 +65,16 @@ pub struct Session {
     /// See [`StartSession::upstream`].
     pub upstream_idp_id: Option<String>,
     pub upstream_expires_at: Option<UnixTime>,
+    pub upstream_refresh_sealed: Option<String>,
+}
+
+/// A sign-in through an upstream OpenID Provider: which, until when its token holds, and
+/// its refresh token (sealed), with which a Lanyard refresh renews upstream first.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    pub idp_id: &'a str,
+    pub expires_at: UnixTime,
+    pub refresh_sealed: Option<&'a str>,
 }
 
 pub struct StartSession<'a> {
@@ -80,7 +90,7 @@ pub struct StartSession<'a> {
     pub one_time_password_proved: bool,
     /// Signed in through an upstream OpenID Provider (its id) whose own token ends at the
     /// given time: the session ends no later, and so do the grants issued from it.
-    pub upstream: Option<(&'a str, UnixTime)>,
+    pub upstream: Option<Upstream<'a>>,
 }
 
 pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
@@ -91,23 +101,26 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     }
     sqlx::query(
         "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, idle_seconds, \
-         absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved, upstream_idp_id, upstream_expires_at) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved, upstream_idp_id, upstream_expires_at, \
+         upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(token.hash())
     .bind(&s.tenant.id)
     .bind(&s.user.id)
     .bind(now)
     .bind(s.tenant.policy.session_idle_seconds)
-    .bind(s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |(_, until)| {
-        (now + s.tenant.policy.session_absolute_seconds).min(until)
+    // Through an upstream OP: the browser session ends with the OP's ID token (the
+    // person signs in there again); the apps' grants are renewed by their refreshes.
+    .bind(s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |u| {
+        (now + s.tenant.policy.session_absolute_seconds).min(u.expires_at)
     }))
     .bind(s.amr)
     .bind(s.client_ip)
     .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
     .bind(s.one_time_password_proved as i64)
-    .bind(s.upstream.map(|(idp, _)| idp))
-    .bind(s.upstream.map(|(_, until)| until))
+    .bind(s.upstream.map(|u| u.idp_id))
+    .bind(s.upstream.map(|u| u.expires_at))
+    .bind(s.upstream.and_then(|u| u.refresh_sealed))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -120,7 +133,7 @@ pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Resul
         "UPDATE sessions SET last_seen_at = $1 \
          WHERE id_hash = $2 AND last_seen_at + idle_seconds > $1 AND absolute_expires_at > $1 \
          RETURNING tenant_id, user_id, created_at, last_seen_at, absolute_expires_at, amr, one_time_password_proved, \
-         upstream_idp_id, upstream_expires_at",
+         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed",
     )
     .bind(now)
     .bind(token.hash())
@@ -137,6 +150,7 @@ pub async fn lookup(store: &Store, now: UnixTime, token: &SessionToken) -> Resul
             one_time_password_proved: r.try_get::<i64, _>("one_time_password_proved")? != 0,
             upstream_idp_id: r.try_get("upstream_idp_id")?,
             upstream_expires_at: r.try_get("upstream_expires_at")?,
+            upstream_refresh_sealed: r.try_get("upstream_refresh_sealed")?,
         })
     })
     .transpose()

@@ -42,6 +42,7 @@ pub struct Pending {
     pub return_to: Option<String>,
     pub upstream_idp_id: Option<String>,
     pub upstream_expires_at: Option<UnixTime>,
+    pub upstream_refresh_sealed: Option<String>,
 }
 
 pub struct NewPending<'a> {
@@ -51,14 +52,14 @@ pub struct NewPending<'a> {
     pub amr: &'a str,
     pub one_time_password_proved: bool,
     pub return_to: Option<&'a str>,
-    pub upstream: Option<(&'a str, UnixTime)>,
+    pub upstream: Option<super::Upstream<'a>>,
 }
 
 pub async fn create(store: &Store, now: UnixTime, p: NewPending<'_>) -> Result<PendingToken, sqlx::Error> {
     let token = PendingToken(random_token(32));
     sqlx::query(
         "INSERT INTO pending_signins (id_hash, tenant_id, user_id, route, amr, one_time_password_proved, return_to, expires_at, \
-         upstream_idp_id, upstream_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(sha256_hex(&token.0))
     .bind(p.tenant_id)
@@ -68,8 +69,9 @@ pub async fn create(store: &Store, now: UnixTime, p: NewPending<'_>) -> Result<P
     .bind(p.one_time_password_proved as i64)
     .bind(p.return_to)
     .bind(now + PENDING_SECONDS)
-    .bind(p.upstream.map(|(i, _)| i))
-    .bind(p.upstream.map(|(_, t)| t))
+    .bind(p.upstream.map(|u| u.idp_id))
+    .bind(p.upstream.map(|u| u.expires_at))
+    .bind(p.upstream.and_then(|u| u.refresh_sealed))
     .execute(store.pool())
     .await?;
     Ok(token)
@@ -85,14 +87,15 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         return_to: r.try_get("return_to")?,
         upstream_idp_id: r.try_get("upstream_idp_id")?,
         upstream_expires_at: r.try_get("upstream_expires_at")?,
+        upstream_refresh_sealed: r.try_get("upstream_refresh_sealed")?,
     })
 }
 
 /// The live pending sign-in, left in place (the second step is being started).
 pub async fn peek(store: &Store, now: UnixTime, token: &PendingToken) -> Result<Option<Pending>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at \
-         FROM pending_signins \
+        "SELECT tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at, \
+         upstream_refresh_sealed FROM pending_signins \
          WHERE id_hash = $1 AND expires_at > $2",
     )
     .bind(sha256_hex(&token.0))
@@ -106,7 +109,8 @@ pub async fn peek(store: &Store, now: UnixTime, token: &PendingToken) -> Result<
 pub async fn take(store: &Store, now: UnixTime, token: &PendingToken) -> Result<Option<Pending>, sqlx::Error> {
     let row = sqlx::query(
         "DELETE FROM pending_signins WHERE id_hash = $1 AND expires_at > $2 \
-         RETURNING tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at",
+         RETURNING tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at, \
+         upstream_refresh_sealed",
     )
     .bind(sha256_hex(&token.0))
     .bind(now)

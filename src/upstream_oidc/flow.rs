@@ -167,6 +167,8 @@ pub struct Finished {
     pub user: crate::user::User,
     pub return_to: Option<String>,
     pub upstream_expires_at: UnixTime,
+    /// The OP's refresh token, sealed (when it sent one).
+    pub upstream_refresh_sealed: Option<String>,
 }
 
 /// Takes the callback. The request is spent first, so a replayed `state` finds nothing.
@@ -250,7 +252,9 @@ pub async fn finish(
     }
     let user = users::resolve(store, now, tenant, &idp, &verified).await.map_err(|e| fail(e.into()))?;
     let return_to = row.try_get::<Option<String>, _>("return_to").map_err(|e| (None, e.into()))?;
-    Ok(Finished { upstream_expires_at: verified.expires_at, idp, user, return_to })
+    use openidconnect::OAuth2TokenResponse;
+    let upstream_refresh_sealed = response.refresh_token().map(|t| sealer.seal_token(&tenant.id, &idp.id, t.secret()));
+    Ok(Finished { upstream_expires_at: verified.expires_at, upstream_refresh_sealed, idp, user, return_to })
 }
 
 /// Housekeeping: requests whose browser never came back.

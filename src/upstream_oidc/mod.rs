@@ -13,11 +13,13 @@
 //!   store; the callback verifies everything and names the user.
 //! - [`verify`]: ID-token verification shared by the callback and the exchange.
 //! - [`users`]: from the verified claims to a Lanyard user (linked, or provisioned).
+//! - [`renew`]: a Lanyard refresh renews upstream first, with the OP's refresh token.
 //!
 //! Not here: sessions and the network policy (the session gate), the HTTP handlers.
 
 pub mod flow;
 pub mod http;
+pub mod renew;
 pub mod store;
 pub mod users;
 pub mod verify;
@@ -125,6 +127,23 @@ impl SecretSealer {
         let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| OidcIdpError::Unseal)?;
         let plain = self.0.open(&Self::aad(&idp.tenant_id, &idp.id), &bytes).map_err(|_| OidcIdpError::Unseal)?;
         String::from_utf8(plain).map(|s| Some(secrecy::SecretString::from(s))).map_err(|_| OidcIdpError::Unseal)
+    }
+}
+
+impl SecretSealer {
+    fn token_aad(tenant_id: &str, idp_id: &str) -> String {
+        format!("oidc-refresh-token:{tenant_id}:{idp_id}")
+    }
+    /// Seals an OP's refresh token, bound to the tenant and the OP.
+    pub fn seal_token(&self, tenant_id: &str, idp_id: &str, token: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(self.0.seal(&Self::token_aad(tenant_id, idp_id), token.as_bytes()))
+    }
+    pub fn open_token(&self, tenant_id: &str, idp_id: &str, sealed: &str) -> Option<String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
+        String::from_utf8(self.0.open(&Self::token_aad(tenant_id, idp_id), &bytes).ok()?).ok()
     }
 }
 

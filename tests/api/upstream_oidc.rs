@@ -440,14 +440,30 @@ async fn lanyards_tokens_end_with_the_upstream_ones(kind: StoreKind) {
     assert!(claims(tokens["access_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= until);
     assert!(claims(tokens["id_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= until);
     let rt = tokens["refresh_token"].as_str().expect("a refresh token").to_string();
+    // A second on the OP's clock, so its renewed ID token ends later than the first.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (st, t2) = refresh(app, "workview", &rt).await;
     assert_eq!(st, 200, "{t2}");
     let rt = t2["refresh_token"].as_str().unwrap().to_string();
-    // Past the OP's expiry the grant is over: no refresh, and the session is gone too.
+    // The refresh renewed upstream first (the OP's refresh token): the cap moved on with
+    // the OP's new ID token, and the new tokens hold no longer than it.
+    let (cap,): (i64,) =
+        sqlx::query_as("SELECT upstream_expires_at FROM oauth_grants WHERE upstream_expires_at IS NOT NULL")
+            .fetch_one(app.state.store.pool())
+            .await
+            .unwrap();
+    assert!(cap > until, "renewed upstream: {cap} > {until}");
+    assert!(claims(t2["access_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= cap);
+    // The browser session ends with the OP's ID token all the same.
     app.clock.set(until);
+    assert!(!signed_in(&b).await, "the session ended with the upstream token");
+    // The person's upstream session ends at the OP: the next Lanyard refresh fails, and
+    // the family is revoked.
+    app.clock.set(until - 3500);
+    s.op.end_session("alice").await;
     let (st, v) = refresh(app, "workview", &rt).await;
     assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
-    assert!(!signed_in(&b).await, "the session ended with the upstream token");
+    assert!(v["error_description"].as_str().unwrap().contains("upstream session has ended"), "{v}");
 
     // Disabled by the admin: tokens, refreshes and sessions stop at once.
     app.clock.set(until - 3000);
