@@ -6,7 +6,8 @@
 //! store with that OP configured (the mobile app's audience accepted for exchange) and a
 //! native client allowed the grant. Then:
 //! 1. the floor, in this process on every core: what an exchange cannot avoid — verify
-//!    the OP's RS256 signature on the ID token and sign one ES256 token (ring);
+//!    the OP's ES256 signature on the ID token (the mobile app is registered at the OP
+//!    with ES256 ID tokens) and sign one ES256 token (ring);
 //! 2. the same ID token exchanged at Lanyard's token endpoint by BENCH_CONCURRENCY
 //!    clients for BENCH_SECONDS: the OP's key set and configuration read from the store,
 //!    every check of the token, the linked user, the gate, a grant, an access token.
@@ -26,18 +27,21 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::signature::{self, EcdsaKeyPair, KeyPair};
+use ring::signature::{self, EcdsaKeyPair};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 
-/// RS256 verify of `token` with the OP's key + one ES256 signature, `n` times per thread.
+/// ES256 verify of `token` with the OP's key + one ES256 signature, for `seconds`.
 fn floor(token: &str, jwks: &serde_json::Value, threads: usize, seconds: u64) -> f64 {
-    let kid = upstream_op::jwt_header(token)["kid"].as_str().expect("kid").to_string();
+    let header = upstream_op::jwt_header(token);
+    assert_eq!(header["alg"], "ES256", "the OP signs the mobile app's ID tokens with ES256");
+    let kid = header["kid"].as_str().expect("kid").to_string();
     let key =
         jwks["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid.as_str()).expect("the signing key");
-    let n = URL_SAFE_NO_PAD.decode(key["n"].as_str().expect("n")).expect("n");
-    let e = URL_SAFE_NO_PAD.decode(key["e"].as_str().expect("e")).expect("e");
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(key["x"].as_str().expect("x")).expect("x"));
+    point.extend(URL_SAFE_NO_PAD.decode(key["y"].as_str().expect("y")).expect("y"));
     let (signed, sig) = token.rsplit_once('.').expect("a JWT");
     let sig = URL_SAFE_NO_PAD.decode(sig).expect("signature");
     let rng = ring::rand::SystemRandom::new();
@@ -47,24 +51,15 @@ fn floor(token: &str, jwks: &serde_json::Value, threads: usize, seconds: u64) ->
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (n, e, signed, sig, pkcs8, done, stop) = (
-                n.clone(),
-                e.clone(),
-                signed.to_string(),
-                sig.clone(),
-                pkcs8.as_ref().to_vec(),
-                done.clone(),
-                stop.clone(),
-            );
+            let (point, signed, sig, pkcs8, done, stop) =
+                (point.clone(), signed.to_string(), sig.clone(), pkcs8.as_ref().to_vec(), done.clone(), stop.clone());
             std::thread::spawn(move || {
                 let rng = ring::rand::SystemRandom::new();
                 let es =
                     EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("key");
-                let _ = es.public_key();
-                let rsa = signature::RsaPublicKeyComponents { n: &n, e: &e };
+                let op_key = signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point);
                 while !stop.load(Ordering::Relaxed) {
-                    rsa.verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed.as_bytes(), &sig)
-                        .expect("the ID token verifies");
+                    op_key.verify(signed.as_bytes(), &sig).expect("the ID token verifies");
                     es.sign(&rng, signed.as_bytes()).expect("sign");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -85,7 +80,14 @@ async fn main() {
     let concurrency = common::env_num("BENCH_CONCURRENCY", 32) as usize;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let op = upstream_op::UpstreamOp::start(
-        serde_json::json!([upstream_op::native_client("mobile-app", "http://127.0.0.1/cb")]),
+        serde_json::json!([{
+            "client_id": "mobile-app",
+            "application_type": "native",
+            "token_endpoint_auth_method": "none",
+            "redirect_uris": ["http://127.0.0.1/cb"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "id_token_signed_response_alg": "ES256",
+        }]),
         &[],
     );
     let upstream = op.id_token_for("mobile-app", "http://127.0.0.1/cb", "alice", "openid email profile").await;
@@ -225,7 +227,7 @@ async fn main() {
     }
     let rate = ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
     println!();
-    println!("floor: RS256 verify (the OP's ID token) + ES256 sign, {cores} threads: {floor_rate:>9.1} /s");
+    println!("floor: ES256 verify (the OP's ID token) + ES256 sign, {cores} threads: {floor_rate:>9.1} /s");
     println!(
         "token exchanges over HTTP (access + ID token):            {rate:>9.1} /s  ({} failed)",
         failed.load(Ordering::Relaxed)
@@ -233,4 +235,5 @@ async fn main() {
     println!("ratio exchanges / floor:                                  {:>9.2}", rate / floor_rate);
     println!("server peak RSS:                                          {:>9.1} MiB", common::peak_rss_mib(pid));
     let _ = server.kill();
+    let _ = server.wait();
 }

@@ -250,6 +250,8 @@ async fn housekeeping(state: web::Data<AppState>) {
         if let Err(e) = webauthn::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "WebAuthn ceremony purge failed");
         }
+        let guarded = upstream_oidc::http::GuardedClient { private_hosts: state.config.saml_metadata_private_hosts };
+        upstream_oidc::verify::refresh_due(&state.store, &guarded, now).await;
         if let Err(e) = upstream_oidc::flow::purge_expired(&state.store, now).await {
             tracing::warn!(error = %e, "OpenID Provider request purge failed");
         }

@@ -38,11 +38,35 @@ impl AdminContext<'_> {
     ) -> Result<serde_json::Value, AdminError> {
         let tenant = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
         let mut idp = store::prepare(sealer, self.now, &tenant.id, n, self.metadata_private_hosts)?;
+        // Entra ID's multi-tenant endpoints answer with a `{tenantid}` template issuer that
+        // no token carries; say what to configure instead of a bare mismatch.
+        let multi = ["/common/", "/organizations/", "/consumers/"];
+        if idp.issuer.contains("{tenantid}")
+            || multi.iter().any(|m| format!("{}/", idp.issuer.trim_end_matches('/')).contains(m))
+        {
+            return Err(AdminError::Oidc(OidcIdpError::Invalid {
+                field: "issuer",
+                problem:
+                    "a multi-tenant endpoint cannot be trusted as one organisation's OP: give the organisation's own \
+                          issuer, e.g. https://login.microsoftonline.com/<directory (tenant) id>/v2.0"
+                        .into(),
+            }));
+        }
         let (metadata, jwks) = verify::discover(&idp.issuer, &self.guarded())
             .await
             .map_err(|e| AdminError::Oidc(OidcIdpError::Discovery(e)))?;
         // The document must be the issuer's own (OpenID Connect Discovery §4.3).
         let doc: serde_json::Value = serde_json::from_str(&metadata).unwrap_or_default();
+        // A multi-tenant endpoint (Entra ID's `common`/`organizations`) names a template
+        // issuer; its tokens carry each customer's own. Lanyard trusts one organisation's
+        // OP, so it is configured with that organisation's issuer.
+        if doc["issuer"].as_str().is_some_and(|i| i.contains("{tenantid}")) {
+            return Err(AdminError::Oidc(OidcIdpError::Discovery(
+                "this is a multi-tenant endpoint (its issuer is a `{tenantid}` template): give the organisation's own \
+                 issuer instead, e.g. https://login.microsoftonline.com/<directory (tenant) id>/v2.0"
+                    .into(),
+            )));
+        }
         if doc["issuer"].as_str() != Some(idp.issuer.as_str()) {
             return Err(AdminError::Oidc(OidcIdpError::Discovery(format!(
                 "the discovery document names the issuer `{}`, not `{}`",

@@ -355,15 +355,20 @@ pub(super) async fn exchange(
         }
         None => return Err(OAuthError::InvalidRequest("subject_token_type is missing".into())),
     }
-    match form.optional("requested_token_type", 200).map_err(field)? {
-        None | Some(ACCESS_TOKEN_TYPE) => {}
+    const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+    let want_refresh = match form.optional("requested_token_type", 200).map_err(field)? {
+        None | Some(ACCESS_TOKEN_TYPE) => false,
+        Some(REFRESH_TOKEN_TYPE) if client.allows_grant("refresh_token") => true,
+        Some(REFRESH_TOKEN_TYPE) => {
+            return Err(OAuthError::InvalidRequest("this client may not have refresh tokens".into()))
+        }
         Some(other) => {
             return Err(OAuthError::InvalidRequest(format!(
-                "requested_token_type `{}` is not supported (only {ACCESS_TOKEN_TYPE})",
+                "requested_token_type `{}` is not supported ({ACCESS_TOKEN_TYPE} or {REFRESH_TOKEN_TYPE})",
                 other.chars().take(80).collect::<String>()
             )))
         }
-    }
+    };
     for unsupported in ["actor_token", "actor_token_type"] {
         if form.optional(unsupported, 100).map_err(field)?.is_some() {
             return Err(OAuthError::InvalidRequest(format!("{unsupported} is not supported (no delegation)")));
@@ -460,8 +465,11 @@ pub(super) async fn exchange(
     let d = detail(Some(&idp.name), None);
     audit(state, svc.tenant, Some(user.email.as_str()), Outcome::Success, None, &svc.origin, d).await;
     observe::signin_outcome("token_exchange", "success");
-    let mut response =
-        svc.issue_without_refresh(client, &user, scope, "ext oidc", Some((&idp.id, verified.expires_at))).await?;
+    let cap = (idp.id.as_str(), verified.expires_at);
+    if want_refresh {
+        return svc.issue_refresh_for_exchange(client, &user, scope, "ext oidc", cap).await;
+    }
+    let mut response = svc.issue_without_refresh(client, &user, scope, "ext oidc", Some(cap)).await?;
     response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(response)
 }

@@ -477,6 +477,51 @@ impl TokenService<'_> {
         self.issue(client, &g, user, None, None).await
     }
 
+    /// RFC 8693 with `requested_token_type` refresh token, for a client allowed refresh
+    /// tokens: a grant (capped at the upstream token, tied to its OP) and its refresh
+    /// token, carried in `access_token` as §2.2.1 says, `token_type` `N_A`.
+    pub async fn issue_refresh_for_exchange(
+        &self,
+        client: &Client,
+        user: &User,
+        scope: Option<&str>,
+        amr: &str,
+        cap: (&str, UnixTime),
+    ) -> Result<TokenResponse, OAuthError> {
+        let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
+        if cap.1 <= self.now {
+            return Err(OAuthError::InvalidGrant("the upstream token has expired".into()));
+        }
+        let g = grant::issue_grant(
+            self.store,
+            self.now,
+            grant::NewGrant {
+                tenant_id: &self.tenant.id,
+                client_row_id: &client.row_id,
+                user_id: &user.id,
+                scope: &scope,
+                auth_time: self.now,
+                amr,
+                absolute_expires_at: self.now + client.refresh_absolute_seconds,
+                resource: None,
+                upstream_idp_id: Some(cap.0),
+                upstream_expires_at: Some(cap.1),
+                upstream_refresh_sealed: None,
+            },
+        )
+        .await?;
+        let refresh = grant::issue_refresh(self.store, self.now, &g, client.refresh_idle_seconds).await?;
+        Ok(TokenResponse {
+            access_token: refresh,
+            token_type: "N_A",
+            expires_in: g.ends_at() - self.now,
+            scope: scope.join(" "),
+            id_token: None,
+            refresh_token: None,
+            issued_token_type: Some("urn:ietf:params:oauth:token-type:refresh_token"),
+        })
+    }
+
     /// RFC 7662. Public clients may only ask about their own tokens.
     pub async fn introspect(&self, caller: &Client, token: &str) -> Result<serde_json::Value, OAuthError> {
         let inactive = serde_json::json!({"active": false});

@@ -29,6 +29,7 @@ pub enum RenewError {
 
 /// Renews grant `grant_id` at OP `idp_id` with the sealed refresh token; returns the new
 /// cap. A grant without an OP refresh token is not renewed (its cap holds).
+#[allow(clippy::too_many_arguments)]
 pub async fn renew(
     store: &Store,
     http: &GuardedClient,

@@ -373,3 +373,14 @@ pub async fn cut_off(
     sqlx::query("DELETE FROM pending_signins WHERE upstream_idp_id = $1").bind(idp_id).execute(&mut **tx).await?;
     Ok((g.rows_affected(), s.rows_affected()))
 }
+
+/// Every enabled OP (of every tenant) not re-read for `every` seconds.
+pub async fn due(store: &Store, now: UnixTime, every: i64) -> Result<Vec<OidcIdp>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM oidc_idps WHERE enabled = 1 AND (refreshed_at IS NULL OR refreshed_at <= $1)"
+    ))
+    .bind(now - every)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}

@@ -88,6 +88,26 @@ pub async fn refresh(store: &Store, now: UnixTime, idp: &OidcIdp, http: &Guarded
     outcome.map(|_| ())
 }
 
+/// The daily re-read: each OP's document and key set again (housekeeping). A failure is
+/// recorded on the OP (`last_error`, shown by `idp list` and the admin API) and keeps the
+/// working configuration.
+pub async fn refresh_due(store: &Store, http: &GuardedClient, now: UnixTime) {
+    let due = match store::due(store, now, 86_400).await {
+        Ok(d) => d,
+        Err(e) => return tracing::warn!(error = %e, "could not list the OpenID Providers to re-read"),
+    };
+    for idp in due {
+        if let Err(e) = refresh(store, now, &idp, http).await {
+            tracing::warn!(
+                idp = idp.name,
+                tenant = idp.tenant_id,
+                error = e,
+                "OpenID Provider re-read failed; kept the working configuration"
+            );
+        }
+    }
+}
+
 /// The stored discovery document with its key set.
 pub fn metadata_of(idp: &OidcIdp) -> Result<CoreProviderMetadata, IdTokenRefusal> {
     let (Some(doc), Some(jwks)) = (&idp.metadata, &idp.jwks) else { return Err(IdTokenRefusal::NotDiscovered) };

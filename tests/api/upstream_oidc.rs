@@ -333,8 +333,33 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
     let upstream_exp = upstream_op::jwt_payload(&id_token)["exp"].as_i64().unwrap();
     assert!(claims(v["access_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= upstream_exp);
 
+    // A refresh token where the client may have one (RFC 8693 §2.2.1: in `access_token`),
+    // which then refreshes at the token endpoint, capped at the upstream token.
+    let mut c = crate::admin_api::new_client("mobile-rt", ClientKind::Native, &["openid", "email"]);
+    c.redirect_uris = vec!["com.acme.mobile:/cb".into()];
+    c.grant_types = Some(vec!["authorization_code".into(), "refresh_token".into(), TOKEN_EXCHANGE_GRANT.into()]);
+    app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", c).await.unwrap();
+    let (st, v) = exchange_token(
+        app,
+        "mobile-rt",
+        &[
+            ("subject_token", &id_token),
+            ("subject_token_type", ID_TOKEN_TYPE),
+            ("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token"),
+            ("scope", "openid email"),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["issued_token_type"], "urn:ietf:params:oauth:token-type:refresh_token");
+    assert_eq!(v["token_type"], "N_A");
+    let (st, t) = refresh(app, "mobile-rt", v["access_token"].as_str().unwrap()).await;
+    assert_eq!(st, 200, "{t}");
+    assert!(claims(t["access_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= upstream_exp);
+
     // Each refusal, with its error; nothing falls back to another grant.
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("no subject token", vec![("subject_token_type", ID_TOKEN_TYPE.into())], "invalid_request"),
         (
             "wrong subject token type",
@@ -355,11 +380,20 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
             "invalid_request",
         ),
         (
-            "requested refresh token",
+            "refresh token for a client not allowed them",
             vec![
                 ("subject_token", id_token.clone()),
                 ("subject_token_type", ID_TOKEN_TYPE.into()),
                 ("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token".into()),
+            ],
+            "invalid_request",
+        ),
+        (
+            "an unknown requested type",
+            vec![
+                ("subject_token", id_token.clone()),
+                ("subject_token_type", ID_TOKEN_TYPE.into()),
+                ("requested_token_type", "urn:ietf:params:oauth:token-type:saml2".into()),
             ],
             "invalid_request",
         ),
@@ -379,6 +413,15 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
     let (st, v) =
         exchange_token(app, "mobile", &[("subject_token", &wrong_typ), ("subject_token_type", ID_TOKEN_TYPE)]).await;
     assert_eq!((st.as_u16(), v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    // A multi-tenant endpoint (Entra ID's `common`) is refused by name, before any fetch.
+    let n = NewOidcIdp {
+        name: "entra".into(),
+        issuer: "https://login.microsoftonline.com/common/v2.0".into(),
+        client_id: "x".into(),
+        ..Default::default()
+    };
+    let err = app.admin().add_oidc_idp(&app.state.oidc_secrets, "acme", n).await.unwrap_err();
+    assert!(err.to_string().contains("multi-tenant"), "{err}");
     // Lanyard's own client id at the OP cannot be listed for exchange.
     let change = OidcIdpChange { exchange_audiences: Some(vec!["lanyard".into()]), ..Default::default() };
     let err = app.admin().update_oidc_idp(&app.state.oidc_secrets, "acme", "corp", change).await.unwrap_err();
