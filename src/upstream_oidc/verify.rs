@@ -174,13 +174,24 @@ fn check_once(
     now: UnixTime,
 ) -> Result<VerifiedIdToken, IdTokenRefusal> {
     let token: CoreIdToken = raw.parse().map_err(|_| IdTokenRefusal::Malformed)?;
-    let mut verifier = CoreIdTokenVerifier::new_confidential_client(
+    // A public-client verifier: signatures by the OP's published keys only (no HMAC with
+    // a client secret), with the asymmetric algorithms OPs use.
+    use openidconnect::core::CoreJwsSigningAlgorithm as A;
+    let mut verifier = CoreIdTokenVerifier::new_public_client(
         ClientId::new(idp.client_id.clone()),
-        // Only signature keys verify: the HMAC-with-secret variant is not accepted.
-        openidconnect::ClientSecret::new(String::new()),
         metadata.issuer().clone(),
         metadata.jwks().clone(),
     )
+    .set_allowed_algs([
+        A::RsaSsaPkcs1V15Sha256,
+        A::RsaSsaPkcs1V15Sha384,
+        A::RsaSsaPkcs1V15Sha512,
+        A::RsaSsaPssSha256,
+        A::RsaSsaPssSha384,
+        A::RsaSsaPssSha512,
+        A::EcdsaP256Sha256,
+        A::EcdsaP384Sha384,
+    ])
     .set_time_fn(move || chrono_at(now - SKEW_SECONDS));
     if let Audience::Exchange(allowed) = audience {
         let allowed: Vec<String> = allowed.to_vec();
@@ -189,16 +200,37 @@ fn check_once(
         );
     }
     let claims = token.claims(&verifier, MaybeNonce(nonce)).map_err(|e| IdTokenRefusal::Invalid(describe(&e)))?;
-    if let Audience::Exchange(allowed) = audience {
-        // `aud` must name a listed audience (Lanyard's own client id at the OP is not one).
-        if !claims.audiences().iter().any(|a| allowed.iter().any(|x| x == a.as_str())) {
-            return Err(IdTokenRefusal::Invalid("the token's audience is not one this organisation accepts".into()));
+    let payload = segment_json(raw, 1).ok_or(IdTokenRefusal::Malformed)?;
+    // OpenID Connect Core §3.1.3.7 (4, 5): with several audiences, `azp` names the party
+    // the token was issued to; `openidconnect` 4 leaves this check to the caller.
+    let azp = payload.get("azp").and_then(|v| v.as_str());
+    match audience {
+        Audience::Client => {
+            if azp.is_some_and(|a| a != idp.client_id) {
+                return Err(IdTokenRefusal::Invalid("`azp` names another party".into()));
+            }
+        }
+        Audience::Exchange(allowed) => {
+            // Every audience, and `azp`, must be one the admin listed.
+            let listed = |a: &str| allowed.iter().any(|x| x == a);
+            if claims.audiences().is_empty() || !claims.audiences().iter().all(|a| listed(a.as_str())) {
+                return Err(IdTokenRefusal::Invalid(
+                    "the token's audience is not one this organisation accepts".into(),
+                ));
+            }
+            if azp.is_some_and(|a| !listed(a)) {
+                return Err(IdTokenRefusal::Invalid("`azp` names a party this organisation does not accept".into()));
+            }
+            // An access token for an API can look like an ID token (same issuer, keys and
+            // `typ: JWT`); it carries scopes or roles, an ID token does not.
+            if ["scp", "scope", "roles"].iter().any(|c| payload.contains_key(*c)) {
+                return Err(IdTokenRefusal::WrongType("access token (it carries scopes or roles)".into()));
+            }
         }
     }
     if claims.issue_time().timestamp() > now + SKEW_SECONDS {
         return Err(IdTokenRefusal::IssuedInFuture);
     }
-    let payload = segment_json(raw, 1).ok_or(IdTokenRefusal::Malformed)?;
     Ok(VerifiedIdToken {
         claims: payload,
         subject: claims.subject().as_str().to_string(),
@@ -244,9 +276,9 @@ pub async fn verify_id_token(
     if known(&metadata) {
         return check_once(idp, &metadata, raw, audience, nonce, now);
     }
-    // A key we have not seen: the OP may have rotated. Re-read (rarely), then decide.
-    let recent = idp.refreshed_at.is_some_and(|t| now - t < JWKS_REFRESH_SECONDS);
-    if !recent {
+    // A key we have not seen: the OP may have rotated. Re-read — one request at a time,
+    // at most every JWKS_REFRESH_SECONDS per OP, whatever the outcome — then decide.
+    if store::lease_refresh(store, now, idp, JWKS_REFRESH_SECONDS).await? {
         let _ = refresh(store, now, idp, http).await;
         if let Some(fresh) = store::find_by_id(store, &idp.tenant_id, &idp.id).await? {
             let m = metadata_of(&fresh)?;

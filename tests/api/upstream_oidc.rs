@@ -37,10 +37,14 @@ async fn setup(kind: StoreKind) -> Setup {
     app.tenant("acme").await;
     native_client(&app, "workview").await;
     let callback = format!("{}/t/acme/oidc/callback", app.base);
+    // The same app on another platform, its ID tokens signed with ES256.
+    let mut es = upstream_op::native_client("mobile-es", MOBILE_REDIRECT);
+    es["id_token_signed_response_alg"] = json!("ES256");
     let op = UpstreamOp::start(
         json!([
             upstream_op::web_client("lanyard", OP_SECRET, &callback),
             upstream_op::native_client("mobile-app", MOBILE_REDIRECT),
+            es,
         ]),
         &[],
     );
@@ -52,7 +56,7 @@ async fn setup(kind: StoreKind) -> Setup {
         client_secret: Some(secrecy::SecretString::from(OP_SECRET.to_string())),
         scopes: Some(vec!["openid".into(), "email".into(), "profile".into(), "ad".into()]),
         username_claim: Some("email".into()),
-        exchange_audiences: vec!["mobile-app".into()],
+        exchange_audiences: vec!["mobile-app".into(), "mobile-es".into()],
         ..Default::default()
     };
     app.admin().add_oidc_idp(sealer, "acme", n).await.expect("the OP is discovered and added");
@@ -332,6 +336,13 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
     // Capped at the upstream token's expiry.
     let upstream_exp = upstream_op::jwt_payload(&id_token)["exp"].as_i64().unwrap();
     assert!(claims(v["access_token"].as_str().unwrap())["exp"].as_i64().unwrap() <= upstream_exp);
+
+    // An ES256-signed ID token verifies as well.
+    let es = s.op.id_token_for("mobile-es", MOBILE_REDIRECT, "alice", "openid email").await;
+    let es = es["id_token"].as_str().unwrap();
+    assert_eq!(upstream_op::jwt_header(es)["alg"], "ES256");
+    let (st, v) = exchange_token(app, "mobile", &[("subject_token", es), ("subject_token_type", ID_TOKEN_TYPE)]).await;
+    assert_eq!(st, 200, "{v}");
 
     // A refresh token where the client may have one (RFC 8693 §2.2.1: in `access_token`),
     // which then refreshes at the token endpoint, capped at the upstream token.
