@@ -242,9 +242,25 @@ pub async fn finish(
         .and_then(|v| v.as_str().map(str::to_string))
         .ok_or_else(|| fail(FlowError::Token(IdTokenRefusal::Malformed)))?;
     let nonce = Nonce::new(get("nonce")?);
-    let verified = verify::verify_id_token(store, http, now, &idp, &id_token, Audience::Client, Some(&nonce))
+    let mut verified = verify::verify_id_token(store, http, now, &idp, &id_token, Audience::Client, Some(&nonce))
         .await
         .map_err(|e| fail(e.into()))?;
+    // Many OPs put the scope claims (e-mail, name, groups) only in userinfo: when the ID
+    // token lacks a configured one, ask there, with the access token just issued.
+    let wanted = [Some(&idp.username_claim), Some(&idp.email_claim), Some(&idp.name_claim), idp.groups_claim.as_ref()];
+    let missing = wanted.iter().flatten().any(|c| c.as_str() != "sub" && !verified.claims.contains_key(c.as_str()));
+    if missing {
+        let endpoint = verify::metadata_of(&idp).ok().and_then(|m| m.userinfo_endpoint().map(|u| u.url().clone()));
+        if let Some(endpoint) = endpoint {
+            let extra = userinfo(http, &endpoint, response.access_token().secret(), &verified.subject)
+                .await
+                .map_err(|e| fail(FlowError::Unavailable(e)))?;
+            for (k, v) in extra {
+                // The ID token's own claims (verified) win over userinfo's.
+                verified.claims.entry(k).or_insert(v);
+            }
+        }
+    }
     // Disabled while the code was being exchanged (network calls of seconds): the cut-off
     // has already run, so nothing may start from here.
     let still = store::find_by_id(store, &tenant.id, &idp.id).await.map_err(|e| fail(e.into()))?;
@@ -256,6 +272,33 @@ pub async fn finish(
     use openidconnect::OAuth2TokenResponse;
     let upstream_refresh_sealed = response.refresh_token().map(|t| sealer.seal_token(&tenant.id, &idp.id, t.secret()));
     Ok(Finished { upstream_expires_at: verified.expires_at, upstream_refresh_sealed, idp, user, return_to })
+}
+
+/// The OP's userinfo (OpenID Connect Core §5.3), JSON only; its `sub` must be the ID
+/// token's (§5.3.2), or nothing from it is used.
+async fn userinfo(
+    http: &GuardedClient,
+    endpoint: &url::Url,
+    access_token: &str,
+    subject: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let request = openidconnect::http::Request::builder()
+        .method(openidconnect::http::Method::GET)
+        .uri(endpoint.as_str())
+        .header("authorization", format!("Bearer {access_token}"))
+        .header("accept", "application/json")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let response = http.send(request).await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("userinfo answered HTTP {}", response.status().as_u16()));
+    }
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(response.body()).map_err(|_| "userinfo is not a JSON object".to_string())?;
+    if claims.get("sub").and_then(|s| s.as_str()) != Some(subject) {
+        return Err("userinfo names another subject than the ID token".into());
+    }
+    Ok(claims)
 }
 
 /// Housekeeping: requests whose browser never came back.

@@ -18,6 +18,7 @@ use lanyard::upstream_oidc::{NewOidcIdp, OidcIdpChange};
 
 both_stores!(
     browser_sign_in_through_the_tenants_op,
+    claims_only_in_userinfo,
     lanyards_tokens_end_with_the_upstream_ones,
     the_round_trip_refuses_what_it_must,
     token_exchange_and_its_refusals,
@@ -32,6 +33,10 @@ struct Setup {
 }
 
 async fn setup(kind: StoreKind) -> Setup {
+    setup_with(kind, &[]).await
+}
+
+async fn setup_with(kind: StoreKind, op_env: &[(&str, &str)]) -> Setup {
     let opts = Options { metadata_private_hosts: true, ..Default::default() };
     let app = TestApp::spawn_with(kind, opts).await;
     app.tenant("acme").await;
@@ -46,7 +51,7 @@ async fn setup(kind: StoreKind) -> Setup {
             upstream_op::native_client("mobile-app", MOBILE_REDIRECT),
             es,
         ]),
-        &[],
+        op_env,
     );
     let sealer = &app.state.oidc_secrets;
     let n = NewOidcIdp {
@@ -543,4 +548,15 @@ async fn lanyards_tokens_end_with_the_upstream_ones(kind: StoreKind) {
     // And no new sign-in goes through it (the tenant has no enabled OP left).
     let seen = follow(&b, &s.op, "/t/acme/oidc/login").await;
     assert!(seen.last().unwrap().starts_with("STATUS 404"), "{seen:?}");
+}
+
+/// An OP that puts the scope claims only in userinfo (oidc-provider's default): the ID
+/// token carries `sub` alone, and Lanyard asks userinfo for the address and the name.
+async fn claims_only_in_userinfo(kind: StoreKind) {
+    let s = setup_with(kind, &[("OP_CLAIMS_IN_ID_TOKEN", "0")]).await;
+    let app = &s.app;
+    let tokens = sign_in_for_app(&s, &app.browser(), "alice").await;
+    assert_eq!(claims(tokens["id_token"].as_str().unwrap())["email"], "alice@acme.test");
+    let alice = app.user_by_email("alice@acme.test").await;
+    assert_eq!(alice.display_name.as_deref(), Some("Alice Archer"));
 }
