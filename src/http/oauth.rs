@@ -305,26 +305,31 @@ async fn authorize_with(
         None => None,
     };
     let now = state.now();
-    // The application's own network rule (issue 13), before anyone signs in for it.
-    if client.known_networks_only {
-        let ip = super::signin::client_addr(&req, &state);
-        if !crate::netpolicy::is_inside(&state.store, &tenant.id, ip).await? {
-            let origin = pages::origin_of(&req, &state);
-            let e = crate::audit::Event {
-                tenant_id: Some(&tenant.id),
-                actor: "anonymous",
-                subject: None,
-                event: "authorize",
-                outcome: crate::audit::Outcome::Failure,
-                reason: Some("app_known_networks_only"),
-                origin: &origin,
-                detail: Some(serde_json::json!({"route": "authorize", "client_id": client.client_id})),
-            };
-            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
-                tracing::error!(%err, "could not write audit event");
-            }
-            return fail("access_denied", "this application may be used only from the organisation's known networks");
+    // The network policy where this request comes from (the app's own rule, and where a
+    // live session may be used): the one gate decides.
+    let place = crate::session::gate::AuthorizePlace::of(
+        &state.store,
+        &tenant,
+        super::signin::client_addr(&req, &state),
+        &client,
+    )
+    .await?;
+    if place.app_refused() {
+        let origin = pages::origin_of(&req, &state);
+        let e = crate::audit::Event {
+            tenant_id: Some(&tenant.id),
+            actor: "anonymous",
+            subject: None,
+            event: "authorize",
+            outcome: crate::audit::Outcome::Failure,
+            reason: Some("app_known_networks_only"),
+            origin: &origin,
+            detail: Some(serde_json::json!({"route": "authorize", "client_id": client.client_id})),
+        };
+        if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+            tracing::error!(%err, "could not write audit event");
         }
+        return fail("access_denied", "this application may be used only from the organisation's known networks");
     }
     let session = current_session(&req, &state, &tenant).await?;
     let session =
@@ -334,24 +339,14 @@ async fn authorize_with(
     // `outside`) it is good only if it already holds one — else the person signs in again
     // and the gate asks for it (a step up).
     let session = match session {
-        Some((s, u)) => {
-            let ip = super::signin::client_addr(&req, &state);
-            let policy = &tenant.network;
-            let inside = if policy.needs_placement(false) {
-                crate::netpolicy::is_inside(&state.store, &tenant.id, ip).await?
-            } else {
-                false
-            };
-            let has_mfa = s.amr.split(' ').any(|m| m == "mfa");
-            match crate::netpolicy::decide(policy, inside, false, has_mfa) {
-                crate::netpolicy::Requirement::None => Some((s, u)),
-                crate::netpolicy::Requirement::Refuse(n) => return fail("access_denied", &n.to_string()),
-                crate::netpolicy::Requirement::SecondFactor if prompt.contains(&"none") => {
-                    return fail("interaction_required", "a second factor is required from this address")
-                }
-                crate::netpolicy::Requirement::SecondFactor => None,
+        Some((s, u)) => match place.session(&tenant, &s.amr) {
+            crate::netpolicy::Requirement::None => Some((s, u)),
+            crate::netpolicy::Requirement::Refuse(n) => return fail("access_denied", &n.to_string()),
+            crate::netpolicy::Requirement::SecondFactor if prompt.contains(&"none") => {
+                return fail("interaction_required", "a second factor is required from this address")
             }
-        }
+            crate::netpolicy::Requirement::SecondFactor => None,
+        },
         None => None,
     };
     // The request again, as a GET (a POSTed request continues the same way).

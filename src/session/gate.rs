@@ -171,6 +171,43 @@ pub async fn admit(
     }
 }
 
+/// Where an authorization request comes from, judged once (one read of the allow-list at
+/// most): the app's "known networks only" rule, and whether a live session may be used
+/// from there (a session begun inside is refused outside an enforced list, and outside
+/// under `mfa` is good only with a second factor already in it).
+pub struct AuthorizePlace {
+    inside: bool,
+    known_only: bool,
+}
+
+impl AuthorizePlace {
+    pub async fn of(
+        store: &Store,
+        tenant: &Tenant,
+        client_ip: Option<IpAddr>,
+        client: &Client,
+    ) -> Result<AuthorizePlace, sqlx::Error> {
+        let known_only = client.known_networks_only;
+        let inside = if tenant.network.needs_placement(known_only) {
+            netpolicy::is_inside(store, &tenant.id, client_ip).await?
+        } else {
+            false
+        };
+        Ok(AuthorizePlace { inside, known_only })
+    }
+
+    /// The app may be used only from the allow-list, and this address is not on it.
+    pub fn app_refused(&self) -> bool {
+        self.known_only && !self.inside
+    }
+
+    /// What a live session whose `amr` is this needs here.
+    pub fn session(&self, tenant: &Tenant, amr: &str) -> Requirement {
+        let has_mfa = amr.split(' ').any(|m| m == "mfa");
+        netpolicy::decide(&tenant.network, self.inside, false, has_mfa)
+    }
+}
+
 /// What the address alone decides, before a route checks any credential: outside an
 /// enforced list, or outside the list for an app marked "known networks only", the
 /// sign-in is refused whatever it would prove — so a refusal never tells a right password
