@@ -425,6 +425,13 @@ pub(super) async fn exchange(
             });
         }
     };
+    // Within the skew the signature and claims pass, but tokens capped at an expiry that
+    // has passed would be born dead: refused here, and audited as such.
+    if verified.expires_at <= svc.now {
+        let d = detail(Some(&idp.name), None);
+        audit(state, svc.tenant, None, Outcome::Failure, Some("token_expired"), &svc.origin, d).await;
+        return Err(OAuthError::InvalidGrant("subject_token: the token has expired".into()));
+    }
     let user = match users::resolve(&state.store, svc.now, svc.tenant, &idp, &verified).await {
         Ok(u) => u,
         Err(e) => {

@@ -309,7 +309,11 @@ async fn password_route_under_enforce_and_mfa(kind: StoreKind) {
     set_policy(&app, "off", "off").await;
     let b = from(&app, INSIDE);
     assert_eq!(b.sign_in("acme", "bob@acme.test", PASSWORD).await.status(), 303);
-    app.clock.advance(11 * 60);
+    // At its edge: ten minutes after the sign-in still, a second later no more.
+    app.clock.advance(10 * 60);
+    let (s, v) = ceremony(&b, "/t/acme/webauthn/register/begin", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    app.clock.advance(1);
     let (s, v) = ceremony(&b, "/t/acme/webauthn/register/begin", json!({})).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("reauthentication_required")), "{v}");
 }
@@ -377,6 +381,27 @@ async fn the_second_step_cannot_be_skipped(kind: StoreKind) {
     replay.set_cookie("lanyard_pending", &pending);
     let (s, v) = ceremony(&replay, "/t/acme/webauthn/verify/begin", json!({})).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("no_pending_signin")));
+    // A pending sign-in lives PENDING_SECONDS, a ceremony CEREMONY_SECONDS: at their edges.
+    let pending_for = lanyard::session::pending::PENDING_SECONDS;
+    let p = from(&app, OUTSIDE);
+    assert_eq!(location(&p.sign_in("acme", "alice@acme.test", PASSWORD).await), "/t/acme/webauthn/verify");
+    app.clock.advance(pending_for - 1);
+    let (s, options) = ceremony(&p, "/t/acme/webauthn/verify/begin", json!({})).await;
+    assert_eq!(s, 200, "one second before the end");
+    app.clock.advance(1);
+    let (s, v) = ceremony(&p, "/t/acme/webauthn/verify/begin", json!({})).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("no_pending_signin")), "{v}");
+    let _ = options;
+    let c = from(&app, OUTSIDE);
+    assert_eq!(location(&c.sign_in("acme", "alice@acme.test", PASSWORD).await), "/t/acme/webauthn/verify");
+    let (s, options) = ceremony(&c, "/t/acme/webauthn/verify/begin", json!({})).await;
+    assert_eq!(s, 200);
+    let id = options["ceremony"].as_str().unwrap().to_string();
+    let rcr: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let cred = alice_key.do_authentication(Url::parse(PUBLIC).unwrap(), rcr).unwrap();
+    app.clock.advance(lanyard::webauthn::CEREMONY_SECONDS);
+    let (s, v) = ceremony(&c, "/t/acme/webauthn/verify/finish", json!({"ceremony": id, "credential": cred})).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("no_pending_signin")), "{v}");
     // The wrong origin is refused by the server: the assertion's clientData names it.
     let a4 = from(&app, OUTSIDE);
     assert_eq!(location(&a4.sign_in("acme", "alice@acme.test", PASSWORD).await), "/t/acme/webauthn/verify");

@@ -477,8 +477,20 @@ async fn token_exchange_and_its_refusals(kind: StoreKind) {
     assert_eq!(last_signin(app).await.reason.as_deref(), Some("idp_disabled"));
     let change = OidcIdpChange { enabled: Some(true), ..Default::default() };
     app.admin().update_oidc_idp(&app.state.oidc_secrets, "acme", "corp", change).await.unwrap();
-    // Expired (Lanyard's clock two hours on, past the ID token's hour and the skew).
-    app.clock.advance(2 * 3600);
+    // Expiry at its edge: tokens are capped at the subject token's `exp`, so it is the
+    // last second; at it, refused (audited token_expired) though within the 60 s skew the
+    // signature still verifies; past the skew, the token itself is refused.
+    app.clock.set(upstream_exp - 1);
+    let (st, v) =
+        exchange_token(app, "mobile", &[("subject_token", &id_token), ("subject_token_type", ID_TOKEN_TYPE)]).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["expires_in"], 1);
+    app.clock.set(upstream_exp);
+    let (st, v) =
+        exchange_token(app, "mobile", &[("subject_token", &id_token), ("subject_token_type", ID_TOKEN_TYPE)]).await;
+    assert_eq!((st.as_u16(), v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(last_signin(app).await.reason.as_deref(), Some("token_expired"));
+    app.clock.set(upstream_exp + lanyard::upstream_oidc::verify::SKEW_SECONDS);
     let (st, v) =
         exchange_token(app, "mobile", &[("subject_token", &id_token), ("subject_token_type", ID_TOKEN_TYPE)]).await;
     assert_eq!((st.as_u16(), v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
