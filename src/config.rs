@@ -34,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "key_rotation_days",
     "metrics_listen",
     "saml_metadata_private_hosts",
+    "vault_max_bytes",
     "forwarded_header",
 ];
 
@@ -63,6 +64,7 @@ pub struct RawConfig {
     pub key_rotation_days: Option<u64>,
     pub metrics_listen: Option<String>,
     pub saml_metadata_private_hosts: Option<bool>,
+    pub vault_max_bytes: Option<usize>,
     /// `x-forwarded-for` (default) or `forwarded`: the one header the trusted proxies write.
     pub forwarded_header: Option<String>,
 }
@@ -154,6 +156,8 @@ pub struct Config {
     /// `metrics_listen` was configured; when it was not and the default port is taken,
     /// the server starts without metrics (and says so) instead of refusing to start.
     pub metrics_listen_configured: bool,
+    /// The largest app credential vault entry, in bytes (64 KiB by default).
+    pub vault_max_bytes: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -176,6 +180,7 @@ impl std::fmt::Debug for Config {
             .field("key_rotation_days", &self.key_rotation_days)
             .field("metrics_listen", &self.metrics_listen)
             .field("saml_metadata_private_hosts", &self.saml_metadata_private_hosts)
+            .field("vault_max_bytes", &self.vault_max_bytes)
             .finish()
     }
 }
@@ -319,7 +324,12 @@ impl RawConfig {
         if !(1..=365).contains(&key_rotation_days) {
             return Err(invalid("key_rotation_days", "must be between 1 and 365"));
         }
+        let vault_max_bytes = self.vault_max_bytes.unwrap_or(64 * 1024);
+        if !(1..=1024 * 1024).contains(&vault_max_bytes) {
+            return Err(invalid("vault_max_bytes", "must be between 1 and 1048576 (1 MiB)"));
+        }
         Ok(Config {
+            vault_max_bytes,
             key_rotation_days,
             listen,
             public_url,

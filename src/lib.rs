@@ -23,6 +23,7 @@ pub mod store;
 pub mod tenant;
 pub mod upstream_oidc;
 pub mod user;
+pub mod vault;
 pub mod webauthn;
 
 use std::net::{SocketAddr, TcpListener};
@@ -157,6 +158,7 @@ impl Application {
             webauthn: webauthn::RelyingParty::new(&config.public_url).map(std::sync::Arc::new),
             attempts: Default::default(),
             oidc_secrets: upstream_oidc::SecretSealer::new(&master),
+            vault: vault::VaultSealer::new(&master),
             blocked: Default::default(),
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),

@@ -10,6 +10,7 @@ pub mod idp;
 pub mod ldap;
 pub mod network;
 pub mod oidc;
+pub mod vault;
 
 use secrecy::SecretString;
 

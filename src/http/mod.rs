@@ -20,6 +20,7 @@ mod request_span;
 mod saml;
 mod session_cookie;
 mod signin;
+mod vault;
 mod webauthn;
 
 use actix_web::http::Method;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub blocked: crate::netpolicy::throttle::Blocked,
     /// Seals the client secrets Lanyard holds at tenants' OpenID Providers.
     pub oidc_secrets: crate::upstream_oidc::SecretSealer,
+    /// Seals app credential vault entries.
+    pub vault: crate::vault::VaultSealer,
 }
 
 impl AppState {
@@ -141,6 +144,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/webauthn/verify/finish", web::post().to(webauthn::verify_finish))
                 .route("/webauthn/passkey/begin", web::post().to(webauthn::passkey_begin))
                 .route("/webauthn/passkey/finish", web::post().to(webauthn::passkey_finish))
+                .route("/vault/entry", web::get().to(vault::get))
+                .route("/vault/entry", web::put().to(vault::put))
+                .route("/vault/entry", web::delete().to(vault::delete))
                 .route("/webauthn/register/begin", web::post().to(webauthn::register_begin))
                 .route("/webauthn/register/finish", web::post().to(webauthn::register_finish))
                 .route("/account/keys", web::get().to(webauthn::keys_page))

@@ -28,3 +28,4 @@ mod slapd;
 mod tenant_isolation;
 mod upstream_oidc;
 mod upstream_op;
+mod vault;
