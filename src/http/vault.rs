@@ -70,17 +70,11 @@ async fn caller(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Vault
 }
 
 /// `If-Match` / `If-None-Match` (RFC 9110 §13.1.1–2; weak tags never match If-Match).
-fn precondition(req: &HttpRequest) -> Result<Precondition, HttpResponse> {
-    let read = |name: header::HeaderName| -> Result<Option<String>, HttpResponse> {
+fn precondition(req: &HttpRequest) -> Result<Precondition, &'static str> {
+    let read = |name: header::HeaderName| -> Result<Option<String>, &'static str> {
         let mut all = Vec::new();
         for v in req.headers().get_all(name) {
-            all.push(
-                v.to_str()
-                    .map_err(|_| {
-                        error(StatusCode::BAD_REQUEST, "invalid_request", "a precondition header is not ASCII")
-                    })?
-                    .to_string(),
-            );
+            all.push(v.to_str().map_err(|_| "a precondition header is not ASCII")?.to_string());
         }
         Ok((!all.is_empty()).then(|| all.join(",")))
     };
@@ -95,11 +89,7 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, HttpResponse> {
         if v.trim() == "*" {
             return Ok(Precondition::IfNoneMatchAny);
         }
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "If-None-Match is supported only as `*` (create only); use If-Match to replace",
-        ));
+        return Err("If-None-Match is supported only as `*` (create only); use If-Match to replace");
     }
     Ok(Precondition::None)
 }
@@ -144,7 +134,7 @@ pub async fn put(
     };
     let pre = match precondition(&req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let max = state.config.vault_max_bytes;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
@@ -188,7 +178,7 @@ pub async fn delete(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     };
     let pre = match precondition(&req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let origin = super::pages::origin_of(&req, &state);
     match vault::delete(&state.store, state.now(), &who, &pre, &origin).await {
