@@ -639,6 +639,9 @@ struct TenantUpdate {
     /// A passkey may be the only factor: true or false.
     #[arg(long, action = clap::ArgAction::Set)]
     passwordless: Option<bool>,
+    /// "Keep me signed in": off, offer (a box on the sign-in forms) or always.
+    #[arg(long)]
+    persistent_sessions: Option<String>,
     /// Failed sign-ins a minute from one address before 429 (0 = no limit).
     #[arg(long)]
     throttle_address_failures: Option<i64>,
@@ -1226,6 +1229,12 @@ async fn admin(ctx: &AdminContext<'_>, master: &lanyard::keys::MasterKey, cmd: A
                 throttle_address_failures: u.throttle_address_failures,
                 throttle_account_failures: u.throttle_account_failures,
                 throttle_address_attempts: u.throttle_address_attempts,
+                persistent_sessions: u
+                    .persistent_sessions
+                    .as_deref()
+                    .map(lanyard::tenant::Persistence::parse)
+                    .transpose()
+                    .map_err(AdminError::Invalid)?,
             };
             print_json(&ctx.update_tenant(&u.slug, change).await?)
         }

@@ -496,6 +496,7 @@ pub struct TenantBody {
     throttle_address_failures: Option<i64>,
     throttle_account_failures: Option<i64>,
     throttle_address_attempts: Option<i64>,
+    persistent_sessions: Option<String>,
 }
 
 pub async fn update_tenant(
@@ -540,6 +541,12 @@ pub async fn update_tenant(
             throttle_address_failures: b.throttle_address_failures,
             throttle_account_failures: b.throttle_account_failures,
             throttle_address_attempts: b.throttle_address_attempts,
+            persistent_sessions: b
+                .persistent_sessions
+                .as_deref()
+                .map(crate::tenant::Persistence::parse)
+                .transpose()
+                .map_err(AdminError::Invalid)?,
         };
         ctx(&state, &caller).update_tenant(caller.tenant.slug.as_str(), change).await
     }

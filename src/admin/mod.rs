@@ -349,6 +349,41 @@ impl AdminContext<'_> {
         Ok(())
     }
 
+    /// Gives a web or service client a new secret (returned once); the old one stops
+    /// working at once.
+    pub async fn rotate_client_secret(
+        &self,
+        secrets: &crate::oauth::client::SecretHasher,
+        tenant_slug: &str,
+        client_id: &str,
+    ) -> Result<String, AdminError> {
+        let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
+        let Some(secret) = crate::oauth::client::rotate_secret(self.store, secrets, &t.id, client_id).await? else {
+            return Err(AdminError::Invalid(format!("no client `{client_id}` in tenant `{tenant_slug}`")));
+        };
+        self.audit(Some(&t.id), None, "admin.client.rotate_secret", serde_json::json!({"client_id": client_id})).await;
+        Ok(secret)
+    }
+
+    /// Signs a user out everywhere: every browser session ends and every refresh family
+    /// is revoked, in one transaction with the audit event. Returns how many sessions ended.
+    pub async fn sign_out_everywhere(&self, email: &str, tenant_slug: Option<&str>) -> Result<u64, AdminError> {
+        let u = self.user_by_email(email, tenant_slug).await?;
+        let mut tx = self.store.begin_write().await?;
+        let n = crate::session::end_all_of_user(&mut tx, &u.id, None).await?;
+        crate::oauth::grant::revoke_user_grants(&mut *tx, self.now, &u.id, "signed_out_everywhere").await?;
+        self.audit_in(
+            &mut tx,
+            &u.tenant_id,
+            u.email.as_str(),
+            "admin.user.sign_out_everywhere",
+            Some(serde_json::json!({"sessions": n})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Rotates one tenant's signing key of `alg` (its published next key starts signing).
     pub async fn rotate_keys(
         &self,

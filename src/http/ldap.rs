@@ -35,6 +35,8 @@ struct LdapPage<'a> {
     username: &'a str,
     return_to: &'a str,
     error: Option<&'a str>,
+    /// The tenant offers "keep me signed in".
+    offer_remember: bool,
 }
 
 pub async fn login_form(
@@ -59,6 +61,7 @@ pub async fn login_form(
         username: query.login_hint.as_deref().unwrap_or(""),
         return_to: &return_to,
         error: None,
+        offer_remember: tenant.policy.persistent_sessions == crate::tenant::Persistence::Offer,
     }
     .render()?;
     Ok(html(StatusCode::OK, Some(&grant), body))
@@ -84,6 +87,7 @@ pub async fn login_submit(
             username,
             return_to: return_to.as_deref().unwrap_or(""),
             error: Some(msg),
+            offer_remember: tenant.policy.persistent_sessions == crate::tenant::Persistence::Offer,
         }
         .render()?;
         Ok(html(status, Some(&grant), body))
@@ -160,6 +164,7 @@ pub async fn login_submit(
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
             upstream: None,
+            remember: super::pages::remember_ticked(&form)?,
         },
         session::gate::Attempt {
             route: "ldap",

@@ -253,6 +253,7 @@ pub async fn callback(
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
+            remember: false,
             upstream: Some(crate::session::Upstream {
                 idp_id: &finished.idp.id,
                 expires_at: finished.upstream_expires_at,

@@ -51,6 +51,8 @@ struct PasswordPage<'a> {
     error: Option<&'a str>,
     /// The tenant allows a passkey alone, and WebAuthn works at this URL.
     passwordless: bool,
+    /// The tenant offers "keep me signed in".
+    offer_remember: bool,
 }
 
 #[derive(Template)]
@@ -128,6 +130,11 @@ pub(super) fn safe_return_to(raw: Option<&str>) -> Option<String> {
         && r.len() <= MAX_RETURN_TO
         && !r.chars().any(|c| c.is_control() || c == '\\');
     ok.then(|| r.to_string())
+}
+
+/// The "keep me signed in" box of a sign-in form (its value is `yes` when ticked).
+pub(super) fn remember_ticked(form: &FormFields) -> Result<bool, PageError> {
+    Ok(form.optional("remember", 8)? == Some("yes"))
 }
 
 pub(super) fn check_query_len(q: &HintQuery) -> Result<(), PageError> {
@@ -295,6 +302,7 @@ pub async fn password_form(
         return_to: &return_to,
         error: None,
         passwordless: tenant.network.passwordless && state.webauthn.is_some(),
+        offer_remember: tenant.policy.persistent_sessions == tenant::Persistence::Offer,
     }
     .render()?;
     let res = html(StatusCode::OK, Some(&grant), body);
@@ -325,6 +333,7 @@ pub async fn password_submit(
             return_to: return_to.as_deref().unwrap_or(""),
             error: Some(msg),
             passwordless: tenant.network.passwordless && state.webauthn.is_some(),
+            offer_remember: tenant.policy.persistent_sessions == tenant::Persistence::Offer,
         }
         .render()?;
         let res = html(status, Some(&grant), body);
@@ -402,6 +411,7 @@ pub async fn password_submit(
                     // that follows does not ask for it again.
                     one_time_password_proved: auth.must_change_password(),
                     upstream: None,
+                    remember: remember_ticked(&form)?,
                 },
                 session::gate::Attempt {
                     route: "password",

@@ -357,6 +357,7 @@ pub async fn acs(
                 user_agent: origin.user_agent.as_deref(),
                 replaces: presented.as_ref(),
                 one_time_password_proved: false,
+                remember: false,
                 upstream: None,
             };
             let attempt = gate::Attempt {

@@ -4,7 +4,7 @@
 use actix_web::cookie::{time::Duration, Cookie, SameSite};
 use actix_web::HttpRequest;
 
-use crate::session::SessionToken;
+use crate::session::{SessionToken, Started};
 
 #[derive(Clone)]
 pub struct SessionCookie {
@@ -26,14 +26,20 @@ impl SessionCookie {
         req.cookie(self.name).and_then(|c| SessionToken::from_cookie(c.value()))
     }
 
-    /// A session cookie (no Max-Age: the server decides when the session ends).
-    pub fn set(&self, token: &SessionToken) -> Cookie<'static> {
-        Cookie::build(self.name, token.as_str().to_string())
+    /// The cookie of a session just started: a browser-session cookie, or — "keep me
+    /// signed in" — one with a Max-Age of the session's absolute lifetime. Either way the
+    /// server decides when the session ends (idle timeout, sign-out).
+    pub fn set(&self, started: &Started) -> Cookie<'static> {
+        let mut c = Cookie::build(self.name, started.token.as_str().to_string())
             .path("/")
             .http_only(true)
             .secure(self.secure)
             .same_site(SameSite::Lax)
-            .finish()
+            .finish();
+        if let Some(s) = started.persist_seconds {
+            c.set_max_age(Duration::seconds(s));
+        }
+        c
     }
 
     pub fn clear(&self) -> Cookie<'static> {

@@ -145,7 +145,7 @@ pub(super) fn clear_pending(state: &AppState) -> Cookie<'static> {
 /// step (which resumes at `target` afterwards; the gate kept it with the pending sign-in).
 pub(super) fn admitted(state: &AppState, tenant: &Tenant, admission: Admission, target: &str) -> HttpResponse {
     match admission {
-        Admission::Session(token) => see_other(target).cookie(state.cookies.set(&token)).finish(),
+        Admission::Session(started) => see_other(target).cookie(state.cookies.set(&started)).finish(),
         Admission::SecondFactor(p) => see_other(&format!("/t/{}/webauthn/verify", tenant.slug))
             .cookie(pending_cookie(
                 state,

@@ -94,8 +94,8 @@ fn begun(ceremony: String, options: impl serde::Serialize) -> HttpResponse {
 /// The session cookie and where to go, as JSON (the page's script follows `redirect`).
 fn signed_in(state: &AppState, tenant: &Tenant, admission: Admission, target: &str) -> HttpResponse {
     match admission {
-        Admission::Session(token) => HttpResponse::Ok()
-            .cookie(state.cookies.set(&token))
+        Admission::Session(started) => HttpResponse::Ok()
+            .cookie(state.cookies.set(&started))
             .cookie(signin::clear_pending(state))
             .json(serde_json::json!({"redirect": target})),
         // Cannot happen with `second_factor_done`; answered safely all the same.
@@ -263,6 +263,7 @@ pub async fn verify_finish(
         app.as_ref(),
         &target,
         upstream,
+        waiting.remember,
     )
     .await
 }
@@ -280,6 +281,7 @@ async fn finish(
     app: Option<&crate::oauth::client::Client>,
     target: &str,
     upstream: Option<crate::session::Upstream<'_>>,
+    remember: bool,
 ) -> HttpResponse {
     let origin = origin_of(req, state);
     let now = state.now();
@@ -295,6 +297,7 @@ async fn finish(
             replaces: state.cookies.read(req).as_ref(),
             one_time_password_proved,
             upstream,
+            remember,
         },
         Attempt {
             route,
@@ -406,7 +409,7 @@ pub async fn passkey_finish(
     let app = gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await.ok().flatten();
     // A user-verifying passkey is two factors in one (possession, and PIN or biometrics).
     let amr = format!("{} user mfa", verified.key_amr);
-    finish(&req, &state, &tenant, &user, &amr, false, "passkey", app.as_ref(), &target, None).await
+    finish(&req, &state, &tenant, &user, &amr, false, "passkey", app.as_ref(), &target, None, false).await
 }
 
 /// [`signin::before`] for the JSON endpoints: a refusal is already the response.

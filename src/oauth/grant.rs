@@ -460,3 +460,80 @@ where
     .await?;
     Ok(r.rows_affected())
 }
+
+/// An application a person has a live grant with (for their "connected applications").
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Connected {
+    pub client_id: String,
+    #[serde(skip)]
+    pub client_row_id: String,
+    pub scopes: Vec<String>,
+    pub first_granted_at: UnixTime,
+    pub last_granted_at: UnixTime,
+    pub grants: i64,
+}
+
+/// The applications holding a live grant of the user, one line per client.
+pub async fn connected_applications(
+    store: &Store,
+    now: UnixTime,
+    user_id: &str,
+) -> Result<Vec<Connected>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.client_id, g.client_row_id, g.scope, g.created_at FROM oauth_grants g \
+         JOIN oauth_clients c ON c.id = g.client_row_id \
+         WHERE g.user_id = $1 AND g.revoked_at IS NULL AND g.absolute_expires_at > $2 \
+         AND (g.upstream_expires_at IS NULL OR g.upstream_expires_at > $2) ORDER BY c.client_id, g.created_at",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out: Vec<Connected> = Vec::new();
+    for r in &rows {
+        let client_id: String = r.try_get("client_id")?;
+        let row: String = r.try_get("client_row_id")?;
+        let scope: String = r.try_get("scope")?;
+        let at: i64 = r.try_get("created_at")?;
+        match out.last_mut() {
+            Some(c) if c.client_row_id == row => {
+                for s in scope.split(' ').filter(|s| !s.is_empty()) {
+                    if !c.scopes.iter().any(|x| x == s) {
+                        c.scopes.push(s.to_string());
+                    }
+                }
+                c.last_granted_at = at;
+                c.grants += 1;
+            }
+            _ => out.push(Connected {
+                client_id,
+                client_row_id: row,
+                scopes: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                first_granted_at: at,
+                last_granted_at: at,
+                grants: 1,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Ends every live family of the user with one client (the person's "revoke" on their
+/// connected applications). Returns how many were live.
+pub async fn revoke_user_client_grants(
+    store: &Store,
+    now: UnixTime,
+    user_id: &str,
+    client_row_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = 'revoked_by_user' \
+         WHERE user_id = $2 AND client_row_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .bind(client_row_id)
+    .execute(store.pool())
+    .await?;
+    Ok(r.rows_affected())
+}

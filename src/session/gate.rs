@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use super::pending::{self, PendingToken};
-use super::{start, SessionToken, StartSession};
+use super::{start, StartSession};
 use crate::clock::UnixTime;
 use crate::netpolicy::{self, NetworkRefusal, Requirement};
 use crate::oauth::client::Client;
@@ -77,7 +77,7 @@ pub struct Attempt<'a> {
 /// The gate's answer for a browser route.
 #[derive(Debug)]
 pub enum Admission {
-    Session(SessionToken),
+    Session(super::Started),
     /// WebAuthn first: the browser holds this pending sign-in meanwhile.
     SecondFactor(PendingToken),
 }
@@ -163,6 +163,7 @@ pub async fn admit(
                     one_time_password_proved: s.one_time_password_proved,
                     return_to: a.return_to,
                     upstream: s.upstream,
+                    remember: s.remember,
                 },
             )
             .await?;

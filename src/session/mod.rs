@@ -91,10 +91,23 @@ pub struct StartSession<'a> {
     /// Signed in through an upstream OpenID Provider (its id) whose own token ends at the
     /// given time: the session ends no later, and so do the grants issued from it.
     pub upstream: Option<Upstream<'a>>,
+    /// The person ticked "keep me signed in" (honoured when the tenant offers it).
+    pub remember: bool,
 }
 
-pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<SessionToken, sqlx::Error> {
+/// A session just started: its cookie value, and for how many seconds the cookie may
+/// outlive the browser (`None`: a browser-session cookie).
+#[derive(Debug)]
+pub struct Started {
+    pub token: SessionToken,
+    pub persist_seconds: Option<i64>,
+}
+
+pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<Started, sqlx::Error> {
     let token = SessionToken(random_token(32));
+    let absolute = s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |u| {
+        (now + s.tenant.policy.session_absolute_seconds).min(u.expires_at)
+    });
     let mut tx = store.begin_write().await?;
     if let Some(old) = s.replaces {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut *tx).await?;
@@ -111,9 +124,7 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     .bind(s.tenant.policy.session_idle_seconds)
     // Through an upstream OP: the browser session ends with the OP's ID token (the
     // person signs in there again); the apps' grants are renewed by their refreshes.
-    .bind(s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |u| {
-        (now + s.tenant.policy.session_absolute_seconds).min(u.expires_at)
-    }))
+    .bind(absolute)
     .bind(s.amr)
     .bind(s.client_ip)
     .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
@@ -124,7 +135,8 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(token)
+    let persist_seconds = s.tenant.policy.persistent_sessions.applies(s.remember).then(|| (absolute - now).max(0));
+    Ok(Started { token, persist_seconds })
 }
 
 /// Finds a live session and marks it seen now (which restarts its idle timer).
@@ -204,4 +216,63 @@ pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<u64, sqlx::Er
         .execute(store.pool())
         .await?;
     Ok(r.rows_affected())
+}
+
+/// A live session as its owner sees it on their account page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    /// A short, non-secret handle (a prefix of the stored hash) to name it in a form.
+    pub handle: String,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub amr: String,
+    pub current: bool,
+}
+
+/// The user's live sessions, newest first; `current` marks the presented one.
+pub async fn list_of_user(
+    store: &Store,
+    now: UnixTime,
+    user_id: &str,
+    current: Option<&SessionToken>,
+) -> Result<Vec<Listed>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id_hash, created_at, last_seen_at, client_ip, user_agent, amr FROM sessions \
+         WHERE user_id = $1 AND last_seen_at + idle_seconds > $2 AND absolute_expires_at > $2 \
+         ORDER BY last_seen_at DESC",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    let mine = current.map(|t| t.hash());
+    rows.iter()
+        .map(|r| {
+            let h: String = r.try_get("id_hash")?;
+            Ok(Listed {
+                handle: h.chars().take(16).collect(),
+                current: mine.as_deref() == Some(h.as_str()),
+                created_at: r.try_get("created_at")?,
+                last_seen_at: r.try_get("last_seen_at")?,
+                client_ip: r.try_get("client_ip")?,
+                user_agent: r.try_get("user_agent")?,
+                amr: r.try_get("amr")?,
+            })
+        })
+        .collect()
+}
+
+/// Ends one of the user's sessions named by its handle (never another user's).
+pub async fn end_by_handle(store: &Store, user_id: &str, handle: &str) -> Result<bool, sqlx::Error> {
+    if handle.len() != 16 || !handle.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND substr(id_hash, 1, 16) = $2")
+        .bind(user_id)
+        .bind(handle)
+        .execute(store.pool())
+        .await?;
+    Ok(r.rows_affected() > 0)
 }

@@ -43,6 +43,8 @@ pub struct Pending {
     pub upstream_idp_id: Option<String>,
     pub upstream_expires_at: Option<UnixTime>,
     pub upstream_refresh_sealed: Option<String>,
+    /// "Keep me signed in" was ticked on the first step.
+    pub remember: bool,
 }
 
 pub struct NewPending<'a> {
@@ -53,13 +55,14 @@ pub struct NewPending<'a> {
     pub one_time_password_proved: bool,
     pub return_to: Option<&'a str>,
     pub upstream: Option<super::Upstream<'a>>,
+    pub remember: bool,
 }
 
 pub async fn create(store: &Store, now: UnixTime, p: NewPending<'_>) -> Result<PendingToken, sqlx::Error> {
     let token = PendingToken(random_token(32));
     sqlx::query(
         "INSERT INTO pending_signins (id_hash, tenant_id, user_id, route, amr, one_time_password_proved, return_to, expires_at, \
-         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed, remember) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(sha256_hex(&token.0))
     .bind(p.tenant_id)
@@ -72,6 +75,7 @@ pub async fn create(store: &Store, now: UnixTime, p: NewPending<'_>) -> Result<P
     .bind(p.upstream.map(|u| u.idp_id))
     .bind(p.upstream.map(|u| u.expires_at))
     .bind(p.upstream.and_then(|u| u.refresh_sealed))
+    .bind(p.remember as i64)
     .execute(store.pool())
     .await?;
     Ok(token)
@@ -88,13 +92,14 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         upstream_idp_id: r.try_get("upstream_idp_id")?,
         upstream_expires_at: r.try_get("upstream_expires_at")?,
         upstream_refresh_sealed: r.try_get("upstream_refresh_sealed")?,
+        remember: r.try_get::<i64, _>("remember")? != 0,
     })
 }
 
 /// The live pending sign-in, left in place (the second step is being started).
 pub async fn peek(store: &Store, now: UnixTime, token: &PendingToken) -> Result<Option<Pending>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at, \
+        "SELECT tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at, remember, \
          upstream_refresh_sealed FROM pending_signins \
          WHERE id_hash = $1 AND expires_at > $2",
     )
@@ -109,7 +114,7 @@ pub async fn peek(store: &Store, now: UnixTime, token: &PendingToken) -> Result<
 pub async fn take(store: &Store, now: UnixTime, token: &PendingToken) -> Result<Option<Pending>, sqlx::Error> {
     let row = sqlx::query(
         "DELETE FROM pending_signins WHERE id_hash = $1 AND expires_at > $2 \
-         RETURNING tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at, \
+         RETURNING tenant_id, user_id, route, amr, one_time_password_proved, return_to, upstream_idp_id, upstream_expires_at, remember, \
          upstream_refresh_sealed",
     )
     .bind(sha256_hex(&token.0))

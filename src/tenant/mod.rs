@@ -51,6 +51,48 @@ pub struct TenantPolicy {
     pub session_idle_seconds: i64,
     pub session_absolute_seconds: i64,
     pub audit_retention_days: i64,
+    /// Whether the session cookie may outlive the browser ("keep me signed in").
+    pub persistent_sessions: Persistence,
+}
+
+/// "Keep me signed in": never, when the person ticks the box on a sign-in form, or always.
+/// A persistent cookie lives for the session's absolute lifetime; the idle timeout and
+/// sign-out still end the session on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Persistence {
+    Off,
+    Offer,
+    Always,
+}
+
+impl Persistence {
+    pub fn parse(s: &str) -> Result<Persistence, String> {
+        match s {
+            "off" => Ok(Persistence::Off),
+            "offer" => Ok(Persistence::Offer),
+            "always" => Ok(Persistence::Always),
+            _ => Err("persistent_sessions must be off, offer or always".into()),
+        }
+    }
+    fn from_stored(s: &str) -> Persistence {
+        Persistence::parse(s).unwrap_or(Persistence::Off)
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Persistence::Off => "off",
+            Persistence::Offer => "offer",
+            Persistence::Always => "always",
+        }
+    }
+    /// Whether a session started now is persistent, given the person's choice.
+    pub fn applies(&self, remember: bool) -> bool {
+        match self {
+            Persistence::Off => false,
+            Persistence::Offer => remember,
+            Persistence::Always => true,
+        }
+    }
 }
 
 impl Default for TenantPolicy {
@@ -63,6 +105,7 @@ impl Default for TenantPolicy {
             session_idle_seconds: 20 * 60,
             session_absolute_seconds: 12 * 3600,
             audit_retention_days: 365,
+            persistent_sessions: Persistence::Off,
         }
     }
 }
@@ -140,6 +183,7 @@ pub struct TenantChange {
     pub throttle_address_failures: Option<i64>,
     pub throttle_account_failures: Option<i64>,
     pub throttle_address_attempts: Option<i64>,
+    pub persistent_sessions: Option<Persistence>,
 }
 
 fn check_name(name: &str) -> Result<String, TenantError> {
@@ -153,7 +197,7 @@ fn check_name(name: &str) -> Result<String, TenantError> {
 const TENANT_COLUMNS: &str = "id, slug, name, signin_route, password_min_length, password_max_length, \
      lockout_threshold, lockout_seconds, session_idle_seconds, session_absolute_seconds, \
      audit_retention_days, ip_policy, second_factor, passwordless, throttle_address_failures, \
-     throttle_account_failures, throttle_address_attempts, created_at";
+     throttle_account_failures, throttle_address_attempts, persistent_sessions, created_at";
 
 fn from_row(row: &AnyRow, domains: Vec<String>) -> Result<Tenant, TenantError> {
     let slug: String = row.try_get("slug")?;
@@ -173,6 +217,7 @@ fn from_row(row: &AnyRow, domains: Vec<String>) -> Result<Tenant, TenantError> {
             session_idle_seconds: row.try_get("session_idle_seconds")?,
             session_absolute_seconds: row.try_get("session_absolute_seconds")?,
             audit_retention_days: row.try_get("audit_retention_days")?,
+            persistent_sessions: Persistence::from_stored(&row.try_get::<String, _>("persistent_sessions")?),
         },
         network: crate::netpolicy::NetworkPolicy {
             ip_policy: crate::netpolicy::IpPolicy::from_stored(&row.try_get::<String, _>("ip_policy")?),
@@ -329,6 +374,7 @@ pub async fn update(
         session_idle_seconds: change.session_idle_seconds.unwrap_or(p.session_idle_seconds),
         session_absolute_seconds: change.session_absolute_seconds.unwrap_or(p.session_absolute_seconds),
         audit_retention_days: change.audit_retention_days.unwrap_or(p.audit_retention_days),
+        persistent_sessions: change.persistent_sessions.unwrap_or(p.persistent_sessions),
     };
     policy.validate()?;
     let n = &current.network;
@@ -360,8 +406,8 @@ pub async fn update(
          password_max_length = $4, lockout_threshold = $5, lockout_seconds = $6, \
          session_idle_seconds = $7, session_absolute_seconds = $8, audit_retention_days = $9, \
          updated_at = $10, ip_policy = $12, second_factor = $13, passwordless = $14, \
-         throttle_address_failures = $15, throttle_account_failures = $16, throttle_address_attempts = $17 \
-         WHERE id = $11",
+         throttle_address_failures = $15, throttle_account_failures = $16, throttle_address_attempts = $17, \
+         persistent_sessions = $18 WHERE id = $11",
     )
     .bind(&name)
     .bind(route.as_str())
@@ -380,6 +426,7 @@ pub async fn update(
     .bind(network.throttle.address_failures)
     .bind(network.throttle.account_failures)
     .bind(network.throttle.address_attempts)
+    .bind(policy.persistent_sessions.as_str())
     .execute(&mut *tx)
     .await?;
     for d in &change.add_domains {

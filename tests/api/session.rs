@@ -10,6 +10,7 @@ both_stores!(
     session_fixation_is_refused,
     missing_or_invalid_csrf_is_refused_and_changes_nothing,
     disabled_user_loses_session_and_cannot_sign_in,
+    keep_me_signed_in_off_offer_and_always,
 );
 
 async fn signed_in(app: &TestApp) -> Browser {
@@ -160,4 +161,69 @@ async fn disabled_user_loses_session_and_cannot_sign_in(kind: StoreKind) {
     assert_eq!(b.sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 401);
     app.admin().set_user_disabled("alice@acme.test", Some("acme"), false).await.unwrap();
     assert_eq!(b.sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
+}
+
+/// The `Set-Cookie` of the session cookie in a sign-in response.
+fn session_set_cookie(res: &reqwest::Response) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("lanyard_session="))
+        .expect("a session cookie")
+        .to_string()
+}
+
+async fn sign_in_remember(b: &Browser, remember: bool) -> reqwest::Response {
+    let csrf = b.csrf("/t/acme/login").await;
+    let mut f = vec![("csrf", csrf.as_str()), ("email", "alice@acme.test"), ("password", PASSWORD)];
+    if remember {
+        f.push(("remember", "yes"));
+    }
+    b.post_form("/t/acme/login", &f).await
+}
+
+async fn keep_me_signed_in_off_offer_and_always(kind: StoreKind) {
+    use lanyard::tenant::{Persistence, TenantChange};
+    let app = TestApp::spawn(kind).await;
+    app.tenant("acme").await;
+    app.user("acme", "alice@acme.test").await;
+    let set = |p: Persistence| TenantChange { persistent_sessions: Some(p), ..Default::default() };
+
+    // Off (the default): no box, and a browser-session cookie even if the field is sent.
+    let b = app.browser();
+    assert!(!b.get("/t/acme/login").await.text().await.unwrap().contains("name=\"remember\""));
+    let res = sign_in_remember(&b, true).await;
+    assert_eq!(res.status(), 303);
+    assert!(!session_set_cookie(&res).to_ascii_lowercase().contains("max-age"), "{}", session_set_cookie(&res));
+
+    // Offer: the box is there, labelled; ticked → Max-Age of the absolute lifetime.
+    app.admin().update_tenant("acme", set(Persistence::Offer)).await.unwrap();
+    let b = app.browser();
+    let page = b.get("/t/acme/login").await.text().await.unwrap();
+    assert!(page.contains(r#"<label for="remember">Keep me signed in on this device</label>"#), "{page}");
+    let res = sign_in_remember(&b, false).await;
+    assert!(!session_set_cookie(&res).to_ascii_lowercase().contains("max-age"));
+    let b = app.browser();
+    let res = sign_in_remember(&b, true).await;
+    let c = session_set_cookie(&res);
+    assert!(c.contains(&format!("Max-Age={}", 12 * 3600)), "{c}");
+    assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+
+    // The server still ends it: idle timeout, then sign-out.
+    app.clock.advance(20 * 60);
+    assert_eq!(b.get("/t/acme/account").await.status(), 303, "idle timeout ends a persistent session");
+
+    // Always: persistent without the box; sign-out ends it on the server.
+    app.admin().update_tenant("acme", set(Persistence::Always)).await.unwrap();
+    let b = app.browser();
+    assert!(!b.get("/t/acme/login").await.text().await.unwrap().contains("name=\"remember\""));
+    let res = sign_in_remember(&b, false).await;
+    assert!(session_set_cookie(&res).contains("Max-Age="), "{}", session_set_cookie(&res));
+    let stolen = b.cookie("lanyard_session").unwrap();
+    let csrf = b.csrf("/t/acme/account").await;
+    assert_eq!(b.post_form("/t/acme/logout", &[("csrf", &csrf)]).await.status(), 200);
+    let replay = app.browser();
+    replay.set_cookie("lanyard_session", &stolen);
+    assert_eq!(replay.get("/t/acme/account").await.status(), 303, "signed out on the server");
 }
