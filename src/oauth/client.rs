@@ -515,6 +515,28 @@ pub async fn delete(store: &Store, tenant_id: &str, client_id: &str) -> Result<b
     Ok(r.rows_affected() == 1)
 }
 
+/// Replaces a web or service client's secret with a new random one (returned once); the
+/// old secret stops working at once. `Ok(None)` when there is no such client;
+/// `Err(Invalid)` for a public client, which has no secret.
+pub async fn rotate_secret(
+    store: &Store,
+    secrets: &SecretHasher,
+    tenant_id: &str,
+    client_id: &str,
+) -> Result<Option<String>, ClientError> {
+    let Some(c) = find(store, tenant_id, client_id).await? else { return Ok(None) };
+    if matches!(c.kind, ClientKind::Native | ClientKind::Spa) {
+        return Err(ClientError::Invalid(format!("`{}` is a public client: it has no secret", c.client_id)));
+    }
+    let secret = crate::keys::random_token(32);
+    sqlx::query("UPDATE oauth_clients SET secret_hash = $1 WHERE id = $2")
+        .bind(secrets.hash(&secret))
+        .bind(&c.row_id)
+        .execute(store.pool())
+        .await?;
+    Ok(Some(secret))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,26 +621,4 @@ mod tests {
         assert!(check_redirect_uri(ClientKind::Web, "https://app.example.com/cb#x").is_err());
         assert!(check_redirect_uri(ClientKind::Web, "https://app.example.com/cb").is_ok());
     }
-}
-
-/// Replaces a web or service client's secret with a new random one (returned once); the
-/// old secret stops working at once. `Ok(None)` when there is no such client;
-/// `Err(Invalid)` for a public client, which has no secret.
-pub async fn rotate_secret(
-    store: &Store,
-    secrets: &SecretHasher,
-    tenant_id: &str,
-    client_id: &str,
-) -> Result<Option<String>, ClientError> {
-    let Some(c) = find(store, tenant_id, client_id).await? else { return Ok(None) };
-    if matches!(c.kind, ClientKind::Native | ClientKind::Spa) {
-        return Err(ClientError::Invalid(format!("`{}` is a public client: it has no secret", c.client_id)));
-    }
-    let secret = crate::keys::random_token(32);
-    sqlx::query("UPDATE oauth_clients SET secret_hash = $1 WHERE id = $2")
-        .bind(secrets.hash(&secret))
-        .bind(&c.row_id)
-        .execute(store.pool())
-        .await?;
-    Ok(Some(secret))
 }
