@@ -13,12 +13,18 @@
 //! Bodies are read with [`CheckedJson`]: a string holding a control character (a `\u0000`
 //! that PostgreSQL cannot store, a newline in an identifier) anywhere in the body is a
 //! 400 before any handler runs; path segments are checked the same way.
+//!
+//! Each module writes its routes once, in an `admin_routes!` table, which both registers
+//! them and lists them ([`registered_routes`]). Each handler carries its `#[utoipa::path]`
+//! annotation; [`openapi`] assembles them into the OpenAPI 3.1 document served without a
+//! token at `openapi.json`, and the integration test `openapi` holds the two lists equal.
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::SecretString;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AdminContext, AdminError};
 use crate::audit::Origin;
@@ -30,6 +36,7 @@ use crate::oauth::tokens::{self, AccessTokenRejection};
 use crate::saml::{IdpError, MetadataError};
 use crate::tenant::{Tenant, TenantChange, TenantError, TenantSlug};
 use crate::user::UserError;
+use openapi::{BadRequest, ClientPath, Conflict, Forbidden, NotFound, TenantPath, Unauthorized, UserPath};
 
 pub const ADMIN_SCOPE: &str = "lanyard:admin";
 
@@ -240,10 +247,11 @@ fn respond<T: serde::Serialize>(status: StatusCode, r: Result<T, AdminError>) ->
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientBody {
     client_id: String,
+    /// `web`, `native`, `spa` or `service`.
     kind: String,
     #[serde(default)]
     redirect_uris: Vec<String>,
@@ -251,6 +259,7 @@ pub struct ClientBody {
     post_logout_redirect_uris: Vec<String>,
     scopes: Option<Vec<String>>,
     grant_types: Option<Vec<String>>,
+    /// `ES256` or `RS256`.
     id_token_alg: Option<String>,
     access_token_seconds: Option<i64>,
     id_token_seconds: Option<i64>,
@@ -262,6 +271,23 @@ pub struct ClientBody {
     known_networks_only: bool,
 }
 
+/// Registers an application (OAuth client).
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/clients",
+    tag = "clients",
+    params(TenantPath),
+    request_body = ClientBody,
+    responses(
+        (status = 201, body = Object,
+            description = "The client; `client_secret` holds its generated secret, shown this once"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub async fn create_client(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -307,11 +333,38 @@ pub async fn create_client(
     respond(StatusCode::CREATED, r)
 }
 
+/// Lists the tenant's applications (OAuth clients).
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/clients",
+    tag = "clients",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's clients", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn list_clients(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, crate::oauth::client::list(&state.store, &caller.tenant.id).await.map_err(AdminError::from))
 }
 
+/// One application (OAuth client).
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/clients/{client_id}",
+    tag = "clients",
+    params(ClientPath),
+    responses(
+        (status = 200, description = "The client", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn get_client(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -327,6 +380,20 @@ pub async fn get_client(
     }
 }
 
+/// Deletes an application.
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/clients/{client_id}",
+    tag = "clients",
+    params(ClientPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn delete_client(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -342,7 +409,7 @@ pub async fn delete_client(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
     email: String,
@@ -356,6 +423,22 @@ pub struct UserBody {
     email_verified: bool,
 }
 
+/// Creates a user, with or without a password.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/users",
+    tag = "users",
+    params(TenantPath),
+    request_body = UserBody,
+    responses(
+        (status = 201, description = "The user", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub async fn create_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -380,13 +463,30 @@ pub async fn create_user(
 
 /// `PATCH /users/{email}`: fields left out stay as they are. Disabling ends the user's
 /// sessions and refresh families.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChangeBody {
     disabled: Option<bool>,
     email_verified: Option<bool>,
 }
 
+/// Disables or re-enables a user, or marks the address verified; fields left out stay.
+///
+/// Disabling ends the user's sessions and refresh families.
+#[utoipa::path(
+    patch,
+    path = "/t/{tenant}/admin/api/users/{email}",
+    tag = "users",
+    params(UserPath),
+    request_body = UserChangeBody,
+    responses(
+        (status = 200, description = "The user as changed", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn update_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -415,7 +515,7 @@ pub async fn update_user(
 
 /// `POST /users/{email}/password`: sets or resets the password; every session of the
 /// user ends and every refresh family is revoked.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
     password: String,
@@ -423,6 +523,23 @@ pub struct PasswordBody {
     must_change_password: bool,
 }
 
+/// Sets or resets a user's password.
+///
+/// Every session of the user ends and every refresh family is revoked.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/users/{email}/password",
+    tag = "users",
+    params(UserPath),
+    request_body = PasswordBody,
+    responses(
+        (status = 200, description = "The user", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn set_user_password(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -440,6 +557,19 @@ pub async fn set_user_password(
     )
 }
 
+/// Lists the tenant's users.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/users",
+    tag = "users",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's users", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn list_users(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(
@@ -448,6 +578,20 @@ pub async fn list_users(req: HttpRequest, state: web::Data<AppState>, path: web:
     )
 }
 
+/// Lifts a lockout after failed sign-ins.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/users/{email}/unlock",
+    tag = "users",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The user", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn unlock_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -459,6 +603,20 @@ pub async fn unlock_user(
     respond(StatusCode::OK, ctx(&state, &caller).unlock_user(&email, Some(caller.tenant.slug.as_str())).await)
 }
 
+/// Deletes a user.
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/users/{email}",
+    tag = "users",
+    params(UserPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn delete_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -473,15 +631,29 @@ pub async fn delete_user(
     }
 }
 
+/// The tenant and its policies.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/tenant",
+    tag = "tenant",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant and its policies", body = Object),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn get_tenant(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     HttpResponse::Ok().json(&caller.tenant)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantBody {
     name: Option<String>,
+    /// `password`, `saml`, `ldap` or `oidc`.
     signin_route: Option<String>,
     password_min_length: Option<i64>,
     password_max_length: Option<i64>,
@@ -490,7 +662,9 @@ pub struct TenantBody {
     session_idle_seconds: Option<i64>,
     session_absolute_seconds: Option<i64>,
     audit_retention_days: Option<i64>,
+    /// `off`, `enforce` or `mfa`.
     ip_policy: Option<String>,
+    /// `off`, `always` or `outside` (the allow-list).
     second_factor: Option<String>,
     passwordless: Option<bool>,
     throttle_address_failures: Option<i64>,
@@ -499,6 +673,21 @@ pub struct TenantBody {
     persistent_sessions: Option<String>,
 }
 
+/// Changes the tenant's name, sign-in route and policies; fields left out stay.
+#[utoipa::path(
+    patch,
+    path = "/t/{tenant}/admin/api/tenant",
+    tag = "tenant",
+    params(TenantPath),
+    request_body = TenantBody,
+    responses(
+        (status = 200, description = "The tenant as changed", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn update_tenant(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -554,11 +743,27 @@ pub async fn update_tenant(
     respond(StatusCode::OK, r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// How many events at most (1000 when left out).
     limit: Option<i64>,
 }
 
+/// The tenant's audit events.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/audit",
+    tag = "audit",
+    params(TenantPath, AuditQuery),
+    responses(
+        (status = 200, description = "Audit events, newest first", body = Vec<Object>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn audit(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -584,7 +789,7 @@ pub fn json_config() -> web::JsonConfig {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceBody {
     identifier: String,
@@ -592,17 +797,48 @@ pub struct ResourceBody {
     scopes: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ResourceQuery {
+    /// The resource's identifier (a URI).
     identifier: String,
 }
 
+/// Lists the APIs (resource servers) tokens may be issued for.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/resources",
+    tag = "resources",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's resources", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn list_resources(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, ctx(&state, &caller).list_resources(caller.tenant.slug.as_str()).await)
 }
 
+/// Registers an API (resource server) and its scopes.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/resources",
+    tag = "resources",
+    params(TenantPath),
+    request_body = ResourceBody,
+    responses(
+        (status = 201, description = "The resource", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub async fn create_resource(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -615,7 +851,21 @@ pub async fn create_resource(
     respond(StatusCode::CREATED, r)
 }
 
-/// `DELETE /resources?identifier=…` (identifiers are URIs, awkward in a path segment).
+/// Deletes an API (resource server), named in the query: identifiers are URIs, awkward in a
+/// path segment.
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/resources",
+    tag = "resources",
+    params(TenantPath, ResourceQuery),
+    responses(
+        (status = 200, description = "`{\"deleted\": \"<identifier>\"}`", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn delete_resource(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -627,30 +877,68 @@ pub async fn delete_resource(
     respond(StatusCode::OK, r.map(|_| serde_json::json!({"deleted": q.identifier})))
 }
 
+/// The admin API's scope; the tenant is a path parameter.
+pub const SCOPE: &str = "/t/{tenant}/admin/api";
+
+/// The routes of one part of the admin API (this module or a sub-module), written once with
+/// `admin_routes!`: what [`configure`] registers and what [`registered_routes`] lists.
+pub struct Routes {
+    /// (method, path under [`SCOPE`]) of each route.
+    list: &'static [(&'static str, &'static str)],
+    /// Adds each route to the scope with its handler.
+    register: fn(actix_web::Scope) -> actix_web::Scope,
+}
+
+/// `admin_routes! { GET "/idps" => list, … }` defines `ROUTES`, the [`Routes`] of a module:
+/// each line becomes both `.route("/idps", web::method(Method::GET).to(list))` and the pair
+/// `("GET", "/idps")`, so the served routes and the listed ones cannot differ.
+macro_rules! admin_routes {
+    ($($method:ident $path:literal => $handler:path),+ $(,)?) => {
+        pub const ROUTES: $crate::admin::api::Routes = {
+            fn register(scope: actix_web::Scope) -> actix_web::Scope {
+                scope $(.route($path, actix_web::web::method(actix_web::http::Method::$method).to($handler)))+
+            }
+            $crate::admin::api::Routes { list: &[$((stringify!($method), $path)),+], register }
+        };
+    };
+}
+
 mod idp;
 mod ldap;
 mod network;
 mod oidc;
+pub mod openapi;
+
+admin_routes! {
+    GET "/openapi.json" => openapi::serve,
+    GET "/tenant" => get_tenant,
+    PATCH "/tenant" => update_tenant,
+    GET "/clients" => list_clients,
+    POST "/clients" => create_client,
+    GET "/clients/{client_id}" => get_client,
+    DELETE "/clients/{client_id}" => delete_client,
+    GET "/resources" => list_resources,
+    POST "/resources" => create_resource,
+    DELETE "/resources" => delete_resource,
+    GET "/users" => list_users,
+    POST "/users" => create_user,
+    POST "/users/{email}/unlock" => unlock_user,
+    POST "/users/{email}/password" => set_user_password,
+    PATCH "/users/{email}" => update_user,
+    DELETE "/users/{email}" => delete_user,
+    GET "/audit" => audit,
+}
+
+/// Every part of the admin API, in the order its routes are registered.
+const PARTS: [&Routes; 5] = [&ROUTES, &idp::ROUTES, &ldap::ROUTES, &network::ROUTES, &oidc::ROUTES];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(oidc::routes(network::routes(ldap::routes(idp::routes(
-        web::scope("/t/{tenant}/admin/api")
-            .app_data(json_config())
-            .route("/tenant", web::get().to(get_tenant))
-            .route("/tenant", web::patch().to(update_tenant))
-            .route("/clients", web::get().to(list_clients))
-            .route("/clients", web::post().to(create_client))
-            .route("/clients/{client_id}", web::get().to(get_client))
-            .route("/clients/{client_id}", web::delete().to(delete_client))
-            .route("/resources", web::get().to(list_resources))
-            .route("/resources", web::post().to(create_resource))
-            .route("/resources", web::delete().to(delete_resource))
-            .route("/users", web::get().to(list_users))
-            .route("/users", web::post().to(create_user))
-            .route("/users/{email}/unlock", web::post().to(unlock_user))
-            .route("/users/{email}/password", web::post().to(set_user_password))
-            .route("/users/{email}", web::patch().to(update_user))
-            .route("/users/{email}", web::delete().to(delete_user))
-            .route("/audit", web::get().to(audit)),
-    )))));
+    let scope = web::scope(SCOPE).app_data(json_config());
+    cfg.service(PARTS.iter().fold(scope, |scope, part| (part.register)(scope)));
+}
+
+/// Every (method, full path) the admin API serves, e.g. `("GET", "/t/{tenant}/admin/api/users")`:
+/// the OpenAPI document must list exactly these (the integration test `openapi`).
+pub fn registered_routes() -> Vec<(&'static str, String)> {
+    PARTS.iter().flat_map(|part| part.list).map(|&(method, path)| (method, format!("{SCOPE}{path}"))).collect()
 }

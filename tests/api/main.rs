@@ -17,6 +17,7 @@ mod netpolicy;
 mod netpolicy_routes;
 mod oauth;
 mod observe;
+mod openapi;
 mod rfc;
 mod saml_conformance;
 mod saml_metadata;

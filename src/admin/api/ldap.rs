@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
 
+use super::openapi::{BadRequest, Forbidden, LdapServerPath, NotFound, Problem, TenantPath, Unauthorized, UserPath};
 use super::{authorize, ctx, respond, unclean_segment, AppState};
 use crate::ldap::server::{NewServer, ServerChange};
 
@@ -21,8 +23,9 @@ fn secret(p: Option<String>) -> Option<secrecy::SecretString> {
     p.map(secrecy::SecretString::from)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = LdapServerBody)]
 pub struct AddBody {
     url: String,
     #[serde(default)]
@@ -41,6 +44,24 @@ pub struct AddBody {
     disabled_filter: Option<String>,
 }
 
+/// Adds an LDAP server.
+///
+/// The bind password is write-only: no answer contains it (`has_bind_password` says whether one is set).
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/ldap-servers",
+    operation_id = "add_ldap_server",
+    tag = "ldap",
+    params(TenantPath),
+    request_body = AddBody,
+    responses(
+        (status = 201, description = "The server (without its bind password)", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn add(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -71,11 +92,40 @@ pub async fn add(
     )
 }
 
+/// Lists the tenant's LDAP servers.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/ldap-servers",
+    operation_id = "list_ldap_servers",
+    tag = "ldap",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's LDAP servers, in the order they are tried", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, ctx(&state, &caller).list_ldap_servers(caller.tenant.slug.as_str()).await)
 }
 
+/// One LDAP server.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/ldap-servers/{id}",
+    operation_id = "get_ldap_server",
+    tag = "ldap",
+    params(LdapServerPath),
+    responses(
+        (status = 200, description = "The server", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, id) = path.into_inner();
     clean!("id", id);
@@ -83,8 +133,9 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(
     respond(StatusCode::OK, ctx(&state, &caller).ldap_server(caller.tenant.slug.as_str(), &id).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = LdapServerChangeBody)]
 pub struct UpdateBody {
     url: Option<String>,
     starttls: Option<bool>,
@@ -109,6 +160,22 @@ pub struct UpdateBody {
     position: Option<i64>,
 }
 
+/// Changes an LDAP server; fields left out stay, `null` clears.
+#[utoipa::path(
+    patch,
+    path = "/t/{tenant}/admin/api/ldap-servers/{id}",
+    operation_id = "update_ldap_server",
+    tag = "ldap",
+    params(LdapServerPath),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The server as changed", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -142,6 +209,21 @@ pub async fn update(
     )
 }
 
+/// Removes an LDAP server.
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/ldap-servers/{id}",
+    operation_id = "remove_ldap_server",
+    tag = "ldap",
+    params(LdapServerPath),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, id) = path.into_inner();
     clean!("id", id);
@@ -152,7 +234,21 @@ pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     }
 }
 
-/// `POST …/ldap-servers/{id}/test`: bind as the service account, read one entry.
+/// Binds as the service account and reads one entry.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/ldap-servers/{id}/test",
+    operation_id = "test_ldap_server",
+    tag = "ldap",
+    params(LdapServerPath),
+    responses(
+        (status = 200, description = "What the bind and the read gave", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn test(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, id) = path.into_inner();
     clean!("id", id);
@@ -161,22 +257,54 @@ pub async fn test(req: HttpRequest, state: web::Data<AppState>, path: web::Path<
     respond(StatusCode::OK, r.map(|mut v| v.pop().unwrap_or_default()))
 }
 
+/// The tenant's employee-card policy.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/card-policy",
+    operation_id = "get_card_policy",
+    tag = "cards",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The card policy", body = Object),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn card_policy(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, ctx(&state, &caller).card_policy(caller.tenant.slug.as_str()).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardPolicyBody {
     kiosk_page: Option<bool>,
     onboarding: Option<bool>,
     pin_required: Option<bool>,
+    /// `text`, `hex` or `decimal`.
     reader_format: Option<String>,
+    /// `text`, `hex` or `decimal`.
     directory_format: Option<String>,
     offline_seconds: Option<i64>,
 }
 
+/// Changes the employee-card policy; fields left out stay.
+#[utoipa::path(
+    patch,
+    path = "/t/{tenant}/admin/api/card-policy",
+    operation_id = "set_card_policy",
+    tag = "cards",
+    params(TenantPath),
+    request_body = CardPolicyBody,
+    responses(
+        (status = 200, description = "The card policy as changed", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn set_card_policy(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -201,7 +329,22 @@ pub async fn set_card_policy(
     respond(StatusCode::OK, r)
 }
 
-/// `GET …/users/{email}/cards`: the person's cards with their numbers (audited).
+/// A person's cards with their numbers (the reading is audited).
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/users/{email}/cards",
+    operation_id = "list_user_cards",
+    tag = "cards",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The person's cards", body = Vec<Object>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 502, description = "The directory could not be reached", body = Problem),
+    )
+)]
 pub async fn user_cards(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -216,13 +359,29 @@ pub async fn user_cards(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CardPinBody)]
 pub struct PinBody {
     pin: String,
 }
 
-/// `PUT …/users/{email}/card-pin` with `{"pin": "…"}` (never returned).
+/// Sets a person's card PIN (never returned).
+#[utoipa::path(
+    put,
+    path = "/t/{tenant}/admin/api/users/{email}/card-pin",
+    operation_id = "set_card_pin",
+    tag = "cards",
+    params(UserPath),
+    request_body = PinBody,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn set_card_pin(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -239,23 +398,36 @@ pub async fn set_card_pin(
     }
 }
 
-/// `POST …/cards/sync`: re-read the card list from the directory now.
+/// Re-reads the card list from the directory now.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/cards/sync",
+    operation_id = "sync_cards",
+    tag = "cards",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "What the sync read and changed", body = Object),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 502, description = "The directory could not be reached", body = Problem),
+    )
+)]
 pub async fn sync_cards(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, ctx(&state, &caller).sync_cards(&state.directory, caller.tenant.slug.as_str()).await)
 }
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
-    scope
-        .route("/ldap-servers", web::get().to(list))
-        .route("/ldap-servers", web::post().to(add))
-        .route("/ldap-servers/{id}", web::get().to(get))
-        .route("/ldap-servers/{id}", web::patch().to(update))
-        .route("/ldap-servers/{id}", web::delete().to(remove))
-        .route("/ldap-servers/{id}/test", web::post().to(test))
-        .route("/card-policy", web::get().to(card_policy))
-        .route("/card-policy", web::patch().to(set_card_policy))
-        .route("/cards/sync", web::post().to(sync_cards))
-        .route("/users/{email}/cards", web::get().to(user_cards))
-        .route("/users/{email}/card-pin", web::put().to(set_card_pin))
+admin_routes! {
+    GET "/ldap-servers" => list,
+    POST "/ldap-servers" => add,
+    GET "/ldap-servers/{id}" => get,
+    PATCH "/ldap-servers/{id}" => update,
+    DELETE "/ldap-servers/{id}" => remove,
+    POST "/ldap-servers/{id}/test" => test,
+    GET "/card-policy" => card_policy,
+    PATCH "/card-policy" => set_card_policy,
+    POST "/cards/sync" => sync_cards,
+    GET "/users/{email}/cards" => user_cards,
+    PUT "/users/{email}/card-pin" => set_card_pin,
 }

@@ -6,18 +6,42 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
+use super::openapi::{
+    BadRequest, ClientPath, Conflict, CredentialPath, Forbidden, IpEntryPath, NotFound, TenantPath, Unauthorized,
+    UserPath,
+};
 use super::{authorize, ctx, respond, unclean_segment, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IpAllowlistEntryBody)]
 pub struct EntryBody {
+    /// A network in CIDR form, e.g. `192.0.2.0/24`.
     cidr: String,
     label: String,
     #[serde(default)]
     private: bool,
 }
 
+/// Adds a network to the tenant's allow-list.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/ip-allowlist",
+    operation_id = "add_ip_allowlist_entry",
+    tag = "network",
+    params(TenantPath),
+    request_body = EntryBody,
+    responses(
+        (status = 201, description = "The entry", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub async fn add(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -32,12 +56,40 @@ pub async fn add(
     )
 }
 
+/// The tenant's IP allow-list.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/ip-allowlist",
+    operation_id = "list_ip_allowlist",
+    tag = "network",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The allow-list", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, ctx(&state, &caller).list_ip_entries(caller.tenant.slug.as_str()).await)
 }
 
-/// `DELETE /ip-allowlist/{id}`: the entry's id (or its network, `/` written `%2F`).
+/// Removes an entry from the allow-list, named by its id or its network (`/` written `%2F`).
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/ip-allowlist/{entry}",
+    operation_id = "remove_ip_allowlist_entry",
+    tag = "network",
+    params(IpEntryPath),
+    responses(
+        (status = 200, description = "The entry removed", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, entry) = path.into_inner();
     clean!("entry", entry);
@@ -45,12 +97,28 @@ pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     respond(StatusCode::OK, ctx(&state, &caller).remove_ip_entry(caller.tenant.slug.as_str(), &entry).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientNetworkBody {
     known_networks_only: bool,
 }
 
+/// Limits an application to the allow-list's networks, or lifts the limit.
+#[utoipa::path(
+    put,
+    path = "/t/{tenant}/admin/api/clients/{client_id}/network",
+    operation_id = "set_client_network",
+    tag = "network",
+    params(ClientPath),
+    request_body = ClientNetworkBody,
+    responses(
+        (status = 200, description = "`{\"client_id\", \"known_networks_only\"}`", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn set_client_network(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -68,6 +136,21 @@ pub async fn set_client_network(
     respond(StatusCode::OK, r)
 }
 
+/// A person's passkeys and security keys.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/users/{email}/webauthn",
+    operation_id = "list_user_webauthn",
+    tag = "users",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The person's passkeys and security keys", body = Vec<Object>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn user_credentials(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -79,6 +162,21 @@ pub async fn user_credentials(
     respond(StatusCode::OK, ctx(&state, &caller).list_webauthn_credentials(caller.tenant.slug.as_str(), &email).await)
 }
 
+/// Removes one of a person's passkeys or security keys.
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/users/{email}/webauthn/{id}",
+    operation_id = "remove_user_webauthn",
+    tag = "users",
+    params(CredentialPath),
+    responses(
+        (status = 200, description = "`{\"removed\": <how many>}`", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn remove_credential(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -95,12 +193,11 @@ pub async fn remove_credential(
     respond(StatusCode::OK, r)
 }
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
-    scope
-        .route("/ip-allowlist", web::get().to(list))
-        .route("/ip-allowlist", web::post().to(add))
-        .route("/ip-allowlist/{entry}", web::delete().to(remove))
-        .route("/clients/{client_id}/network", web::put().to(set_client_network))
-        .route("/users/{email}/webauthn", web::get().to(user_credentials))
-        .route("/users/{email}/webauthn/{id}", web::delete().to(remove_credential))
+admin_routes! {
+    GET "/ip-allowlist" => list,
+    POST "/ip-allowlist" => add,
+    DELETE "/ip-allowlist/{entry}" => remove,
+    PUT "/clients/{client_id}/network" => set_client_network,
+    GET "/users/{email}/webauthn" => user_credentials,
+    DELETE "/users/{email}/webauthn/{id}" => remove_credential,
 }

@@ -5,12 +5,15 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
+use super::openapi::{BadRequest, Forbidden, NotFound, OidcIdpPath, TenantPath, Unauthorized};
 use super::{authorize, ctx, respond, unclean_segment, AppState};
 use crate::upstream_oidc::{NewOidcIdp, OidcIdpChange};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OidcIdpBody)]
 pub struct AddBody {
     name: String,
     issuer: String,
@@ -26,6 +29,24 @@ pub struct AddBody {
     exchange_audiences: Vec<String>,
 }
 
+/// Adds an upstream OpenID Provider.
+///
+/// The client secret is write-only: no answer contains it (`has_client_secret` says whether one is set).
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/oidc-idps",
+    operation_id = "add_oidc_idp",
+    tag = "oidc-idps",
+    params(TenantPath),
+    request_body = AddBody,
+    responses(
+        (status = 201, description = "The OP (without its client secret)", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn add(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -53,11 +74,40 @@ pub async fn add(
     )
 }
 
+/// Lists the tenant's upstream OpenID Providers.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/oidc-idps",
+    operation_id = "list_oidc_idps",
+    tag = "oidc-idps",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's upstream OPs", body = Vec<Object>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let caller = caller!(req, state, path);
     respond(StatusCode::OK, ctx(&state, &caller).list_oidc_idps(caller.tenant.slug.as_str()).await)
 }
 
+/// One upstream OpenID Provider.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/admin/api/oidc-idps/{name}",
+    operation_id = "get_oidc_idp",
+    tag = "oidc-idps",
+    params(OidcIdpPath),
+    responses(
+        (status = 200, description = "The OP", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, name) = path.into_inner();
     clean!("name", name);
@@ -65,8 +115,9 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(
     respond(StatusCode::OK, ctx(&state, &caller).oidc_idp(caller.tenant.slug.as_str(), &name).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OidcIdpChangeBody)]
 pub struct UpdateBody {
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -79,6 +130,22 @@ pub struct UpdateBody {
     enabled: Option<bool>,
 }
 
+/// Changes an upstream OpenID Provider; fields left out stay.
+#[utoipa::path(
+    patch,
+    path = "/t/{tenant}/admin/api/oidc-idps/{name}",
+    operation_id = "update_oidc_idp",
+    tag = "oidc-idps",
+    params(OidcIdpPath),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The OP as changed", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -107,6 +174,21 @@ pub async fn update(
     )
 }
 
+/// Removes an upstream OpenID Provider.
+#[utoipa::path(
+    delete,
+    path = "/t/{tenant}/admin/api/oidc-idps/{name}",
+    operation_id = "remove_oidc_idp",
+    tag = "oidc-idps",
+    params(OidcIdpPath),
+    responses(
+        (status = 200, description = "`{\"removed\": \"<name>\"}`", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, name) = path.into_inner();
     clean!("name", name);
@@ -118,6 +200,21 @@ pub async fn remove(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     respond(StatusCode::OK, r)
 }
 
+/// Reads the OP's discovery document and keys now.
+#[utoipa::path(
+    post,
+    path = "/t/{tenant}/admin/api/oidc-idps/{name}/test",
+    operation_id = "test_oidc_idp",
+    tag = "oidc-idps",
+    params(OidcIdpPath),
+    responses(
+        (status = 200, description = "What the OP's discovery document and keys gave", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn test(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (slug, name) = path.into_inner();
     clean!("name", name);
@@ -125,12 +222,11 @@ pub async fn test(req: HttpRequest, state: web::Data<AppState>, path: web::Path<
     respond(StatusCode::OK, ctx(&state, &caller).test_oidc_idp(caller.tenant.slug.as_str(), &name).await)
 }
 
-pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
-    scope
-        .route("/oidc-idps", web::get().to(list))
-        .route("/oidc-idps", web::post().to(add))
-        .route("/oidc-idps/{name}", web::get().to(get))
-        .route("/oidc-idps/{name}", web::patch().to(update))
-        .route("/oidc-idps/{name}", web::delete().to(remove))
-        .route("/oidc-idps/{name}/test", web::post().to(test))
+admin_routes! {
+    GET "/oidc-idps" => list,
+    POST "/oidc-idps" => add,
+    GET "/oidc-idps/{name}" => get,
+    PATCH "/oidc-idps/{name}" => update,
+    DELETE "/oidc-idps/{name}" => remove,
+    POST "/oidc-idps/{name}/test" => test,
 }
