@@ -908,6 +908,7 @@ mod ldap;
 mod network;
 mod oidc;
 pub mod openapi;
+mod people;
 
 admin_routes! {
     GET "/openapi.json" => openapi::serve,
@@ -930,7 +931,7 @@ admin_routes! {
 }
 
 /// Every part of the admin API, in the order its routes are registered.
-const PARTS: [&Routes; 5] = [&ROUTES, &idp::ROUTES, &ldap::ROUTES, &network::ROUTES, &oidc::ROUTES];
+const PARTS: [&Routes; 6] = [&ROUTES, &idp::ROUTES, &ldap::ROUTES, &network::ROUTES, &oidc::ROUTES, &people::ROUTES];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let scope = web::scope(SCOPE).app_data(json_config());
