@@ -196,7 +196,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
         ));
     }
     let actor = match &verified.user {
-        Some(u) if u.is_admin && u.tenant_id == tenant.id => u.email.to_string(),
+        Some(u) if crate::admin::may_administer(u, &tenant) => u.email.to_string(),
         Some(_) => return Err(problem(StatusCode::FORBIDDEN, "forbidden", "the user is not an admin of this tenant")),
         None => format!("client:{}", verified.claims.client_id),
     };

@@ -55,6 +55,68 @@ pub enum AdminError {
     Store(#[from] sqlx::Error),
 }
 
+/// Whether `user` may administer `tenant`: the one rule for the admin API (a user's token)
+/// and the admin console (a user's session).
+pub fn may_administer(user: &User, tenant: &Tenant) -> bool {
+    user.is_admin && user.tenant_id == tenant.id && !user.disabled
+}
+
+/// How a refused admin operation is answered, whichever face (API, console) answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    NotFound,
+    Conflict,
+    Invalid,
+    TooLarge,
+    /// A directory or IdP the operation needed did not answer.
+    Unavailable,
+    /// The password hashing queue is full.
+    Busy,
+    Internal,
+}
+
+impl AdminError {
+    pub fn class(&self) -> ErrorClass {
+        use crate::ldap::cards::CardError;
+        use crate::netpolicy::lists::ListError;
+        use crate::oauth::client::ClientError;
+        use crate::oauth::resource::ResourceError;
+        use crate::saml::{IdpError, MetadataError};
+        use crate::upstream_oidc::OidcIdpError;
+        match self {
+            AdminError::Credential(CredentialError::Hash(password::hasher::HashError::Busy)) => ErrorClass::Busy,
+            AdminError::Tenant(TenantError::NotFound(_))
+            | AdminError::User(UserError::NotFound(_))
+            | AdminError::Resource(ResourceError::NotFound(_))
+            | AdminError::Idp(IdpError::NotFound(_))
+            | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_))
+            | AdminError::IpList(ListError::NotFound(_)) => ErrorClass::NotFound,
+            AdminError::IpList(ListError::Duplicate(_))
+            | AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
+            | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
+            | AdminError::Client(ClientError::Taken(_))
+            | AdminError::Resource(ResourceError::Taken(_))
+            | AdminError::Idp(IdpError::EntityIdTaken { .. }) => ErrorClass::Conflict,
+            AdminError::Oidc(OidcIdpError::NotFound(_)) => ErrorClass::NotFound,
+            AdminError::Oidc(OidcIdpError::NameTaken(_)) => ErrorClass::Conflict,
+            AdminError::Oidc(OidcIdpError::Discovery(_)) => ErrorClass::Unavailable,
+            AdminError::Oidc(OidcIdpError::Store(_) | OidcIdpError::Unseal) => ErrorClass::Internal,
+            AdminError::Metadata(MetadataError::TooLarge(_)) => ErrorClass::TooLarge,
+            AdminError::RefreshFailed(_) | AdminError::Card(CardError::Unavailable(_)) => ErrorClass::Unavailable,
+            AdminError::Store(_)
+            | AdminError::IpList(ListError::Store(_))
+            | AdminError::Card(CardError::Store(_) | CardError::Hash(_))
+            | AdminError::Keys(_)
+            | AdminError::Tenant(TenantError::Store(_))
+            | AdminError::User(UserError::Store(_))
+            | AdminError::Client(ClientError::Store(_))
+            | AdminError::Resource(ResourceError::Store(_))
+            | AdminError::Idp(IdpError::Store(_) | IdpError::Damaged(_)) => ErrorClass::Internal,
+            _ => ErrorClass::Invalid,
+        }
+    }
+}
+
 /// Who is acting, and when.
 pub struct AdminContext<'a> {
     pub store: &'a Store,

@@ -140,3 +140,136 @@ pub async fn purge(store: &Store, now: UnixTime) -> Result<u64, sqlx::Error> {
     .await?;
     Ok(r.rows_affected())
 }
+
+/// Events of one kind per UTC day since `since`, by outcome: `(day number, outcome, count)`
+/// (day number = unix time / 86400), for the console's overview chart.
+pub async fn daily_counts(
+    store: &Store,
+    tenant_id: &str,
+    event: &str,
+    since: UnixTime,
+) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT at / 86400 AS day, outcome, COUNT(*) AS n FROM audit_events \
+         WHERE tenant_id = $1 AND event = $2 AND at >= $3 GROUP BY at / 86400, outcome",
+    )
+    .bind(tenant_id)
+    .bind(event)
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("day")?, r.try_get("outcome")?, r.try_get("n")?))).collect()
+}
+
+/// What to look for in the audit log; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Matches the actor or the subject exactly (an address, `client:<id>`, a user id).
+    pub who: Option<String>,
+    /// An event name, or a prefix ending in `.` (`admin.` for every admin change).
+    pub event: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub from: Option<UnixTime>,
+    /// Exclusive.
+    pub until: Option<UnixTime>,
+}
+
+impl Outcome {
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "success" => Some(Outcome::Success),
+            "failure" => Some(Outcome::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// A page of a tenant's events matching `f`, newest first, older than event id `before`
+/// (keyset paging: stable while new events arrive).
+pub async fn search(
+    store: &Store,
+    tenant_id: &str,
+    f: &Filter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut sql = String::from(
+        "SELECT id, at, tenant_id, actor, subject, event, outcome, reason, client_ip, user_agent, detail \
+         FROM audit_events WHERE tenant_id = $1",
+    );
+    // Placeholders numbered in the order their values are bound below.
+    let mut n = 1;
+    let mut p = || {
+        n += 1;
+        format!("${n}")
+    };
+    let event_prefix = f.event.as_deref().is_some_and(|e| e.ends_with('.'));
+    if f.who.is_some() {
+        let (a, b) = (p(), p());
+        sql.push_str(&format!(" AND (actor = {a} OR subject = {b})"));
+    }
+    if f.event.is_some() {
+        if event_prefix {
+            let (a, b) = (p(), p());
+            sql.push_str(&format!(" AND substr(event, 1, length({a})) = {b}"));
+        } else {
+            sql.push_str(&format!(" AND event = {}", p()));
+        }
+    }
+    if f.outcome.is_some() {
+        sql.push_str(&format!(" AND outcome = {}", p()));
+    }
+    if f.from.is_some() {
+        sql.push_str(&format!(" AND at >= {}", p()));
+    }
+    if f.until.is_some() {
+        sql.push_str(&format!(" AND at < {}", p()));
+    }
+    if before.is_some() {
+        sql.push_str(&format!(" AND id < {}", p()));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", p()));
+    let mut q = sqlx::query(&sql).bind(tenant_id);
+    if let Some(w) = &f.who {
+        q = q.bind(w.clone()).bind(w.clone());
+    }
+    if let Some(e) = &f.event {
+        q = q.bind(e.clone());
+        if event_prefix {
+            q = q.bind(e.clone());
+        }
+    }
+    if let Some(o) = f.outcome {
+        q = q.bind(o.as_str());
+    }
+    if let Some(t) = f.from {
+        q = q.bind(t);
+    }
+    if let Some(t) = f.until {
+        q = q.bind(t);
+    }
+    if let Some(b) = before {
+        q = q.bind(b);
+    }
+    let rows = q.bind(limit).fetch_all(store.pool()).await?;
+    rows.iter().map(stored_from_row).collect()
+}
+
+fn stored_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    let at: i64 = r.try_get("at")?;
+    let detail: Option<String> = r.try_get("detail")?;
+    Ok(StoredEvent {
+        id: r.try_get("id")?,
+        at: crate::clock::rfc3339(at),
+        at_unix: at,
+        tenant_id: r.try_get("tenant_id")?,
+        actor: r.try_get("actor")?,
+        subject: r.try_get("subject")?,
+        event: r.try_get("event")?,
+        outcome: r.try_get("outcome")?,
+        reason: r.try_get("reason")?,
+        client_ip: r.try_get("client_ip")?,
+        user_agent: r.try_get("user_agent")?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}

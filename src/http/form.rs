@@ -61,6 +61,14 @@ impl From<FormError> for PageError {
 #[derive(Default)]
 pub struct FormFields(HashMap<String, String>);
 
+impl FormFields {
+    /// Fields read some other way (the text parts of a multipart form), already checked
+    /// for NUL and duplicates by the caller.
+    pub(crate) fn from_map(map: HashMap<String, String>) -> FormFields {
+        FormFields(map)
+    }
+}
+
 /// Field names only: values may be passwords.
 impl std::fmt::Debug for FormFields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,6 +6,7 @@
 
 mod card;
 pub mod client_ip;
+mod console;
 mod cors;
 pub mod csrf;
 pub mod error;
@@ -104,6 +105,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::discovery))
         .route("/.well-known/oauth-authorization-server/t/{tenant}", web::method(Method::OPTIONS).to(cors::preflight))
         .configure(crate::admin::api::configure)
+        .configure(console::configure)
         .route("/", web::get().to(pages::root))
         .route("/login", web::get().to(pages::discovery_form))
         .route("/login", web::post().to(pages::discovery_submit))

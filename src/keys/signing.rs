@@ -539,6 +539,42 @@ impl KeyRing {
     }
 }
 
+/// A tenant's token-signing key as the console lists it (never the private part).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub created_at: UnixTime,
+    pub activated_at: Option<UnixTime>,
+    pub retired_at: Option<UnixTime>,
+    pub remove_after: Option<UnixTime>,
+}
+
+/// The tenant's signing keys, active first.
+pub async fn list_keys(store: &Store, tenant_id: &str) -> Result<Vec<KeyInfo>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT kid, alg, state, created_at, activated_at, retired_at, remove_after FROM signing_keys \
+         WHERE tenant_id = $1 ORDER BY CASE state WHEN 'active' THEN 0 WHEN 'next' THEN 1 ELSE 2 END, alg, created_at DESC",
+    )
+    .bind(tenant_id)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(KeyInfo {
+                kid: r.try_get("kid")?,
+                alg: r.try_get("alg")?,
+                state: r.try_get("state")?,
+                created_at: r.try_get("created_at")?,
+                activated_at: r.try_get("activated_at")?,
+                retired_at: r.try_get("retired_at")?,
+                remove_after: r.try_get("remove_after")?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -420,6 +420,23 @@ pub async fn must_change(store: &Store, user_id: &str) -> Result<bool, sqlx::Err
     })
 }
 
+/// The tenant's accounts locked now (address, until when), for the console's overview.
+pub async fn locked_accounts(
+    store: &Store,
+    tenant_id: &str,
+    now: UnixTime,
+) -> Result<Vec<(String, UnixTime)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT u.email, p.locked_until FROM password_credentials p JOIN users u ON u.id = p.user_id \
+         WHERE u.tenant_id = $1 AND p.locked_until > $2 ORDER BY p.locked_until DESC LIMIT 100",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("email")?, r.try_get("locked_until")?))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

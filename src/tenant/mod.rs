@@ -272,6 +272,14 @@ pub async fn create(store: &Store, now: UnixTime, new: NewTenant) -> Result<Tena
     for d in &new.domains {
         insert_domain(&mut tx, &id, d).await?;
     }
+    // The instance's first tenant is remembered: its admins also manage tenants.
+    sqlx::query(
+        "INSERT INTO store_meta (name, value) SELECT 'first_tenant', $1 \
+         WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE id <> $1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     find_by_slug(store, &new.slug).await?.ok_or_else(|| TenantError::NotFound(new.slug.to_string()))
 }
@@ -350,6 +358,19 @@ pub async fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
         out.push(from_row(&row, domains_of(store, &id).await?)?);
     }
     Ok(out)
+}
+
+/// The instance's first tenant (the oldest): its admins also manage tenants in the console.
+pub async fn first_id(store: &Store) -> Result<Option<String>, sqlx::Error> {
+    // Recorded when it was created (see [`create`]); for a store older than that record,
+    // the oldest tenant.
+    let row = sqlx::query(
+        "SELECT COALESCE((SELECT m.value FROM store_meta m JOIN tenants t ON t.id = m.value WHERE m.name = 'first_tenant'), \
+         (SELECT id FROM tenants ORDER BY created_at, id LIMIT 1)) AS id",
+    )
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(|r| r.try_get::<Option<String>, _>("id")).transpose()?.flatten())
 }
 
 /// Applies `change` in one transaction: a refused value changes nothing.

@@ -7,6 +7,7 @@ mod browser;
 mod cards;
 mod cli;
 mod conformance;
+mod console;
 mod control_chars;
 mod credential_hygiene;
 mod isolation;
