@@ -4,9 +4,10 @@
 //! a replica needs lives in the store; `AppState` holds only handles and keys derived
 //! from configuration.
 
+mod account;
 mod card;
 pub mod client_ip;
-mod console;
+pub mod console;
 mod cors;
 pub mod csrf;
 pub mod error;
@@ -113,7 +114,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/t/{tenant}")
                 .route("/login", web::get().to(pages::password_form))
                 .route("/login", web::post().to(pages::password_submit))
-                .route("/account", web::get().to(pages::account))
+                .route("/account", web::get().to(account::page))
                 .route("/logout", web::post().to(pages::logout))
                 .route("/logout", web::get().to(oauth::end_session))
                 .route("/.well-known/openid-configuration", web::get().to(oauth::discovery))
@@ -152,6 +153,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/webauthn/register/begin", web::post().to(webauthn::register_begin))
                 .route("/webauthn/register/finish", web::post().to(webauthn::register_finish))
                 .route("/account/keys", web::get().to(webauthn::keys_page))
+                .route("/account/{action}", web::post().to(account::act))
                 .route("/account/keys/{id}/rename", web::post().to(webauthn::rename_key))
                 .route("/account/keys/{id}/delete", web::post().to(webauthn::delete_key)),
         )

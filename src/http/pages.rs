@@ -56,15 +56,6 @@ struct PasswordPage<'a> {
 }
 
 #[derive(Template)]
-#[template(path = "account.html")]
-struct AccountPage<'a> {
-    tenant_name: &'a str,
-    slug: &'a str,
-    email: &'a str,
-    csrf: &'a str,
-}
-
-#[derive(Template)]
 #[template(path = "change_password.html")]
 struct ChangePasswordPage<'a> {
     tenant_name: &'a str,
@@ -517,10 +508,6 @@ pub(super) async fn current_session(
     Ok(crate::oauth::active_user(&state.store, now, &s.user_id).await?.map(|u| (s, u)))
 }
 
-async fn current_user(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<Option<User>, PageError> {
-    Ok(current_session(req, state, tenant).await?.map(|(_, u)| u))
-}
-
 /// Ends the browser's session (if any) and audits the sign-out.
 pub(super) async fn end_current_session(req: &HttpRequest, state: &AppState) -> Result<(), PageError> {
     let Some(token) = state.cookies.read(req) else { return Ok(()) };
@@ -584,29 +571,6 @@ pub(super) fn confirm_logout_page(
 fn to_login(tenant: &Tenant, return_to: &str) -> HttpResponse {
     let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", return_to).finish();
     see_other(&format!("/t/{}/login?{q}", tenant.slug)).finish()
-}
-
-pub async fn account(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(&state, &path).await?;
-    let Some(user) = current_user(&req, &state, &tenant).await? else {
-        return Ok(to_login(&tenant, &format!("/t/{}/account", tenant.slug)));
-    };
-    if password::must_change(&state.store, &user.id).await? {
-        return Ok(see_other(&format!("/t/{}/password/change", tenant.slug)).finish());
-    }
-    let grant = state.csrf.grant(&req, state.now());
-    let body = AccountPage {
-        tenant_name: &tenant.name,
-        slug: tenant.slug.as_str(),
-        email: user.email.as_str(),
-        csrf: &grant.token,
-    }
-    .render()?;
-    Ok(html(StatusCode::OK, Some(&grant), body))
 }
 
 pub async fn logout(

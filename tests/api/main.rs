@@ -1,6 +1,7 @@
 //! Integration tests: the real server, over HTTP, on both stores.
 mod helpers;
 
+mod account;
 mod admin_api;
 mod bad_input;
 mod browser;
