@@ -5,6 +5,7 @@ mod account;
 mod admin_api;
 mod bad_input;
 mod browser;
+mod browser_console;
 mod cards;
 mod cli;
 mod conformance;

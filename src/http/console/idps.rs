@@ -129,7 +129,7 @@ pub async fn upload(c: &Console<'_>, parts: &Parts) -> Result<HttpResponse, Page
         Err(e) => {
             let field = if matches!(e, crate::admin::AdminError::Idp(crate::saml::IdpError::InvalidName(_))) { "name" } else { "metadata" };
             let (status, msg) = refusal(e)?;
-            let flash = Flash::error(format!("The metadata was refused; the working configuration is unchanged. {msg}"));
+            let flash = Flash::error(format!("The metadata was refused and the working configuration is unchanged: {msg}"));
             render(c, status, flash, FieldError { field, message: msg }, &name, vec![]).await
         }
     }

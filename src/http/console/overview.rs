@@ -39,7 +39,8 @@ struct Page {
 /// The chart: two bars a day (successes, failures), a labelled axis; numbers only, no
 /// text from outside, so nothing in it needs escaping.
 fn chart(days: &[Day]) -> String {
-    let max = days.iter().map(|d| d.ok.max(d.failed)).max().unwrap_or(0).max(1);
+    // Four gridlines at whole numbers: the scale is a multiple of 4.
+    let max = (days.iter().map(|d| d.ok.max(d.failed)).max().unwrap_or(0).max(1) + 3) / 4 * 4;
     let (w, h, left, bottom) = (700.0_f64, 220.0_f64, 40.0_f64, 30.0_f64);
     let plot_h = h - bottom - 10.0;
     let slot = (w - left) / days.len().max(1) as f64;
@@ -67,7 +68,8 @@ fn chart(days: &[Day]) -> String {
                 10.0 + plot_h - bh
             ));
         }
-        if i % 2 == 0 {
+        // Every other day is labelled, today always.
+        if (days.len() - 1 - i) % 2 == 0 {
             s.push_str(&format!(
                 r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#5b6475">{}</text>"##,
                 x + bar,
