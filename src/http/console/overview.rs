@@ -69,7 +69,7 @@ fn chart(days: &[Day]) -> String {
             ));
         }
         // Every other day is labelled, today always.
-        if (days.len() - 1 - i) % 2 == 0 {
+        if (days.len() - 1 - i).is_multiple_of(2) {
             s.push_str(&format!(
                 r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#5b6475">{}</text>"##,
                 x + bar,
