@@ -40,6 +40,7 @@ impl BootstrapReport {
             None => println!("Lanyard: admin password taken from LANYARD_BOOTSTRAP_ADMIN_PASSWORD"),
         }
         println!("Lanyard: sign in at {}", config.url("/login"));
+        println!("Lanyard: admin console at {}", config.url(&format!("/t/{}/admin", self.tenant_slug)));
     }
 }
 

@@ -90,7 +90,8 @@ impl AdminError {
             | AdminError::Resource(ResourceError::NotFound(_))
             | AdminError::Idp(IdpError::NotFound(_))
             | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_))
-            | AdminError::IpList(ListError::NotFound(_)) => ErrorClass::NotFound,
+            | AdminError::IpList(ListError::NotFound(_))
+            | AdminError::Client(ClientError::NotFound(_)) => ErrorClass::NotFound,
             AdminError::IpList(ListError::Duplicate(_))
             | AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))
@@ -420,10 +421,20 @@ impl AdminContext<'_> {
         client_id: &str,
     ) -> Result<String, AdminError> {
         let t = tenant_by_slug(self.store, &parse_slug(tenant_slug)?).await?;
-        let Some(secret) = crate::oauth::client::rotate_secret(self.store, secrets, &t.id, client_id).await? else {
-            return Err(AdminError::Invalid(format!("no client `{client_id}` in tenant `{tenant_slug}`")));
+        let Some(client) = crate::oauth::client::find(self.store, &t.id, client_id).await? else {
+            return Err(crate::oauth::client::ClientError::NotFound(client_id.chars().take(128).collect()).into());
         };
-        self.audit(Some(&t.id), None, "admin.client.rotate_secret", serde_json::json!({"client_id": client_id})).await;
+        let mut tx = self.store.begin_write().await?;
+        let secret = crate::oauth::client::rotate_secret(&mut tx, secrets, &client).await?;
+        self.audit_in(
+            &mut tx,
+            &t.id,
+            client_id,
+            "admin.client.rotate_secret",
+            Some(serde_json::json!({"client_id": client_id})),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(secret)
     }
 

@@ -68,6 +68,8 @@ pub enum ClientError {
     Invalid(String),
     #[error("a client `{0}` already exists in this tenant")]
     Taken(String),
+    #[error("no client `{0}` in this tenant")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
@@ -515,26 +517,24 @@ pub async fn delete(store: &Store, tenant_id: &str, client_id: &str) -> Result<b
     Ok(r.rows_affected() == 1)
 }
 
-/// Replaces a web or service client's secret with a new random one (returned once); the
-/// old secret stops working at once. `Ok(None)` when there is no such client;
-/// `Err(Invalid)` for a public client, which has no secret.
+/// Replaces a web or service client's secret with a new random one (returned once), in
+/// the caller's transaction; the old secret stops working at once. `Err(Invalid)` for a
+/// public client, which has no secret.
 pub async fn rotate_secret(
-    store: &Store,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     secrets: &SecretHasher,
-    tenant_id: &str,
-    client_id: &str,
-) -> Result<Option<String>, ClientError> {
-    let Some(c) = find(store, tenant_id, client_id).await? else { return Ok(None) };
-    if matches!(c.kind, ClientKind::Native | ClientKind::Spa) {
-        return Err(ClientError::Invalid(format!("`{}` is a public client: it has no secret", c.client_id)));
+    client: &Client,
+) -> Result<String, ClientError> {
+    if matches!(client.kind, ClientKind::Native | ClientKind::Spa) {
+        return Err(ClientError::Invalid(format!("`{}` is a public client: it has no secret", client.client_id)));
     }
     let secret = crate::keys::random_token(32);
     sqlx::query("UPDATE oauth_clients SET secret_hash = $1 WHERE id = $2")
         .bind(secrets.hash(&secret))
-        .bind(&c.row_id)
-        .execute(store.pool())
+        .bind(&client.row_id)
+        .execute(&mut **tx)
         .await?;
-    Ok(Some(secret))
+    Ok(secret)
 }
 
 #[cfg(test)]

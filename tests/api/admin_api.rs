@@ -9,7 +9,11 @@ use crate::helpers::*;
 use crate::oauth::{exchange, pkce, query_of, NATIVE_REDIRECT};
 use lanyard::oauth::client::{ClientKind, NewClient};
 
-both_stores!(service_client_administers_clients_users_and_policy, admin_api_refuses_without_the_right);
+both_stores!(
+    service_client_administers_clients_users_and_policy,
+    admin_api_refuses_without_the_right,
+    secret_rotation_and_sign_out_everywhere,
+);
 
 pub fn new_client(id: &str, kind: ClientKind, scopes: &[&str]) -> NewClient {
     NewClient {
@@ -220,4 +224,72 @@ async fn admin_api_refuses_without_the_right(kind: StoreKind) {
     }
     let r = http.get(format!("{}/t/nope/admin/api/clients", app.base)).bearer_auth(&plain).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+async fn secret_rotation_and_sign_out_everywhere(kind: StoreKind) {
+    let app = TestApp::spawn(kind).await;
+    app.tenant("acme").await;
+    app.user("acme", "alice@acme.test").await;
+    let api = Api {
+        app: &app,
+        token: service_token(&app, "acme", "ops", &["lanyard:admin"]).await,
+        http: reqwest::Client::new(),
+    };
+    use reqwest::Method as M;
+    let (_, c) = api
+        .send(M::POST, "/clients", Some(json!({"client_id": "printer-1", "kind": "service", "scopes": ["vault"]})))
+        .await;
+    let old = c["client_secret"].as_str().unwrap().to_string();
+    let base = app.base.clone();
+    let cc = |secret: String| {
+        let url = format!("{base}/t/acme/token");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth("printer-1", Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(cc(old.clone()).await, StatusCode::OK);
+    let (s, r) = api.send(M::POST, "/clients/printer-1/secret", None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let new = r["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(cc(old).await, StatusCode::UNAUTHORIZED, "the old secret stopped working");
+    assert_eq!(cc(new).await, StatusCode::OK);
+    assert_eq!(api.send(M::POST, "/clients/nobody/secret", None).await.0, StatusCode::NOT_FOUND);
+    let (_, _) = api
+        .send(
+            M::POST,
+            "/clients",
+            Some(json!({"client_id": "app", "kind": "native", "redirect_uris": [NATIVE_REDIRECT]})),
+        )
+        .await;
+    assert_eq!(
+        api.send(M::POST, "/clients/app/secret", None).await.0,
+        StatusCode::BAD_REQUEST,
+        "a public client has no secret"
+    );
+
+    // Sign out everywhere: the browser's session ends.
+    let b = app.browser();
+    assert_eq!(b.sign_in("acme", "alice@acme.test", PASSWORD).await.status(), 303);
+    let (s, r) = api.send(M::POST, "/users/alice@acme.test/sign-out", None).await;
+    assert_eq!((s, r["sessions_ended"].as_i64()), (StatusCode::OK, Some(1)));
+    assert_eq!(b.get("/t/acme/account").await.status(), 303);
+    let (s, v) = api.send(M::GET, "/users/alice@acme.test/vault", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+    assert_eq!(
+        api.send(M::DELETE, "/users/alice@acme.test/vault", None).await.0,
+        StatusCode::BAD_REQUEST,
+        "nothing to wipe"
+    );
+    let tenant = app.tenant_by_slug("acme").await;
+    let events: Vec<String> = app.audit(&tenant).await.into_iter().map(|e| e.event).collect();
+    assert!(events.contains(&"admin.client.rotate_secret".to_string()));
+    assert!(events.contains(&"admin.user.sign_out_everywhere".to_string()));
 }

@@ -33,6 +33,9 @@ pub struct Saml {
     pub allow_sha1: bool,
     pub username_attribute: String,
     pub jit: bool,
+    pub email_attribute: String,
+    pub name_attribute: String,
+    pub groups_attribute: String,
 }
 
 pub struct Oidc {
@@ -97,6 +100,9 @@ async fn render(
             allow_sha1: i.settings.allow_sha1,
             username_attribute: i.settings.username_attribute.clone().unwrap_or_default(),
             jit: i.settings.jit,
+            email_attribute: i.settings.attribute_map.email.clone().unwrap_or_default(),
+            name_attribute: i.settings.attribute_map.display_name.clone().unwrap_or_default(),
+            groups_attribute: i.settings.attribute_map.groups.clone().unwrap_or_default(),
         })
         .collect();
     let oidc = c
@@ -171,6 +177,9 @@ pub async fn act(c: &Console<'_>, action: &str, f: &FormFields) -> Result<HttpRe
                 Ok(r) => r,
                 Err(e) => return Err(PageError::bad_request(e.to_string())),
             };
+            let attr = |name: &'static str| -> Result<Option<String>, PageError> {
+                Ok(f.optional(name, 200)?.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()))
+            };
             let username = f.optional("username_attribute", 200)?.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
             let metadata_url = f.optional("metadata_url", 2000)?.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
             let change = SettingsChange {
@@ -179,7 +188,11 @@ pub async fn act(c: &Console<'_>, action: &str, f: &FormFields) -> Result<HttpRe
                 require_signed: require,
                 allow_sha1: Some(flag(f, "allow_sha1")?),
                 username_attribute: Some(username),
-                attribute_map: None,
+                attribute_map: Some(crate::saml::idp::AttributeMap {
+                    email: attr("email_attribute")?,
+                    display_name: attr("name_attribute")?,
+                    groups: attr("groups_attribute")?,
+                }),
                 jit: Some(flag(f, "jit")?),
                 make_default: flag(f, "make_default")?,
                 metadata_url: Some(metadata_url),
