@@ -66,7 +66,8 @@ impl AdminError {
             | AdminError::Idp(IdpError::NotFound(_))
             | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_))
             | AdminError::IpList(crate::netpolicy::lists::ListError::NotFound(_))
-            | AdminError::Client(ClientError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            | AdminError::Client(ClientError::NotFound(_))
+            | AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::IpList(crate::netpolicy::lists::ListError::Duplicate(_)) => (StatusCode::CONFLICT, "conflict"),
             AdminError::IpList(crate::netpolicy::lists::ListError::Store(_)) => {
                 tracing::error!(error = %self, "admin API internal error");

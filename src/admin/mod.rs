@@ -51,6 +51,9 @@ pub enum AdminError {
     IpList(#[from] crate::netpolicy::lists::ListError),
     #[error("{0}")]
     Oidc(crate::upstream_oidc::OidcIdpError),
+    /// Something the operation names does not exist (beyond the typed cases above).
+    #[error("{0}")]
+    NotFound(String),
     #[error("database error: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -91,7 +94,8 @@ impl AdminError {
             | AdminError::Idp(IdpError::NotFound(_))
             | AdminError::Ldap(crate::ldap::ServerConfigError::NotFound(_))
             | AdminError::IpList(ListError::NotFound(_))
-            | AdminError::Client(ClientError::NotFound(_)) => ErrorClass::NotFound,
+            | AdminError::Client(ClientError::NotFound(_))
+            | AdminError::NotFound(_) => ErrorClass::NotFound,
             AdminError::IpList(ListError::Duplicate(_))
             | AdminError::Tenant(TenantError::SlugTaken(_) | TenantError::DomainTaken(_))
             | AdminError::User(UserError::EmailTaken(_) | UserError::AddressUnavailable(_))

@@ -13,13 +13,13 @@ impl AdminContext<'_> {
     }
 
     /// Wipes the user's entries: one app's (by its client id or resource identifier) or
-    /// all of them, audited in the same transaction. Wiping nothing is `NotFound`-shaped.
+    /// all of them, audited in the same transaction. Wiping nothing is `NotFound`.
     pub async fn wipe_vault(&self, tenant_slug: &str, email: &str, app: Option<&str>) -> Result<u64, AdminError> {
         let u = self.user_by_email(email, Some(tenant_slug)).await?;
         let mut tx = self.store.begin_write().await?;
         let n = vault::wipe(&mut *tx, &u.tenant_id, &u.id, app).await?;
         if n == 0 {
-            return Err(AdminError::Invalid(match app {
+            return Err(AdminError::NotFound(match app {
                 Some(a) => format!("{} has no vault entry for `{}`", u.email, a.chars().take(200).collect::<String>()),
                 None => format!("{} has no vault entries", u.email),
             }));

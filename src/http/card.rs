@@ -272,7 +272,7 @@ pub async fn login_submit(
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
-            remember: false,
+            remember: crate::tenant::Remember::Never,
             upstream: None,
         },
         session::gate::Attempt {

@@ -253,7 +253,7 @@ pub async fn callback(
             user_agent: origin.user_agent.as_deref(),
             replaces: state.cookies.read(&req).as_ref(),
             one_time_password_proved: false,
-            remember: false,
+            remember: crate::tenant::Remember::Unticked,
             upstream: Some(crate::session::Upstream {
                 idp_id: &finished.idp.id,
                 expires_at: finished.upstream_expires_at,

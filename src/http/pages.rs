@@ -124,8 +124,8 @@ pub(super) fn safe_return_to(raw: Option<&str>) -> Option<String> {
 }
 
 /// The "keep me signed in" box of a sign-in form (its value is `yes` when ticked).
-pub(super) fn remember_ticked(form: &FormFields) -> Result<bool, PageError> {
-    Ok(form.optional("remember", 8)? == Some("yes"))
+pub(super) fn remember_ticked(form: &FormFields) -> Result<tenant::Remember, PageError> {
+    Ok(if form.optional("remember", 8)? == Some("yes") { tenant::Remember::Ticked } else { tenant::Remember::Unticked })
 }
 
 pub(super) fn check_query_len(q: &HintQuery) -> Result<(), PageError> {

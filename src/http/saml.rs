@@ -357,7 +357,7 @@ pub async fn acs(
                 user_agent: origin.user_agent.as_deref(),
                 replaces: presented.as_ref(),
                 one_time_password_proved: false,
-                remember: false,
+                remember: crate::tenant::Remember::Unticked,
                 upstream: None,
             };
             let attempt = gate::Attempt {

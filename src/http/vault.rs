@@ -14,19 +14,27 @@ use futures_util::StreamExt;
 
 use super::AppState;
 use crate::oauth::tokens;
-use crate::vault::{self, Precondition, VaultCaller, VaultError, Written};
+use crate::vault::{self, Evaluation, Precondition, VaultCaller, VaultError, Written};
 
 fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     let mut b = HttpResponse::build(status);
     b.insert_header((header::CACHE_CONTROL, "no-store"));
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        let v = format!("Bearer error=\"{code}\", error_description=\"{message}\"");
+        // RFC 6750 §3: no error code when the request carried no token at all; the scope
+        // the resource needs with insufficient_scope.
+        let v = match code {
+            "" => "Bearer realm=\"lanyard-vault\"".to_string(),
+            "insufficient_scope" => {
+                format!("Bearer error=\"{code}\", error_description=\"{message}\", scope=\"{}\"", vault::VAULT_SCOPE)
+            }
+            _ => format!("Bearer error=\"{code}\", error_description=\"{message}\""),
+        };
         b.insert_header((
             header::WWW_AUTHENTICATE,
             HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer")),
         ));
     }
-    b.json(serde_json::json!({"error": code, "error_description": message}))
+    b.json(serde_json::json!({"error": if code.is_empty() { "invalid_token" } else { code }, "error_description": message}))
 }
 
 fn vault_error(e: &VaultError) -> HttpResponse {
@@ -55,8 +63,9 @@ async fn caller(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Vault
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "invalid_token", "a Bearer access token is required"))?;
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|h| h.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| &h[7..]))
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "", "a Bearer access token is required"))?;
     let issuer = super::oauth::issuer(state, &tenant);
     let verified =
         match tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim())
@@ -69,29 +78,49 @@ async fn caller(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Vault
     VaultCaller::from_token(&state.store, &tenant.id, &verified).await.map_err(|e| vault_error(&e))
 }
 
-/// `If-Match` / `If-None-Match` (RFC 9110 §13.1.1–2; weak tags never match If-Match).
+/// A list of entity tags or `*` (RFC 9110 §8.8.3, §13.1.1–2).
+fn tags(req: &HttpRequest, name: header::HeaderName) -> Result<Option<Option<Vec<String>>>, &'static str> {
+    let mut all = Vec::new();
+    for v in req.headers().get_all(name) {
+        all.push(v.to_str().map_err(|_| "a precondition header is not ASCII")?.to_string());
+    }
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let joined = all.join(",");
+    if joined.trim() == "*" {
+        return Ok(Some(None));
+    }
+    let list: Vec<String> = joined
+        .split(',')
+        .map(str::trim)
+        .filter(|t| t.starts_with('"') || t.starts_with("W/\""))
+        .map(str::to_string)
+        .collect();
+    Ok(Some(Some(list)))
+}
+
+/// `If-Match` and `If-None-Match`, both kept (If-Match is evaluated first).
 fn precondition(req: &HttpRequest) -> Result<Precondition, &'static str> {
-    let read = |name: header::HeaderName| -> Result<Option<String>, &'static str> {
-        let mut all = Vec::new();
-        for v in req.headers().get_all(name) {
-            all.push(v.to_str().map_err(|_| "a precondition header is not ASCII")?.to_string());
-        }
-        Ok((!all.is_empty()).then(|| all.join(",")))
+    Ok(Precondition { if_match: tags(req, header::IF_MATCH)?, if_none_match: tags(req, header::IF_NONE_MATCH)? })
+}
+
+/// Audits a refusal of a known caller and returns its answer.
+async fn refused(state: &AppState, req: &HttpRequest, who: &VaultCaller, event: &str, e: VaultError) -> HttpResponse {
+    let reason = match &e {
+        VaultError::NotFound => "not_found",
+        VaultError::PreconditionFailed => "precondition_failed",
+        VaultError::TooLarge(_) => "too_large",
+        VaultError::Empty | VaultError::BadContentType(_) => "invalid_body",
+        _ => "",
     };
-    if let Some(v) = read(header::IF_MATCH)? {
-        if v.trim() == "*" {
-            return Ok(Precondition::IfMatch(None));
+    if !reason.is_empty() {
+        let origin = super::pages::origin_of(req, state);
+        if let Err(err) = vault::audit_refusal(&state.store, state.now(), who, event, reason, &origin).await {
+            tracing::error!(%err, "could not write audit event");
         }
-        let tags = v.split(',').map(str::trim).filter(|t| t.starts_with('"')).map(str::to_string).collect();
-        return Ok(Precondition::IfMatch(Some(tags)));
     }
-    if let Some(v) = read(header::IF_NONE_MATCH)? {
-        if v.trim() == "*" {
-            return Ok(Precondition::IfNoneMatchAny);
-        }
-        return Err("If-None-Match is supported only as `*` (create only); use If-Match to replace");
-    }
-    Ok(Precondition::None)
+    vault_error(&e)
 }
 
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
@@ -99,8 +128,24 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<S
         Ok(w) => w,
         Err(r) => return r,
     };
+    let pre = match precondition(&req) {
+        Ok(p) => p,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
+    };
     match vault::get(&state.store, &state.vault, &who).await {
         Ok(entry) => {
+            match pre.evaluate(Some(&entry.etag), true) {
+                Evaluation::Proceed => {}
+                Evaluation::NotModified => {
+                    return HttpResponse::NotModified()
+                        .insert_header((header::ETAG, entry.etag))
+                        .insert_header((header::CACHE_CONTROL, "no-store"))
+                        .finish()
+                }
+                Evaluation::Failed => {
+                    return refused(&state, &req, &who, "vault.get", VaultError::PreconditionFailed).await
+                }
+            }
             if let Err(e) = vault::audit_read(
                 &state.store,
                 state.now(),
@@ -118,7 +163,10 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<S
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .body(entry.body)
         }
-        Err(e) => vault_error(&e),
+        Err(VaultError::NotFound) if pre.if_match.is_some() => {
+            refused(&state, &req, &who, "vault.get", VaultError::PreconditionFailed).await
+        }
+        Err(e) => refused(&state, &req, &who, "vault.get", e).await,
     }
 }
 
@@ -139,7 +187,7 @@ pub async fn put(
     let max = state.config.vault_max_bytes;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > max as u64 {
-            return vault_error(&VaultError::TooLarge(max));
+            return refused(&state, &req, &who, "vault.put", VaultError::TooLarge(max)).await;
         }
     }
     // Read at most one byte past the cap, whatever Content-Length said.
@@ -150,7 +198,7 @@ pub async fn put(
         };
         body.extend_from_slice(&chunk);
         if body.len() > max {
-            return vault_error(&VaultError::TooLarge(max));
+            return refused(&state, &req, &who, "vault.put", VaultError::TooLarge(max)).await;
         }
     }
     let content_type = match req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str()) {
@@ -167,7 +215,7 @@ pub async fn put(
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .finish()
         }
-        Err(e) => vault_error(&e),
+        Err(e) => refused(&state, &req, &who, "vault.put", e).await,
     }
 }
 
@@ -183,6 +231,6 @@ pub async fn delete(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     let origin = super::pages::origin_of(&req, &state);
     match vault::delete(&state.store, state.now(), &who, &pre, &origin).await {
         Ok(()) => HttpResponse::NoContent().insert_header((header::CACHE_CONTROL, "no-store")).finish(),
-        Err(e) => vault_error(&e),
+        Err(e) => refused(&state, &req, &who, "vault.delete", e).await,
     }
 }

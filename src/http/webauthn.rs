@@ -281,7 +281,7 @@ async fn finish(
     app: Option<&crate::oauth::client::Client>,
     target: &str,
     upstream: Option<crate::session::Upstream<'_>>,
-    remember: bool,
+    remember: crate::tenant::Remember,
 ) -> HttpResponse {
     let origin = origin_of(req, state);
     let now = state.now();
@@ -409,7 +409,20 @@ pub async fn passkey_finish(
     let app = gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await.ok().flatten();
     // A user-verifying passkey is two factors in one (possession, and PIN or biometrics).
     let amr = format!("{} user mfa", verified.key_amr);
-    finish(&req, &state, &tenant, &user, &amr, false, "passkey", app.as_ref(), &target, None, false).await
+    finish(
+        &req,
+        &state,
+        &tenant,
+        &user,
+        &amr,
+        false,
+        "passkey",
+        app.as_ref(),
+        &target,
+        None,
+        crate::tenant::Remember::Unticked,
+    )
+    .await
 }
 
 /// [`signin::before`] for the JSON endpoints: a refusal is already the response.

@@ -91,8 +91,8 @@ pub struct StartSession<'a> {
     /// Signed in through an upstream OpenID Provider (its id) whose own token ends at the
     /// given time: the session ends no later, and so do the grants issued from it.
     pub upstream: Option<Upstream<'a>>,
-    /// The person ticked "keep me signed in" (honoured when the tenant offers it).
-    pub remember: bool,
+    /// "Keep me signed in" as the route saw it (honoured per the tenant's policy).
+    pub remember: crate::tenant::Remember,
 }
 
 /// A session just started: its cookie value, and for how many seconds the cookie may

@@ -43,8 +43,8 @@ pub struct Pending {
     pub upstream_idp_id: Option<String>,
     pub upstream_expires_at: Option<UnixTime>,
     pub upstream_refresh_sealed: Option<String>,
-    /// "Keep me signed in" was ticked on the first step.
-    pub remember: bool,
+    /// "Keep me signed in" as the first step saw it.
+    pub remember: crate::tenant::Remember,
 }
 
 pub struct NewPending<'a> {
@@ -55,7 +55,7 @@ pub struct NewPending<'a> {
     pub one_time_password_proved: bool,
     pub return_to: Option<&'a str>,
     pub upstream: Option<super::Upstream<'a>>,
-    pub remember: bool,
+    pub remember: crate::tenant::Remember,
 }
 
 pub async fn create(store: &Store, now: UnixTime, p: NewPending<'_>) -> Result<PendingToken, sqlx::Error> {
@@ -75,7 +75,7 @@ pub async fn create(store: &Store, now: UnixTime, p: NewPending<'_>) -> Result<P
     .bind(p.upstream.map(|u| u.idp_id))
     .bind(p.upstream.map(|u| u.expires_at))
     .bind(p.upstream.and_then(|u| u.refresh_sealed))
-    .bind(p.remember as i64)
+    .bind(p.remember.stored())
     .execute(store.pool())
     .await?;
     Ok(token)
@@ -92,7 +92,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         upstream_idp_id: r.try_get("upstream_idp_id")?,
         upstream_expires_at: r.try_get("upstream_expires_at")?,
         upstream_refresh_sealed: r.try_get("upstream_refresh_sealed")?,
-        remember: r.try_get::<i64, _>("remember")? != 0,
+        remember: crate::tenant::Remember::from_stored(r.try_get::<i64, _>("remember")?),
     })
 }
 

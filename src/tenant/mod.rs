@@ -55,6 +55,32 @@ pub struct TenantPolicy {
     pub persistent_sessions: Persistence,
 }
 
+/// What the sign-in says about keeping the session: the box ticked or not, or a route whose
+/// sessions never outlive the browser (a shared kiosk: the card page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remember {
+    Unticked,
+    Ticked,
+    Never,
+}
+
+impl Remember {
+    pub fn from_stored(v: i64) -> Remember {
+        match v {
+            1 => Remember::Ticked,
+            2 => Remember::Never,
+            _ => Remember::Unticked,
+        }
+    }
+    pub fn stored(self) -> i64 {
+        match self {
+            Remember::Unticked => 0,
+            Remember::Ticked => 1,
+            Remember::Never => 2,
+        }
+    }
+}
+
 /// "Keep me signed in": never, when the person ticks the box on a sign-in form, or always.
 /// A persistent cookie lives for the session's absolute lifetime; the idle timeout and
 /// sign-out still end the session on the server.
@@ -86,11 +112,11 @@ impl Persistence {
         }
     }
     /// Whether a session started now is persistent, given the person's choice.
-    pub fn applies(&self, remember: bool) -> bool {
-        match self {
-            Persistence::Off => false,
-            Persistence::Offer => remember,
-            Persistence::Always => true,
+    pub fn applies(&self, remember: Remember) -> bool {
+        match (self, remember) {
+            (_, Remember::Never) | (Persistence::Off, _) => false,
+            (Persistence::Offer, r) => r == Remember::Ticked,
+            (Persistence::Always, _) => true,
         }
     }
 }

@@ -9,8 +9,11 @@
 //! Who may touch an entry is decided only by [`VaultCaller::from_token`]: an access token
 //! (never an ID token) for a person (not a client acting for itself) that carries the
 //! `vault` scope; the app is the token's audience — a registered resource server, or the
-//! client itself when the token names no resource. An app reaches only its own entry for
-//! the person whose token it holds.
+//! client itself when the token names no resource. A resource audience is always paired
+//! with the client holding the token: any client allowed a resource's scope can ask for a
+//! token for that resource, so the resource alone must not name an entry (one client
+//! would reach another's). An app reaches only its own entry for the person whose token it
+//! holds.
 //!
 //! Replacement is safe with ETags: every write gets a new random tag; `If-Match` (a tag or
 //! `*`) and `If-None-Match: *` are honoured, a mismatch is [`VaultError::PreconditionFailed`].
@@ -54,8 +57,16 @@ pub enum VaultError {
 /// app) or a registered resource server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum App {
-    Client { row_id: String, client_id: String },
-    Resource { row_id: String, identifier: String },
+    Client {
+        row_id: String,
+        client_id: String,
+    },
+    /// A resource server, as reached through one client.
+    Resource {
+        row_id: String,
+        identifier: String,
+        client_row_id: String,
+    },
 }
 
 impl App {
@@ -63,7 +74,7 @@ impl App {
     fn key(&self) -> String {
         match self {
             App::Client { row_id, .. } => format!("client:{row_id}"),
-            App::Resource { row_id, .. } => format!("resource:{row_id}"),
+            App::Resource { row_id, client_row_id, .. } => format!("resource:{row_id}:client:{client_row_id}"),
         }
     }
     pub fn name(&self) -> &str {
@@ -79,6 +90,8 @@ impl App {
 pub struct VaultCaller {
     pub tenant_id: String,
     pub user_id: String,
+    /// The person's address: the audit events' subject.
+    pub email: String,
     pub client_id: String,
     pub app: App,
 }
@@ -102,13 +115,14 @@ impl VaultCaller {
             App::Client { row_id: c.crid.clone(), client_id: c.client_id.clone() }
         } else {
             match crate::oauth::resource::find(store, tenant_id, &c.aud).await? {
-                Some(r) => App::Resource { row_id: r.row_id, identifier: r.identifier },
+                Some(r) => App::Resource { row_id: r.row_id, identifier: r.identifier, client_row_id: c.crid.clone() },
                 None => return Err(VaultError::UnknownApp),
             }
         };
         Ok(VaultCaller {
             tenant_id: tenant_id.to_string(),
             user_id: user.id.clone(),
+            email: user.email.to_string(),
             client_id: c.client_id.clone(),
             app,
         })
@@ -135,25 +149,58 @@ pub struct EntrySummary {
     pub updated_at: UnixTime,
 }
 
-/// A precondition from `If-Match` / `If-None-Match`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Precondition {
-    None,
-    /// `If-Match: *` (`None` inside) or a list of tags.
-    IfMatch(Option<Vec<String>>),
-    /// `If-None-Match: *`: create only.
-    IfNoneMatchAny,
+/// The preconditions of a request (RFC 9110 §13.1): `If-Match` and `If-None-Match`, each
+/// absent (`None`), `*` (`Some(None)`) or a list of entity tags (`Some(Some(tags))`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Precondition {
+    pub if_match: Option<Option<Vec<String>>>,
+    pub if_none_match: Option<Option<Vec<String>>>,
+}
+
+/// How a conditional request fares against the entry's current tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluation {
+    Proceed,
+    /// 412 Precondition Failed.
+    Failed,
+    /// A GET whose `If-None-Match` matched: 304 Not Modified.
+    NotModified,
 }
 
 impl Precondition {
-    fn holds(&self, current: Option<&str>) -> bool {
-        match (self, current) {
-            (Precondition::None, _) => true,
-            (Precondition::IfMatch(_), None) => false,
-            (Precondition::IfMatch(None), Some(_)) => true,
-            (Precondition::IfMatch(Some(tags)), Some(cur)) => tags.iter().any(|t| t == cur),
-            (Precondition::IfNoneMatchAny, cur) => cur.is_none(),
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
+    /// RFC 9110 §13.2.2: If-Match first (strong comparison: a weak tag never matches),
+    /// then If-None-Match (weak comparison); for a GET a matching If-None-Match is 304.
+    pub fn evaluate(&self, current: Option<&str>, is_get: bool) -> Evaluation {
+        if let Some(m) = &self.if_match {
+            let ok = match (m, current) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(tags), Some(c)) => tags.iter().any(|t| t == c),
+            };
+            if !ok {
+                return Evaluation::Failed;
+            }
         }
+        if let Some(n) = &self.if_none_match {
+            let weak = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_string();
+            let matched = match (n, current) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(tags), Some(c)) => tags.iter().any(|t| weak(t) == weak(c)),
+            };
+            if matched {
+                return if is_get { Evaluation::NotModified } else { Evaluation::Failed };
+            }
+        }
+        Evaluation::Proceed
+    }
+
+    fn holds(&self, current: Option<&str>) -> bool {
+        self.evaluate(current, false) == Evaluation::Proceed
     }
 }
 
@@ -260,11 +307,12 @@ pub async fn put(
     let size = body.len() as i64;
     let written = match &current {
         Some(old) => {
-            // Compare-and-set on the tag read above: a concurrent writer that got in first
-            // makes this one a precondition failure instead of a lost update.
+            // A conditional write is a compare-and-set on the tag read above: a concurrent
+            // writer that got in first makes it a precondition failure, not a lost update.
+            // An unconditional write replaces whatever is there (`$9` is then NULL).
             let r = sqlx::query(
                 "UPDATE vault_entries SET content_type = $1, sealed = $2, size = $3, etag = $4, updated_at = $5 \
-                 WHERE tenant_id = $6 AND user_id = $7 AND app = $8 AND etag = $9",
+                 WHERE tenant_id = $6 AND user_id = $7 AND app = $8 AND ($9 IS NULL OR etag = $9)",
             )
             .bind(content_type)
             .bind(sealed)
@@ -274,7 +322,7 @@ pub async fn put(
             .bind(&who.tenant_id)
             .bind(&who.user_id)
             .bind(&app)
-            .bind(old)
+            .bind((!pre.is_empty()).then_some(old))
             .execute(&mut *tx)
             .await?;
             if r.rows_affected() != 1 {
@@ -285,7 +333,7 @@ pub async fn put(
         None => {
             let (client_row, resource_row) = match &who.app {
                 App::Client { row_id, .. } => (Some(row_id.clone()), None),
-                App::Resource { row_id, .. } => (None, Some(row_id.clone())),
+                App::Resource { row_id, client_row_id, .. } => (Some(client_row_id.clone()), Some(row_id.clone())),
             };
             let r = sqlx::query(
                 "INSERT INTO vault_entries (id, tenant_id, user_id, app, app_name, client_row_id, resource_id, \
@@ -341,13 +389,17 @@ pub async fn delete(
     if !pre.holds(Some(&cur)) {
         return Err(VaultError::PreconditionFailed);
     }
-    sqlx::query("DELETE FROM vault_entries WHERE tenant_id = $1 AND user_id = $2 AND app = $3 AND etag = $4")
+    let r = sqlx::query("DELETE FROM vault_entries WHERE tenant_id = $1 AND user_id = $2 AND app = $3 AND etag = $4")
         .bind(&who.tenant_id)
         .bind(&who.user_id)
         .bind(&app)
         .bind(&cur)
         .execute(&mut *tx)
         .await?;
+    // A write between the read and here changed the tag: this delete did not happen.
+    if r.rows_affected() != 1 {
+        return Err(VaultError::PreconditionFailed);
+    }
     audit(&mut *tx, now, who, "vault.delete", origin, None).await?;
     tx.commit().await?;
     Ok(())
@@ -362,6 +414,34 @@ pub async fn audit_read(
     size: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     audit(store.pool(), now, who, "vault.get", origin, size).await
+}
+
+/// Records an access the vault refused once the caller was known (no entry, a failed
+/// precondition, a refused body): `event` with outcome failure and `reason`.
+pub async fn audit_refusal(
+    store: &Store,
+    now: UnixTime,
+    who: &VaultCaller,
+    event: &str,
+    reason: &str,
+    origin: &crate::audit::Origin,
+) -> Result<(), sqlx::Error> {
+    let actor = format!("client:{}", who.client_id);
+    crate::audit::record(
+        store.pool(),
+        now,
+        crate::audit::Event {
+            tenant_id: Some(&who.tenant_id),
+            actor: &actor,
+            subject: Some(&who.email),
+            event,
+            outcome: crate::audit::Outcome::Failure,
+            reason: Some(reason),
+            origin,
+            detail: Some(serde_json::json!({"app": who.app.name()})),
+        },
+    )
+    .await
 }
 
 async fn audit<'e, E>(
@@ -382,7 +462,7 @@ where
         crate::audit::Event {
             tenant_id: Some(&who.tenant_id),
             actor: &actor,
-            subject: Some(&who.user_id),
+            subject: Some(&who.email),
             event,
             outcome: crate::audit::Outcome::Success,
             reason: None,
@@ -455,16 +535,21 @@ mod tests {
 
     #[test]
     fn preconditions() {
-        let tags = |t: &[&str]| Precondition::IfMatch(Some(t.iter().map(|s| s.to_string()).collect()));
-        assert!(Precondition::None.holds(None));
-        assert!(Precondition::None.holds(Some("\"a\"")));
-        assert!(!Precondition::IfMatch(None).holds(None));
-        assert!(Precondition::IfMatch(None).holds(Some("\"a\"")));
-        assert!(tags(&["\"b\"", "\"a\""]).holds(Some("\"a\"")));
-        assert!(!tags(&["\"b\""]).holds(Some("\"a\"")));
-        assert!(!tags(&["\"a\""]).holds(None));
-        assert!(Precondition::IfNoneMatchAny.holds(None));
-        assert!(!Precondition::IfNoneMatchAny.holds(Some("\"a\"")));
+        let tags = |t: &[&str]| Some(Some(t.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+        let m = |t| Precondition { if_match: t, if_none_match: None };
+        let n = |t| Precondition { if_match: None, if_none_match: t };
+        assert!(Precondition::default().holds(None) && Precondition::default().holds(Some("\"a\"")));
+        assert!(!m(Some(None)).holds(None));
+        assert!(m(Some(None)).holds(Some("\"a\"")));
+        assert!(m(tags(&["\"b\"", "\"a\""])).holds(Some("\"a\"")));
+        assert!(!m(tags(&["\"b\""])).holds(Some("\"a\"")));
+        assert!(!m(tags(&["W/\"a\""])).holds(Some("\"a\"")), "If-Match compares strongly");
+        assert!(n(Some(None)).holds(None));
+        assert!(!n(Some(None)).holds(Some("\"a\"")));
+        assert_eq!(n(tags(&["W/\"a\""])).evaluate(Some("\"a\""), true), Evaluation::NotModified, "weak comparison");
+        assert_eq!(n(tags(&["\"b\""])).evaluate(Some("\"a\""), true), Evaluation::Proceed);
+        let both = Precondition { if_match: tags(&["\"a\""]), if_none_match: tags(&["\"a\""]) };
+        assert_eq!(both.evaluate(Some("\"a\""), false), Evaluation::Failed, "both are evaluated");
     }
 
     #[test]

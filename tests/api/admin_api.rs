@@ -285,7 +285,7 @@ async fn secret_rotation_and_sign_out_everywhere(kind: StoreKind) {
     assert_eq!((s, v), (StatusCode::OK, json!([])));
     assert_eq!(
         api.send(M::DELETE, "/users/alice@acme.test/vault", None).await.0,
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "nothing to wipe"
     );
     let tenant = app.tenant_by_slug("acme").await;

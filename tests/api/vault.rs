@@ -134,10 +134,25 @@ async fn vault_keeps_one_sealed_entry_per_person_and_app(kind: StoreKind) {
     assert_eq!(v.get(&at_a).await.bytes().await.unwrap().as_ref(), b"second version");
     assert_eq!(v.put(&at_a, BLOB, &[]).await.status(), 204, "no precondition: an unconditional replace");
 
+    // Conditional GET: a matching If-None-Match is 304, a failing If-Match 412.
+    let cur = etag(&v.get(&at_a).await);
+    let r = v.http.get(v.url()).bearer_auth(&at_a).header("if-none-match", &cur).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    let r = v.http.get(v.url()).bearer_auth(&at_a).header("if-match", "\"other\"").send().await.unwrap();
+    assert_eq!(r.status(), 412);
+    // The scheme is case-insensitive; no token at all is a 401 without an error code.
+    let r = v.http.get(v.url()).header("authorization", format!("BEARER {at_a}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = v.http.get(v.url()).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!r.headers()["www-authenticate"].to_str().unwrap().contains("error="));
+
     // Tokens that must not reach the vault.
     let (s, e) = error_of(v.get(&id_a).await).await;
     assert_eq!((s.as_u16(), e.as_str()), (401, "invalid_token"), "an ID token is not an access token");
-    let (s, e) = error_of(v.get(&no_scope).await).await;
+    let r = v.get(&no_scope).await;
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("scope=\"vault\""));
+    let (s, e) = error_of(r).await;
     assert_eq!((s.as_u16(), e.as_str()), (403, "insufficient_scope"), "no vault scope");
     let service = service_token(&app, "acme", "kiosk-svc", &["vault"]).await;
     let (s, e) = error_of(v.get(&service).await).await;
@@ -181,7 +196,7 @@ async fn vault_keeps_one_sealed_entry_per_person_and_app(kind: StoreKind) {
     for ev in ["vault.put", "vault.get"] {
         assert!(
             events.iter().any(|e| e.event == ev
-                && e.subject.as_deref() == Some(alice_user.id.as_str())
+                && e.subject.as_deref() == Some(alice_user.email.as_str())
                 && e.actor == "client:gallery-a"
                 && e.detail.as_ref().is_some_and(|d| d["app"] == "gallery-a")),
             "{ev} audited"
@@ -198,7 +213,16 @@ async fn vault_keeps_one_sealed_entry_per_person_and_app(kind: StoreKind) {
     assert_eq!(v.delete(&at_a, &[]).await.status(), 204);
     assert_eq!(v.get(&at_a).await.status(), 404);
     assert_eq!(v.delete(&at_a, &[]).await.status(), 404);
-    assert!(app.audit(&tenant).await.iter().any(|e| e.event == "vault.delete"));
+    let events = app.audit(&tenant).await;
+    assert!(events.iter().any(|e| e.event == "vault.delete" && e.outcome == "success"));
+    for reason in ["not_found", "precondition_failed", "too_large"] {
+        assert!(
+            events.iter().any(|e| e.event.starts_with("vault.")
+                && e.outcome == "failure"
+                && e.reason.as_deref() == Some(reason)),
+            "refusal {reason} audited"
+        );
+    }
 
     // Deleting the app deletes its entries; deleting the person deletes theirs.
     assert_eq!(v.put(&at_a, BLOB, &[]).await.status(), 201);
@@ -220,6 +244,13 @@ async fn vault_for_a_resource_server_and_admin_wipe(kind: StoreKind) {
     assert_eq!(crate::oauth::claims(&at)["aud"], api);
     assert_eq!(v.put(&at, BLOB, &[]).await.status(), 201);
     assert_eq!(v.get(&at).await.bytes().await.unwrap().as_ref(), BLOB);
+    // Another client asking for a token for the same API reaches only its own entry:
+    // the API alone does not name an entry.
+    let (other, _) = tokens_for(&app, &alice, "gallery-b", "openid vault", Some(api)).await;
+    assert_eq!(crate::oauth::claims(&other)["aud"], api);
+    assert_eq!(v.get(&other).await.status(), 404);
+    assert_eq!(v.delete(&other, &[]).await.status(), 404);
+    assert_eq!(v.get(&at).await.bytes().await.unwrap().as_ref(), BLOB, "untouched");
 
     // Admins see that the entry exists (app, size, when), never its content.
     let list = app.admin().vault_entries("acme", "alice@acme.test").await.unwrap();

@@ -163,9 +163,26 @@ pub async fn export(c: &Console<'_>, q: &Query) -> Result<HttpResponse, PageErro
             body.push('\n');
         }
     }
+    // Reading the whole log out is itself recorded, with the filter used.
+    let origin = super::super::pages::origin_of(c.req, c.state);
+    let detail = serde_json::json!({"format": format, "events": events.len(), "filter": encoded(&p.raw)});
+    let e = crate::audit::Event {
+        tenant_id: Some(&c.tenant.id),
+        actor: c.admin.email.as_str(),
+        subject: None,
+        event: "admin.audit.export",
+        outcome: crate::audit::Outcome::Success,
+        reason: None,
+        origin: &origin,
+        detail: Some(detail),
+    };
+    crate::audit::record(c.state.store.pool(), c.state.now(), e).await?;
+    let truncated = events.len() as i64 >= EXPORT_LIMIT;
     let (ctype, ext) = if format == "csv" { ("text/csv; charset=utf-8", "csv") } else { ("application/jsonl; charset=utf-8", "jsonl") };
     Ok(HttpResponse::Ok()
         .content_type(ctype)
+        // The newest EXPORT_LIMIT events only: narrow the filter (dates) for the rest.
+        .insert_header(("x-lanyard-export-truncated", if truncated { "true" } else { "false" }))
         .insert_header(("content-disposition", format!("attachment; filename=\"audit-{}.{ext}\"", c.slug())))
         .body(body))
 }

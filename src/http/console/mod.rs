@@ -288,10 +288,12 @@ pub async fn upload(
     payload: actix_multipart::Multipart,
 ) -> Result<HttpResponse, PageError> {
     let slug = path.into_inner();
-    tenant_from_path(&state, &slug).await?;
+    // Who is asking is known from the cookie before the body is read: nobody but a
+    // signed-in admin of the tenant makes the server read (and hold) an upload. Nothing
+    // changes before the CSRF token inside the body checks out.
+    let c = enter!(req, state, slug);
     let parts = multipart::read(payload).await?;
     check_csrf(&req, &state, &parts.fields)?;
-    let c = enter!(req, state, slug);
     idps::upload(&c, &parts).await
 }
 

@@ -1,7 +1,8 @@
 //! Reads a `multipart/form-data` body (the console's file upload) into its text fields and
-//! its files, with limits: at most 16 parts, text fields of 4 KiB, files of
-//! [`MAX_FILE_BYTES`] (more than any IdP metadata the importer accepts), no duplicate
-//! names, no NUL in a text field. actix-multipart does the parsing.
+//! its files, with limits: at most 8 parts, text fields of 4 KiB, one file of at most
+//! [`MAX_FILE_BYTES`] (more than any IdP metadata the importer accepts), the whole body at
+//! most [`MAX_TOTAL_BYTES`], no duplicate names, no NUL in a text field. actix-multipart
+//! does the parsing; the caller checks who is asking before calling.
 
 use std::collections::HashMap;
 
@@ -12,7 +13,8 @@ use crate::http::form::FormFields;
 
 pub const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 const MAX_FIELD_BYTES: usize = 4096;
-const MAX_PARTS: usize = 16;
+const MAX_PARTS: usize = 8;
+pub const MAX_TOTAL_BYTES: usize = MAX_FILE_BYTES + 64 * 1024;
 
 pub struct Parts {
     pub fields: FormFields,
@@ -28,6 +30,7 @@ pub async fn read(mut payload: actix_multipart::Multipart) -> Result<Parts, Page
     let mut fields = HashMap::new();
     let mut files = HashMap::new();
     let mut n = 0;
+    let mut total = 0usize;
     while let Some(part) = payload.next().await {
         let mut part = part.map_err(|e| bad(format!("The form could not be read: {e}")))?;
         n += 1;
@@ -43,11 +46,15 @@ pub async fn read(mut payload: actix_multipart::Multipart) -> Result<Parts, Page
             return Err(bad(format!("The field `{name}` appears twice.")));
         }
         let filename = cd.get_filename().map(|f| f.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
+        if filename.is_some() && !files.is_empty() {
+            return Err(bad("Send one file at a time."));
+        }
         let cap = if filename.is_some() { MAX_FILE_BYTES } else { MAX_FIELD_BYTES };
         let mut data = Vec::new();
         while let Some(chunk) = part.next().await {
             let chunk = chunk.map_err(|e| bad(format!("The form could not be read: {e}")))?;
-            if data.len() + chunk.len() > cap {
+            total += chunk.len();
+            if data.len() + chunk.len() > cap || total > MAX_TOTAL_BYTES {
                 return Err(PageError::new(
                     actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                     "This file is too large",

@@ -58,19 +58,39 @@ pub async fn act(c: &Console<'_>, action: &str, f: &FormFields) -> Result<HttpRe
     let domains: Vec<String> = f.optional("domains", 2000)?.unwrap_or("").split([',', ' ']).filter(|d| !d.is_empty()).map(str::to_string).collect();
     let admin = f.optional("admin_email", 320)?.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
     let ctx = c.ctx();
-    let r = async {
-        let t = ctx.create_tenant(&slug, &name, &domains).await?;
-        let mut one_time = None;
-        if let Some(a) = &admin {
-            let pw = crate::keys::random_token(12);
-            ctx.create_user_with(t.slug.as_str(), a, Some(&secrecy::SecretString::from(pw.clone())), true, true, false).await?;
-            one_time = Some((a.clone(), pw));
+    // The address is checked before the tenant is created, so a refused admin does not
+    // leave a half-made organisation behind; a failure after that (a busy hasher) says
+    // plainly that the organisation exists without its admin.
+    if let Some(a) = &admin {
+        if let Err(e) = crate::admin::parse_email(a) {
+            let (status, msg) = refusal(e)?;
+            let err = FieldError { field: "admin_email", message: msg.clone() };
+            return render(c, status, Flash::error(format!("Not created: {msg}")), err, None).await;
         }
-        Ok::<_, crate::admin::AdminError>((t, one_time))
     }
-    .await;
-    match r {
-        Ok((t, one_time)) => render(c, StatusCode::OK, Flash::ok(format!("Created the organisation {}.", t.slug)), FieldError::default(), one_time).await,
+    match ctx.create_tenant(&slug, &name, &domains).await {
+        Ok(t) => {
+            let Some(a) = admin else {
+                let msg = format!("Created the organisation {}.", t.slug);
+                return render(c, StatusCode::OK, Flash::ok(msg), FieldError::default(), None).await;
+            };
+            let pw = crate::keys::random_token(12);
+            let secret = secrecy::SecretString::from(pw.clone());
+            match ctx.create_user_with(t.slug.as_str(), &a, Some(&secret), true, true, false).await {
+                Ok(_) => {
+                    let msg = format!("Created the organisation {} and its first admin.", t.slug);
+                    render(c, StatusCode::OK, Flash::ok(msg), FieldError::default(), Some((a, pw))).await
+                }
+                Err(e) => {
+                    let (status, msg) = refusal(e)?;
+                    let flash = Flash::error(format!(
+                        "Created the organisation {}, but not its first admin: {msg}. Create the admin from its users page.",
+                        t.slug
+                    ));
+                    render(c, status, flash, FieldError { field: "admin_email", message: msg }, None).await
+                }
+            }
+        }
         Err(e) => {
             let field = match &e {
                 crate::admin::AdminError::Tenant(crate::tenant::TenantError::InvalidDomain(_) | crate::tenant::TenantError::DomainTaken(_)) => "domains",
