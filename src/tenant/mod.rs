@@ -259,12 +259,33 @@ fn from_row(row: &AnyRow, domains: Vec<String>) -> Result<Tenant, TenantError> {
     })
 }
 
-async fn domains_of(store: &Store, tenant_id: &str) -> Result<Vec<String>, TenantError> {
-    let rows = sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain")
-        .bind(tenant_id)
-        .fetch_all(store.pool())
+/// `SELECT` of tenants with their domains in the same row (`domains_joined`, space
+/// separated, sorted): one store round trip per tenant lookup, on every request that names
+/// a tenant. Domains hold no spaces. The aggregate is spelled per engine.
+fn select_tenants(store: &Store) -> String {
+    let domains = match store.kind() {
+        crate::store::StoreKind::Sqlite => {
+            "(SELECT group_concat(domain, ' ') FROM (SELECT domain FROM tenant_domains d \
+             WHERE d.tenant_id = tenants.id ORDER BY domain))"
+        }
+        crate::store::StoreKind::Postgres => {
+            "(SELECT string_agg(domain, ' ' ORDER BY domain) FROM tenant_domains d WHERE d.tenant_id = tenants.id)"
+        }
+    };
+    format!("SELECT {TENANT_COLUMNS}, {domains} AS domains_joined FROM tenants")
+}
+
+fn joined_domains(row: &AnyRow) -> Result<Vec<String>, TenantError> {
+    let joined: Option<String> = row.try_get("domains_joined")?;
+    Ok(joined.unwrap_or_default().split(' ').filter(|d| !d.is_empty()).map(str::to_string).collect())
+}
+
+async fn one(store: &Store, clause: &str, value: &str) -> Result<Option<Tenant>, TenantError> {
+    let row = sqlx::query(&format!("{} WHERE {clause}", select_tenants(store)))
+        .bind(value)
+        .fetch_optional(store.pool())
         .await?;
-    rows.iter().map(|r| r.try_get::<String, _>("domain").map_err(Into::into)).collect()
+    row.map(|r| from_row(&r, joined_domains(&r)?)).transpose()
 }
 
 pub async fn create(store: &Store, now: UnixTime, new: NewTenant) -> Result<Tenant, TenantError> {
@@ -339,51 +360,21 @@ async fn insert_domain(
 }
 
 pub async fn find_by_slug(store: &Store, slug: &TenantSlug) -> Result<Option<Tenant>, TenantError> {
-    let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"))
-        .bind(slug.as_str())
-        .fetch_optional(store.pool())
-        .await?;
-    match row {
-        Some(row) => {
-            let id: String = row.try_get("id")?;
-            Ok(Some(from_row(&row, domains_of(store, &id).await?)?))
-        }
-        None => Ok(None),
-    }
+    one(store, "slug = $1", slug.as_str()).await
 }
 
 pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<Tenant>, TenantError> {
-    let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(store.pool())
-        .await?;
-    match row {
-        Some(row) => Ok(Some(from_row(&row, domains_of(store, id).await?)?)),
-        None => Ok(None),
-    }
+    one(store, "id = $1", id).await
 }
 
 /// Home-realm discovery: the tenant that owns the domain of this address.
 pub async fn find_by_email_domain(store: &Store, email: &crate::user::Email) -> Result<Option<Tenant>, TenantError> {
-    let row = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
-        .bind(email.domain())
-        .fetch_optional(store.pool())
-        .await?;
-    match row {
-        Some(row) => find_by_id(store, &row.try_get::<String, _>("tenant_id")?).await,
-        None => Ok(None),
-    }
+    one(store, "id = (SELECT tenant_id FROM tenant_domains WHERE domain = $1)", email.domain()).await
 }
 
 pub async fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
-    let rows =
-        sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY slug")).fetch_all(store.pool()).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        out.push(from_row(&row, domains_of(store, &id).await?)?);
-    }
-    Ok(out)
+    let rows = sqlx::query(&format!("{} ORDER BY slug", select_tenants(store))).fetch_all(store.pool()).await?;
+    rows.iter().map(|r| from_row(r, joined_domains(r)?)).collect()
 }
 
 /// The instance's first tenant (the oldest): its admins also manage tenants in the console.
