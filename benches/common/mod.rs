@@ -18,6 +18,18 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// VmRSS of `pid` now, in MiB (0 when it cannot be read).
+#[allow(dead_code)]
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 /// A temp dir with a SQLite store, driven by the release binary's CLI.
 pub struct Store {
     pub dir: tempfile::TempDir,

@@ -55,22 +55,58 @@ pub struct Verification {
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// A hashing thread with nothing to do for this long gives its working memory back.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Large blocks always come from `mmap` and go back to the system when freed. glibc's
+/// default raises its mmap threshold to the size of the last freed block, after which a
+/// released 19 MiB block stays in the allocator's heap: an idle server would keep every
+/// hashing thread's memory. Setting the threshold fixes it (and turns that adjustment off).
+fn large_blocks_from_mmap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator tunable; called before the pool starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// Drops this thread's working memory (an idle hashing thread), and hands the allocator's
+/// free memory back to the system: after a burst, the request threads' arenas hold what
+/// hundreds of connections used, and an idle server should not keep it.
+fn release_blocks() {
+    let had = BLOCKS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut b) if !b.is_empty() => {
+            *b = Vec::new();
+            true
+        }
+        _ => false,
+    });
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if had {
+        // SAFETY: malloc_trim only returns free memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = had;
+}
+
 /// Starts `n` hashing threads sharing one FIFO queue. They end when every sender is gone.
-fn start_pool(n: usize) -> std::sync::mpsc::Sender<Job> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let rx = Arc::new(std::sync::Mutex::new(rx));
+/// A multi-consumer channel (flume): every idle thread waits on it with its own timeout,
+/// so each one notices its own idleness (with one receiver behind a mutex, the thread
+/// holding it would starve the others of their timeouts).
+fn start_pool(n: usize) -> flume::Sender<Job> {
+    let (tx, rx) = flume::unbounded::<Job>();
     for i in 0..n {
         let rx = rx.clone();
         std::thread::Builder::new()
             .name(format!("argon2-{i}"))
             .spawn(move || loop {
-                let job = match rx.lock() {
-                    Ok(guard) => guard.recv(),
-                    Err(_) => return,
-                };
-                match job {
+                match rx.recv_timeout(IDLE_RELEASE) {
                     Ok(job) => job(),
-                    Err(_) => return,
+                    Err(flume::RecvTimeoutError::Timeout) => release_blocks(),
+                    Err(flume::RecvTimeoutError::Disconnected) => return,
                 }
             })
             .expect("could not start a hashing thread");
@@ -80,7 +116,7 @@ fn start_pool(n: usize) -> std::sync::mpsc::Sender<Job> {
 
 #[derive(Clone)]
 pub struct Hasher {
-    queue: std::sync::mpsc::Sender<Job>,
+    queue: flume::Sender<Job>,
     threads: usize,
     queue_limit: usize,
     params: Params,
@@ -231,7 +267,13 @@ impl Hasher {
     /// As [`Hasher::new`], with at most `queue_limit` (≥ 1) jobs waiting or running.
     pub fn with_queue_limit(concurrency: usize, queue_limit: usize) -> Result<Hasher, HashError> {
         let params = owasp_params();
-        let dummy = hash_blocking(&crate::keys::random_token(24), params.clone())?;
+        large_blocks_from_mmap();
+        // On a thread of its own, whose working memory goes when it ends: the caller's
+        // thread (the server's main thread) must not keep 19 MiB for this one hash.
+        let p = params.clone();
+        let dummy = std::thread::spawn(move || hash_blocking(&crate::keys::random_token(24), p))
+            .join()
+            .map_err(|_| HashError::Interrupted)??;
         Ok(Hasher {
             queue: start_pool(concurrency.max(1)),
             threads: concurrency.max(1),
