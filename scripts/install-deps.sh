@@ -3,6 +3,7 @@
 # are all present. Uses sudo when not root.
 #   scripts/install-deps.sh          build dependencies (incl. samael's xmlsec feature)
 #   scripts/install-deps.sh --test   plus the peers the test suite starts (PostgreSQL, OpenLDAP)
+#                                    and the tools that check deploy/ (podman, haproxy, systemd)
 set -euo pipefail
 
 pkgs=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
@@ -19,6 +20,11 @@ if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(chromium)
   # Node.js runs the third-party conformance peers (openid-client, jose).
   if ! command -v node >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
+  # deploy/ (tests/api/deploy.rs): podman builds and runs the container image, with Debian's
+  # runc (crun fails here: "cgroups in hybrid mode not supported"); mmdebstrap makes the
+  # image's Debian base from packages, as no image registry is reachable; haproxy checks
+  # the compose file's haproxy.cfg; systemd-analyze (package systemd) verifies the unit.
+  pkgs+=(podman runc mmdebstrap haproxy systemd)
   # Python 3 with venv runs the Authlib peer (scripts/test makes conformance/.venv).
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then pkgs+=(python3 python3-venv); fi
 fi

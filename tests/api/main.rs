@@ -12,6 +12,7 @@ mod conformance;
 mod console;
 mod control_chars;
 mod credential_hygiene;
+mod deploy;
 mod isolation;
 mod keys;
 mod ldap;
