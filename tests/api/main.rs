@@ -21,6 +21,7 @@ mod netpolicy_routes;
 mod oauth;
 mod observe;
 mod openapi;
+mod replicas;
 mod rfc;
 mod saml_conformance;
 mod saml_metadata;
