@@ -2,8 +2,8 @@
 # Installs the Debian/Ubuntu packages Lanyard needs. Idempotent: does nothing when they
 # are all present. Uses sudo when not root.
 #   scripts/install-deps.sh          build dependencies (incl. samael's xmlsec feature)
-#   scripts/install-deps.sh --test   plus the peers the test suite starts (PostgreSQL, OpenLDAP)
-#                                    and the tools that check deploy/ (podman, haproxy, systemd)
+#   scripts/install-deps.sh --test   plus the peers the test suite starts (PostgreSQL, OpenLDAP, haproxy)
+#                                    and the tools that check deploy/ (podman, systemd)
 set -euo pipefail
 
 pkgs=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
@@ -11,6 +11,7 @@ if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(postgresql)
   pkgs+=(xmlsec1)  # the xmlsec1 CLI: pysaml2 (conformance/saml_idp.py) shells out to it
   pkgs+=(openssl)  # the openssl CLI: tests/api/slapd.rs makes the directory's CA and certificate
+  pkgs+=(haproxy)  # the load balancer in front of the replicas in tests/api/replicas.rs
   # OpenLDAP: tests/api/slapd.rs starts a throwaway slapd and loads it with the ldap-utils
   # tools (ldapadd, ldapmodify, ...). Skipped when both are already there.
   if ! [[ -x /usr/sbin/slapd ]] || ! command -v ldapadd >/dev/null 2>&1; then pkgs+=(slapd ldap-utils); fi

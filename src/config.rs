@@ -36,6 +36,7 @@ const ENV_KEYS: &[&str] = &[
     "saml_metadata_private_hosts",
     "vault_max_bytes",
     "forwarded_header",
+    "shutdown_drain_seconds",
 ];
 
 /// Where `/metrics` is served unless `metrics_listen` says otherwise: loopback only, the
@@ -67,6 +68,8 @@ pub struct RawConfig {
     pub vault_max_bytes: Option<usize>,
     /// `x-forwarded-for` (default) or `forwarded`: the one header the trusted proxies write.
     pub forwarded_header: Option<String>,
+    /// Seconds between SIGTERM and closing the listener, while `/readyz` answers 503.
+    pub shutdown_drain_seconds: Option<u64>,
 }
 
 /// The header trusted proxies write the client's address in.
@@ -158,6 +161,9 @@ pub struct Config {
     pub metrics_listen_configured: bool,
     /// The largest app credential vault entry, in bytes (64 KiB by default).
     pub vault_max_bytes: usize,
+    /// On SIGTERM, `/readyz` answers 503 for this long before the listener closes, so a
+    /// load balancer's health check takes the replica out before it stops accepting.
+    pub shutdown_drain_seconds: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -181,6 +187,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_listen", &self.metrics_listen)
             .field("saml_metadata_private_hosts", &self.saml_metadata_private_hosts)
             .field("vault_max_bytes", &self.vault_max_bytes)
+            .field("shutdown_drain_seconds", &self.shutdown_drain_seconds)
             .finish()
     }
 }
@@ -328,8 +335,13 @@ impl RawConfig {
         if !(1..=1024 * 1024).contains(&vault_max_bytes) {
             return Err(invalid("vault_max_bytes", "must be between 1 and 1048576 (1 MiB)"));
         }
+        let shutdown_drain_seconds = self.shutdown_drain_seconds.unwrap_or(5);
+        if shutdown_drain_seconds > 300 {
+            return Err(invalid("shutdown_drain_seconds", "must be between 0 and 300"));
+        }
         Ok(Config {
             vault_max_bytes,
+            shutdown_drain_seconds,
             key_rotation_days,
             listen,
             public_url,
@@ -416,6 +428,15 @@ mod tests {
     fn bad_public_url_names_the_key() {
         let raw = RawConfig { public_url: Some("ftp://x".into()), ..Default::default() };
         assert!(raw.validate().unwrap_err().to_string().contains("`public_url`"));
+    }
+
+    #[test]
+    fn shutdown_drain_defaults_to_five_seconds_and_is_bounded() {
+        assert_eq!(RawConfig::default().validate().unwrap().shutdown_drain_seconds, 5);
+        let c = RawConfig { shutdown_drain_seconds: Some(0), ..Default::default() }.validate().unwrap();
+        assert_eq!(c.shutdown_drain_seconds, 0);
+        let err = RawConfig { shutdown_drain_seconds: Some(301), ..Default::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("`shutdown_drain_seconds`"), "{err}");
     }
 
     fn from_toml(text: &str) -> Result<Config, ConfigError> {

@@ -5,6 +5,14 @@
 //! tenants that own them, and the store underneath. `http` and `admin` sit on top and
 //! are the only modules that know about actix or the CLI. [`Application::build`] is the
 //! one place the server is assembled, for `lanyard serve` and for the tests alike.
+//!
+//! Shutdown ([`Application::run_until_stopped`]): actix alone stops accepting the moment
+//! SIGTERM arrives, so a load balancer keeps sending new requests to a closed port until
+//! its health check notices. Lanyard handles the signals itself instead: on SIGTERM
+//! `/readyz` answers 503 for `shutdown_drain_seconds` while requests are still served
+//! (the balancer drains the replica), then the listener closes and requests in flight
+//! finish (actix's graceful stop, up to its 30 s), and the process exits 0. SIGINT and
+//! SIGQUIT stop at once, as actix did.
 
 pub mod admin;
 pub mod audit;
@@ -163,13 +171,15 @@ impl Application {
             csrf: http::csrf::Csrf::new(&master, https),
             cookies: http::SessionCookie::new(https),
             metrics: http::observe::recorder(),
+            draining: Default::default(),
             config,
             store,
             clock,
             hasher,
         });
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || http::app(app_state.clone())).listen(listener)?;
+        // Signals are handled in `run_until_stopped` (drain first; see the module doc).
+        let mut server = HttpServer::new(move || http::app(app_state.clone())).disable_signals().listen(listener)?;
         if let Some(w) = state.config.workers {
             server = server.workers(w);
         }
@@ -204,18 +214,53 @@ impl Application {
         self.state.clone().into_inner()
     }
 
+    /// Serves until a signal stops the server (see the module doc for SIGTERM's drain).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let metrics = self.metrics_server.map(|s| {
             let handle = s.handle();
             (handle, tokio::spawn(s))
         });
+        let signals = tokio::spawn(stop_on_signal(self.server.handle(), self.state.clone()));
         let r = self.server.await;
+        signals.abort();
         if let Some((handle, task)) = metrics {
             handle.stop(true).await;
             let _ = task.await;
         }
         self.housekeeping.abort();
         r
+    }
+}
+
+/// SIGTERM: report not-ready, keep serving for `shutdown_drain_seconds`, then stop
+/// accepting and let requests in flight finish. SIGINT, SIGQUIT: stop now.
+#[cfg(unix)]
+async fn stop_on_signal(server: actix_web::dev::ServerHandle, state: web::Data<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+    else {
+        tracing::error!("cannot listen for signals: SIGTERM will not drain");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {
+            let drain = state.config.shutdown_drain_seconds;
+            state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(seconds = drain, "SIGTERM received: /readyz answers 503 while the balancer drains this server");
+            tokio::time::sleep(std::time::Duration::from_secs(drain)).await;
+            tracing::info!("no longer accepting connections; finishing requests in flight");
+            server.stop(true).await;
+        }
+        _ = int.recv() => server.stop(false).await,
+        _ = quit.recv() => server.stop(false).await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_on_signal(server: actix_web::dev::ServerHandle, _state: web::Data<AppState>) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        server.stop(false).await;
     }
 }
 

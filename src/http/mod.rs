@@ -59,6 +59,9 @@ pub struct AppState {
     pub oidc_secrets: crate::upstream_oidc::SecretSealer,
     /// Seals app credential vault entries.
     pub vault: crate::vault::VaultSealer,
+    /// Set on SIGTERM: `/readyz` answers 503 while requests are still served (see
+    /// [`crate::Application::run_until_stopped`]).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

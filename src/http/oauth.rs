@@ -500,8 +500,13 @@ async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, 
     FormFields::parse(body).map_err(form_error)
 }
 
+/// The tenant of a token-service path. A store that cannot answer is a 500 `server_error`
+/// (worth retrying), never "unknown tenant", which a client takes as final.
 async fn tenant_or_json(state: &AppState, slug: &str) -> Result<Tenant, HttpResponse> {
-    tenant_from_path(state, slug).await.map_err(|_| {
+    tenant_from_path(state, slug).await.map_err(|e| {
+        if e.status.is_server_error() {
+            return oauth_error(&OAuthError::Server("temporary failure".into()));
+        }
         HttpResponse::NotFound()
             .json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
     })

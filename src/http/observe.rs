@@ -1,6 +1,7 @@
 //! Health, readiness and Prometheus metrics.
 //!
-//! `/healthz` says the process answers; `/readyz` that the store does too; `/metrics` is
+//! `/healthz` says the process answers; `/readyz` that the store does too (and that the
+//! server is not draining for a shutdown); `/metrics` is
 //! Prometheus text: request counts and latencies by route pattern and status, and
 //! sign-in outcomes by route and result (`lanyard_signin_total`).
 //!
@@ -63,14 +64,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// How long `/readyz` waits for the store. Without a bound, a PostgreSQL that is down
+/// would hold the check for the pool's whole acquire timeout (30 s, sqlx retrying the
+/// refused connection) instead of answering 503 — a health check gives up long before.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
-        Err(e) => {
-            tracing::warn!(error = %e, "store not reachable");
-            HttpResponse::ServiceUnavailable().content_type("text/plain").body("store unreachable\n")
-        }
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().content_type("text/plain").body("shutting down\n");
     }
+    let problem = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", READY_TIMEOUT.as_secs()),
+    };
+    tracing::warn!(error = %problem, "store not reachable");
+    HttpResponse::ServiceUnavailable().content_type("text/plain").body("store unreachable\n")
 }
 
 /// The app of the metrics listener: `/metrics` and nothing else.

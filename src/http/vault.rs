@@ -56,9 +56,11 @@ fn vault_error(e: &VaultError) -> HttpResponse {
 
 /// The tenant, the token and the caller it makes, or the answer that refuses it.
 async fn caller(req: &HttpRequest, state: &AppState, slug: &str) -> Result<VaultCaller, HttpResponse> {
-    let tenant = super::pages::tenant_from_path(state, slug)
-        .await
-        .map_err(|_| error(StatusCode::NOT_FOUND, "not_found", "unknown tenant"))?;
+    let tenant = super::pages::tenant_from_path(state, slug).await.map_err(|e| match e.status.is_server_error() {
+        // The store did not answer: worth retrying, unlike an unknown tenant.
+        true => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "temporary failure; try again"),
+        false => error(StatusCode::NOT_FOUND, "not_found", "unknown tenant"),
+    })?;
     let token = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -81,71 +81,108 @@ fn pg_cmd(bin: &std::path::Path, root: bool) -> Command {
     }
 }
 
-fn start_cluster() -> String {
-    let bin = pg_bin_dir();
-    let root = is_root();
-    let dir = tempfile::Builder::new().prefix("lanyard-pg-").tempdir().unwrap().keep();
-    let data = dir.join("data");
-    if root {
-        let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap().success();
-        assert!(ok, "chown of the PostgreSQL test dir failed");
+/// A throwaway PostgreSQL cluster (initdb + pg_ctl, loopback, a free port). The shared
+/// one lives as long as the test process; a test that stops and starts its own (the
+/// replica harness restarts it under load) owns one, and dropping it removes it.
+pub struct PgCluster {
+    /// `postgres://postgres@127.0.0.1:PORT` (no database).
+    pub url: String,
+    bin: PathBuf,
+    root: bool,
+    dir: PathBuf,
+    data: PathBuf,
+    opts: String,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = pg_bin_dir();
+        let root = is_root();
+        let dir = tempfile::Builder::new().prefix("lanyard-pg-").tempdir().unwrap().keep();
+        let data = dir.join("data");
+        if root {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap().success();
+            assert!(ok, "chown of the PostgreSQL test dir failed");
+        }
+        let out = pg_cmd(&bin.join("initdb"), root)
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb could not be started");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=400",
+            dir.display()
+        );
+        let cluster = PgCluster { url: format!("postgres://postgres@127.0.0.1:{port}"), bin, root, dir, data, opts };
+        cluster.start_again();
+        // Stop the cluster when this test process ends, however it ends. The watchdog outlives
+        // us on purpose, so it is never waited for.
+        let stop = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runuser} {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            runuser = if cluster.root { "runuser -u postgres --" } else { "" },
+            pg_ctl = cluster.bin.join("pg_ctl").display(),
+            data = cluster.data.display(),
+            dir = cluster.dir.display(),
+        );
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .args(["-c", &stop])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("could not start the PostgreSQL watchdog");
+        cluster
     }
-    let out = pg_cmd(&bin.join("initdb"), root)
-        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
-        .arg(&data)
-        .output()
-        .expect("initdb could not be started");
-    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-    let port = free_port();
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=400",
-        dir.display()
-    );
-    let out = pg_cmd(&bin.join("pg_ctl"), root)
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("log"))
-        .args(["-w", "-t", "60", "-o", &opts, "start"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("pg_ctl could not be started");
-    assert!(
-        out.status.success(),
-        "pg_ctl start failed: {} {}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-    );
-    // Stop the cluster when this test process ends, however it ends. The watchdog outlives
-    // us on purpose, so it is never waited for.
-    let stop = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runuser} {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
-        pid = std::process::id(),
-        runuser = if root { "runuser -u postgres --" } else { "" },
-        pg_ctl = bin.join("pg_ctl").display(),
-        data = data.display(),
-        dir = dir.display(),
-    );
-    #[allow(clippy::zombie_processes)]
-    Command::new("sh")
-        .args(["-c", &stop])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("could not start the PostgreSQL watchdog");
-    format!("postgres://postgres@127.0.0.1:{port}")
+
+    fn pg_ctl(&self) -> Command {
+        let mut c = pg_cmd(&self.bin.join("pg_ctl"), self.root);
+        c.arg("-D").arg(&self.data).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    }
+
+    /// Starts the (stopped) cluster on its port and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let out = self
+            .pg_ctl()
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", "-o", &self.opts, "start"])
+            .output()
+            .expect("pg_ctl could not be started");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the cluster (`-m fast`: sessions are ended, committed work stays) and waits.
+    pub fn stop(&self) {
+        let out = self.pg_ctl().args(["-w", "-m", "fast", "stop"]).output().expect("pg_ctl could not be started");
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl().args(["-m", "immediate", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Base URL (no database) of the PostgreSQL server tests use.
 pub fn pg_base_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("LANYARD_TEST_POSTGRES_URL") {
         Ok(u) => u.trim_end_matches('/').to_string(),
-        Err(_) => start_cluster(),
+        Err(_) => CLUSTER.get_or_init(PgCluster::start).url.clone(),
     })
     .clone()
 }
@@ -154,16 +191,17 @@ pub fn pg_base_url() -> String {
 pub async fn fresh_database_url(kind: StoreKind, dir: &std::path::Path) -> String {
     match kind {
         StoreKind::Sqlite => format!("sqlite://{}/lanyard.db", dir.display()),
-        StoreKind::Postgres => {
-            let base = pg_base_url();
-            let name = format!("t_{}", lanyard::keys::random_hex(8));
-            let mut conn =
-                sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to PostgreSQL");
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-            conn.close().await.ok();
-            format!("{base}/{name}")
-        }
+        StoreKind::Postgres => create_database(&pg_base_url()).await,
     }
+}
+
+/// A fresh, empty database on the PostgreSQL server at `base` (a URL without database).
+pub async fn create_database(base: &str) -> String {
+    let name = format!("t_{}", lanyard::keys::random_hex(8));
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    conn.close().await.ok();
+    format!("{base}/{name}")
 }
 
 pub struct TestApp {

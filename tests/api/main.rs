@@ -22,6 +22,7 @@ mod netpolicy_routes;
 mod oauth;
 mod observe;
 mod openapi;
+mod replicas;
 mod rfc;
 mod saml_conformance;
 mod saml_metadata;

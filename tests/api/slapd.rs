@@ -11,7 +11,7 @@
 //!
 //! slapd runs in the foreground (`-d 0`) as a child of the test process: [`Slapd::stop`]
 //! and `Drop` kill it, and a watchdog `sh` process kills it when the test process dies
-//! without running `Drop` (as `start_cluster` in `helpers.rs` does for PostgreSQL).
+//! without running `Drop` (as `PgCluster::start` in `helpers.rs` does for PostgreSQL).
 //!
 //! The directory, under [`BASE_DN`] (`dc=acme,dc=test`):
 //! - `ou=people`: [`ALICE`], [`BOB`], [`CAROL`] (disabled: `userAccountControl` 514) and
