@@ -106,26 +106,7 @@ pub async fn list(store: &Store, tenant_id: &str, limit: i64) -> Result<Vec<Stor
     .bind(limit)
     .fetch_all(store.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            let at: i64 = r.try_get("at")?;
-            let detail: Option<String> = r.try_get("detail")?;
-            Ok(StoredEvent {
-                id: r.try_get("id")?,
-                at: crate::clock::rfc3339(at),
-                at_unix: at,
-                tenant_id: r.try_get("tenant_id")?,
-                actor: r.try_get("actor")?,
-                subject: r.try_get("subject")?,
-                event: r.try_get("event")?,
-                outcome: r.try_get("outcome")?,
-                reason: r.try_get("reason")?,
-                client_ip: r.try_get("client_ip")?,
-                user_agent: r.try_get("user_agent")?,
-                detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-            })
-        })
-        .collect()
+    rows.iter().map(stored_from_row).collect()
 }
 
 /// Removes events older than their tenant's retention (365 days where there is no tenant).

@@ -83,7 +83,7 @@ async fn render(
     status: StatusCode,
     flash: Option<super::console::Flash>,
 ) -> Result<HttpResponse, PageError> {
-    use super::console::view::{when, Row};
+    use super::console::view::when;
     let store = &state.store;
     let now = state.now();
     let grant = state.csrf.grant(req, now);
@@ -104,17 +104,7 @@ async fn render(
     } else {
         None
     };
-    let directory = attrs
-        .iter()
-        .map(|(k, v)| Row {
-            label: k.clone(),
-            value: match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "),
-                other => other.to_string(),
-            },
-        })
-        .collect();
+    let directory = super::console::view::attribute_rows(&attrs);
     let current = state.cookies.read(req);
     let sessions = crate::session::list_of_user(store, now, &user.id, current.as_ref())
         .await?

@@ -420,6 +420,23 @@ pub async fn must_change(store: &Store, user_id: &str) -> Result<bool, sqlx::Err
     })
 }
 
+/// The ids of the tenant's users locked now (one query for a whole list of users).
+pub async fn locked_user_ids(
+    store: &Store,
+    tenant_id: &str,
+    now: UnixTime,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT p.user_id FROM password_credentials p JOIN users u ON u.id = p.user_id \
+         WHERE u.tenant_id = $1 AND p.locked_until > $2",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(|r| r.try_get("user_id")).collect()
+}
+
 /// The tenant's accounts locked now (address, until when), for the console's overview.
 pub async fn locked_accounts(
     store: &Store,

@@ -81,6 +81,7 @@ async fn render(
     let store = &c.state.store;
     let now = c.state.now();
     let all = crate::user::list_in_tenant(store, &c.tenant.id).await?;
+    let locked = crate::password::locked_user_ids(store, &c.tenant.id, now).await?;
     let needle = search.to_lowercase();
     let mut users = Vec::new();
     let mut more = false;
@@ -93,12 +94,11 @@ async fn render(
             more = true;
             break;
         }
-        let lock = crate::password::lock_state(store, &u.id).await?;
         users.push(Listed {
             email: u.email.to_string(),
             admin: u.is_admin,
             disabled: u.disabled,
-            locked: lock.and_then(|l| l.locked_until).is_some_and(|t| t > now),
+            locked: locked.contains(&u.id),
             created: when(u.created_at),
         });
     }
@@ -128,17 +128,7 @@ async fn detail(c: &Console<'_>, u: &User, cards: Option<Vec<Row>>) -> Result<De
     let now = c.state.now();
     let lock = crate::password::lock_state(store, &u.id).await?;
     let attrs = crate::ldap::signin::attributes(store, &u.id).await?;
-    let directory = attrs
-        .iter()
-        .map(|(k, v)| Row {
-            label: k.clone(),
-            value: match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>().join(", "),
-                other => other.to_string(),
-            },
-        })
-        .collect();
+    let directory = super::view::attribute_rows(&attrs);
     let keys = crate::webauthn::credentials::list(store, &c.tenant.id, &u.id)
         .await?
         .into_iter()

@@ -59,6 +59,11 @@ pub fn rows(v: &serde_json::Value, skip: &[&str]) -> Vec<Row> {
         .collect()
 }
 
+/// A person's directory attributes (as `ldap::signin::attributes` returns them) as rows.
+pub fn attribute_rows(attrs: &std::collections::BTreeMap<String, serde_json::Value>) -> Vec<Row> {
+    attrs.iter().map(|(k, v)| Row { label: k.clone(), value: text(v) }).collect()
+}
+
 /// A string field of a JSON object, or "".
 pub fn s<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
     v.get(key).and_then(|x| x.as_str()).unwrap_or("")
