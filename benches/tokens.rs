@@ -1,14 +1,17 @@
 //! Token-service throughput: `cargo bench --bench tokens`.
 //!
-//! Starts the release `lanyard` on a fresh SQLite store (loopback, free port), registers
-//! a service client and a native client with the CLI, signs a user in, then measures
-//! with BENCH_CONCURRENCY concurrent HTTP clients:
-//!   client_credentials grants/s (client_secret_basic, ES256 JWT access tokens),
-//!   introspections/s of such a token,
-//!   authorization-code exchanges/s (PKCE S256; codes minted beforehand by authorize),
-//!   refresh grants/s (each rotating a distinct refresh token),
-//! plus offline ES256 JWT validations/s (ring, key from the JWKS) and the server's
-//! peak RSS. The load generator shares the 2 cores with the server.
+//! Each server under test runs pinned to core 0 (its PostgreSQL too), this load generator
+//! pinned to core 1 (`taskset`; `BENCH_PIN=0` turns it off). With BENCH_CONCURRENCY
+//! concurrent HTTP clients it measures:
+//!   the load generator's ceiling (`GET /healthz`) and the floor (`POST /bench/floor`: an
+//!   ES256 mint in the same binary's stack with no store access, `bench_floor` on);
+//!   then on a fresh SQLite store and on a fresh PostgreSQL cluster, each registered
+//!   through the release binary's CLI: client_credentials grants/s (client_secret_basic,
+//!   ES256 JWT access tokens), introspections/s of such a token, authorization-code
+//!   exchanges/s (PKCE S256; codes minted beforehand by authorize), refresh grants/s (each
+//!   rotating a distinct refresh token), peak RSS, and on PostgreSQL the store round trips
+//!   per client_credentials and introspection request (pg_stat_statements);
+//!   then the same token figures from npm oidc-provider, also on core 0.
 
 mod common;
 
@@ -138,17 +141,80 @@ async fn refresh_all(concurrency: usize, token_url: &str, tokens: Vec<String>) -
     .await
 }
 
-#[tokio::main]
-async fn main() {
-    let seconds = common::env_num("BENCH_SECONDS", 8);
-    let concurrency = common::env_num("BENCH_CONCURRENCY", 32) as usize;
-    let n_codes = common::env_num("BENCH_CODES", 3000) as usize;
-    let store = common::Store::new();
+/// Where each process runs: the server under test (and its PostgreSQL) on one core, this
+/// load generator on the other, as issue 16 asks. `BENCH_PIN=0`, or a one-core machine,
+/// runs everything unpinned.
+struct Cores {
+    server: Option<&'static str>,
+}
+
+/// Pins this process (before its runtime starts any thread; threads inherit it) to core 1.
+fn pin_self() -> Cores {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cores < 2 || std::env::var("BENCH_PIN").as_deref() == Ok("0") {
+        return Cores { server: None };
+    }
+    let ok = Command::new("taskset")
+        .args(["-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        println!("taskset failed: running unpinned");
+        return Cores { server: None };
+    }
+    Cores { server: Some("0") }
+}
+
+/// `c` run under `taskset -c CORE` (same program, arguments and environment).
+fn on_core(c: &Command, core: Option<&str>) -> Command {
+    let Some(core) = core else {
+        let mut same = Command::new(c.get_program());
+        same.args(c.get_args());
+        copy_env(c, &mut same);
+        return same;
+    };
+    let mut t = Command::new("taskset");
+    t.args(["-c", core]).arg(c.get_program()).args(c.get_args());
+    copy_env(c, &mut t);
+    t
+}
+
+fn copy_env(from: &Command, to: &mut Command) {
+    for (k, v) in from.get_envs() {
+        match v {
+            Some(v) => to.env(k, v),
+            None => to.env_remove(k),
+        };
+    }
+}
+
+fn main() {
+    let cores = pin_self();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(run(cores));
+}
+
+/// Lanyard's figures on one store.
+#[derive(Default, Clone)]
+struct Figures {
+    cc: f64,
+    intro: f64,
+    code: f64,
+    refresh: f64,
+    rss: f64,
+    failed: u64,
+    /// Store transactions per request on PostgreSQL (pg_stat_database), cc and introspection.
+    cc_round_trips: Option<f64>,
+    intro_round_trips: Option<f64>,
+}
+
+/// Registers the bench tenant, user and clients through the CLI.
+fn register(store: &common::Store) {
     let cli = |args: &[&str], stdin: Option<&str>| store.cli(args, stdin);
     cli(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
-    // The load generator is one address with many sign-ins in flight at once: the
-    // throttle's limits are raised to their maximum so the run measures throughput, not
-    // 429s. The throttle's work (its reservation in the store) is still done and paid.
+    // The load generator is one address with many requests in flight: the throttle's
+    // limits are raised to their maximum so the run measures throughput, not 429s.
     cli(
         &[
             "admin",
@@ -202,34 +268,70 @@ async fn main() {
         ],
         None,
     );
+}
 
-    let port = common::free_port();
-    let mut server = store.serve(port).stdout(Stdio::null()).spawn().expect("serve");
-    let pid = server.id();
-    let base = format!("http://127.0.0.1:{port}");
+async fn wait_ready(base: &str) {
     for _ in 0..200 {
         if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            break;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("the server at {base} did not start");
+}
+
+/// Statements PostgreSQL executed so far for the server (pg_stat_statements, counted at
+/// each statement's end; BEGIN and COMMIT count as statements). sqlx's protocol-level
+/// ping when a connection goes back to its pool is not a statement and is not counted.
+async fn pg_statements(pg_url: &str, reset: bool) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(pg_url).await.expect("pg");
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(calls), 0)::BIGINT FROM pg_stat_statements \
+         WHERE query NOT LIKE '%pg_stat_statements%' AND query <> ''",
+    )
+    .fetch_one(&mut c)
+    .await
+    .expect("pg_stat_statements");
+    if reset {
+        sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut c).await.expect("reset");
+    }
+    let _ = c.close().await;
+    n
+}
+
+/// Store round trips (statements) per request of `n` sequential requests made by `op`.
+async fn round_trips<F, Fut>(pg_url: &str, n: usize, op: F) -> f64
+where
+    F: Fn(reqwest::Client) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let c = reqwest::Client::new();
+    pg_statements(pg_url, true).await;
+    for _ in 0..n {
+        assert!(op(c.clone()).await, "request failed while counting round trips");
+    }
+    pg_statements(pg_url, false).await as f64 / n as f64
+}
+
+async fn cc_ok(c: reqwest::Client, url: String) -> bool {
+    matches!(c.post(&url).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await, Ok(r) if r.status() == 200)
+}
+
+async fn intro_ok(c: reqwest::Client, url: String, tok: String) -> bool {
+    match c.post(&url).basic_auth("svc", Some(SECRET)).form(&[("token", tok.as_str())]).send().await {
+        Ok(r) => r.json::<serde_json::Value>().await.map(|v| v["active"] == true).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Every figure for Lanyard at `base`; `pg_url` when the store is PostgreSQL (for the
+/// round-trip counts).
+async fn lanyard_figures(base: &str, pid: u32, concurrency: usize, seconds: u64, n_codes: usize, pg_url: Option<&str>) -> (Figures, String) {
     let token_url = format!("{base}/t/bench/token");
-    println!(
-        "lanyard token-service benchmark: {} cores, {concurrency} clients, {seconds} s per figure, store SQLite",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    );
-
-    // client_credentials
     let url = token_url.clone();
-    let (cc_rate, cc_fail) = sustained(concurrency, seconds, move |c| {
-        let url = url.clone();
-        async move {
-            matches!(c.post(&url).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await, Ok(r) if r.status() == 200)
-        }
-    })
-    .await;
+    let (cc, cc_fail) = sustained(concurrency, seconds, move |c| cc_ok(c, url.clone())).await;
 
-    // introspection
     let at: serde_json::Value = reqwest::Client::new()
         .post(&token_url)
         .basic_auth("svc", Some(SECRET))
@@ -241,18 +343,17 @@ async fn main() {
         .await
         .expect("json");
     let access_token = at["access_token"].as_str().expect("token").to_string();
-    let url = format!("{base}/t/bench/introspect");
-    let tok = access_token.clone();
-    let (intro_rate, intro_fail) = sustained(concurrency, seconds, move |c| {
-        let (url, tok) = (url.clone(), tok.clone());
-        async move {
-            match c.post(&url).basic_auth("svc", Some(SECRET)).form(&[("token", tok.as_str())]).send().await {
-                Ok(r) => r.json::<serde_json::Value>().await.map(|v| v["active"] == true).unwrap_or(false),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
+    let intro_url = format!("{base}/t/bench/introspect");
+    let (u, tok) = (intro_url.clone(), access_token.clone());
+    let (intro, intro_fail) = sustained(concurrency, seconds, move |c| intro_ok(c, u.clone(), tok.clone())).await;
+
+    let (mut cc_round_trips, mut intro_round_trips) = (None, None);
+    if let Some(pg) = pg_url {
+        let u = token_url.clone();
+        cc_round_trips = Some(round_trips(pg, 200, |c| cc_ok(c, u.clone())).await);
+        let (u, tok) = (intro_url.clone(), access_token.clone());
+        intro_round_trips = Some(round_trips(pg, 200, |c| intro_ok(c, u.clone(), tok.clone())).await);
+    }
 
     // Codes: sign in once, then authorize repeatedly on that session.
     let browser = reqwest::Client::builder()
@@ -286,34 +387,201 @@ async fn main() {
             break;
         }
     }
-    let authorize_rate = codes.len() as f64 / mint_start.elapsed().as_secs_f64();
     let exchanged = exchange_codes(concurrency, &token_url, codes, &verifier).await;
-    let (code_rate, code_fail) = (exchanged.rate, exchanged.failed);
-    let (refresh_rate, refresh_fail) = refresh_all(concurrency, &token_url, exchanged.refresh_tokens).await;
+    let (code, code_fail) = (exchanged.rate, exchanged.failed);
+    let (refresh, refresh_fail) = refresh_all(concurrency, &token_url, exchanged.refresh_tokens).await;
+    let f = Figures {
+        cc,
+        intro,
+        code,
+        refresh,
+        rss: common::peak_rss_mib(pid),
+        failed: cc_fail + intro_fail + code_fail + refresh_fail,
+        cc_round_trips,
+        intro_round_trips,
+    };
+    (f, access_token)
+}
 
+/// A throw-away PostgreSQL cluster for the bench (initdb + pg_ctl, loopback, a free
+/// port), started on `core` beside the server. Durability as the SQLite store has it:
+/// WAL with `synchronous_commit = off` (SQLite: WAL, `synchronous = NORMAL`).
+struct Pg {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    root: bool,
+    url: String,
+}
+
+impl Pg {
+    fn start(core: Option<&str>) -> Option<Pg> {
+        let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .filter(|(_, b): &(u32, std::path::PathBuf)| b.join("initdb").exists())
+            .collect();
+        versions.sort();
+        let (_, bin) = versions.pop()?;
+        let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        let dir = tempfile::Builder::new().prefix("lanyard-bench-pg-").tempdir().expect("tempdir");
+        if root {
+            Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
+        }
+        let as_pg = |program: &std::path::Path| {
+            let mut c = if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            };
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            c
+        };
+        let data = dir.path().join("data");
+        let ok = as_pg(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "initdb failed");
+        let port = common::free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=100 \
+             -c shared_preload_libraries=pg_stat_statements{}",
+            dir.path().display(),
+            if std::env::var("BENCH_PG_LOG").is_ok() { " -c log_statement=all" } else { "" }
+        );
+        let mut start = as_pg(&bin.join("pg_ctl"));
+        start.arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &opts, "start"]);
+        let ok = on_core(&start, core).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success());
+        assert!(ok.unwrap_or(false), "pg_ctl start failed");
+        Some(Pg { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, bin, root })
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if let Ok(to) = std::env::var("BENCH_PG_LOG") {
+            let _ = std::fs::copy(self.dir.path().join("log"), to);
+        }
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut c = if self.root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let _ = c
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Requests/s of `GET /healthz` (the load generator's own ceiling against this server)
+/// and of `POST /bench/floor` (an ES256 mint with no store, in the same stack).
+async fn ceilings(base: &str, concurrency: usize, seconds: u64) -> (f64, f64) {
+    let u = format!("{base}/healthz");
+    let (health, _) =
+        sustained(concurrency, seconds, move |c| {
+            let u = u.clone();
+            async move { matches!(c.get(&u).send().await, Ok(r) if r.status() == 200) }
+        })
+        .await;
+    let u = format!("{base}/bench/floor");
+    let (floor, floor_fail) = sustained(concurrency, seconds, move |c| {
+        let u = u.clone();
+        async move {
+            matches!(c.post(&u).basic_auth("svc", Some(SECRET)).form(&[("grant_type", "client_credentials")]).send().await, Ok(r) if r.status() == 200)
+        }
+    })
+    .await;
+    assert_eq!(floor_fail, 0, "the floor endpoint failed");
+    (health, floor)
+}
+
+async fn run(cores: Cores) {
+    let seconds = common::env_num("BENCH_SECONDS", 8);
+    let concurrency = common::env_num("BENCH_CONCURRENCY", 32) as usize;
+    let n_codes = common::env_num("BENCH_CODES", 3000) as usize;
+    println!(
+        "lanyard token-service benchmark: {concurrency} clients, {seconds} s per figure; {}",
+        match cores.server {
+            Some(c) => format!("server (and its PostgreSQL) pinned to core {c}, this load generator to core 1 (taskset)"),
+            None => "unpinned".into(),
+        }
+    );
+
+    // SQLite.
+    let store = common::Store::new();
+    register(&store);
+    let port = common::free_port();
+    let mut serve = store.serve(port);
+    serve.env("LANYARD_BENCH_FLOOR", "true");
+    let mut server = on_core(&serve, cores.server).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("serve");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let (health, floor) = ceilings(&base, concurrency, seconds).await;
+    let (sqlite, access_token) = lanyard_figures(&base, server.id(), concurrency, seconds, n_codes, None).await;
     let jwks: serde_json::Value =
         reqwest::get(format!("{base}/t/bench/jwks")).await.expect("jwks").json().await.expect("json");
     let offline = offline_validations(&access_token, &jwks);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let lanyard_rss = common::peak_rss_mib(pid);
     let _ = server.kill();
     let _ = server.wait();
 
+    // PostgreSQL: a cluster on the server's core, the same registrations.
+    let pg = Pg::start(cores.server);
+    let postgres = match &pg {
+        None => {
+            println!("PostgreSQL server binaries not found: PostgreSQL figures skipped");
+            None
+        }
+        Some(pg) => {
+            let store = common::Store::with_url(&pg.url);
+            register(&store);
+            sqlx::query("CREATE EXTENSION pg_stat_statements")
+                .execute(&mut <sqlx::PgConnection as sqlx::Connection>::connect(&pg.url).await.expect("pg"))
+                .await
+                .expect("pg_stat_statements");
+            let port = common::free_port();
+            let serve = store.serve(port);
+            let mut server =
+                on_core(&serve, cores.server).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("serve");
+            let base = format!("http://127.0.0.1:{port}");
+            wait_ready(&base).await;
+            let (f, _) = lanyard_figures(&base, server.id(), concurrency, seconds, n_codes, Some(&pg.url)).await;
+            let _ = server.kill();
+            let _ = server.wait();
+            Some(f)
+        }
+    };
+    drop(pg);
+
     println!();
-    println!("client_credentials (ES256 JWT, client_secret_basic): {cc_rate:9.1} grants/s   ({cc_fail} failed)");
-    println!("introspection of a JWT access token:                 {intro_rate:9.1} req/s      ({intro_fail} failed)");
-    println!(
-        "authorize on a live session (codes minted):          {authorize_rate:9.1} codes/s    (sequential, one client)"
-    );
-    println!("authorization-code exchange (PKCE S256):             {code_rate:9.1} grants/s   ({code_fail} failed)");
-    println!(
-        "refresh_token grant (rotating):                      {refresh_rate:9.1} grants/s   ({refresh_fail} failed)"
-    );
-    println!("offline ES256 JWT validations ({threads} threads, ring):      {offline:9.1} /s");
-    println!("lanyard peak RSS:                                     {lanyard_rss:9.1} MiB");
-    let lanyard =
-        Figures { cc: cc_rate, intro: intro_rate, code: code_rate, refresh: refresh_rate, offline, rss: lanyard_rss };
-    oidc_provider(concurrency, seconds, threads, n_codes, lanyard).await;
+    println!("load generator ceiling (GET /healthz, same stack):  {health:9.1} req/s");
+    println!("floor: ES256 mint over HTTP, no store:             {floor:9.1} tokens/s");
+    println!("offline ES256 JWT validations (one thread, ring):  {offline:9.1} /s");
+    for (name, f) in [("SQLite", Some(&sqlite)), ("PostgreSQL", postgres.as_ref())] {
+        let Some(f) = f else { continue };
+        println!(
+            "{name}: cc {:.1}/s  introspection {:.1}/s  code {:.1}/s  refresh {:.1}/s  ({} failed)  peak RSS {:.1} MiB",
+            f.cc, f.intro, f.code, f.refresh, f.failed, f.rss
+        );
+        println!("{name}: client_credentials / floor = {:.2}", f.cc / floor);
+        if let (Some(c), Some(i)) = (f.cc_round_trips, f.intro_round_trips) {
+            println!(
+                "{name}: store round trips per request (statements, pg_stat_statements): client_credentials {c:.2}, introspection {i:.2}"
+            );
+        }
+    }
+    oidc_provider(concurrency, seconds, n_codes, cores.server, sqlite, postgres, offline).await;
 }
 
 /// Offline ES256 validation as an API does it: signature with the JWKS key, then claims.
@@ -328,8 +596,8 @@ fn offline_validations(access_token: &str, jwks: &serde_json::Value) -> f64 {
     let mut point = vec![4u8];
     point.extend(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().expect("x")).expect("x"));
     point.extend(URL_SAFE_NO_PAD.decode(jwk["y"].as_str().expect("y")).expect("y"));
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let count = Arc::new(AtomicU64::new(0));
+    let threads = 1;
     let t0 = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -356,16 +624,6 @@ fn offline_validations(access_token: &str, jwks: &serde_json::Value) -> f64 {
     count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// The same figures from npm oidc-provider (conformance/op-bench.mjs), one Node process.
-struct Figures {
-    cc: f64,
-    intro: f64,
-    code: f64,
-    refresh: f64,
-    offline: f64,
-    rss: f64,
-}
-
 /// Follows oidc-provider's redirects (auth → interaction → auth) to the app's callback.
 async fn op_code(browser: &reqwest::Client, start: &str) -> Option<String> {
     let mut url = start.to_string();
@@ -380,17 +638,25 @@ async fn op_code(browser: &reqwest::Client, start: &str) -> Option<String> {
     None
 }
 
-async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes: usize, l: Figures) {
+#[allow(clippy::too_many_arguments)]
+async fn oidc_provider(
+    concurrency: usize,
+    seconds: u64,
+    n_codes: usize,
+    core: Option<&str>,
+    l: Figures,
+    pg: Option<Figures>,
+    l_offline: f64,
+) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/op-bench.mjs");
     if !script.with_file_name("node_modules/oidc-provider").exists() {
         println!("\noidc-provider not installed (npm ci --prefix conformance): side-by-side figures skipped");
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(SECRET)
+    let mut node = Command::new("node");
+    node.arg(&script).arg(port.to_string()).arg(SECRET);
+    let mut child = on_core(&node, core)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -479,17 +745,22 @@ async fn oidc_provider(concurrency: usize, seconds: u64, threads: usize, n_codes
     let _ = child.kill();
     let _ = child.wait();
     println!();
-    println!("side by side with npm oidc-provider 9.13.3 (one Node.js process; Lanyard: {threads} workers)");
-    println!("{:<44} {:>12} {:>14} {:>8}", "", "lanyard", "oidc-provider", "ratio");
-    let row = |name: &str, l: f64, o: f64| {
-        println!("{name:<44} {l:>12.1} {o:>14.1} {:>8.2}", if o > 0.0 { l / o } else { 0.0 })
+    println!("side by side with npm oidc-provider 9.13.3 (one Node.js process; each server on one core)");
+    let pg = pg.unwrap_or_default();
+    println!(
+        "{:<42} {:>10} {:>10} {:>13} {:>8} {:>8}",
+        "", "SQLite", "PostgreSQL", "oidc-provider", "x SQLite", "x PG"
+    );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let row = |name: &str, a: f64, b: f64, o: f64| {
+        println!("{name:<42} {a:>10.1} {b:>10.1} {o:>13.1} {:>8.2} {:>8.2}", ratio(a, o), ratio(b, o))
     };
-    row("client_credentials grants/s (ES256 JWT)", l.cc, cc);
-    row("introspections/s (oidc-provider: opaque)", l.intro, intro);
-    row("code exchanges/s (PKCE S256, + ID token)", l.code, code);
-    row("refresh grants/s (rotating)", l.refresh, refresh);
-    row("offline ES256 validations/s (same verifier)", l.offline, offline);
-    row("peak RSS MiB", l.rss, rss);
+    row("client_credentials grants/s (ES256 JWT)", l.cc, pg.cc, cc);
+    row("introspections/s (oidc-provider: opaque)", l.intro, pg.intro, intro);
+    row("code exchanges/s (PKCE S256, + ID token)", l.code, pg.code, code);
+    row("refresh grants/s (rotating)", l.refresh, pg.refresh, refresh);
+    row("peak RSS MiB", l.rss, pg.rss, rss);
+    println!("offline ES256 validations/s (same verifier, one thread): lanyard's token {l_offline:.1}, oidc-provider's {offline:.1}");
     println!(
         "(oidc-provider: failures cc {cc_fail}, introspection {intro_fail}, code {code_fail}, refresh {refresh_fail}; \
          code-flow access tokens are {}; codes minted at {op_authorize:.1}/s through its interaction redirects; \

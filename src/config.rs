@@ -37,6 +37,7 @@ const ENV_KEYS: &[&str] = &[
     "vault_max_bytes",
     "forwarded_header",
     "shutdown_drain_seconds",
+    "bench_floor",
 ];
 
 /// Where `/metrics` is served unless `metrics_listen` says otherwise: loopback only, the
@@ -70,6 +71,8 @@ pub struct RawConfig {
     pub forwarded_header: Option<String>,
     /// Seconds between SIGTERM and closing the listener, while `/readyz` answers 503.
     pub shutdown_drain_seconds: Option<u64>,
+    /// Serve the benchmark floor (`POST /bench/floor`); off unless asked for.
+    pub bench_floor: Option<bool>,
 }
 
 /// The header trusted proxies write the client's address in.
@@ -164,6 +167,10 @@ pub struct Config {
     /// On SIGTERM, `/readyz` answers 503 for this long before the listener closes, so a
     /// load balancer's health check takes the replica out before it stops accepting.
     pub shutdown_drain_seconds: u64,
+    /// `POST /bench/floor` mints an ES256 token with a throw-away key and no store access:
+    /// the ceiling the token benchmark measures the token service against
+    /// (`benches/tokens.rs`). Off by default; it authenticates no one.
+    pub bench_floor: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -188,6 +195,7 @@ impl std::fmt::Debug for Config {
             .field("saml_metadata_private_hosts", &self.saml_metadata_private_hosts)
             .field("vault_max_bytes", &self.vault_max_bytes)
             .field("shutdown_drain_seconds", &self.shutdown_drain_seconds)
+            .field("bench_floor", &self.bench_floor)
             .finish()
     }
 }
@@ -361,6 +369,7 @@ impl RawConfig {
             metrics_listen,
             metrics_listen_configured,
             saml_metadata_private_hosts: self.saml_metadata_private_hosts.unwrap_or(false),
+            bench_floor: self.bench_floor.unwrap_or(false),
         })
     }
 }

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod audit;
 pub mod bootstrap;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -172,6 +173,8 @@ impl Application {
             cookies: http::SessionCookie::new(https),
             metrics: http::observe::recorder(),
             draining: Default::default(),
+            cache: cache::ConfigCache::new(),
+            floor: if config.bench_floor { Some(http::floor::Floor::new()?) } else { None },
             config,
             store,
             clock,

@@ -46,9 +46,18 @@ impl Store {
         store
     }
 
+    /// Another store (PostgreSQL) administered the same way, created by `lanyard migrate`.
+    #[allow(dead_code)]
+    pub fn with_url(url: &str) -> Store {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store { dir, db: url.to_string() };
+        store.cli(&["migrate"], None);
+        store
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lanyard"));
-        c.env("LANYARD_DATABASE_URL", &self.db).env("LANYARD_DATA_DIR", self.dir.path());
+        c.env("LANYARD_DATABASE_URL", &self.db).env("LANYARD_DATA_DIR", self.dir.path()).env("LANYARD_LOG", "error");
         c
     }
 

@@ -184,7 +184,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
         .ok_or_else(|| problem(StatusCode::UNAUTHORIZED, "invalid_token", "a Bearer access token is required"))?;
     let issuer = state.config.url(&format!("/t/{}", tenant.slug));
     let verified =
-        tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim())
+        tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim(), Default::default())
             .await
             .map_err(|e| AdminError::from(e).to_response())?
             .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
@@ -879,6 +879,8 @@ pub async fn delete_resource(
 
 /// The admin API's scope; the tenant is a path parameter.
 pub const SCOPE: &str = "/t/{tenant}/admin/api";
+/// [`SCOPE`] under the tenant's scope.
+const SCOPE_IN_TENANT: &str = "/admin/api";
 
 /// The routes of one part of the admin API (this module or a sub-module), written once with
 /// `admin_routes!`: what [`configure`] registers and what [`registered_routes`] lists.
@@ -933,9 +935,10 @@ admin_routes! {
 /// Every part of the admin API, in the order its routes are registered.
 const PARTS: [&Routes; 6] = [&ROUTES, &idp::ROUTES, &ldap::ROUTES, &network::ROUTES, &oidc::ROUTES, &people::ROUTES];
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let scope = web::scope(SCOPE).app_data(json_config());
-    cfg.service(PARTS.iter().fold(scope, |scope, part| (part.register)(scope)));
+/// The admin API's scope, nested in the `/t/{tenant}` scope (`crate::http::configure`).
+pub fn scope() -> actix_web::Scope {
+    let scope = web::scope(SCOPE_IN_TENANT).app_data(json_config());
+    PARTS.iter().fold(scope, |scope, part| (part.register)(scope))
 }
 
 /// Every (method, full path) the admin API serves, e.g. `("GET", "/t/{tenant}/admin/api/users")`:

@@ -11,6 +11,7 @@ pub mod console;
 mod cors;
 pub mod csrf;
 pub mod error;
+pub mod floor;
 pub mod form;
 pub mod headers;
 mod ldap;
@@ -62,11 +63,33 @@ pub struct AppState {
     /// Set on SIGTERM: `/readyz` answers 503 while requests are still served (see
     /// [`crate::Application::run_until_stopped`]).
     pub draining: std::sync::atomic::AtomicBool,
+    /// Tenants, clients and APIs as of the store's configuration generation
+    /// ([`crate::cache`]); signing keys follow the same generation in `keys`.
+    pub cache: crate::cache::ConfigCache,
+    /// The benchmark floor, when `bench_floor` is configured ([`floor`]).
+    pub floor: Option<floor::Floor>,
 }
 
 impl AppState {
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// Takes a configuration generation read from the store during this request: the
+    /// cached tenants, clients, APIs and signing keys are dropped when it moved.
+    pub fn observe(&self, value: i64) -> crate::cache::Generation {
+        self.keys.observe_generation(value);
+        self.cache.observe(value).0
+    }
+
+    /// Reads the configuration generation (one round trip) and observes it.
+    pub async fn fresh(&self) -> Result<crate::cache::Generation, sqlx::Error> {
+        Ok(self.observe(crate::cache::read_generation(&self.store).await?))
+    }
+
+    /// The cache at generation `g`, for the token service.
+    pub fn cached(&self, g: crate::cache::Generation) -> crate::cache::Cached<'_> {
+        crate::cache::Cached { cache: &self.cache, generation: g }
     }
 }
 
@@ -100,40 +123,39 @@ async fn not_found() -> Result<HttpResponse, error::PageError> {
 }
 
 /// Registers every route. Called once per worker.
+///
+/// Every path under `/t/{tenant}` lives in one scope, the token service's routes first:
+/// actix tries resources in order and matches each dynamic pattern with a regex (on every
+/// request, and again for the metrics' route label), so the hot paths are found after one
+/// scope match, not after the admin API's and the console's patterns.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(observe::healthz))
         .route("/readyz", web::get().to(observe::readyz))
+        .route("/bench/floor", web::post().to(floor::mint))
         .route("/static/lanyard.css", web::get().to(stylesheet))
         .route("/static/form_post.js", web::get().to(form_post_js))
         .route("/static/webauthn.js", web::get().to(webauthn_js))
-        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::discovery))
-        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::method(Method::OPTIONS).to(cors::preflight))
-        .configure(crate::admin::api::configure)
-        .configure(console::configure)
-        .route("/", web::get().to(pages::root))
-        .route("/login", web::get().to(pages::discovery_form))
-        .route("/login", web::post().to(pages::discovery_submit))
         .service(
             web::scope("/t/{tenant}")
+                .route("/token", web::post().to(oauth::token))
+                .route("/token", web::method(Method::OPTIONS).to(cors::preflight))
+                .route("/introspect", web::post().to(oauth::introspect))
+                .route("/jwks", web::get().to(oauth::jwks))
+                .route("/jwks", web::method(Method::OPTIONS).to(cors::preflight))
+                .route("/userinfo", web::get().to(oauth::userinfo))
+                .route("/userinfo", web::post().to(oauth::userinfo))
+                .route("/userinfo", web::method(Method::OPTIONS).to(cors::preflight))
+                .route("/revoke", web::post().to(oauth::revoke))
+                .route("/revoke", web::method(Method::OPTIONS).to(cors::preflight))
+                .route("/authorize", web::get().to(oauth::authorize))
+                .route("/authorize", web::post().to(oauth::authorize_post))
+                .route("/.well-known/openid-configuration", web::get().to(oauth::discovery))
+                .route("/.well-known/openid-configuration", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/login", web::get().to(pages::password_form))
                 .route("/login", web::post().to(pages::password_submit))
                 .route("/account", web::get().to(account::page))
                 .route("/logout", web::post().to(pages::logout))
                 .route("/logout", web::get().to(oauth::end_session))
-                .route("/.well-known/openid-configuration", web::get().to(oauth::discovery))
-                .route("/.well-known/openid-configuration", web::method(Method::OPTIONS).to(cors::preflight))
-                .route("/jwks", web::get().to(oauth::jwks))
-                .route("/jwks", web::method(Method::OPTIONS).to(cors::preflight))
-                .route("/authorize", web::get().to(oauth::authorize))
-                .route("/authorize", web::post().to(oauth::authorize_post))
-                .route("/token", web::post().to(oauth::token))
-                .route("/token", web::method(Method::OPTIONS).to(cors::preflight))
-                .route("/userinfo", web::get().to(oauth::userinfo))
-                .route("/userinfo", web::post().to(oauth::userinfo))
-                .route("/userinfo", web::method(Method::OPTIONS).to(cors::preflight))
-                .route("/introspect", web::post().to(oauth::introspect))
-                .route("/revoke", web::post().to(oauth::revoke))
-                .route("/revoke", web::method(Method::OPTIONS).to(cors::preflight))
                 .route("/password/change", web::get().to(pages::change_password_form))
                 .route("/password/change", web::post().to(pages::change_password_submit))
                 .route("/saml/metadata", web::get().to(saml::metadata))
@@ -158,8 +180,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/account/keys", web::get().to(webauthn::keys_page))
                 .route("/account/{action}", web::post().to(account::act))
                 .route("/account/keys/{id}/rename", web::post().to(webauthn::rename_key))
-                .route("/account/keys/{id}/delete", web::post().to(webauthn::delete_key)),
+                .route("/account/keys/{id}/delete", web::post().to(webauthn::delete_key))
+                .service(crate::admin::api::scope())
+                .configure(console::configure),
         )
+        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::get().to(oauth::discovery))
+        .route("/.well-known/oauth-authorization-server/t/{tenant}", web::method(Method::OPTIONS).to(cors::preflight))
+        .route("/", web::get().to(pages::root))
+        .route("/login", web::get().to(pages::discovery_form))
+        .route("/login", web::post().to(pages::discovery_submit))
         .default_service(web::to(not_found));
 }
 

@@ -19,12 +19,13 @@ use askama::Template;
 use super::cors;
 use super::error::PageError;
 use super::form::{FormError, FormFields};
-use super::pages::{self, current_session, tenant_from_path};
+use super::pages::{self, current_session, tenant_and_generation, tenant_from_path};
 use super::AppState;
 use crate::oauth::client::{self, ClientKind};
 use crate::oauth::pkce::Challenge;
 use crate::oauth::tokens::{self, IdClaims};
 use crate::oauth::{authenticate_client, grant, resource, OAuthError, PresentedClient, TokenService};
+use crate::cache::Generation;
 use crate::tenant::Tenant;
 
 /// Authorization codes live 60 seconds (RFC 6749 §4.1.2 recommends at most 10 minutes).
@@ -223,14 +224,15 @@ async fn authorize_with(
     path: web::Path<String>,
     raw: &[u8],
 ) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(&state, &path).await?;
+    let (tenant, g) = tenant_and_generation(&state, &path).await?;
     let q = FormFields::parse(raw)?;
     let client_id = q
         .optional("client_id", 128)?
         .ok_or_else(|| PageError::bad_request("The request names no client (client_id is missing)."))?;
-    let client = client::find(&state.store, &tenant.id, client_id).await?.ok_or_else(|| {
+    let client = state.cache.client(g, &state.store, &tenant.id, client_id).await?.ok_or_else(|| {
         PageError::bad_request("The application that sent you here is not registered with this organisation.")
     })?;
+    let client = client::Client::clone(&client);
     let redirect_uri =
         q.optional("redirect_uri", 2000)?.ok_or_else(|| PageError::bad_request("The request has no redirect_uri."))?;
     if !client.redirect_uri_matches(redirect_uri) {
@@ -274,7 +276,9 @@ async fn authorize_with(
     };
     // RFC 8707: the API the access tokens will be for.
     let resource::Audience { resource, scope } =
-        match resource::audience(&state.store, &tenant.id, q.optional("resource", 2000)?, scope).await? {
+        match resource::audience(state.cached(g), &state.store, &tenant.id, q.optional("resource", 2000)?, scope)
+            .await?
+        {
             Ok(a) => a,
             Err(why) => return fail("invalid_target", &why),
         };
@@ -500,16 +504,18 @@ async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, 
     FormFields::parse(body).map_err(form_error)
 }
 
-/// The tenant of a token-service path. A store that cannot answer is a 500 `server_error`
-/// (worth retrying), never "unknown tenant", which a client takes as final.
-async fn tenant_or_json(state: &AppState, slug: &str) -> Result<Tenant, HttpResponse> {
-    tenant_from_path(state, slug).await.map_err(|e| {
-        if e.status.is_server_error() {
-            return oauth_error(&OAuthError::Server("temporary failure".into()));
-        }
-        HttpResponse::NotFound()
-            .json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
-    })
+/// The tenant of a token-service path, with the configuration generation read for it. A
+/// store that cannot answer is a 500 `server_error` (worth retrying), never "unknown
+/// tenant", which a client takes as final.
+async fn tenant_or_json(state: &AppState, slug: &str) -> Result<(Tenant, Generation), HttpResponse> {
+    tenant_and_generation(state, slug).await.map_err(tenant_error_json)
+}
+
+fn tenant_error_json(e: PageError) -> HttpResponse {
+    if e.status.is_server_error() {
+        return oauth_error(&OAuthError::Server("temporary failure".into()));
+    }
+    HttpResponse::NotFound().json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
 }
 
 /// The parts common to token, introspect and revoke: tenant, body, authenticated client.
@@ -518,10 +524,10 @@ async fn client_request(
     state: &AppState,
     slug: &str,
     body: &web::Bytes,
-) -> Result<(Tenant, FormFields, client::Client), HttpResponse> {
-    let tenant = tenant_or_json(state, slug).await?;
-    let (form, client) = client_request_in(req, state, &tenant, body).await?;
-    Ok((tenant, form, client))
+) -> Result<(Tenant, Generation, FormFields, client::Client), HttpResponse> {
+    let (tenant, g) = tenant_or_json(state, slug).await?;
+    let (form, client) = client_request_in(req, state, &tenant, g, body).await?;
+    Ok((tenant, g, form, client))
 }
 
 /// [`client_request`] for a tenant already found.
@@ -529,12 +535,13 @@ async fn client_request_in(
     req: &HttpRequest,
     state: &AppState,
     tenant: &Tenant,
+    g: Generation,
     body: &web::Bytes,
 ) -> Result<(FormFields, client::Client), HttpResponse> {
     let form = parse_body(req, body).await.map_err(|e| oauth_error(&e))?;
     let basic = basic_credentials(req).map_err(|e| oauth_error(&e))?;
     let presented = presented_client(&form, &basic).map_err(|e| oauth_error(&e))?;
-    let client = authenticate_client(&state.store, &state.client_secrets, tenant, presented)
+    let client = authenticate_client(&state.store, state.cached(g), &state.client_secrets, tenant, presented)
         .await
         .map_err(|e| oauth_error(&e))?;
     // A single-page app is called from its registered origins only.
@@ -550,9 +557,10 @@ async fn client_request_in(
     Ok((form, client))
 }
 
-fn service<'a>(req: &HttpRequest, state: &'a AppState, tenant: &'a Tenant) -> TokenService<'a> {
+fn service<'a>(req: &HttpRequest, state: &'a AppState, tenant: &'a Tenant, g: Generation) -> TokenService<'a> {
     TokenService {
         store: &state.store,
+        cached: state.cached(g),
         keys: &state.keys,
         now: state.now(),
         issuer: issuer(state, tenant),
@@ -568,20 +576,31 @@ async fn token_request(
     state: &AppState,
     slug: &str,
     body: &web::Bytes,
-) -> Result<(Tenant, client::Client, String), HttpResponse> {
-    let (tenant, form, client) = client_request(req, state, slug, body).await?;
+) -> Result<(Tenant, Generation, client::Client, String), HttpResponse> {
+    let (tenant, g, form, client) = client_request(req, state, slug, body).await?;
+    token_parameter(tenant, g, form, client)
+}
+
+/// The `token` parameter that introspection and revocation need.
+fn token_parameter(
+    tenant: Tenant,
+    g: Generation,
+    form: FormFields,
+    client: client::Client,
+) -> Result<(Tenant, Generation, client::Client, String), HttpResponse> {
     match form.optional("token", 16 * 1024) {
-        Ok(Some(t)) => Ok((tenant, client, t.to_string())),
+        Ok(Some(t)) => Ok((tenant, g, client, t.to_string())),
         Ok(None) => Err(oauth_error(&OAuthError::InvalidRequest("token is missing".into()))),
         Err(e) => Err(oauth_error(&form_error(e))),
     }
 }
 
-/// The token endpoint. Store round trips (ARCHITECTURE.md "Hot paths"; signing keys are
-/// cached): client_credentials 2 (tenant, client) + 1 when API scopes or a `resource`
-/// are asked for; authorization_code 6 (tenant, client, code+grant, spend, user, refresh
-/// token); refresh_token 6 (tenant, client, owner, the rotation transaction, user).
-/// CORS answers only the authenticated client's own web origins (no extra round trip).
+/// The token endpoint. Store round trips (ARCHITECTURE.md "Hot paths"): one to read the
+/// configuration generation, after which tenant, client, APIs and signing keys come from
+/// the replica's cache (`crate::cache`); then client_credentials nothing more;
+/// authorization_code 4 (code+grant, spend, user, refresh token); refresh_token the owner,
+/// the rotation transaction and the user. CORS answers only the authenticated client's
+/// own web origins (no extra round trip).
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -598,7 +617,7 @@ async fn token_inner(
     slug: &str,
     body: &web::Bytes,
 ) -> (HttpResponse, Option<client::Client>) {
-    let tenant = match tenant_or_json(state, slug).await {
+    let (tenant, g) = match tenant_or_json(state, slug).await {
         Ok(t) => t,
         Err(r) => return (r, None),
     };
@@ -617,7 +636,7 @@ async fn token_inner(
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
         return (r, None);
     }
-    let (form, client) = match client_request_in(req, state, &tenant, body).await {
+    let (form, client) = match client_request_in(req, state, &tenant, g, body).await {
         Ok(x) => x,
         Err(r) => {
             if r.status() == actix_web::http::StatusCode::UNAUTHORIZED {
@@ -626,7 +645,7 @@ async fn token_inner(
             return (r, None);
         }
     };
-    let svc = service(req, state, &tenant);
+    let svc = service(req, state, &tenant, g);
     let result = async {
         let grant_type = form.optional("grant_type", 100).map_err(form_error)?;
         // RFC 8707 §2: one resource per request here.
@@ -697,24 +716,55 @@ async fn count_token_failure(state: &AppState, tenant: &Tenant, ip: Option<std::
     }
 }
 
-/// RFC 7662. Store round trips: 2 (tenant, client) + for a JWT the revocation list,
-/// and the grant and user (user tokens) or the client row (client tokens); for a refresh
-/// token its row, grant, client and user.
+/// RFC 7662. Store round trips: one for a client's own JWT — the configuration
+/// generation and the token's revocation state in one query, with the tenant, the
+/// calling client, the token's client and the signing keys from the cache
+/// (`crate::cache`); a user's JWT adds its grant and user; a refresh token its row, grant
+/// and user.
 pub async fn introspect(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (tenant, client, token) = match token_request(&req, &state, &path, &body).await {
+    let (tenant, g, client, token, revocation) = match introspection_request(&req, &state, &path, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let svc = service(&req, &state, &tenant);
-    match svc.introspect(&client, &token).await {
+    let svc = service(&req, &state, &tenant, g);
+    let known = revocation.as_ref().map(|(jti, revoked)| (jti.as_str(), *revoked));
+    match svc.introspect(&client, &token, known).await {
         Ok(v) => json_ok(&v),
         Err(e) => oauth_error(&e),
     }
+}
+
+/// [`token_request`] for introspection, in one round trip: the generation is read with
+/// the revocation state of the presented token's `jti`. That `jti` is read before the
+/// signature is checked only to fetch its row; `verify_access_token` uses the answer only
+/// for the `jti` of a token whose signature it verified.
+#[allow(clippy::type_complexity)]
+async fn introspection_request(
+    req: &HttpRequest,
+    state: &AppState,
+    slug: &str,
+    body: &web::Bytes,
+) -> Result<(Tenant, Generation, client::Client, String, Option<(String, bool)>), HttpResponse> {
+    let slug = pages::tenant_slug(slug).map_err(tenant_error_json)?;
+    let jti = FormFields::parse(body)
+        .ok()
+        .and_then(|f| f.optional("token", 16 * 1024).ok().flatten().and_then(tokens::unverified_jti));
+    let (value, revoked) = grant::generation_and_revocation(&state.store, jti.as_deref())
+        .await
+        .map_err(|e| tenant_error_json(PageError::from(e)))?;
+    let g = state.observe(value);
+    let tenant = pages::tenant_at(state, g, &slug)
+        .await
+        .map_err(tenant_error_json)?
+        .ok_or_else(|| tenant_error_json(pages::unknown_tenant()))?;
+    let (form, client) = client_request_in(req, state, &tenant, g, body).await?;
+    let (tenant, g, client, token) = token_parameter(tenant, g, form, client)?;
+    Ok((tenant, g, client, token, jti.map(|j| (j, revoked))))
 }
 
 pub async fn revoke(
@@ -723,11 +773,11 @@ pub async fn revoke(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (tenant, client, token) = match token_request(&req, &state, &path, &body).await {
+    let (tenant, g, client, token) = match token_request(&req, &state, &path, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let svc = service(&req, &state, &tenant);
+    let svc = service(&req, &state, &tenant, g);
     let res = match svc.revoke(&client, &token).await {
         Ok(()) => HttpResponse::Ok().insert_header(("pragma", "no-cache")).finish(),
         Err(e) => oauth_error(&e),
@@ -760,7 +810,7 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::P
 
 async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (HttpResponse, Option<String>) {
     let res = |r| (r, None);
-    let tenant = match tenant_or_json(state, slug).await {
+    let (tenant, g) = match tenant_or_json(state, slug).await {
         Ok(t) => t,
         Err(r) => return res(r),
     };
@@ -773,7 +823,10 @@ async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (Htt
         return res(bearer_error("a Bearer access token is required"));
     };
     let iss = issuer(state, &tenant);
-    match tokens::verify_access_token(&state.keys, &state.store, state.now(), &iss, &tenant.id, token.trim()).await {
+    let known = tokens::Known { cached: Some(state.cached(g)), revocation: None };
+    match tokens::verify_access_token(&state.keys, &state.store, state.now(), &iss, &tenant.id, token.trim(), known)
+        .await
+    {
         Err(e) => res(oauth_error(&OAuthError::from(e))),
         Ok(Err(why)) => res(bearer_error(&why.to_string())),
         Ok(Ok(v)) => {

@@ -171,14 +171,42 @@ pub(super) fn busy_page() -> HttpResponse {
 }
 
 pub(super) async fn tenant_from_path(state: &AppState, raw: &str) -> Result<Tenant, PageError> {
-    let unknown =
-        || PageError::not_found("There is no organisation at this address. Start again from the sign-in page.");
+    Ok(tenant_and_generation(state, raw).await?.0)
+}
+
+/// [`tenant_from_path`] with the configuration generation it read, for the lookups that
+/// follow on the same request (clients, APIs: `crate::cache`). One store round trip
+/// (the generation) when the tenant is cached.
+pub(super) async fn tenant_and_generation(
+    state: &AppState,
+    raw: &str,
+) -> Result<(Tenant, crate::cache::Generation), PageError> {
+    let slug = tenant_slug(raw)?;
+    let g = state.fresh().await?;
+    let t = tenant_at(state, g, &slug).await?.ok_or_else(unknown_tenant)?;
+    Ok((t, g))
+}
+
+pub(super) fn unknown_tenant() -> PageError {
+    PageError::not_found("There is no organisation at this address. Start again from the sign-in page.")
+}
+
+/// The tenant part of a path, checked before anything reaches the store.
+pub(super) fn tenant_slug(raw: &str) -> Result<TenantSlug, PageError> {
     // A control character (a `%00`) never reaches the store: it is a malformed address.
     super::form::check_no_control("tenant", raw).map_err(|_| {
         PageError::bad_request("This address contains characters that are not allowed. Check the link you followed.")
     })?;
-    let slug = TenantSlug::parse(raw).map_err(|_| unknown())?;
-    tenant::find_by_slug(&state.store, &slug).await?.ok_or_else(unknown)
+    TenantSlug::parse(raw).map_err(|_| unknown_tenant())
+}
+
+/// The tenant at `slug` as of generation `g` (cached, or read and cached).
+pub(super) async fn tenant_at(
+    state: &AppState,
+    g: crate::cache::Generation,
+    slug: &TenantSlug,
+) -> Result<Option<Tenant>, PageError> {
+    Ok(state.cache.tenant(g, &state.store, slug).await?.map(|t| Tenant::clone(&t)))
 }
 
 /// Where a tenant's sign-in continues once discovery found it.

@@ -70,7 +70,7 @@ async fn caller(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Vault
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "", "a Bearer access token is required"))?;
     let issuer = super::oauth::issuer(state, &tenant);
     let verified =
-        match tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim())
+        match tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim(), Default::default())
             .await
         {
             Err(e) => return Err(vault_error(&VaultError::Store(e))),

@@ -63,6 +63,14 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// An ES256 key that lives only in memory, never stored or published: for the
+    /// benchmark floor (`crate::http::floor`), which must not touch the store.
+    pub fn ephemeral_es256() -> Result<Signer, KeyStoreError> {
+        let (pkcs8, _, _) = generate(Alg::ES256)?;
+        let (key, _, _) = open_private(Alg::ES256, &pkcs8)?;
+        Ok(Signer { kid: format!("floor-{}", super::random_hex(4)), alg: Alg::ES256, key })
+    }
+
     pub fn sign<C: serde::Serialize>(&self, typ: Option<&str>, claims: &C) -> Result<String, JwsError> {
         let header =
             Header { alg: self.alg.as_str().into(), kid: self.kid.clone(), typ: typ.map(Into::into), crit: None };
@@ -205,20 +213,38 @@ struct Snapshot {
     published: Vec<PublicKey>,
 }
 
-/// How long a replica trusts its cached view of the key table. After another replica
-/// rotates, this one keeps signing with the old key for at most this long — harmless,
-/// since a retired key stays published far longer.
+/// How long a replica trusts its cached view of the key table when no request told it
+/// the configuration generation moved (`KeyRing::observe_generation`, on every HTTP
+/// request that names a tenant, makes a rotation visible at once). A retired key stays
+/// published far longer than this either way.
 const CACHE_SECONDS: i64 = 10;
 
 pub struct KeyRing {
     sealer: Sealer,
     /// Per tenant id.
     cache: RwLock<HashMap<String, Arc<Snapshot>>>,
+    /// The store's configuration generation the cache was last checked against
+    /// (`crate::cache`): the `signing_keys` table bumps it, so a request that observed
+    /// a new generation drops every snapshot and a rotation is seen at once.
+    generation: std::sync::atomic::AtomicI64,
 }
 
 impl KeyRing {
     pub fn new(master: &MasterKey) -> KeyRing {
-        KeyRing { sealer: Sealer::new(master), cache: RwLock::new(HashMap::new()) }
+        KeyRing {
+            sealer: Sealer::new(master),
+            cache: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Takes the configuration generation a request just read from the store; when it
+    /// moved, the cached snapshots are dropped (see `crate::cache`).
+    pub fn observe_generation(&self, value: i64) {
+        use std::sync::atomic::Ordering;
+        if self.generation.swap(value, Ordering::AcqRel) != value {
+            self.invalidate(None);
+        }
     }
 
     fn invalidate(&self, tenant_id: Option<&str>) {

@@ -14,6 +14,7 @@ pub mod tokens;
 
 use serde::Serialize;
 
+use crate::cache::Cached;
 use crate::clock::UnixTime;
 use crate::keys::signing::{KeyRing, KeyStoreError};
 use crate::store::Store;
@@ -98,20 +99,24 @@ pub struct PresentedClient<'a> {
 
 /// Confidential clients must present their secret; public clients must not have one.
 /// Both forms of a Basic secret are compared in constant time (ring's HMAC verify).
+/// The client is looked up through the request's [`Cached`] configuration (exact: see
+/// `crate::cache`), so a known client costs no store round trip.
 pub async fn authenticate_client(
     store: &Store,
+    cached: Cached<'_>,
     secrets: &SecretHasher,
     tenant: &Tenant,
     p: PresentedClient<'_>,
 ) -> Result<Client, OAuthError> {
     let unknown = || OAuthError::InvalidClient("client authentication failed".into());
-    let client = match client::find(store, &tenant.id, p.client_id).await? {
+    let found = match cached.client(store, &tenant.id, p.client_id).await? {
         Some(c) => c,
         None => match p.raw_client_id.filter(|r| *r != p.client_id) {
-            Some(raw) => client::find(store, &tenant.id, raw).await?.ok_or_else(unknown)?,
+            Some(raw) => cached.client(store, &tenant.id, raw).await?.ok_or_else(unknown)?,
             None => return Err(unknown()),
         },
     };
+    let client = Client::clone(&found);
     match (client.kind.is_public(), p.secret) {
         (true, None) => Ok(client),
         (true, Some(_)) => Err(OAuthError::InvalidClient("public clients have no secret".into())),
@@ -140,6 +145,8 @@ pub struct TokenResponse {
 /// The token service for one tenant at one instant.
 pub struct TokenService<'a> {
     pub store: &'a Store,
+    /// Tenants' clients and APIs as of the generation this request read.
+    pub cached: Cached<'a>,
     pub keys: &'a KeyRing,
     pub now: UnixTime,
     pub issuer: String,
@@ -216,7 +223,8 @@ impl TokenService<'_> {
     /// only for grants bound to an API).
     async fn resource_still_registered(&self, resource: Option<&str>) -> Result<(), OAuthError> {
         if let Some(r) = resource {
-            if resource::find(self.store, &self.tenant.id, r).await?.is_none() {
+            let registered = self.cached.resources(self.store, &self.tenant.id).await?;
+            if !registered.iter().any(|x| x.identifier == r) {
                 return Err(OAuthError::InvalidGrant("the API this grant was for is no longer registered".into()));
             }
         }
@@ -382,8 +390,8 @@ impl TokenService<'_> {
         self.issue(client, &g, &user, None, Some(new_token)).await
     }
 
-    /// RFC 6749 §4.4: the client acts for itself. No store writes; one read when the
-    /// request names a resource or asks for an API's scopes.
+    /// RFC 6749 §4.4: the client acts for itself. No store writes, and no reads beyond the
+    /// request's generation read: the tenant's APIs come from the cache.
     pub async fn client_credentials(
         &self,
         client: &Client,
@@ -395,7 +403,7 @@ impl TokenService<'_> {
         }
         let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
         let resource::Audience { resource: audience, scope } =
-            match resource::audience(self.store, &self.tenant.id, resource, scope).await? {
+            match resource::audience(self.cached, self.store, &self.tenant.id, resource, scope).await? {
                 Ok(a) => a,
                 Err(why) => return Err(OAuthError::InvalidTarget(why)),
             };
@@ -523,9 +531,17 @@ impl TokenService<'_> {
     }
 
     /// RFC 7662. Public clients may only ask about their own tokens.
-    pub async fn introspect(&self, caller: &Client, token: &str) -> Result<serde_json::Value, OAuthError> {
+    /// `revocation`: whether the token with that `jti` is revoked, when the caller read
+    /// it already (with the configuration generation, in one round trip).
+    pub async fn introspect(
+        &self,
+        caller: &Client,
+        token: &str,
+        revocation: Option<(&str, bool)>,
+    ) -> Result<serde_json::Value, OAuthError> {
         let inactive = serde_json::json!({"active": false});
         if token.matches('.').count() == 2 {
+            let known = tokens::Known { cached: Some(self.cached), revocation };
             let v = match tokens::verify_access_token(
                 self.keys,
                 self.store,
@@ -533,6 +549,7 @@ impl TokenService<'_> {
                 &self.issuer,
                 &self.tenant.id,
                 token,
+                known,
             )
             .await?
             {
@@ -563,7 +580,7 @@ impl TokenService<'_> {
         if g.tenant_id != self.tenant.id {
             return Ok(inactive);
         }
-        let Some(client) = client::find_by_row_id(self.store, &g.client_row_id).await? else { return Ok(inactive) };
+        let Some(client) = self.cached.client_by_row(self.store, &g.client_row_id).await? else { return Ok(inactive) };
         if !g.is_live(self.now) || (caller.kind.is_public() && client.row_id != caller.row_id) {
             return Ok(inactive);
         }
@@ -589,7 +606,16 @@ impl TokenService<'_> {
         }
         if token.matches('.').count() == 2 {
             if let Ok(Ok(v)) =
-                tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token).await
+                tokens::verify_access_token(
+                    self.keys,
+                    self.store,
+                    self.now,
+                    &self.issuer,
+                    &self.tenant.id,
+                    token,
+                    tokens::Known { cached: Some(self.cached), revocation: None },
+                )
+                .await
             {
                 if v.claims.crid == caller.row_id {
                     grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;

@@ -143,8 +143,10 @@ pub struct Audience {
 /// (`Err` → `invalid_target`); scopes of other APIs are then left out. Without one, the
 /// scopes of exactly one API name it; scopes of several APIs are refused (a token no API
 /// would accept); no API scope at all means the token is for the client itself. No store
-/// round trip when only OpenID scopes are at stake and no resource is named; one otherwise.
+/// round trip when only OpenID scopes are at stake and no resource is named, or when the
+/// tenant's APIs are cached at this request's generation; one otherwise.
 pub async fn audience(
+    cached: crate::cache::Cached<'_>,
     store: &Store,
     tenant_id: &str,
     named: Option<&str>,
@@ -157,7 +159,7 @@ pub async fn audience(
     } else if granted.iter().all(|s| OIDC_SCOPES.contains(&s.as_str())) {
         return Ok(Ok(Audience { resource: None, scope: granted }));
     }
-    let all = list(store, tenant_id).await?;
+    let all = cached.resources(store, tenant_id).await?;
     let chosen = match named {
         Some(id) => match all.iter().find(|r| r.identifier == id) {
             Some(r) => Some(r.clone()),

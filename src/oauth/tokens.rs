@@ -4,10 +4,13 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
 use super::grant::{self, Grant};
+use crate::cache::Cached;
 use crate::clock::UnixTime;
 use crate::keys::jws::Alg;
 use crate::keys::signing::{KeyRing, KeyStoreError};
@@ -151,6 +154,23 @@ pub async fn mint(keys: &KeyRing, store: &Store, now: UnixTime, r: MintRequest<'
     Ok(Minted { access_token, expires_in: (access_exp - now).max(0), scope, id_token })
 }
 
+/// The `jti` of a JWT-shaped token, read without verifying anything: only so that its
+/// revocation state can be fetched in the same round trip as the configuration
+/// generation. Nothing is decided on it ([`Known::revocation`]).
+pub fn unverified_jti(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Jti {
+        jti: String,
+    }
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Jti>(&bytes).ok().map(|j| j.jti).filter(|j| j.len() <= 200)
+}
+
 /// An access token that passed every check. Only [`verify_access_token`] builds one.
 #[derive(Debug, Clone)]
 pub struct VerifiedAccessToken {
@@ -172,6 +192,26 @@ pub enum AccessTokenRejection {
     Inactive,
 }
 
+/// What a verifier may take instead of asking the store again.
+#[derive(Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// The request's cached configuration (clients), exact at its generation.
+    pub cached: Option<Cached<'a>>,
+    /// Whether the token whose `jti` this is was revoked, read in the same round trip as
+    /// the request's configuration generation ([`grant::generation_and_revocation`]).
+    pub revocation: Option<(&'a str, bool)>,
+}
+
+/// The client with this row id, through the cache when the caller has one.
+async fn client_by_row(store: &Store, known: Known<'_>, row_id: &str) -> Result<Option<Arc<Client>>, sqlx::Error> {
+    match known.cached {
+        Some(c) => c.client_by_row(store, row_id).await,
+        None => Ok(super::client::find_by_row_id(store, row_id).await?.map(Arc::new)),
+    }
+}
+
+/// Store round trips, with a [`Known`] that carries the cache and the revocation state:
+/// none more for a client's own token; the grant and the user for a user's token.
 pub async fn verify_access_token(
     keys: &KeyRing,
     store: &Store,
@@ -179,6 +219,7 @@ pub async fn verify_access_token(
     issuer: &str,
     tenant_id: &str,
     token: &str,
+    known: Known<'_>,
 ) -> Result<Result<VerifiedAccessToken, AccessTokenRejection>, sqlx::Error> {
     use AccessTokenRejection::*;
     let verified = match keys.verify(store, now, tenant_id, token).await {
@@ -196,7 +237,11 @@ pub async fn verify_access_token(
     if now >= claims.exp {
         return Ok(Err(Expired));
     }
-    if grant::access_token_revoked(store, &claims.jti).await? {
+    let revoked = match known.revocation {
+        Some((jti, revoked)) if jti == claims.jti => revoked,
+        _ => grant::access_token_revoked(store, &claims.jti).await?,
+    };
+    if revoked {
         return Ok(Err(Revoked));
     }
     let mut user = None;
@@ -214,12 +259,12 @@ pub async fn verify_access_token(
                 None => return Ok(Err(Inactive)),
             }
         }
-        if super::client::find_by_row_id(store, &g.client_row_id).await?.is_none() {
+        if client_by_row(store, known, &g.client_row_id).await?.is_none() {
             return Ok(Err(Inactive));
         }
     } else {
         // Bound to the client's row, not its name: a re-created client id is another client.
-        let live = super::client::find_by_row_id(store, &claims.crid)
+        let live = client_by_row(store, known, &claims.crid)
             .await?
             .is_some_and(|c| c.tenant_id == tenant_id && c.client_id == claims.client_id);
         if !live {

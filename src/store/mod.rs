@@ -23,6 +23,9 @@ use sqlx::{AnyPool, ConnectOptions, Connection};
 
 pub mod meta;
 
+/// A pooled connection idle this long is pinged before it is handed out again.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
+
 /// How long the first connection to PostgreSQL may take before start-up gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -96,6 +99,21 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out (one more round trip per query,
+            // and on SQLite one more hand-off to the connection's thread) and again when
+            // it takes it back. The ping at release already closes a connection that
+            // broke in use; the one at acquire is kept only for a connection idle long
+            // enough to have been dropped by a restarted database, so a busy replica
+            // pays one round trip per query, not two.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if kind == StoreKind::Sqlite {

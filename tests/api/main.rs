@@ -6,6 +6,7 @@ mod admin_api;
 mod bad_input;
 mod browser;
 mod browser_console;
+mod cache;
 mod cards;
 mod cli;
 mod conformance;

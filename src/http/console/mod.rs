@@ -323,11 +323,12 @@ pub mod multipart;
 pub mod view;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/t/{tenant}/admin", web::get().to(home))
-        .route("/t/{tenant}/admin/", web::get().to(home))
-        .route("/t/{tenant}/admin/idps/upload", web::post().to(upload))
-        .route("/t/{tenant}/admin/audit/export", web::get().to(audit_export))
-        .route("/t/{tenant}/admin/idps/{name}/metadata.xml", web::get().to(idp_metadata))
-        .route("/t/{tenant}/admin/{section}", web::get().to(page))
-        .route("/t/{tenant}/admin/{section}/{action}", web::post().to(act));
+    // Inside the `/t/{tenant}` scope (`crate::http::configure`).
+    cfg.route("/admin", web::get().to(home))
+        .route("/admin/", web::get().to(home))
+        .route("/admin/idps/upload", web::post().to(upload))
+        .route("/admin/audit/export", web::get().to(audit_export))
+        .route("/admin/idps/{name}/metadata.xml", web::get().to(idp_metadata))
+        .route("/admin/{section}", web::get().to(page))
+        .route("/admin/{section}/{action}", web::post().to(act));
 }

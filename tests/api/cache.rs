@@ -1,0 +1,104 @@
+//! The replica cache (src/cache.rs) is exact: a change committed to a cached table by
+//! anyone — here straight in the store, as a person at `psql` or another replica would —
+//! is seen by the next request, with no wait. Both stores (the triggers are per engine).
+
+use lanyard::oauth::client::{ClientKind, NewClient};
+use serde_json::Value;
+
+use crate::both_stores;
+use crate::helpers::{new_client, StoreKind, TestApp};
+
+both_stores!(changes_made_outside_this_server_are_seen_at_the_next_request);
+
+async fn cc(app: &TestApp, secret: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/t/acme/token", app.base))
+        .basic_auth("svc", Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn introspect(app: &TestApp, secret: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/t/acme/introspect", app.base))
+        .basic_auth("svc", Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    let n = sqlx::query(statement).execute(app.state.store.pool()).await.unwrap().rows_affected();
+    assert!(n > 0, "{statement} changed nothing");
+}
+
+async fn changes_made_outside_this_server_are_seen_at_the_next_request(kind: StoreKind) {
+    let app = TestApp::spawn(kind).await;
+    app.tenant("acme").await;
+    let mut new: NewClient = new_client("svc", ClientKind::Service, &[]);
+    new.scopes = Some(vec!["reports.read".into()]);
+    let (_, secret) = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", new).await.unwrap();
+    let secret = secret.unwrap();
+
+    // Warm: tenant, client and keys are cached now.
+    let (status, t) = cc(&app, &secret).await;
+    assert_eq!(status, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&app, &secret, &token).await["active"], true);
+
+    // The client loses the grant type behind the server's back: the next request knows.
+    sql(&app, "UPDATE oauth_clients SET grant_types = 'authorization_code' WHERE client_id = 'svc'").await;
+    let (status, t) = cc(&app, &secret).await;
+    assert_eq!((status, t["error"].as_str()), (400, Some("unauthorized_client")), "{t}");
+    sql(&app, "UPDATE oauth_clients SET grant_types = 'client_credentials' WHERE client_id = 'svc'").await;
+    assert_eq!(cc(&app, &secret).await.0, 200);
+
+    // The tenant is renamed away: its address is unknown at once.
+    sql(&app, "UPDATE tenants SET slug = 'acme2' WHERE slug = 'acme'").await;
+    assert_eq!(cc(&app, &secret).await.0, 404);
+    sql(&app, "UPDATE tenants SET slug = 'acme' WHERE slug = 'acme2'").await;
+    assert_eq!(cc(&app, &secret).await.0, 200);
+
+    // Every signing key of the tenant is removed: the token no longer verifies, and the
+    // next grant is signed by a key made for the occasion.
+    sql(&app, "DELETE FROM signing_keys WHERE tenant_id = (SELECT id FROM tenants WHERE slug = 'acme')").await;
+    assert_eq!(introspect(&app, &secret, &token).await["active"], false, "its key is gone");
+    let (status, t) = cc(&app, &secret).await;
+    assert_eq!(status, 200, "{t}");
+    let fresh = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&app, &secret, &fresh).await["active"], true);
+
+    // A token revoked behind the server's back is inactive at once (read with the
+    // generation, in one round trip).
+    let jti = {
+        use base64::Engine;
+        let p = fresh.split('.').nth(1).unwrap();
+        let v: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
+        v["jti"].as_str().unwrap().to_string()
+    };
+    sql(&app, &format!("INSERT INTO oauth_revoked_access_tokens (jti, expires_at) VALUES ('{jti}', {})", app.now() + 600))
+        .await;
+    assert_eq!(introspect(&app, &secret, &fresh).await["active"], false);
+
+    // The client removed: its own token is inactive and it can no longer authenticate.
+    let (_, t) = cc(&app, &secret).await;
+    let last = t["access_token"].as_str().unwrap().to_string();
+    sql(&app, "DELETE FROM oauth_clients WHERE client_id = 'svc'").await;
+    assert_eq!(cc(&app, &secret).await.0, 401);
+    let mut again = new_client("svc", ClientKind::Service, &[]);
+    again.secret = Some(secret.clone());
+    let created = app.admin().create_client(&app.state.keys, &app.state.client_secrets, "acme", again).await;
+    assert!(created.is_ok());
+    assert_eq!(
+        introspect(&app, &secret, &last).await["active"],
+        false,
+        "a re-created client id is another client: the removed one's token stays dead"
+    );
+}
