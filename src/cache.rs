@@ -1,12 +1,13 @@
 //! A replica's cache of what rarely changes — tenants (with their domains), OAuth
-//! clients, API resources; signing keys live in [`crate::keys::signing::KeyRing`] and
-//! follow the same generation — kept exact across replicas by one counter in the store.
+//! clients, API resources, and which access tokens' signatures were verified; signing
+//! keys live in [`crate::keys::signing::KeyRing`] and follow the same generation — kept
+//! exact across replicas by one counter in the store.
 //!
 //! Triggers in both schemas (migration 0015) bump `config_generation.value` in the same
 //! transaction as every insert, update or delete in those tables, whoever writes: this
-//! replica, another one, the CLI, a person at `psql`. A request reads the counter once,
-//! alone ([`read_generation`]) or inside a query it makes anyway (introspection reads it
-//! with the token's revocation state), and hands it to [`ConfigCache::observe`]. Cached
+//! replica, another one, the CLI, a person at `psql`. A request reads the counter once
+//! ([`GenerationReader::read`], with the presented token's revocation state when it
+//! introspects one) and hands it to [`ConfigCache::observe`]. Cached
 //! copies are used only at the generation they were loaded at: when the counter has
 //! moved, everything is dropped and reloaded from the store. So a change committed before
 //! a request read the counter is seen by that request, on every replica: the bound is
@@ -23,12 +24,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::oauth::client::Client;
+use crate::oauth::tokens::AccessClaims;
 use crate::oauth::resource::Resource;
 use crate::store::Store;
 use crate::tenant::Tenant;
 
 /// A bound on each map, far above any real number of tenants or clients per replica.
 pub const MAX_ENTRIES: usize = 10_000;
+/// A bound on the verified access tokens kept (about 1 KiB each).
+pub const MAX_VERIFIED: usize = 4_096;
 
 /// The store's configuration generation as read during this request. Only
 /// [`ConfigCache::observe`] makes one, so a cached entry is never used without a read.
@@ -41,9 +45,57 @@ impl Generation {
     }
 }
 
-/// Reads the counter (one round trip).
-pub async fn read_generation(store: &Store) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT value FROM config_generation WHERE id = 1").fetch_one(store.pool()).await
+/// The one query every request makes: the generation and, for introspection, whether
+/// the access token with `jti` is on the revocation list (an empty `jti` matches nothing).
+const READ_SQL: &str = "SELECT value, (SELECT COUNT(*) FROM oauth_revoked_access_tokens WHERE jti = $1) AS revoked \
+     FROM config_generation WHERE id = 1";
+
+async fn read_on<'e, E>(executor: E, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    use sqlx::Row;
+    let row = sqlx::query(READ_SQL).bind(jti.unwrap_or("")).fetch_one(executor).await?;
+    Ok((row.try_get("value")?, row.try_get::<i64, _>("revoked")? > 0))
+}
+
+/// How many connections [`GenerationReader`] keeps out of the pool.
+const READER_CONNECTIONS: usize = 4;
+
+/// Reads the generation (and a revocation) on a few connections of its own. sqlx's pool
+/// pings a connection each time it takes one back (a second round trip, and on SQLite a
+/// second hand-off to the connection's thread, after every query); this read is made on
+/// every request, so it skips the pool: each slot holds a connection detached from it.
+/// A slot in use is skipped, and with all of them busy the read goes through the pool. A
+/// connection that fails is dropped, and the slot opens another at its next use.
+pub struct GenerationReader {
+    slots: Vec<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
+}
+
+impl Default for GenerationReader {
+    fn default() -> Self {
+        GenerationReader { slots: (0..READER_CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect() }
+    }
+}
+
+impl GenerationReader {
+    /// One round trip: the generation, and whether `jti` (if any) is revoked.
+    pub async fn read(&self, store: &Store, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error> {
+        for slot in &self.slots {
+            if let Ok(mut held) = slot.try_lock() {
+                let conn = match held.as_mut() {
+                    Some(c) => c,
+                    None => held.insert(store.pool().acquire().await?.detach()),
+                };
+                let r = read_on(&mut *conn, jti).await;
+                if r.is_err() {
+                    *held = None;
+                }
+                return r;
+            }
+        }
+        read_on(store.pool(), jti).await
+    }
 }
 
 #[derive(Default)]
@@ -56,6 +108,11 @@ struct Entries {
     clients_by_row: HashMap<String, Arc<Client>>,
     /// By tenant id.
     resources: HashMap<String, Arc<Vec<Resource>>>,
+    /// Access tokens whose signature was verified with the tenant's keys at this
+    /// generation, by tenant id and the whole token: their claims, not yet checked for
+    /// issuer, expiry or revocation (those are checked at every use).
+    verified: HashMap<String, HashMap<String, Arc<AccessClaims>>>,
+    verified_count: usize,
 }
 
 impl Entries {
@@ -64,6 +121,8 @@ impl Entries {
         self.clients.clear();
         self.clients_by_row.clear();
         self.resources.clear();
+        self.verified.clear();
+        self.verified_count = 0;
     }
 }
 
@@ -97,11 +156,6 @@ impl ConfigCache {
             }
         }
         (Generation(value), stale)
-    }
-
-    /// Reads the generation and observes it.
-    pub async fn fresh(&self, store: &Store) -> Result<(Generation, bool), sqlx::Error> {
-        Ok(self.observe(read_generation(store).await?))
     }
 
     /// Runs `f` on the entries when they are still at generation `g`.
@@ -179,6 +233,25 @@ impl ConfigCache {
         Ok(Some(c))
     }
 
+    /// The claims of `token` if its signature was verified at generation `g` for the tenant.
+    pub fn verified_access_token(&self, g: Generation, tenant_id: &str, token: &str) -> Option<Arc<AccessClaims>> {
+        self.read(g, |e| e.verified.get(tenant_id)?.get(token).cloned())
+    }
+
+    /// Keeps the claims of a token whose signature was just verified at generation `g`.
+    pub fn remember_verified(&self, g: Generation, tenant_id: &str, token: &str, claims: Arc<AccessClaims>) {
+        self.write(g, |e| {
+            if e.verified_count >= MAX_VERIFIED {
+                e.verified.clear();
+                e.verified_count = 0;
+            }
+            let tokens = e.verified.entry(tenant_id.to_string()).or_default();
+            if tokens.insert(token.to_string(), claims).is_none() {
+                e.verified_count += 1;
+            }
+        });
+    }
+
     /// The tenant's registered APIs, from the cache or the store.
     pub async fn resources(
         &self,
@@ -241,6 +314,39 @@ mod tests {
         assert!(cache.read(g2, |e| e.resources.get("t").cloned()).is_none());
         // And nothing is read through a generation that is not the current one.
         assert!(cache.read(g1, |_| Some(())).is_none());
+    }
+
+    fn claims(jti: &str) -> Arc<AccessClaims> {
+        Arc::new(AccessClaims {
+            iss: "https://id.example/t/acme".into(),
+            sub: "client:svc".into(),
+            aud: "svc".into(),
+            client_id: "svc".into(),
+            exp: 2,
+            iat: 1,
+            jti: jti.into(),
+            scope: String::new(),
+            auth_time: None,
+            gid: None,
+            crid: "row".into(),
+        })
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_per_tenant_and_generation_and_bounded() {
+        let cache = ConfigCache::new();
+        let (g1, _) = cache.observe(1);
+        cache.remember_verified(g1, "t1", "a.b.c", claims("j1"));
+        assert_eq!(cache.verified_access_token(g1, "t1", "a.b.c").map(|c| c.jti.clone()), Some("j1".into()));
+        assert!(cache.verified_access_token(g1, "t2", "a.b.c").is_none(), "another tenant's keys did not verify it");
+        assert!(cache.verified_access_token(g1, "t1", "a.b.cX").is_none(), "only the exact token");
+        let (g2, _) = cache.observe(2);
+        assert!(cache.verified_access_token(g2, "t1", "a.b.c").is_none(), "keys may have changed: verify again");
+        for i in 0..MAX_VERIFIED + 10 {
+            cache.remember_verified(g2, "t1", &format!("tok{i}"), claims("j"));
+        }
+        let kept = cache.entries.read().map(|e| e.verified_count).unwrap_or(usize::MAX);
+        assert!(kept <= MAX_VERIFIED, "{kept}");
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl Application {
             metrics: http::observe::recorder(),
             draining: Default::default(),
             cache: cache::ConfigCache::new(),
+            generation: Default::default(),
             floor: if config.bench_floor { Some(http::floor::Floor::new()?) } else { None },
             config,
             store,

@@ -66,6 +66,8 @@ pub struct AppState {
     /// Tenants, clients and APIs as of the store's configuration generation
     /// ([`crate::cache`]); signing keys follow the same generation in `keys`.
     pub cache: crate::cache::ConfigCache,
+    /// Reads the generation on connections of its own.
+    pub generation: crate::cache::GenerationReader,
     /// The benchmark floor, when `bench_floor` is configured ([`floor`]).
     pub floor: Option<floor::Floor>,
 }
@@ -84,7 +86,7 @@ impl AppState {
 
     /// Reads the configuration generation (one round trip) and observes it.
     pub async fn fresh(&self) -> Result<crate::cache::Generation, sqlx::Error> {
-        Ok(self.observe(crate::cache::read_generation(&self.store).await?))
+        Ok(self.observe(self.generation.read(&self.store, None).await?.0))
     }
 
     /// The cache at generation `g`, for the token service.

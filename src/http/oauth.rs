@@ -754,7 +754,9 @@ async fn introspection_request(
     let jti = FormFields::parse(body)
         .ok()
         .and_then(|f| f.optional("token", 16 * 1024).ok().flatten().and_then(tokens::unverified_jti));
-    let (value, revoked) = grant::generation_and_revocation(&state.store, jti.as_deref())
+    let (value, revoked) = state
+        .generation
+        .read(&state.store, jti.as_deref())
         .await
         .map_err(|e| tenant_error_json(PageError::from(e)))?;
     let g = state.observe(value);

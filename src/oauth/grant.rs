@@ -412,20 +412,6 @@ pub async fn revoke_access_token(store: &Store, jti: &str, expires_at: UnixTime)
     }
 }
 
-/// One round trip for the whole of an introspection's store state when the token is a
-/// client's own: the configuration generation (`crate::cache`) and whether `jti` (if
-/// any) is on the revocation list.
-pub async fn generation_and_revocation(store: &Store, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT value, (SELECT COUNT(*) FROM oauth_revoked_access_tokens WHERE jti = $1) AS revoked \
-         FROM config_generation WHERE id = 1",
-    )
-    .bind(jti.unwrap_or(""))
-    .fetch_one(store.pool())
-    .await?;
-    Ok((row.try_get("value")?, row.try_get::<i64, _>("revoked")? > 0))
-}
-
 pub async fn access_token_revoked(store: &Store, jti: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("SELECT jti FROM oauth_revoked_access_tokens WHERE jti = $1")
         .bind(jti)

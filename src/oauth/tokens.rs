@@ -198,7 +198,7 @@ pub struct Known<'a> {
     /// The request's cached configuration (clients), exact at its generation.
     pub cached: Option<Cached<'a>>,
     /// Whether the token whose `jti` this is was revoked, read in the same round trip as
-    /// the request's configuration generation ([`grant::generation_and_revocation`]).
+    /// the request's configuration generation (`crate::cache::GenerationReader`).
     pub revocation: Option<(&'a str, bool)>,
 }
 
@@ -222,15 +222,27 @@ pub async fn verify_access_token(
     known: Known<'_>,
 ) -> Result<Result<VerifiedAccessToken, AccessTokenRejection>, sqlx::Error> {
     use AccessTokenRejection::*;
-    let verified = match keys.verify(store, now, tenant_id, token).await {
-        Ok(v) => v,
-        Err(KeyStoreError::Store(e)) => return Err(e),
-        Err(_) => return Ok(Err(Invalid)),
+    // A token whose signature was verified at this request's generation (the tenant's
+    // keys unchanged since) is not verified again: an API introspects the same token for
+    // each call it receives. The cache holds the exact token string.
+    let claims = match known.cached.and_then(|c| c.cache.verified_access_token(c.generation, tenant_id, token)) {
+        Some(claims) => AccessClaims::clone(&claims),
+        None => {
+            let verified = match keys.verify(store, now, tenant_id, token).await {
+                Ok(v) => v,
+                Err(KeyStoreError::Store(e)) => return Err(e),
+                Err(_) => return Ok(Err(Invalid)),
+            };
+            if verified.header.typ.as_deref() != Some("at+jwt") {
+                return Ok(Err(Invalid));
+            }
+            let Ok(claims) = verified.claims_after_verification::<AccessClaims>() else { return Ok(Err(Invalid)) };
+            if let Some(c) = known.cached {
+                c.cache.remember_verified(c.generation, tenant_id, token, Arc::new(claims.clone()));
+            }
+            claims
+        }
     };
-    if verified.header.typ.as_deref() != Some("at+jwt") {
-        return Ok(Err(Invalid));
-    }
-    let Ok(claims) = verified.claims_after_verification::<AccessClaims>() else { return Ok(Err(Invalid)) };
     if claims.iss != issuer {
         return Ok(Err(WrongIssuer));
     }
