@@ -327,7 +327,14 @@ async fn intro_ok(c: reqwest::Client, url: String, tok: String) -> bool {
 
 /// Every figure for Lanyard at `base`; `pg_url` when the store is PostgreSQL (for the
 /// round-trip counts).
-async fn lanyard_figures(base: &str, pid: u32, concurrency: usize, seconds: u64, n_codes: usize, pg_url: Option<&str>) -> (Figures, String) {
+async fn lanyard_figures(
+    base: &str,
+    pid: u32,
+    concurrency: usize,
+    seconds: u64,
+    n_codes: usize,
+    pg_url: Option<&str>,
+) -> (Figures, String) {
     let token_url = format!("{base}/t/bench/token");
     let url = token_url.clone();
     let (cc, cc_fail) = sustained(concurrency, seconds, move |c| cc_ok(c, url.clone())).await;
@@ -489,12 +496,11 @@ impl Drop for Pg {
 /// and of `POST /bench/floor` (an ES256 mint with no store, in the same stack).
 async fn ceilings(base: &str, concurrency: usize, seconds: u64) -> (f64, f64) {
     let u = format!("{base}/healthz");
-    let (health, _) =
-        sustained(concurrency, seconds, move |c| {
-            let u = u.clone();
-            async move { matches!(c.get(&u).send().await, Ok(r) if r.status() == 200) }
-        })
-        .await;
+    let (health, _) = sustained(concurrency, seconds, move |c| {
+        let u = u.clone();
+        async move { matches!(c.get(&u).send().await, Ok(r) if r.status() == 200) }
+    })
+    .await;
     let u = format!("{base}/bench/floor");
     let (floor, floor_fail) = sustained(concurrency, seconds, move |c| {
         let u = u.clone();
@@ -514,7 +520,8 @@ async fn run(cores: Cores) {
     println!(
         "lanyard token-service benchmark: {concurrency} clients, {seconds} s per figure; {}",
         match cores.server {
-            Some(c) => format!("server (and its PostgreSQL) pinned to core {c}, this load generator to core 1 (taskset)"),
+            Some(c) =>
+                format!("server (and its PostgreSQL) pinned to core {c}, this load generator to core 1 (taskset)"),
             None => "unpinned".into(),
         }
     );
@@ -656,11 +663,7 @@ async fn oidc_provider(
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let mut node = Command::new("node");
     node.arg(&script).arg(port.to_string()).arg(SECRET);
-    let mut child = on_core(&node, core)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node");
+    let mut child = on_core(&node, core).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("node");
     let pid = child.id();
     {
         use std::io::BufRead;

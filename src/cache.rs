@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::oauth::client::Client;
-use crate::oauth::tokens::AccessClaims;
 use crate::oauth::resource::Resource;
+use crate::oauth::tokens::AccessClaims;
 use crate::store::Store;
 use crate::tenant::Tenant;
 
@@ -277,7 +277,12 @@ pub struct Cached<'a> {
 }
 
 impl<'a> Cached<'a> {
-    pub async fn client(&self, store: &Store, tenant_id: &str, client_id: &str) -> Result<Option<Arc<Client>>, sqlx::Error> {
+    pub async fn client(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Arc<Client>>, sqlx::Error> {
         self.cache.client(self.generation, store, tenant_id, client_id).await
     }
 

@@ -183,11 +183,18 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| problem(StatusCode::UNAUTHORIZED, "invalid_token", "a Bearer access token is required"))?;
     let issuer = state.config.url(&format!("/t/{}", tenant.slug));
-    let verified =
-        tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim(), Default::default())
-            .await
-            .map_err(|e| AdminError::from(e).to_response())?
-            .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
+    let verified = tokens::verify_access_token(
+        &state.keys,
+        &state.store,
+        state.now(),
+        &issuer,
+        &tenant.id,
+        token.trim(),
+        Default::default(),
+    )
+    .await
+    .map_err(|e| AdminError::from(e).to_response())?
+    .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
     if !verified.claims.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
         return Err(problem(
             StatusCode::FORBIDDEN,

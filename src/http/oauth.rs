@@ -21,11 +21,11 @@ use super::error::PageError;
 use super::form::{FormError, FormFields};
 use super::pages::{self, current_session, tenant_and_generation, tenant_from_path};
 use super::AppState;
+use crate::cache::Generation;
 use crate::oauth::client::{self, ClientKind};
 use crate::oauth::pkce::Challenge;
 use crate::oauth::tokens::{self, IdClaims};
 use crate::oauth::{authenticate_client, grant, resource, OAuthError, PresentedClient, TokenService};
-use crate::cache::Generation;
 use crate::tenant::Tenant;
 
 /// Authorization codes live 60 seconds (RFC 6749 §4.1.2 recommends at most 10 minutes).
@@ -515,7 +515,8 @@ fn tenant_error_json(e: PageError) -> HttpResponse {
     if e.status.is_server_error() {
         return oauth_error(&OAuthError::Server("temporary failure".into()));
     }
-    HttpResponse::NotFound().json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
+    HttpResponse::NotFound()
+        .json(serde_json::json!({"error": "invalid_request", "error_description": "unknown tenant"}))
 }
 
 /// The parts common to token, introspect and revoke: tenant, body, authenticated client.
@@ -578,20 +579,16 @@ async fn token_request(
     body: &web::Bytes,
 ) -> Result<(Tenant, Generation, client::Client, String), HttpResponse> {
     let (tenant, g, form, client) = client_request(req, state, slug, body).await?;
-    token_parameter(tenant, g, form, client)
+    let token = token_parameter(&form).map_err(|e| oauth_error(&e))?;
+    Ok((tenant, g, client, token))
 }
 
 /// The `token` parameter that introspection and revocation need.
-fn token_parameter(
-    tenant: Tenant,
-    g: Generation,
-    form: FormFields,
-    client: client::Client,
-) -> Result<(Tenant, Generation, client::Client, String), HttpResponse> {
+fn token_parameter(form: &FormFields) -> Result<String, OAuthError> {
     match form.optional("token", 16 * 1024) {
-        Ok(Some(t)) => Ok((tenant, g, client, t.to_string())),
-        Ok(None) => Err(oauth_error(&OAuthError::InvalidRequest("token is missing".into()))),
-        Err(e) => Err(oauth_error(&form_error(e))),
+        Ok(Some(t)) => Ok(t.to_string()),
+        Ok(None) => Err(OAuthError::InvalidRequest("token is missing".into())),
+        Err(e) => Err(form_error(e)),
     }
 }
 
@@ -754,18 +751,15 @@ async fn introspection_request(
     let jti = FormFields::parse(body)
         .ok()
         .and_then(|f| f.optional("token", 16 * 1024).ok().flatten().and_then(tokens::unverified_jti));
-    let (value, revoked) = state
-        .generation
-        .read(&state.store, jti.as_deref())
-        .await
-        .map_err(|e| tenant_error_json(PageError::from(e)))?;
+    let (value, revoked) =
+        state.generation.read(&state.store, jti.as_deref()).await.map_err(|e| tenant_error_json(PageError::from(e)))?;
     let g = state.observe(value);
     let tenant = pages::tenant_at(state, g, &slug)
         .await
         .map_err(tenant_error_json)?
         .ok_or_else(|| tenant_error_json(pages::unknown_tenant()))?;
     let (form, client) = client_request_in(req, state, &tenant, g, body).await?;
-    let (tenant, g, client, token) = token_parameter(tenant, g, form, client)?;
+    let token = token_parameter(&form).map_err(|e| oauth_error(&e))?;
     Ok((tenant, g, client, token, jti.map(|j| (j, revoked))))
 }
 

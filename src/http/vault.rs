@@ -69,14 +69,21 @@ async fn caller(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Vault
         .and_then(|h| h.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| &h[7..]))
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "", "a Bearer access token is required"))?;
     let issuer = super::oauth::issuer(state, &tenant);
-    let verified =
-        match tokens::verify_access_token(&state.keys, &state.store, state.now(), &issuer, &tenant.id, token.trim(), Default::default())
-            .await
-        {
-            Err(e) => return Err(vault_error(&VaultError::Store(e))),
-            Ok(Err(why)) => return Err(error(StatusCode::UNAUTHORIZED, "invalid_token", &why.to_string())),
-            Ok(Ok(v)) => v,
-        };
+    let verified = match tokens::verify_access_token(
+        &state.keys,
+        &state.store,
+        state.now(),
+        &issuer,
+        &tenant.id,
+        token.trim(),
+        Default::default(),
+    )
+    .await
+    {
+        Err(e) => return Err(vault_error(&VaultError::Store(e))),
+        Ok(Err(why)) => return Err(error(StatusCode::UNAUTHORIZED, "invalid_token", &why.to_string())),
+        Ok(Ok(v)) => v,
+    };
     VaultCaller::from_token(&state.store, &tenant.id, &verified).await.map_err(|e| vault_error(&e))
 }
 

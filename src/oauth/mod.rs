@@ -605,17 +605,16 @@ impl TokenService<'_> {
             return Ok(());
         }
         if token.matches('.').count() == 2 {
-            if let Ok(Ok(v)) =
-                tokens::verify_access_token(
-                    self.keys,
-                    self.store,
-                    self.now,
-                    &self.issuer,
-                    &self.tenant.id,
-                    token,
-                    tokens::Known { cached: Some(self.cached), revocation: None },
-                )
-                .await
+            if let Ok(Ok(v)) = tokens::verify_access_token(
+                self.keys,
+                self.store,
+                self.now,
+                &self.issuer,
+                &self.tenant.id,
+                token,
+                tokens::Known { cached: Some(self.cached), revocation: None },
+            )
+            .await
             {
                 if v.claims.crid == caller.row_id {
                     grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;

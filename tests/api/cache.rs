@@ -80,11 +80,15 @@ async fn changes_made_outside_this_server_are_seen_at_the_next_request(kind: Sto
     let jti = {
         use base64::Engine;
         let p = fresh.split('.').nth(1).unwrap();
-        let v: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
         v["jti"].as_str().unwrap().to_string()
     };
-    sql(&app, &format!("INSERT INTO oauth_revoked_access_tokens (jti, expires_at) VALUES ('{jti}', {})", app.now() + 600))
-        .await;
+    sql(
+        &app,
+        &format!("INSERT INTO oauth_revoked_access_tokens (jti, expires_at) VALUES ('{jti}', {})", app.now() + 600),
+    )
+    .await;
     assert_eq!(introspect(&app, &secret, &fresh).await["active"], false);
 
     // The client removed: its own token is inactive and it can no longer authenticate.

@@ -1308,7 +1308,9 @@ async fn propagation(st: &Setup, via: &Http) {
         for o in &st.replicas {
             let v = Http::new(&o.base(), &log)
                 .send("introspect", |c, base| {
-                    c.post(format!("{base}/t/acme/introspect")).basic_auth("printer", Some(&new)).form(&[("token", &at)])
+                    c.post(format!("{base}/t/acme/introspect"))
+                        .basic_auth("printer", Some(&new))
+                        .form(&[("token", &at)])
                 })
                 .await
                 .unwrap()
