@@ -67,7 +67,8 @@ const READER_CONNECTIONS: usize = 4;
 /// second hand-off to the connection's thread, after every query); this read is made on
 /// every request, so it skips the pool: each slot holds a connection detached from it.
 /// A slot in use is skipped, and with all of them busy the read goes through the pool. A
-/// connection that fails is dropped, and the slot opens another at its next use.
+/// kept connection that fails (one that died idle while the database restarted) is
+/// dropped and the read is made again on a fresh one, so a restart costs no request.
 pub struct GenerationReader {
     slots: Vec<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
 }
@@ -82,17 +83,23 @@ impl GenerationReader {
     /// One round trip: the generation, and whether `jti` (if any) is revoked.
     pub async fn read(&self, store: &Store, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error> {
         for slot in &self.slots {
-            if let Ok(mut held) = slot.try_lock() {
-                let conn = match held.as_mut() {
-                    Some(c) => c,
-                    None => held.insert(store.pool().acquire().await?.detach()),
-                };
-                let r = read_on(&mut *conn, jti).await;
-                if r.is_err() {
-                    *held = None;
+            let Ok(mut held) = slot.try_lock() else { continue };
+            if let Some(conn) = held.as_mut() {
+                match read_on(&mut *conn, jti).await {
+                    Ok(r) => return Ok(r),
+                    // A connection kept here may have died while it sat idle (the database
+                    // restarted): drop it, and read on a fresh one below.
+                    Err(_) => *held = None,
                 }
-                return r;
             }
+            // From the pool, which pings a connection idle for a while before handing it
+            // out; kept here once it has answered.
+            let mut conn = store.pool().acquire().await?.detach();
+            let r = read_on(&mut conn, jti).await;
+            if r.is_ok() {
+                *held = Some(conn);
+            }
+            return r;
         }
         read_on(store.pool(), jti).await
     }
