@@ -39,12 +39,6 @@ pub const MAX_VERIFIED: usize = 4_096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generation(i64);
 
-impl Generation {
-    pub fn value(self) -> i64 {
-        self.0
-    }
-}
-
 /// The one query every request makes: the generation and, for introspection, whether
 /// the access token with `jti` is on the revocation list (an empty `jti` matches nothing).
 const READ_SQL: &str = "SELECT value, (SELECT COUNT(*) FROM oauth_revoked_access_tokens WHERE jti = $1) AS revoked \

@@ -531,6 +531,16 @@ impl TokenService<'_> {
     }
 
     /// RFC 7662. Public clients may only ask about their own tokens.
+    /// [`tokens::verify_access_token`] for this tenant, through the request's cache.
+    async fn verify_access_token(
+        &self,
+        token: &str,
+        revocation: Option<(&str, bool)>,
+    ) -> Result<Result<tokens::VerifiedAccessToken, tokens::AccessTokenRejection>, sqlx::Error> {
+        let known = tokens::Known { cached: Some(self.cached), revocation };
+        tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token, known).await
+    }
+
     /// `revocation`: whether the token with that `jti` is revoked, when the caller read
     /// it already (with the configuration generation, in one round trip).
     pub async fn introspect(
@@ -541,18 +551,7 @@ impl TokenService<'_> {
     ) -> Result<serde_json::Value, OAuthError> {
         let inactive = serde_json::json!({"active": false});
         if token.matches('.').count() == 2 {
-            let known = tokens::Known { cached: Some(self.cached), revocation };
-            let v = match tokens::verify_access_token(
-                self.keys,
-                self.store,
-                self.now,
-                &self.issuer,
-                &self.tenant.id,
-                token,
-                known,
-            )
-            .await?
-            {
+            let v = match self.verify_access_token(token, revocation).await? {
                 Ok(v) => v,
                 Err(_) => return Ok(inactive),
             };
@@ -605,17 +604,7 @@ impl TokenService<'_> {
             return Ok(());
         }
         if token.matches('.').count() == 2 {
-            if let Ok(Ok(v)) = tokens::verify_access_token(
-                self.keys,
-                self.store,
-                self.now,
-                &self.issuer,
-                &self.tenant.id,
-                token,
-                tokens::Known { cached: Some(self.cached), revocation: None },
-            )
-            .await
-            {
+            if let Ok(Ok(v)) = self.verify_access_token(token, None).await {
                 if v.claims.crid == caller.row_id {
                     grant::revoke_access_token(self.store, &v.claims.jti, v.claims.exp).await?;
                 }
