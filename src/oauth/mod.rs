@@ -530,7 +530,6 @@ impl TokenService<'_> {
         })
     }
 
-    /// RFC 7662. Public clients may only ask about their own tokens.
     /// [`tokens::verify_access_token`] for this tenant, through the request's cache.
     async fn verify_access_token(
         &self,
@@ -541,6 +540,7 @@ impl TokenService<'_> {
         tokens::verify_access_token(self.keys, self.store, self.now, &self.issuer, &self.tenant.id, token, known).await
     }
 
+    /// RFC 7662. Public clients may only ask about their own tokens.
     /// `revocation`: whether the token with that `jti` is revoked, when the caller read
     /// it already (with the configuration generation, in one round trip).
     pub async fn introspect(
