@@ -44,6 +44,11 @@ pub struct Generation(i64);
 const READ_SQL: &str = "SELECT value, (SELECT COUNT(*) FROM oauth_revoked_access_tokens WHERE jti = $1) AS revoked \
      FROM config_generation WHERE id = 1";
 
+/// [`READ_SQL`] for `crate::store::direct` (rusqlite numbers parameters `?N`).
+const DIRECT_READ_SQL: &str =
+    "SELECT value, (SELECT COUNT(*) FROM oauth_revoked_access_tokens WHERE jti = ?1) AS revoked \
+     FROM config_generation WHERE id = 1";
+
 async fn read_on<'e, E>(executor: E, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -63,6 +68,8 @@ const READER_CONNECTIONS: usize = 4;
 /// A slot in use is skipped, and with all of them busy the read goes through the pool. A
 /// kept connection that fails (one that died idle while the database restarted) is
 /// dropped and the read is made again on a fresh one, so a restart costs no request.
+/// A SQLite file store reads on its own reader threads instead (`crate::store::direct`),
+/// and the slots stay empty.
 pub struct GenerationReader {
     slots: Vec<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
 }
@@ -76,6 +83,15 @@ impl Default for GenerationReader {
 impl GenerationReader {
     /// One round trip: the generation, and whether `jti` (if any) is revoked.
     pub async fn read(&self, store: &Store, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error> {
+        if let Some(direct) = store.direct() {
+            let jti = jti.unwrap_or("").to_string();
+            return direct
+                .read(move |c| {
+                    c.prepare_cached(DIRECT_READ_SQL)?
+                        .query_row([&jti], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? > 0)))
+                })
+                .await;
+        }
         for slot in &self.slots {
             let Ok(mut held) = slot.try_lock() else { continue };
             if let Some(conn) = held.as_mut() {

@@ -11,11 +11,16 @@
 //! A code is read and checked (client, redirect URI, PKCE, expiry) before it is spent, so
 //! whoever merely sees a code cannot burn it with a wrong verifier.
 
+use rusqlite::OptionalExtension;
 use sqlx::Row;
 
 use crate::clock::UnixTime;
+use std::sync::Arc;
+
 use crate::keys::{random_token, sha256_hex};
+use crate::oauth::resource::Resource;
 use crate::store::{new_id, Store};
+use crate::user::User;
 
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -169,13 +174,27 @@ pub async fn find_code(store: &Store, code: &str) -> Result<Option<StoredCode>, 
     if code.len() > 200 {
         return Ok(None);
     }
-    let row = sqlx::query(&format!(
-        "SELECT {GRANT_COLUMNS}, c.redirect_uri, c.nonce, c.code_challenge, c.expires_at, c.used_at \
-         FROM oauth_codes c JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = $1"
-    ))
-    .bind(sha256_hex(code))
-    .fetch_optional(store.pool())
-    .await?;
+    if let Some(direct) = store.direct() {
+        let hash = sha256_hex(code);
+        return direct
+            .read(move |c| {
+                c.prepare_cached(FIND_CODE_SQL)?
+                    .query_row([&hash], |r| {
+                        Ok(StoredCode {
+                            grant: grant_from_direct_row(r)?,
+                            redirect_uri: r.get(11)?,
+                            nonce: r.get(12)?,
+                            code_challenge: r.get(13)?,
+                            expires_at: r.get(14)?,
+                            used: r.get::<_, Option<i64>>(15)?.is_some(),
+                        })
+                    })
+                    .optional()
+            })
+            .await;
+    }
+    let row =
+        sqlx::query(&FIND_CODE_SQL.replace("?1", "$1")).bind(sha256_hex(code)).fetch_optional(store.pool()).await?;
     row.map(|r| {
         let used_at: Option<i64> = r.try_get("used_at")?;
         Ok(StoredCode {
@@ -190,15 +209,107 @@ pub async fn find_code(store: &Store, code: &str) -> Result<Option<StoredCode>, 
     .transpose()
 }
 
-/// Spends a checked code: one conditional `UPDATE`. `false` means another redemption
-/// won (a genuine second redemption: the caller revokes the family).
-pub async fn spend_code(store: &Store, now: UnixTime, code: &str) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(sha256_hex(code))
-        .execute(store.pool())
-        .await?;
-    Ok(r.rows_affected() == 1)
+/// A code with its grant, by the code's hash (`?1`).
+const FIND_CODE_SQL: &str = "SELECT g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
+     g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at, \
+     c.redirect_uri, c.nonce, c.code_challenge, c.expires_at, c.used_at \
+     FROM oauth_codes c JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = ?1";
+
+/// What spending a checked code did.
+pub enum CodeRedemption {
+    /// Spent before (or by a concurrent redemption that won): a genuine second
+    /// redemption, and the caller revokes the family.
+    AlreadyUsed,
+    /// Spent now. `user` is the grant's user if they may still receive tokens (read after
+    /// the spend); `refresh_token` the family's first refresh token, issued only when it
+    /// was asked for and the user is active.
+    Spent { user: Option<User>, refresh_token: Option<String> },
+}
+
+/// Spends a checked code with one conditional `UPDATE`, reads whether the grant's user
+/// may still receive tokens, and issues the first refresh token (`refresh`: the grant
+/// and the client's idle lifetime) when asked. On a SQLite file store this is one
+/// transaction, so a code is never spent without the refresh token its answer carries.
+pub async fn redeem_code(
+    store: &Store,
+    now: UnixTime,
+    code: &str,
+    user_id: Option<&str>,
+    refresh: Option<(&Grant, i64)>,
+) -> Result<CodeRedemption, sqlx::Error> {
+    let Some(direct) = store.direct() else {
+        let r = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(sha256_hex(code))
+            .execute(store.pool())
+            .await?;
+        if r.rows_affected() != 1 {
+            return Ok(CodeRedemption::AlreadyUsed);
+        }
+        let user = match user_id {
+            Some(uid) => crate::oauth::active_user(store, now, uid).await?,
+            None => None,
+        };
+        let refresh_token = match refresh {
+            Some((grant, idle)) if user.is_some() => Some(insert_refresh(store.pool(), now, grant, idle).await?),
+            _ => None,
+        };
+        return Ok(CodeRedemption::Spent { user, refresh_token });
+    };
+    let code_hash = sha256_hex(code);
+    let user_id = user_id.map(str::to_string);
+    let refresh = refresh.map(|(g, idle)| NewRefresh::new(now, g, idle));
+    direct
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let spent = tx
+                .prepare_cached("UPDATE oauth_codes SET used_at = ?1 WHERE code_hash = ?2 AND used_at IS NULL")?
+                .execute(rusqlite::params![now, code_hash])?;
+            if spent != 1 {
+                return Ok(CodeRedemption::AlreadyUsed);
+            }
+            let user = match &user_id {
+                Some(uid) => crate::user::find_active_direct(&tx, now, uid)?,
+                None => None,
+            };
+            let refresh_token = match refresh {
+                Some(r) if user.is_some() => Some(r.insert_direct(&tx)?),
+                _ => None,
+            };
+            tx.commit()?;
+            Ok(CodeRedemption::Spent { user, refresh_token })
+        })
+        .await
+}
+
+/// A refresh token about to be stored (made outside `crate::store::direct`'s thread).
+struct NewRefresh {
+    token: String,
+    hash: String,
+    grant_id: String,
+    issued_at: UnixTime,
+    idle_expires_at: UnixTime,
+}
+
+impl NewRefresh {
+    fn new(now: UnixTime, grant: &Grant, idle: i64) -> NewRefresh {
+        let token = random_token(32);
+        NewRefresh {
+            hash: sha256_hex(&token),
+            token,
+            grant_id: grant.id.clone(),
+            issued_at: now,
+            idle_expires_at: (now + idle).min(grant.absolute_expires_at),
+        }
+    }
+
+    fn insert_direct(self, c: &rusqlite::Connection) -> rusqlite::Result<String> {
+        c.prepare_cached(
+            "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at, idle_expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(rusqlite::params![self.hash, self.grant_id, self.issued_at, self.idle_expires_at])?;
+        Ok(self.token)
+    }
 }
 
 pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::Error> {
@@ -206,6 +317,16 @@ pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::
 }
 
 /// Loads a grant on the pool or inside a caller's transaction.
+/// [`load_grant`] on a connection of `crate::store::direct`.
+fn load_grant_direct(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Grant>> {
+    c.prepare_cached(
+        "SELECT g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
+         g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at FROM oauth_grants g WHERE g.id = ?1",
+    )?
+    .query_row([id], grant_from_direct_row)
+    .optional()
+}
+
 async fn load_grant<'e, E>(executor: E, id: &str) -> Result<Option<Grant>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -235,6 +356,25 @@ fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
         revoked_at: r.try_get("revoked_at")?,
         resource: r.try_get("resource")?,
         upstream_expires_at: r.try_get("upstream_expires_at")?,
+    })
+}
+
+/// A grant from a row of `crate::store::direct` whose first columns are [`GRANT_COLUMNS`].
+fn grant_from_direct_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+    let scope: String = r.get(4)?;
+    let amr: String = r.get(6)?;
+    Ok(Grant {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        client_row_id: r.get(2)?,
+        user_id: r.get(3)?,
+        scope: scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        auth_time: r.get(5)?,
+        amr: amr.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        absolute_expires_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+        resource: r.get(9)?,
+        upstream_expires_at: r.get(10)?,
     })
 }
 
@@ -279,11 +419,15 @@ pub enum RefreshRedemption {
     Rotated {
         grant: Box<Grant>,
         new_token: String,
+        /// The grant's user if they may still receive tokens.
+        user: Option<User>,
     },
     /// Presented again after rotation: the caller revokes the family.
     Reused {
         grant_id: String,
     },
+    /// Not spent: its grant failed the caller's [`OwnerCheck`].
+    Refused(OwnerRefusal),
     /// The token was valid but its family is revoked or past its absolute lifetime.
     FamilyEnded,
     Expired,
@@ -314,17 +458,34 @@ pub struct RefreshOwner {
     pub upstream_refresh_sealed: Option<String>,
 }
 
+const REFRESH_OWNER_SQL: &str =
+    "SELECT g.client_row_id, g.resource, g.id, g.upstream_idp_id, g.upstream_refresh_sealed \
+     FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = ?1";
+
+fn owner_from_direct_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RefreshOwner> {
+    Ok(RefreshOwner {
+        client_row_id: r.get(0)?,
+        resource: r.get(1)?,
+        grant_id: r.get(2)?,
+        upstream_idp_id: r.get(3)?,
+        upstream_refresh_sealed: r.get(4)?,
+    })
+}
+
 pub async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<RefreshOwner>, sqlx::Error> {
     if token.len() > 200 {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT g.client_row_id, g.resource, g.id, g.upstream_idp_id, g.upstream_refresh_sealed \
-         FROM oauth_refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
-    )
-    .bind(sha256_hex(token))
-    .fetch_optional(store.pool())
-    .await?;
+    if let Some(direct) = store.direct() {
+        let hash = sha256_hex(token);
+        return direct
+            .read(move |c| c.prepare_cached(REFRESH_OWNER_SQL)?.query_row([&hash], owner_from_direct_row).optional())
+            .await;
+    }
+    let row = sqlx::query(&REFRESH_OWNER_SQL.replace("?1", "$1"))
+        .bind(sha256_hex(token))
+        .fetch_optional(store.pool())
+        .await?;
     row.map(|r| {
         Ok(RefreshOwner {
             client_row_id: r.try_get("client_row_id")?,
@@ -335,6 +496,50 @@ pub async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<Re
         })
     })
     .transpose()
+}
+
+/// What must hold of a refresh token's grant before the token is spent, checked in the
+/// same hand-off as the rotation.
+#[derive(Clone)]
+pub struct OwnerCheck {
+    /// The presenting client (row id): a token of another client is not valid.
+    pub client_row_id: String,
+    /// The resource the request names, if any (RFC 8707): it must be the grant's.
+    pub resource: Option<String>,
+    /// The tenant's registered APIs: a grant for one since removed issues nothing more.
+    pub registered: Arc<Vec<Resource>>,
+    /// A grant through an upstream OpenID Provider is refused with
+    /// [`OwnerRefusal::Upstream`] so that the caller renews it there first, then asks
+    /// again with this off.
+    pub renew_upstream: bool,
+}
+
+/// Why [`OwnerCheck`] refused a refresh token's grant (nothing was spent).
+pub enum OwnerRefusal {
+    NotThisClient,
+    Upstream(RefreshOwner),
+    ResourceNotGranted,
+    ResourceGone,
+}
+
+impl OwnerCheck {
+    fn check(&self, owner: RefreshOwner) -> Result<(), OwnerRefusal> {
+        if owner.client_row_id != self.client_row_id {
+            return Err(OwnerRefusal::NotThisClient);
+        }
+        if self.renew_upstream && owner.upstream_idp_id.is_some() {
+            return Err(OwnerRefusal::Upstream(owner));
+        }
+        if self.resource.is_some() && self.resource != owner.resource {
+            return Err(OwnerRefusal::ResourceNotGranted);
+        }
+        if let Some(r) = &owner.resource {
+            if !self.registered.iter().any(|x| &x.identifier == r) {
+                return Err(OwnerRefusal::ResourceGone);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Upstream was renewed: the grant's tokens may last until `expires_at`, and the OP's
@@ -357,18 +562,34 @@ pub async fn set_upstream(
     Ok(())
 }
 
-/// Rotation in one transaction: spend the token, check its family, issue the next one.
-/// A concurrent reuse sees the token as used only after this commits, so of any number of
-/// parallel uses exactly one rotates, whatever the timing; the reuse then revokes the
-/// family, new token included.
+/// Rotation: the token's grant must pass `check` before anything is spent; then, in one
+/// transaction, spend the token, check its family, issue the next one. A concurrent reuse
+/// sees the token as used only after this commits, so of any number of parallel uses
+/// exactly one rotates, whatever the timing; the reuse then revokes the family, new token
+/// included. On a SQLite file store all of it is one hand-off.
 pub async fn rotate_refresh(
     store: &Store,
     now: UnixTime,
     token: &str,
     idle: i64,
+    check: &OwnerCheck,
 ) -> Result<RefreshRedemption, sqlx::Error> {
     if token.len() > 200 {
         return Ok(RefreshRedemption::Unknown);
+    }
+    if let Some(direct) = store.direct() {
+        let hash = sha256_hex(token);
+        let next_token = random_token(32);
+        let check = check.clone();
+        return direct.write(move |c| rotate_direct(c, now, &hash, next_token, idle, &check)).await;
+    }
+    match refresh_token_owner(store, token).await? {
+        None => return Ok(RefreshRedemption::Unknown),
+        Some(owner) => {
+            if let Err(refusal) = check.check(owner) {
+                return Ok(RefreshRedemption::Refused(refusal));
+            }
+        }
     }
     let mut tx = store.begin_write().await?;
     let row = sqlx::query(
@@ -390,11 +611,76 @@ pub async fn rotate_refresh(
         };
         let new_token = insert_refresh(&mut *tx, now, &grant, idle).await?;
         tx.commit().await?;
-        return Ok(RefreshRedemption::Rotated { grant: Box::new(grant), new_token });
+        let user = match &grant.user_id {
+            Some(uid) => crate::oauth::active_user(store, now, uid).await?,
+            None => None,
+        };
+        return Ok(RefreshRedemption::Rotated { grant: Box::new(grant), new_token, user });
     }
     tx.rollback().await?;
     Ok(match refresh_grant_id(store, token).await? {
         Some((grant_id, Some(_), _)) => RefreshRedemption::Reused { grant_id },
+        Some(_) => RefreshRedemption::Expired,
+        None => RefreshRedemption::Unknown,
+    })
+}
+
+/// [`rotate_refresh`] on the writer of `crate::store::direct`: the rotation, the user's
+/// state and, when the token was not spendable, why not — one hand-off.
+fn rotate_direct(
+    c: &mut rusqlite::Connection,
+    now: UnixTime,
+    hash: &str,
+    next_token: String,
+    idle: i64,
+    check: &OwnerCheck,
+) -> rusqlite::Result<RefreshRedemption> {
+    let owner = c.prepare_cached(REFRESH_OWNER_SQL)?.query_row([hash], owner_from_direct_row).optional()?;
+    match owner {
+        None => return Ok(RefreshRedemption::Unknown),
+        Some(owner) => {
+            if let Err(refusal) = check.check(owner) {
+                return Ok(RefreshRedemption::Refused(refusal));
+            }
+        }
+    }
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // With RETURNING, SQLite makes the change at the first step; the row comes after.
+    let spent: Option<String> = tx
+        .prepare_cached(
+            "UPDATE oauth_refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL \
+             AND idle_expires_at > ?1 RETURNING grant_id",
+        )?
+        .query_row(rusqlite::params![now, hash], |r| r.get(0))
+        .optional()?;
+    if let Some(grant_id) = spent {
+        let grant = match load_grant_direct(&tx, &grant_id)? {
+            Some(g) if g.is_live(now) => g,
+            // Dropping the transaction rolls the spend back.
+            _ => return Ok(RefreshRedemption::FamilyEnded),
+        };
+        let user = match &grant.user_id {
+            Some(uid) => crate::user::find_active_direct(&tx, now, uid)?,
+            None => None,
+        };
+        let next = NewRefresh {
+            hash: sha256_hex(&next_token),
+            token: next_token,
+            grant_id: grant.id.clone(),
+            issued_at: now,
+            idle_expires_at: (now + idle).min(grant.absolute_expires_at),
+        };
+        let new_token = next.insert_direct(&tx)?;
+        tx.commit()?;
+        return Ok(RefreshRedemption::Rotated { grant: Box::new(grant), new_token, user });
+    }
+    drop(tx);
+    let found: Option<(String, Option<i64>)> = c
+        .prepare_cached("SELECT grant_id, used_at FROM oauth_refresh_tokens WHERE token_hash = ?1")?
+        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match found {
+        Some((grant_id, Some(_))) => RefreshRedemption::Reused { grant_id },
         Some(_) => RefreshRedemption::Expired,
         None => RefreshRedemption::Unknown,
     })

@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::tenant::Tenant;
 use crate::user::User;
 use client::{Client, SecretHasher};
-use grant::RefreshRedemption;
+use grant::{OwnerRefusal, RefreshRedemption};
 
 /// RFC 6749 §5.2 (and §4.1.2.1) error codes. `Display` is the code itself; the string
 /// inside is the `error_description`.
@@ -231,19 +231,20 @@ impl TokenService<'_> {
         Ok(())
     }
 
-    /// Checks a family read at redemption, and loads its user. The grant is not read again:
-    /// a revocation by a concurrent reuse must not turn the one valid use into a failure.
-    async fn check_family(&self, client: &Client, g: &grant::Grant) -> Result<User, OAuthError> {
+    /// Checks a family read at redemption, with its user as read there (`None`: the user
+    /// may no longer receive tokens). The grant is not read again: a revocation by a
+    /// concurrent reuse must not turn the one valid use into a failure.
+    fn check_family(&self, client: &Client, g: &grant::Grant, user: Option<User>) -> Result<User, OAuthError> {
         if g.client_row_id != client.row_id {
             return Err(OAuthError::InvalidGrant("the grant was issued to another client".into()));
         }
         if !g.is_live(self.now) {
             return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()));
         }
-        let uid = g.user_id.as_deref().ok_or_else(|| OAuthError::InvalidGrant("grant has no user".into()))?;
-        active_user(self.store, self.now, uid)
-            .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("the user can no longer sign in".into()))
+        if g.user_id.is_none() {
+            return Err(OAuthError::InvalidGrant("grant has no user".into()));
+        }
+        user.ok_or_else(|| OAuthError::InvalidGrant("the user can no longer sign in".into()))
     }
 
     /// RFC 6749 §4.1.3 with RFC 7636 §4.6. The code is checked against the presenter
@@ -290,22 +291,30 @@ impl TokenService<'_> {
             }
         }
         self.resource_still_registered(g.resource.as_deref()).await?;
-        if stored.used || !grant::spend_code(self.store, self.now, code).await? {
-            if grant::revoke_grant(self.store, self.now, &g.id, "code_replay").await? {
-                tracing::warn!("authorization code replayed: its grant was revoked");
-                self.audit(client, "oauth.code_replay", &g.id).await;
+        // The first refresh token is issued with the spend only when this exchange will
+        // succeed as far as the code and grant tell; the user's state is read there too.
+        let expired = self.now >= stored.expires_at;
+        let with_refresh = !expired && g.is_live(self.now) && client.allows_grant("refresh_token");
+        let redeemed = if stored.used {
+            grant::CodeRedemption::AlreadyUsed
+        } else {
+            let refresh = with_refresh.then_some((g, client.refresh_idle_seconds));
+            grant::redeem_code(self.store, self.now, code, g.user_id.as_deref(), refresh).await?
+        };
+        let (user, refresh_token) = match redeemed {
+            grant::CodeRedemption::Spent { user, refresh_token } => (user, refresh_token),
+            grant::CodeRedemption::AlreadyUsed => {
+                if grant::revoke_grant(self.store, self.now, &g.id, "code_replay").await? {
+                    tracing::warn!("authorization code replayed: its grant was revoked");
+                    self.audit(client, "oauth.code_replay", &g.id).await;
+                }
+                return Err(OAuthError::InvalidGrant("authorization code was already used".into()));
             }
-            return Err(OAuthError::InvalidGrant("authorization code was already used".into()));
-        }
-        if self.now >= stored.expires_at {
+        };
+        if expired {
             return Err(OAuthError::InvalidGrant("authorization code has expired".into()));
         }
-        let user = self.check_family(client, g).await?;
-        let refresh_token = if client.allows_grant("refresh_token") {
-            Some(grant::issue_refresh(self.store, self.now, g, client.refresh_idle_seconds).await?)
-        } else {
-            None
-        };
+        let user = self.check_family(client, g, user)?;
         self.issue(client, g, &user, stored.nonce.as_deref(), refresh_token).await
     }
 
@@ -322,64 +331,45 @@ impl TokenService<'_> {
         if !client.allows_grant("refresh_token") {
             return Err(OAuthError::UnauthorizedClient("this client may not use refresh_token".into()));
         }
-        // The token must be this client's, and any resource named its grant's, before it
-        // is spent.
-        let Some(owner) = grant::refresh_token_owner(self.store, token).await? else {
-            return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
+        // The token must be this client's, and any resource named its grant's (and still
+        // registered), before it is spent: checked in the same hand-off as the rotation.
+        let mut check = grant::OwnerCheck {
+            client_row_id: client.row_id.clone(),
+            resource: resource.map(str::to_string),
+            registered: self.cached.resources(self.store, &self.tenant.id).await?,
+            renew_upstream: self.upstream.is_some(),
         };
-        if owner.client_row_id != client.row_id {
-            return Err(OAuthError::InvalidGrant("refresh token is not valid".into()));
-        }
-        let granted_resource = owner.resource.clone();
-        // Through an upstream OP: renew there first (`upstream_oidc::renew`).
-        if let (Some(idp_id), Some((sealer, http))) = (&owner.upstream_idp_id, &self.upstream) {
-            let renewed = crate::upstream_oidc::renew::renew(
-                self.store,
-                http,
-                sealer,
-                self.now,
-                &self.tenant.id,
-                &owner.grant_id,
-                idp_id,
-                owner.upstream_refresh_sealed.as_deref(),
-            )
-            .await;
-            match renewed {
-                Ok(_) => {}
-                Err(crate::upstream_oidc::renew::RenewError::Ended(why)) => {
-                    if grant::revoke_grant(self.store, self.now, &owner.grant_id, "upstream_refresh_failed").await? {
-                        self.audit(client, "oauth.upstream_ended", &owner.grant_id).await;
+        let (mut g, new_token, user) = loop {
+            match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds, &check).await? {
+                RefreshRedemption::Rotated { grant, new_token, user } => break (*grant, new_token, user),
+                // Through an upstream OP: renew there first, then rotate (`upstream_oidc::renew`).
+                RefreshRedemption::Refused(OwnerRefusal::Upstream(owner)) => {
+                    self.renew_upstream(client, &owner).await?;
+                    check.renew_upstream = false;
+                }
+                RefreshRedemption::Refused(OwnerRefusal::NotThisClient) | RefreshRedemption::Unknown => {
+                    return Err(OAuthError::InvalidGrant("refresh token is not valid".into()))
+                }
+                RefreshRedemption::Refused(OwnerRefusal::ResourceNotGranted) => {
+                    return Err(OAuthError::InvalidTarget("the resource was not part of the original grant".into()))
+                }
+                RefreshRedemption::Refused(OwnerRefusal::ResourceGone) => {
+                    return Err(OAuthError::InvalidGrant("the API this grant was for is no longer registered".into()))
+                }
+                RefreshRedemption::Reused { grant_id } => {
+                    if grant::revoke_grant(self.store, self.now, &grant_id, "refresh_reuse").await? {
+                        tracing::warn!("rotated refresh token presented again: its family was revoked");
+                        self.audit(client, "oauth.refresh_reuse", &grant_id).await;
                     }
-                    return Err(OAuthError::InvalidGrant(format!("the upstream session has ended ({why})")));
+                    return Err(OAuthError::InvalidGrant("refresh token was already used".into()));
                 }
-                Err(crate::upstream_oidc::renew::RenewError::Unavailable(why)) => {
-                    return Err(OAuthError::Server(format!("the upstream OpenID Provider cannot be reached ({why})")))
+                RefreshRedemption::FamilyEnded => {
+                    return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()))
                 }
-                Err(crate::upstream_oidc::renew::RenewError::Store(e)) => return Err(e.into()),
+                RefreshRedemption::Expired => return Err(OAuthError::InvalidGrant("refresh token has expired".into())),
             }
-        }
-        if resource.is_some_and(|r| granted_resource.as_deref() != Some(r)) {
-            return Err(OAuthError::InvalidTarget("the resource was not part of the original grant".into()));
-        }
-        self.resource_still_registered(granted_resource.as_deref()).await?;
-        let (mut g, new_token) = match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds)
-            .await?
-        {
-            RefreshRedemption::Rotated { grant, new_token } => (*grant, new_token),
-            RefreshRedemption::Reused { grant_id } => {
-                if grant::revoke_grant(self.store, self.now, &grant_id, "refresh_reuse").await? {
-                    tracing::warn!("rotated refresh token presented again: its family was revoked");
-                    self.audit(client, "oauth.refresh_reuse", &grant_id).await;
-                }
-                return Err(OAuthError::InvalidGrant("refresh token was already used".into()));
-            }
-            RefreshRedemption::FamilyEnded => {
-                return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()))
-            }
-            RefreshRedemption::Expired => return Err(OAuthError::InvalidGrant("refresh token has expired".into())),
-            RefreshRedemption::Unknown => return Err(OAuthError::InvalidGrant("refresh token is not valid".into())),
         };
-        let user = self.check_family(client, &g).await?;
+        let user = self.check_family(client, &g, user)?;
         if let Some(s) = scope {
             let asked: Vec<String> = s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect();
             if asked.iter().any(|a| !g.scope.contains(a)) {
@@ -388,6 +378,38 @@ impl TokenService<'_> {
             g.scope = asked;
         }
         self.issue(client, &g, &user, None, Some(new_token)).await
+    }
+
+    /// Renews a grant made through an upstream OpenID Provider there, before its refresh
+    /// token rotates here: an ended upstream session revokes the grant.
+    async fn renew_upstream(&self, client: &Client, owner: &grant::RefreshOwner) -> Result<(), OAuthError> {
+        let (Some(idp_id), Some((sealer, http))) = (&owner.upstream_idp_id, &self.upstream) else {
+            return Ok(());
+        };
+        let renewed = crate::upstream_oidc::renew::renew(
+            self.store,
+            http,
+            sealer,
+            self.now,
+            &self.tenant.id,
+            &owner.grant_id,
+            idp_id,
+            owner.upstream_refresh_sealed.as_deref(),
+        )
+        .await;
+        match renewed {
+            Ok(_) => Ok(()),
+            Err(crate::upstream_oidc::renew::RenewError::Ended(why)) => {
+                if grant::revoke_grant(self.store, self.now, &owner.grant_id, "upstream_refresh_failed").await? {
+                    self.audit(client, "oauth.upstream_ended", &owner.grant_id).await;
+                }
+                Err(OAuthError::InvalidGrant(format!("the upstream session has ended ({why})")))
+            }
+            Err(crate::upstream_oidc::renew::RenewError::Unavailable(why)) => {
+                Err(OAuthError::Server(format!("the upstream OpenID Provider cannot be reached ({why})")))
+            }
+            Err(crate::upstream_oidc::renew::RenewError::Store(e)) => Err(e.into()),
+        }
     }
 
     /// RFC 6749 §4.4: the client acts for itself. No store writes, and no reads beyond the

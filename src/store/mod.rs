@@ -11,6 +11,11 @@
 //! - ids are `TEXT`;
 //! - counters change with one atomic `UPDATE … RETURNING`, never read-modify-write.
 //!
+//! On a SQLite file store the hot token paths (the generation read, code exchange,
+//! refresh, the active-user check) run on a few connections of the store's own instead,
+//! one hand-off per operation ([`direct`]); they read and write the same file, so both
+//! paths see each other's commits.
+//!
 //! Only `serve` and `migrate` may create a store ([`OpenMode::Create`]); every other
 //! command opens an existing one ([`OpenMode::Existing`]) and says so when there is none,
 //! so a typo in a URL or a run from another directory never leaves an empty store behind.
@@ -21,6 +26,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Connection};
 
+pub mod direct;
 pub mod meta;
 
 /// A pooled connection idle this long is pinged before it is handed out again.
@@ -64,12 +70,16 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Direct(#[from] direct::DirectError),
 }
 
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     kind: StoreKind,
+    /// A SQLite file store's own connections for the hot paths (`direct`).
+    direct: Option<std::sync::Arc<direct::Direct>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -129,10 +139,13 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store { pool, kind };
+        let mut store = Store { pool, kind, direct: None };
         if mode == OpenMode::Existing && !store.is_migrated().await? {
             store.close().await;
             return Err(StoreError::Missing(redact_url(&url)));
+        }
+        if let Some(path) = sqlite_file(&url) {
+            store.direct = Some(std::sync::Arc::new(direct::Direct::open(std::path::Path::new(path))?));
         }
         Ok(store)
     }
@@ -162,6 +175,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The hot path's own SQLite connections, for a SQLite file store (`direct`).
+    pub fn direct(&self) -> Option<&direct::Direct> {
+        self.direct.as_deref()
     }
 
     /// A transaction that will write after reading. On SQLite it takes the write lock at
@@ -263,6 +281,15 @@ fn prepare_sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
         Some(_) => format!("{url}&mode={file_mode}"),
         None => format!("{url}?mode={file_mode}"),
     })
+}
+
+/// The file of a SQLite URL (after [`prepare_sqlite_url`], so it exists), or `None` for
+/// an in-memory database.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    (!path.is_empty() && !query.contains("mode=memory") && path != ":memory:" && !path.starts_with("file:"))
+        .then_some(path)
 }
 
 /// Creates `path` empty with mode 0600 unless it exists (SQLite accepts an empty file as

@@ -215,19 +215,43 @@ pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<User>, UserErr
 /// The user if they may still sign in or hold tokens: not disabled and not locked out
 /// (a password lock and the directory route's lock both count).
 pub async fn find_active(store: &Store, now: UnixTime, id: &str) -> Result<Option<User>, UserError> {
-    let row = sqlx::query(
-        "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, u.email_verified, u.created_at \
-         FROM users u \
-         LEFT JOIN password_credentials p ON p.user_id = u.id \
-         LEFT JOIN ldap_accounts l ON l.user_id = u.id \
-         WHERE u.id = $1 AND u.disabled = 0 AND (p.locked_until IS NULL OR p.locked_until <= $2) \
-           AND (l.locked_until IS NULL OR l.locked_until <= $2)",
-    )
-    .bind(id)
-    .bind(now)
-    .fetch_optional(store.pool())
-    .await?;
+    if let Some(direct) = store.direct() {
+        let id = id.to_string();
+        return Ok(direct.read(move |c| find_active_direct(c, now, &id)).await?);
+    }
+    let row = sqlx::query(&FIND_ACTIVE_SQL.replace('?', "$")).bind(id).bind(now).fetch_optional(store.pool()).await?;
     Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// A user who may sign in or receive tokens (`?1` the id, `?2` now): not disabled, not
+/// locked out in either realm. Written with `?N` for `crate::store::direct`; the sqlx
+/// path turns them into `$N`.
+const FIND_ACTIVE_SQL: &str = "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, \
+     u.email_verified, u.created_at FROM users u \
+     LEFT JOIN password_credentials p ON p.user_id = u.id \
+     LEFT JOIN ldap_accounts l ON l.user_id = u.id \
+     WHERE u.id = ?1 AND u.disabled = 0 AND (p.locked_until IS NULL OR p.locked_until <= ?2) \
+       AND (l.locked_until IS NULL OR l.locked_until <= ?2)";
+
+/// [`find_active`] on a connection of `crate::store::direct` (alone, or inside a
+/// transaction there).
+pub(crate) fn find_active_direct(c: &rusqlite::Connection, now: UnixTime, id: &str) -> rusqlite::Result<Option<User>> {
+    use rusqlite::OptionalExtension;
+    c.prepare_cached(FIND_ACTIVE_SQL)?
+        .query_row(rusqlite::params![id, now], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                tenant_id: r.get(1)?,
+                // Stored addresses were parsed on the way in.
+                email: Email(r.get(2)?),
+                display_name: r.get(3)?,
+                is_admin: r.get::<_, i64>(4)? != 0,
+                disabled: r.get::<_, i64>(5)? != 0,
+                email_verified: r.get::<_, i64>(6)? != 0,
+                created_at: r.get(7)?,
+            })
+        })
+        .optional()
 }
 
 pub async fn list_in_tenant(store: &Store, tenant_id: &str) -> Result<Vec<User>, UserError> {

@@ -1,0 +1,154 @@
+//! The SQLite hot path: a few connections of Lanyard's own, each owned by one thread,
+//! that run a whole operation (several statements, or a whole transaction) per hand-off.
+//!
+//! Through sqlx every statement is one hand-off from the request's thread to the
+//! connection's worker thread and back, and the `Any` driver copies every row into its
+//! own representation: a code exchange made five such trips and a refresh eight. Here a
+//! request sends one closure, which runs its statements on the connection (prepared once
+//! and cached) and returns plain Rust values, so each token operation costs one or two
+//! hand-offs. sqlx has no way to run a closure on its SQLite worker, so this is written
+//! by hand on `rusqlite`, which links the same SQLite (`libsqlite3-sys`) as sqlx.
+//!
+//! Readers and the writer are separate threads: a write waiting for SQLite's write lock
+//! (in the busy handler, behind another process's transaction) never holds up the reads
+//! every request makes. WAL mode lets the readers run beside the writer, and each read
+//! statement sees everything committed before it started, by any connection or process,
+//! so moving a read here changes no bound. Only file stores have them (`:memory:` is one
+//! database per connection); PostgreSQL keeps sqlx.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How many reader threads (connections) share the read queue.
+const READERS: usize = 2;
+/// Statements kept prepared per connection.
+const STATEMENT_CACHE: usize = 64;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    #[error("could not open the SQLite file for the hot path: {0}")]
+    Open(rusqlite::Error),
+    #[error("could not start a SQLite thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The reader queue and the writer queue; the threads end when the last `Direct` (and
+/// with it each queue's sender) is dropped.
+#[derive(Debug)]
+pub struct Direct {
+    reads: flume::Sender<Job>,
+    writes: flume::Sender<Job>,
+}
+
+impl Direct {
+    /// Opens the existing database file at `path` (never creates one) on each thread.
+    pub fn open(path: &Path) -> Result<Direct, DirectError> {
+        let (reads, read_queue) = flume::unbounded::<Job>();
+        let (writes, write_queue) = flume::unbounded::<Job>();
+        for i in 0..READERS {
+            spawn(format!("lanyard-sqlite-r{i}"), open_connection(path)?, read_queue.clone())?;
+        }
+        spawn("lanyard-sqlite-w".into(), open_connection(path)?, write_queue)?;
+        Ok(Direct { reads, writes })
+    }
+
+    /// Runs `f` on a reader connection (statements only: a transaction there would keep
+    /// its snapshot open between jobs).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        run(&self.reads, f).await
+    }
+
+    /// Runs `f` on the writer connection: one writer, so a `BEGIN IMMEDIATE` there waits
+    /// only for other connections and processes.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        run(&self.writes, f).await
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, DirectError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(DirectError::Open)?;
+    // As sqlx's connections (`Store::connect`): WAL, queueing writers, foreign keys.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+         PRAGMA synchronous = NORMAL;",
+    )
+    .map_err(DirectError::Open)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn spawn(name: String, mut conn: Connection, queue: flume::Receiver<Job>) -> Result<(), DirectError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            while let Ok(job) = queue.recv() {
+                // A job that panics loses its answer (the caller sees an error), not the thread.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                // Whatever a failed job left open is rolled back before the next one.
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(DirectError::Thread)
+}
+
+async fn run<T, F>(queue: &flume::Sender<Job>, f: F) -> Result<T, sqlx::Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    queue
+        .send(Box::new(move |conn: &mut Connection| {
+            let _ = tx.send(f(conn));
+        }))
+        .map_err(|_| sqlx::Error::PoolClosed)?;
+    match rx.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(sqlx::Error::Protocol(format!("SQLite: {e}"))),
+        Err(_) => Err(sqlx::Error::WorkerCrashed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_see_writes_and_a_failed_job_leaves_nothing_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let d = Direct::open(&path).unwrap();
+        d.write(|c| c.execute("INSERT INTO t (v) VALUES (1)", []).map(|_| ())).await.unwrap();
+        // A job that opens a transaction and fails: the thread rolls it back.
+        let failed = d
+            .write(|c| {
+                c.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (2)")?;
+                c.execute("INSERT INTO nowhere VALUES (1)", []).map(|_| ())
+            })
+            .await;
+        assert!(failed.is_err());
+        let n: i64 = d.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(n, 1);
+        // A panicking job answers with an error; the thread goes on.
+        let panicked: Result<(), _> = d.write(|_| panic!("boom")).await;
+        assert!(matches!(panicked, Err(sqlx::Error::WorkerCrashed)));
+        d.write(|c| c.execute("INSERT INTO t (v) VALUES (3)", []).map(|_| ())).await.unwrap();
+    }
+}
