@@ -317,6 +317,34 @@ pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::
 }
 
 /// Loads a grant on the pool or inside a caller's transaction.
+/// A grant and, when it has a user who may still receive tokens, that user: what a user's
+/// access token is checked against at every use. On a SQLite file store one hand-off.
+pub async fn find_grant_and_user(
+    store: &Store,
+    now: UnixTime,
+    id: &str,
+) -> Result<Option<(Grant, Option<User>)>, sqlx::Error> {
+    if let Some(direct) = store.direct() {
+        let id = id.to_string();
+        return direct
+            .read(move |c| {
+                let Some(g) = load_grant_direct(c, &id)? else { return Ok(None) };
+                let user = match &g.user_id {
+                    Some(uid) => crate::user::find_active_direct(c, now, uid)?,
+                    None => None,
+                };
+                Ok(Some((g, user)))
+            })
+            .await;
+    }
+    let Some(g) = find_grant(store, id).await? else { return Ok(None) };
+    let user = match &g.user_id {
+        Some(uid) => crate::oauth::active_user(store, now, uid).await?,
+        None => None,
+    };
+    Ok(Some((g, user)))
+}
+
 /// [`load_grant`] on a connection of `crate::store::direct`.
 fn load_grant_direct(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Grant>> {
     c.prepare_cached(

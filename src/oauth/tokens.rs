@@ -258,15 +258,15 @@ pub async fn verify_access_token(
     }
     let mut user = None;
     if let Some(gid) = &claims.gid {
-        let Some(g) = grant::find_grant(store, gid).await? else { return Ok(Err(Revoked)) };
+        let Some((g, active)) = grant::find_grant_and_user(store, now, gid).await? else { return Ok(Err(Revoked)) };
         if g.tenant_id != tenant_id || g.client_row_id != claims.crid {
             return Ok(Err(Invalid));
         }
         if !g.is_live(now) {
             return Ok(Err(Revoked));
         }
-        if let Some(uid) = &g.user_id {
-            match super::active_user(store, now, uid).await? {
+        if g.user_id.is_some() {
+            match active {
                 Some(u) => user = Some(u),
                 None => return Ok(Err(Inactive)),
             }

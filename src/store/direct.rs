@@ -28,6 +28,12 @@ const STATEMENT_CACHE: usize = 64;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+enum Msg {
+    Run(Job),
+    /// Close the connection and end the thread; the sender hears when it is closed.
+    Close(tokio::sync::oneshot::Sender<()>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
     #[error("could not open the SQLite file for the hot path: {0}")]
@@ -40,15 +46,15 @@ pub enum DirectError {
 /// with it each queue's sender) is dropped.
 #[derive(Debug)]
 pub struct Direct {
-    reads: flume::Sender<Job>,
-    writes: flume::Sender<Job>,
+    reads: flume::Sender<Msg>,
+    writes: flume::Sender<Msg>,
 }
 
 impl Direct {
     /// Opens the existing database file at `path` (never creates one) on each thread.
     pub fn open(path: &Path) -> Result<Direct, DirectError> {
-        let (reads, read_queue) = flume::unbounded::<Job>();
-        let (writes, write_queue) = flume::unbounded::<Job>();
+        let (reads, read_queue) = flume::unbounded::<Msg>();
+        let (writes, write_queue) = flume::unbounded::<Msg>();
         for i in 0..READERS {
             spawn(format!("lanyard-sqlite-r{i}"), open_connection(path)?, read_queue.clone())?;
         }
@@ -64,6 +70,23 @@ impl Direct {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         run(&self.reads, f).await
+    }
+
+    /// Closes every connection (SQLite checkpoints the WAL when the last one to the file
+    /// closes) and waits until they are; later jobs fail with `PoolClosed`.
+    pub async fn close(&self) {
+        let mut closed = Vec::new();
+        for (queue, n) in [(&self.reads, READERS), (&self.writes, 1)] {
+            for _ in 0..n {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if queue.send(Msg::Close(tx)).is_ok() {
+                    closed.push(rx);
+                }
+            }
+        }
+        for rx in closed {
+            let _ = rx.await;
+        }
     }
 
     /// Runs `f` on the writer connection: one writer, so a `BEGIN IMMEDIATE` there waits
@@ -90,11 +113,21 @@ fn open_connection(path: &Path) -> Result<Connection, DirectError> {
     Ok(conn)
 }
 
-fn spawn(name: String, mut conn: Connection, queue: flume::Receiver<Job>) -> Result<(), DirectError> {
+fn spawn(name: String, mut conn: Connection, queue: flume::Receiver<Msg>) -> Result<(), DirectError> {
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            while let Ok(job) = queue.recv() {
+            while let Ok(msg) = queue.recv() {
+                let job = match msg {
+                    Msg::Run(job) => job,
+                    Msg::Close(done) => {
+                        // Each thread takes one `Close` and stops taking jobs; the queue
+                        // refuses new ones once every thread has gone.
+                        drop(conn);
+                        let _ = done.send(());
+                        return;
+                    }
+                };
                 // A job that panics loses its answer (the caller sees an error), not the thread.
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
                 // Whatever a failed job left open is rolled back before the next one.
@@ -107,16 +140,16 @@ fn spawn(name: String, mut conn: Connection, queue: flume::Receiver<Job>) -> Res
         .map_err(DirectError::Thread)
 }
 
-async fn run<T, F>(queue: &flume::Sender<Job>, f: F) -> Result<T, sqlx::Error>
+async fn run<T, F>(queue: &flume::Sender<Msg>, f: F) -> Result<T, sqlx::Error>
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
     queue
-        .send(Box::new(move |conn: &mut Connection| {
+        .send(Msg::Run(Box::new(move |conn: &mut Connection| {
             let _ = tx.send(f(conn));
-        }))
+        })))
         .map_err(|_| sqlx::Error::PoolClosed)?;
     match rx.await {
         Ok(Ok(v)) => Ok(v),
@@ -150,5 +183,9 @@ mod tests {
         let panicked: Result<(), _> = d.write(|_| panic!("boom")).await;
         assert!(matches!(panicked, Err(sqlx::Error::WorkerCrashed)));
         d.write(|c| c.execute("INSERT INTO t (v) VALUES (3)", []).map(|_| ())).await.unwrap();
+        // Closed: every connection is gone, and a job is refused instead of waiting forever.
+        d.close().await;
+        let after = d.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await;
+        assert!(matches!(after, Err(sqlx::Error::PoolClosed) | Err(sqlx::Error::WorkerCrashed)), "{after:?}");
     }
 }

@@ -204,6 +204,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(direct) = &self.direct {
+            direct.close().await;
+        }
         self.pool.close().await
     }
 }
