@@ -81,16 +81,19 @@ impl Default for GenerationReader {
 }
 
 impl GenerationReader {
-    /// One round trip: the generation, and whether `jti` (if any) is revoked.
-    pub async fn read(&self, store: &Store, jti: Option<&str>) -> Result<(i64, bool), sqlx::Error> {
+    /// One round trip: the generation, and whether `jti` (if any) is revoked. `here`: on
+    /// a SQLite file store, read on the calling thread (`Direct::read_here`) — for requests
+    /// that write nothing (client_credentials, introspection), where it measured faster;
+    /// requests that write hand it to a reader thread like their other reads, which
+    /// measured faster for them (`benches/README.md`).
+    pub async fn read(&self, store: &Store, jti: Option<&str>, here: bool) -> Result<(i64, bool), sqlx::Error> {
         if let Some(direct) = store.direct() {
             let jti = jti.unwrap_or("").to_string();
-            return direct
-                .read(move |c| {
-                    c.prepare_cached(DIRECT_READ_SQL)?
-                        .query_row([&jti], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? > 0)))
-                })
-                .await;
+            let read = move |c: &mut rusqlite::Connection| {
+                c.prepare_cached(DIRECT_READ_SQL)?
+                    .query_row([&jti], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? > 0)))
+            };
+            return if here { direct.read_here(read).await } else { direct.read(read).await };
         }
         for slot in &self.slots {
             let Ok(mut held) = slot.try_lock() else { continue };

@@ -86,7 +86,13 @@ impl AppState {
 
     /// Reads the configuration generation (one round trip) and observes it.
     pub async fn fresh(&self) -> Result<crate::cache::Generation, sqlx::Error> {
-        Ok(self.observe(self.generation.read(&self.store, None).await?.0))
+        self.fresh_for(false).await
+    }
+
+    /// [`AppState::fresh`]; `read_only`: for a request that writes nothing to the store
+    /// (see `crate::cache::GenerationReader::read`).
+    pub async fn fresh_for(&self, read_only: bool) -> Result<crate::cache::Generation, sqlx::Error> {
+        Ok(self.observe(self.generation.read(&self.store, None, read_only).await?.0))
     }
 
     /// The cache at generation `g`, for the token service.

@@ -507,8 +507,8 @@ async fn parse_body(req: &HttpRequest, body: &web::Bytes) -> Result<FormFields, 
 /// The tenant of a token-service path, with the configuration generation read for it. A
 /// store that cannot answer is a 500 `server_error` (worth retrying), never "unknown
 /// tenant", which a client takes as final.
-async fn tenant_or_json(state: &AppState, slug: &str) -> Result<(Tenant, Generation), HttpResponse> {
-    tenant_and_generation(state, slug).await.map_err(tenant_error_json)
+async fn tenant_or_json(state: &AppState, slug: &str, read_only: bool) -> Result<(Tenant, Generation), HttpResponse> {
+    pages::tenant_and_generation_for(state, slug, read_only).await.map_err(tenant_error_json)
 }
 
 fn tenant_error_json(e: PageError) -> HttpResponse {
@@ -526,7 +526,7 @@ async fn client_request(
     slug: &str,
     body: &web::Bytes,
 ) -> Result<(Tenant, Generation, FormFields, client::Client), HttpResponse> {
-    let (tenant, g) = tenant_or_json(state, slug).await?;
+    let (tenant, g) = tenant_or_json(state, slug, false).await?;
     let (form, client) = client_request_in(req, state, &tenant, g, body).await?;
     Ok((tenant, g, form, client))
 }
@@ -614,7 +614,12 @@ async fn token_inner(
     slug: &str,
     body: &web::Bytes,
 ) -> (HttpResponse, Option<client::Client>) {
-    let (tenant, g) = match tenant_or_json(state, slug).await {
+    // client_credentials writes nothing to the store (`GenerationReader::read`).
+    let read_only = FormFields::parse(body)
+        .ok()
+        .and_then(|f| f.optional("grant_type", 200).ok().flatten().map(|g| g == "client_credentials"))
+        .unwrap_or(false);
+    let (tenant, g) = match tenant_or_json(state, slug, read_only).await {
         Ok(t) => t,
         Err(r) => return (r, None),
     };
@@ -751,8 +756,11 @@ async fn introspection_request(
     let jti = FormFields::parse(body)
         .ok()
         .and_then(|f| f.optional("token", 16 * 1024).ok().flatten().and_then(tokens::unverified_jti));
-    let (value, revoked) =
-        state.generation.read(&state.store, jti.as_deref()).await.map_err(|e| tenant_error_json(PageError::from(e)))?;
+    let (value, revoked) = state
+        .generation
+        .read(&state.store, jti.as_deref(), true)
+        .await
+        .map_err(|e| tenant_error_json(PageError::from(e)))?;
     let g = state.observe(value);
     let tenant = pages::tenant_at(state, g, &slug)
         .await
@@ -806,7 +814,7 @@ pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>, path: web::P
 
 async fn userinfo_inner(req: &HttpRequest, state: &AppState, slug: &str) -> (HttpResponse, Option<String>) {
     let res = |r| (r, None);
-    let (tenant, g) = match tenant_or_json(state, slug).await {
+    let (tenant, g) = match tenant_or_json(state, slug, false).await {
         Ok(t) => t,
         Err(r) => return res(r),
     };

@@ -181,8 +181,17 @@ pub(super) async fn tenant_and_generation(
     state: &AppState,
     raw: &str,
 ) -> Result<(Tenant, crate::cache::Generation), PageError> {
+    tenant_and_generation_for(state, raw, false).await
+}
+
+/// [`tenant_and_generation`]; `read_only` as in [`AppState::fresh_for`].
+pub(super) async fn tenant_and_generation_for(
+    state: &AppState,
+    raw: &str,
+    read_only: bool,
+) -> Result<(Tenant, crate::cache::Generation), PageError> {
     let slug = tenant_slug(raw)?;
-    let g = state.fresh().await?;
+    let g = state.fresh_for(read_only).await?;
     let t = tenant_at(state, g, &slug).await?.ok_or_else(unknown_tenant)?;
     Ok((t, g))
 }

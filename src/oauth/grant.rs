@@ -318,7 +318,8 @@ pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::
 
 /// Loads a grant on the pool or inside a caller's transaction.
 /// A grant and, when it has a user who may still receive tokens, that user: what a user's
-/// access token is checked against at every use. On a SQLite file store one hand-off.
+/// access token is checked against at every use (introspection, userinfo). On a SQLite
+/// file store one read on the calling thread (`Direct::read_here`).
 pub async fn find_grant_and_user(
     store: &Store,
     now: UnixTime,
@@ -327,7 +328,7 @@ pub async fn find_grant_and_user(
     if let Some(direct) = store.direct() {
         let id = id.to_string();
         return direct
-            .read(move |c| {
+            .read_here(move |c| {
                 let Some(g) = load_grant_direct(c, &id)? else { return Ok(None) };
                 let user = match &g.user_id {
                     Some(uid) => crate::user::find_active_direct(c, now, uid)?,
@@ -474,8 +475,6 @@ pub async fn refresh_grant_id(store: &Store, token: &str) -> Result<Option<(Stri
     row.map(|r| Ok((r.try_get("grant_id")?, r.try_get("used_at")?, r.try_get("idle_expires_at")?))).transpose()
 }
 
-/// The client (row id) a refresh token was issued to and the resource its grant is for,
-/// without using the token: what must hold before it is spent.
 /// Whom a refresh token's grant belongs to, read before it is spent (one round trip).
 pub struct RefreshOwner {
     pub client_row_id: String,
@@ -500,15 +499,10 @@ fn owner_from_direct_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RefreshOwner
     })
 }
 
-pub async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<RefreshOwner>, sqlx::Error> {
+/// The sqlx path of [`rotate_refresh`]; `rotate_direct` reads the owner itself.
+async fn refresh_token_owner(store: &Store, token: &str) -> Result<Option<RefreshOwner>, sqlx::Error> {
     if token.len() > 200 {
         return Ok(None);
-    }
-    if let Some(direct) = store.direct() {
-        let hash = sha256_hex(token);
-        return direct
-            .read(move |c| c.prepare_cached(REFRESH_OWNER_SQL)?.query_row([&hash], owner_from_direct_row).optional())
-            .await;
     }
     let row = sqlx::query(&REFRESH_OWNER_SQL.replace("?1", "$1"))
         .bind(sha256_hex(token))
