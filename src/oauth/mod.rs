@@ -251,6 +251,11 @@ impl TokenService<'_> {
     /// (client, redirect URI, PKCE verifier, expiry) before it is spent: whoever merely
     /// sees a code cannot burn it. Only a second redemption that passes every check is a
     /// replay, and revokes what the first one issued (RFC 6749 §4.1.2).
+    ///
+    /// Store round trips, with the request's generation read: 3 on a SQLite file store
+    /// (the code with its grant; one transaction spending it, reading the user and storing
+    /// the refresh token); 5 statements on PostgreSQL (generation, code and grant, spend,
+    /// user, refresh token).
     #[tracing::instrument(skip_all, fields(client = %client.client_id))]
     pub async fn exchange_code(
         &self,
@@ -320,6 +325,11 @@ impl TokenService<'_> {
 
     /// RFC 6749 §6, rotating: every use returns a new refresh token; presenting a used
     /// one revokes the family (OAuth 2.0 Security BCP §4.14.2).
+    ///
+    /// Store round trips, with the request's generation read: 2 on a SQLite file store
+    /// (the owner check and the whole rotation, the user's state included, in one); 8
+    /// statements on PostgreSQL (generation, owner, a 5-statement rotation transaction,
+    /// user). A grant through an upstream OP adds its renewal.
     #[tracing::instrument(skip_all, fields(client = %client.client_id))]
     pub async fn refresh(
         &self,

@@ -121,8 +121,9 @@ impl Direct {
         run(&self.reads, f).await
     }
 
-    /// Closes every connection (SQLite checkpoints the WAL when the last one to the file
-    /// closes) and waits until they are; later jobs fail with `PoolClosed`.
+    /// Closes the threads' connections and waits until they are; later jobs fail with
+    /// `PoolClosed`. The callers' threads stop using theirs, which close when the
+    /// `Direct` is dropped (SQLite checkpoints the WAL when the last connection closes).
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut closed = Vec::new();
