@@ -614,11 +614,10 @@ async fn token_inner(
     slug: &str,
     body: &web::Bytes,
 ) -> (HttpResponse, Option<client::Client>) {
-    // client_credentials writes nothing to the store (`GenerationReader::read`).
-    let read_only = FormFields::parse(body)
-        .ok()
-        .and_then(|f| f.optional("grant_type", 200).ok().flatten().map(|g| g == "client_credentials"))
-        .unwrap_or(false);
+    // client_credentials writes nothing to the store (`GenerationReader::read`). Only
+    // where the read is made depends on this look at the body; the form is parsed and
+    // checked below.
+    let read_only = url::form_urlencoded::parse(body).any(|(k, v)| k == "grant_type" && v == "client_credentials");
     let (tenant, g) = match tenant_or_json(state, slug, read_only).await {
         Ok(t) => t,
         Err(r) => return (r, None),

@@ -11,16 +11,25 @@
 //! A code is read and checked (client, redirect URI, PKCE, expiry) before it is spent, so
 //! whoever merely sees a code cannot burn it with a wrong verifier.
 
+use std::sync::Arc;
+
 use rusqlite::OptionalExtension;
 use sqlx::Row;
 
 use crate::clock::UnixTime;
-use std::sync::Arc;
-
 use crate::keys::{random_token, sha256_hex};
 use crate::oauth::resource::Resource;
 use crate::store::{new_id, Store};
 use crate::user::User;
+
+/// A grant's columns (table alias `g`), in the order [`grant_from_direct_row`] reads them;
+/// a macro so that `concat!` can build whole statements from it.
+macro_rules! grant_columns {
+    () => {
+        "g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
+     g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at"
+    };
+}
 
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -210,10 +219,12 @@ pub async fn find_code(store: &Store, code: &str) -> Result<Option<StoredCode>, 
 }
 
 /// A code with its grant, by the code's hash (`?1`).
-const FIND_CODE_SQL: &str = "SELECT g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
-     g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at, \
-     c.redirect_uri, c.nonce, c.code_challenge, c.expires_at, c.used_at \
-     FROM oauth_codes c JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = ?1";
+const FIND_CODE_SQL: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    ", c.redirect_uri, c.nonce, c.code_challenge, c.expires_at, c.used_at \
+     FROM oauth_codes c JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = ?1"
+);
 
 /// What spending a checked code did.
 pub enum CodeRedemption {
@@ -293,7 +304,12 @@ struct NewRefresh {
 
 impl NewRefresh {
     fn new(now: UnixTime, grant: &Grant, idle: i64) -> NewRefresh {
-        let token = random_token(32);
+        NewRefresh::with_token(random_token(32), now, grant, idle)
+    }
+
+    /// The refresh token `token`: it idles out after `idle` seconds, never later than the
+    /// grant's absolute expiry.
+    fn with_token(token: String, now: UnixTime, grant: &Grant, idle: i64) -> NewRefresh {
         NewRefresh {
             hash: sha256_hex(&token),
             token,
@@ -316,7 +332,6 @@ pub async fn find_grant(store: &Store, id: &str) -> Result<Option<Grant>, sqlx::
     load_grant(store.pool(), id).await
 }
 
-/// Loads a grant on the pool or inside a caller's transaction.
 /// A grant and, when it has a user who may still receive tokens, that user: what a user's
 /// access token is checked against at every use (introspection, userinfo). On a SQLite
 /// file store one read on the calling thread (`Direct::read_here`).
@@ -348,14 +363,12 @@ pub async fn find_grant_and_user(
 
 /// [`load_grant`] on a connection of `crate::store::direct`.
 fn load_grant_direct(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Grant>> {
-    c.prepare_cached(
-        "SELECT g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
-         g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at FROM oauth_grants g WHERE g.id = ?1",
-    )?
-    .query_row([id], grant_from_direct_row)
-    .optional()
+    c.prepare_cached(concat!("SELECT ", grant_columns!(), " FROM oauth_grants g WHERE g.id = ?1"))?
+        .query_row([id], grant_from_direct_row)
+        .optional()
 }
 
+/// Loads a grant on the pool or inside a caller's transaction.
 async fn load_grant<'e, E>(executor: E, id: &str) -> Result<Option<Grant>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -367,8 +380,7 @@ where
     row.as_ref().map(grant_from_row).transpose()
 }
 
-const GRANT_COLUMNS: &str = "g.id, g.tenant_id, g.client_row_id, g.user_id, g.scope, g.auth_time, g.amr, \
-     g.absolute_expires_at, g.revoked_at, g.resource, g.upstream_expires_at";
+const GRANT_COLUMNS: &str = grant_columns!();
 
 fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
     let scope: String = r.try_get("scope")?;
@@ -685,14 +697,7 @@ fn rotate_direct(
             Some(uid) => crate::user::find_active_direct(&tx, now, uid)?,
             None => None,
         };
-        let next = NewRefresh {
-            hash: sha256_hex(&next_token),
-            token: next_token,
-            grant_id: grant.id.clone(),
-            issued_at: now,
-            idle_expires_at: (now + idle).min(grant.absolute_expires_at),
-        };
-        let new_token = next.insert_direct(&tx)?;
+        let new_token = NewRefresh::with_token(next_token, now, &grant, idle).insert_direct(&tx)?;
         tx.commit()?;
         return Ok(RefreshRedemption::Rotated { grant: Box::new(grant), new_token, user });
     }

@@ -24,6 +24,7 @@ both_stores!(
     values_of_one_kind_cannot_be_redeemed_as_another,
     grant_types_are_per_client_within_the_kind,
     refresh_family_ends_at_its_absolute_lifetime,
+    what_is_checked_with_the_spend_refuses_at_its_edge,
 );
 
 pub const NATIVE_REDIRECT: &str = "com.example.workview://oauthredirect";
@@ -808,4 +809,36 @@ async fn refresh_family_ends_at_its_absolute_lifetime(kind: StoreKind) {
     let (s, e) = refresh(&app, "workview", &rt).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")), "the family ends at 24 hours, however active");
     assert_eq!(introspect(&app, "workview", &rt).await["active"], false);
+}
+
+/// The checks made in the same step as spending (`grant::OwnerCheck`, `grant::redeem_code`):
+/// a refresh token presented by another client of the tenant is refused and not spent; a
+/// code whose user was locked out after it was issued is spent and issues nothing, so
+/// presenting it again is a replay.
+async fn what_is_checked_with_the_spend_refuses_at_its_edge(kind: StoreKind) {
+    let (app, b) = setup(kind).await;
+    native_client(&app, "other").await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
+    let (_, t) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let (s, v) = refresh(&app, "other", &rt).await;
+    assert_eq!(
+        (s, v["error"].as_str(), v["error_description"].as_str()),
+        (400, Some("invalid_grant"), Some("refresh token is not valid"))
+    );
+    let (s, v) = refresh(&app, "workview", &rt).await;
+    assert_eq!(s, 200, "another client's attempt spent nothing: {v}");
+
+    let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
+    let other = app.browser();
+    for _ in 0..5 {
+        other.sign_in("acme", "alice@acme.test", "wrong-password").await;
+    }
+    let (s, v) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
+    assert_eq!((s, v["error_description"].as_str()), (400, Some("the user can no longer sign in")), "{v}");
+    assert!(v["refresh_token"].is_null() && v["access_token"].is_null());
+    app.admin().unlock_user("alice@acme.test", None).await.unwrap();
+    let (s, v) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
+    assert_eq!((s, v["error_description"].as_str()), (400, Some("authorization code was already used")), "{v}");
 }
