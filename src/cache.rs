@@ -1,5 +1,5 @@
 //! A replica's cache of what rarely changes — tenants (with their domains), OAuth
-//! clients, API resources, and which access tokens' signatures were verified; signing
+//! clients, API resources, SAML IdPs, and which access tokens' signatures were verified; signing
 //! keys live in [`crate::keys::signing::KeyRing`] and follow the same generation — kept
 //! exact across replicas by one counter in the store.
 //!
@@ -26,6 +26,7 @@ use std::sync::{Arc, RwLock};
 use crate::oauth::client::Client;
 use crate::oauth::resource::Resource;
 use crate::oauth::tokens::AccessClaims;
+use crate::saml::SamlIdp;
 use crate::store::Store;
 use crate::tenant::Tenant;
 
@@ -128,6 +129,8 @@ struct Entries {
     clients_by_row: HashMap<String, Arc<Client>>,
     /// By tenant id.
     resources: HashMap<String, Arc<Vec<Resource>>>,
+    /// Each tenant's SAML IdPs, by tenant id.
+    saml_idps: HashMap<String, Arc<Vec<SamlIdp>>>,
     /// Access tokens whose signature was verified with the tenant's keys at this
     /// generation, by tenant id and the whole token: their claims, not yet checked for
     /// issuer, expiry or revocation (those are checked at every use).
@@ -141,6 +144,7 @@ impl Entries {
         self.clients.clear();
         self.clients_by_row.clear();
         self.resources.clear();
+        self.saml_idps.clear();
         self.verified.clear();
         self.verified_count = 0;
     }
@@ -285,6 +289,22 @@ impl ConfigCache {
         let r = Arc::new(crate::oauth::resource::list(store, tenant_id).await?);
         self.write(g, |e| bounded_insert(&mut e.resources, tenant_id.to_string(), r.clone()));
         Ok(r)
+    }
+
+    /// The tenant's SAML IdPs, from the cache or the store (the ACS picks the one a
+    /// response names; a tenant has a handful).
+    pub async fn saml_idps(
+        &self,
+        g: Generation,
+        store: &Store,
+        tenant_id: &str,
+    ) -> Result<Arc<Vec<SamlIdp>>, crate::saml::IdpError> {
+        if let Some(i) = self.read(g, |e| e.saml_idps.get(tenant_id).cloned()) {
+            return Ok(i);
+        }
+        let i = Arc::new(crate::saml::idp::list(store, tenant_id).await?);
+        self.write(g, |e| bounded_insert(&mut e.saml_idps, tenant_id.to_string(), i.clone()));
+        Ok(i)
     }
 }
 

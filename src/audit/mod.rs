@@ -72,27 +72,55 @@ pub struct StoredEvent {
     pub detail: Option<serde_json::Value>,
 }
 
+/// Records one event on its own (not inside a caller's transaction): on SQLite's hot
+/// path in one hand-off (`crate::store::direct`), elsewhere on the pool.
+pub async fn write(store: &Store, now: UnixTime, e: Event<'_>) -> Result<(), sqlx::Error> {
+    let Some(direct) = store.direct() else { return record(store.pool(), now, e).await };
+    let row = (
+        now,
+        e.tenant_id.map(str::to_string),
+        e.actor.to_string(),
+        e.subject.map(str::to_string),
+        e.event.to_string(),
+        e.outcome.as_str(),
+        e.reason.map(str::to_string),
+        e.origin.client_ip.clone(),
+        e.origin.user_agent.as_deref().map(|u| u.chars().take(512).collect::<String>()),
+        e.detail.map(|d| d.to_string()),
+    );
+    direct
+        .write(move |c| {
+            let (at, tenant, actor, subject, event, outcome, reason, ip, ua, detail) = row;
+            c.prepare_cached(INSERT_SQL)?
+                .execute(rusqlite::params![at, tenant, actor, subject, event, outcome, reason, ip, ua, detail])?;
+            Ok(())
+        })
+        .await
+}
+
+/// Written with `?N` for `crate::store::direct`; the sqlx path turns them into `$N`.
+const INSERT_SQL: &str =
+    "INSERT INTO audit_events (at, tenant_id, actor, subject, event, outcome, reason, client_ip, user_agent, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
 /// Records one event. Runs on the pool or inside a caller's transaction.
 pub async fn record<'e, E>(executor: E, now: UnixTime, e: Event<'_>) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query(
-        "INSERT INTO audit_events (at, tenant_id, actor, subject, event, outcome, reason, client_ip, user_agent, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(now)
-    .bind(e.tenant_id)
-    .bind(e.actor)
-    .bind(e.subject)
-    .bind(e.event)
-    .bind(e.outcome.as_str())
-    .bind(e.reason)
-    .bind(e.origin.client_ip.as_deref())
-    .bind(e.origin.user_agent.as_deref().map(|u| u.chars().take(512).collect::<String>()))
-    .bind(e.detail.map(|d| d.to_string()))
-    .execute(executor)
-    .await?;
+    sqlx::query(&INSERT_SQL.replace('?', "$"))
+        .bind(now)
+        .bind(e.tenant_id)
+        .bind(e.actor)
+        .bind(e.subject)
+        .bind(e.event)
+        .bind(e.outcome.as_str())
+        .bind(e.reason)
+        .bind(e.origin.client_ip.as_deref())
+        .bind(e.origin.user_agent.as_deref().map(|u| u.chars().take(512).collect::<String>()))
+        .bind(e.detail.map(|d| d.to_string()))
+        .execute(executor)
+        .await?;
     Ok(())
 }
 

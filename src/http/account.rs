@@ -164,7 +164,7 @@ async fn record(
         origin: &origin,
         detail: Some(detail),
     };
-    if let Err(err) = audit::record(state.store.pool(), state.now(), e).await {
+    if let Err(err) = audit::write(&state.store, state.now(), e).await {
         tracing::error!(%err, event, "could not write audit event");
     }
 }

@@ -46,7 +46,7 @@ async fn audit(
         origin,
         detail: Some(detail),
     };
-    if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+    if let Err(err) = crate::audit::write(&state.store, now, e).await {
         tracing::error!(%err, "could not write audit event");
     }
 }
@@ -94,7 +94,7 @@ async fn authenticate(
                     origin,
                     detail: Some(lock),
                 };
-                if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+                if let Err(err) = crate::audit::write(&state.store, now, e).await {
                     tracing::error!(%err, "could not write audit event");
                 }
             }

@@ -330,7 +330,7 @@ async fn authorize_with(
             origin: &origin,
             detail: Some(serde_json::json!({"route": "authorize", "client_id": client.client_id})),
         };
-        if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+        if let Err(err) = crate::audit::write(&state.store, now, e).await {
             tracing::error!(%err, "could not write audit event");
         }
         return fail("access_denied", "this application may be used only from the organisation's known networks");

@@ -69,7 +69,7 @@ async fn audit(
         origin,
         detail: Some(detail),
     };
-    if let Err(err) = crate::audit::record(state.store.pool(), state.now(), e).await {
+    if let Err(err) = crate::audit::write(&state.store, state.now(), e).await {
         tracing::error!(%err, "could not write audit event");
     }
 }

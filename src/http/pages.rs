@@ -524,7 +524,7 @@ pub(super) async fn record(
         origin,
         detail: None,
     };
-    if let Err(err) = audit::record(state.store.pool(), now, e).await {
+    if let Err(err) = audit::write(&state.store, now, e).await {
         tracing::error!(%err, event, "could not write audit event");
     }
 }
@@ -561,7 +561,7 @@ pub(super) async fn end_current_session(req: &HttpRequest, state: &AppState) -> 
             origin: &origin,
             detail: None,
         };
-        if let Err(err) = audit::record(state.store.pool(), state.now(), e).await {
+        if let Err(err) = audit::write(&state.store, state.now(), e).await {
             tracing::error!(%err, "could not write audit event");
         }
     }

@@ -211,6 +211,7 @@ async fn judge(
     state: &AppState,
     req: &HttpRequest,
     tenant: &Tenant,
+    g: crate::cache::Generation,
     now: i64,
     posted: &str,
     relay_state: Option<&str>,
@@ -229,14 +230,14 @@ async fn judge(
         },
         None => None,
     };
-    let idp = match &pending {
-        Some(p) => idp::find_by_id(&state.store, &tenant.id, &p.idp_id).await,
-        None => match issuer.as_deref() {
-            Some(i) => idp::find_by_entity_id(&state.store, &tenant.id, i).await,
-            None => Ok(None),
-        },
+    // This tenant's IdPs as of this request's generation (cached; exact, `crate::cache`).
+    let idps = state.cache.saml_idps(g, &state.store, &tenant.id).await.map_err(|e| internal(&e))?;
+    let idp = match (&pending, issuer.as_deref()) {
+        (Some(p), _) => idps.iter().find(|i| i.id == p.idp_id),
+        (None, Some(issuer)) => idps.iter().find(|i| i.entity_id == issuer),
+        (None, None) => None,
     }
-    .map_err(|e| internal(&e))?
+    .cloned()
     .ok_or_else(|| refuse(None, Rejection::UnknownIdp))?;
     match &pending {
         Some(p) if !flow::relay_state_matches(p, relay_state) => {
@@ -309,7 +310,7 @@ pub async fn acs(
     path: web::Path<String>,
     form: LargeForm<MAX_ACS_FORM_BYTES>,
 ) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(&state, &path).await?;
+    let (tenant, g) = super::pages::tenant_and_generation(&state, &path).await?;
     let form = form.0;
     let posted = form.secret("SAMLResponse", MAX_ACS_FORM_BYTES)?;
     let relay_state = form.optional("RelayState", 1024)?;
@@ -332,7 +333,7 @@ pub async fn acs(
                 origin: &origin,
                 detail: Some(serde_json::json!({"route": "saml"})),
             };
-            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+            if let Err(err) = crate::audit::write(&state.store, now, e).await {
                 tracing::error!(%err, "could not write audit event");
             }
             observe::signin_outcome("saml", g.reason());
@@ -341,7 +342,7 @@ pub async fn acs(
     };
     // The route proved who it is; the sign-in gate applies what holds for every route.
     let presented = state.cookies.read(&req);
-    let judged = judge(&state, &req, &tenant, now, posted, relay_state).await;
+    let judged = judge(&state, &req, &tenant, g, now, posted, relay_state).await;
     // A response that did not verify keeps its reservation; a person the IdP vouched for
     // gives it back (whatever the gate decides next).
     super::signin::settle(&state, reservation, matches!(judged, Err((_, Refusal::Response(_))))).await;
@@ -387,7 +388,7 @@ pub async fn acs(
                 origin: &origin,
                 detail: Some(serde_json::json!({"route": "saml", "idp": idp.name})),
             };
-            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+            if let Err(err) = crate::audit::write(&state.store, now, e).await {
                 tracing::error!(%err, "could not write audit event");
             }
             observe::signin_outcome("saml", "success");
@@ -411,7 +412,7 @@ pub async fn acs(
                 origin: &origin,
                 detail: Some(serde_json::json!({"route": "saml", "idp": idp_name})),
             };
-            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+            if let Err(err) = crate::audit::write(&state.store, now, e).await {
                 tracing::error!(%err, "could not write audit event");
             }
             observe::signin_outcome("saml", refusal.reason());

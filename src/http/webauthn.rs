@@ -539,7 +539,7 @@ pub async fn register_finish(
                 origin: &origin,
                 detail: Some(serde_json::json!({"credential": view.id, "name": view.name})),
             };
-            if let Err(err) = crate::audit::record(state.store.pool(), now, e).await {
+            if let Err(err) = crate::audit::write(&state.store, now, e).await {
                 tracing::error!(%err, "could not write audit event");
             }
             HttpResponse::Created().json(view)

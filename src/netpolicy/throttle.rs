@@ -82,6 +82,17 @@ pub struct Reservation {
     keys: Vec<String>,
 }
 
+impl Reservation {
+    /// [`release`] on a connection of `crate::store::direct` (alone, or inside a
+    /// transaction there that finishes the sign-in).
+    pub(crate) fn release_on(&self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
+        for key in &self.keys {
+            c.prepare_cached(RELEASE_SQL)?.execute(rusqlite::params![key, self.window])?;
+        }
+        Ok(())
+    }
+}
+
 /// Reserves one failure for the address and one for the account (`None`: not counted),
 /// in one statement; refuses when either is past its limit.
 pub async fn reserve(
@@ -99,6 +110,57 @@ pub async fn reserve(
     if keys.is_empty() {
         return Ok(Ok(Reservation::default()));
     }
+    let counts: Vec<(String, i64)> = if let Some(direct) = store.direct() {
+        // One hand-off on SQLite's hot path; the same statement.
+        let (keys, sweep) = (keys.clone(), rand::random::<u8>() == 0);
+        direct
+            .write(move |c| {
+                let sql = if keys.len() == 2 { RESERVE_TWO_SQL } else { RESERVE_ONE_SQL };
+                let second = keys.get(1).unwrap_or(&keys[0]);
+                let counts = c
+                    .prepare_cached(sql)?
+                    .query_map(rusqlite::params![&keys[0], second, w], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
+                if sweep {
+                    c.prepare_cached("DELETE FROM throttle_counters WHERE window_start < ?1")?.execute([w])?;
+                }
+                Ok(counts)
+            })
+            .await?
+    } else {
+        reserve_pooled(store, now, &keys, w).await?
+    };
+    let reservation = Reservation { window: w, keys };
+    for (key, n) in counts {
+        let (limit, reason) = if Some(&key) == addr.as_ref() {
+            (limits.address_failures, "address_failures")
+        } else {
+            (limits.account_failures, "account_failures")
+        };
+        if n > limit {
+            // The reservation stays: a request refused now was a try all the same.
+            return Ok(Err(Throttled { retry_after: retry_after(now), reason }));
+        }
+    }
+    Ok(Ok(reservation))
+}
+
+/// The reservation's upsert for one key (`?1`; `?2` unused) or two, in window `?3`.
+const RESERVE_ONE_SQL: &str = "INSERT INTO throttle_counters (key, window_start, count) VALUES (?1, ?3, 1) \
+     ON CONFLICT (key, window_start) DO UPDATE SET count = throttle_counters.count + 1 RETURNING key, count";
+const RESERVE_TWO_SQL: &str =
+    "INSERT INTO throttle_counters (key, window_start, count) VALUES (?1, ?3, 1), (?2, ?3, 1) \
+     ON CONFLICT (key, window_start) DO UPDATE SET count = throttle_counters.count + 1 RETURNING key, count";
+const RELEASE_SQL: &str =
+    "UPDATE throttle_counters SET count = count - 1 WHERE key = ?1 AND window_start = ?2 AND count > 0";
+
+/// [`reserve`]'s statement through sqlx (PostgreSQL, `:memory:`).
+async fn reserve_pooled(
+    store: &Store,
+    now: UnixTime,
+    keys: &[String],
+    w: UnixTime,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let values = if keys.len() == 2 { "($1, $3, 1), ($2, $3, 1)" } else { "($1, $3, 1)" };
     let rows = sqlx::query(&format!(
         "INSERT INTO throttle_counters (key, window_start, count) VALUES {values} \
@@ -113,33 +175,19 @@ pub async fn reserve(
     if rand::random::<u8>() == 0 {
         purge(store, now).await?;
     }
-    let reservation = Reservation { window: w, keys };
-    for r in rows {
-        let key: String = r.try_get("key")?;
-        let n: i64 = r.try_get("count")?;
-        let (limit, reason) = if Some(&key) == addr.as_ref() {
-            (limits.address_failures, "address_failures")
-        } else {
-            (limits.account_failures, "account_failures")
-        };
-        if n > limit {
-            // The reservation stays: a request refused now was a try all the same.
-            return Ok(Err(Throttled { retry_after: retry_after(now), reason }));
-        }
-    }
-    Ok(Ok(reservation))
+    rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("count")?))).collect()
 }
 
 /// The sign-in succeeded: its reserved failures are given back.
 pub async fn release(store: &Store, r: Reservation) -> Result<(), sqlx::Error> {
+    if r.keys.is_empty() {
+        return Ok(());
+    }
+    if let Some(direct) = store.direct() {
+        return direct.write(move |c| r.release_on(c)).await;
+    }
     for key in &r.keys {
-        sqlx::query(
-            "UPDATE throttle_counters SET count = count - 1 WHERE key = $1 AND window_start = $2 AND count > 0",
-        )
-        .bind(key)
-        .bind(r.window)
-        .execute(store.pool())
-        .await?;
+        sqlx::query(&RELEASE_SQL.replace('?', "$")).bind(key).bind(r.window).execute(store.pool()).await?;
     }
     Ok(())
 }

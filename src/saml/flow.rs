@@ -53,6 +53,27 @@ pub async fn find_request(
     tenant_id: &str,
     request_id: &str,
 ) -> Result<Option<Pending>, sqlx::Error> {
+    if let Some(direct) = store.direct() {
+        let (request_id, tenant_id) = (request_id.to_string(), tenant_id.to_string());
+        return direct
+            .read(move |c| {
+                use rusqlite::OptionalExtension;
+                c.prepare_cached(
+                    "SELECT request_id, idp_id, relay_state_hash, return_to FROM saml_requests \
+                     WHERE request_id = ?1 AND tenant_id = ?2 AND expires_at > ?3",
+                )?
+                .query_row(rusqlite::params![request_id, tenant_id, now], |r| {
+                    Ok(Pending {
+                        request_id: r.get(0)?,
+                        idp_id: r.get(1)?,
+                        relay_state_hash: r.get(2)?,
+                        return_to: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .await;
+    }
     let row = sqlx::query(
         "SELECT request_id, idp_id, relay_state_hash, return_to FROM saml_requests \
          WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3",
@@ -89,28 +110,53 @@ pub async fn consume(
     pending: Option<&Pending>,
     a: &VerifiedAssertion,
 ) -> Result<Result<(), Rejection>, sqlx::Error> {
+    if let Some(direct) = store.direct() {
+        // One hand-off on SQLite's hot path: the same statements in one transaction.
+        let (tenant_id, idp_id) = (tenant_id.to_string(), idp_id.to_string());
+        let request_id = pending.map(|p| p.request_id.clone());
+        let (assertion_id, until) = (a.assertion_id.clone(), a.replay_until);
+        return direct
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if let Some(id) = request_id {
+                    let gone =
+                        tx.prepare_cached(CONSUME_REQUEST_SQL)?.execute(rusqlite::params![id, tenant_id, now])?;
+                    if gone != 1 {
+                        return Ok(Err(Rejection::WrongInResponseTo));
+                    }
+                }
+                let inserted = tx.prepare_cached(REMEMBER_ASSERTION_SQL)?.execute(rusqlite::params![
+                    idp_id,
+                    assertion_id,
+                    until
+                ])?;
+                if inserted != 1 {
+                    return Ok(Err(Rejection::Replay));
+                }
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await;
+    }
     let mut tx = store.begin_write().await?;
     if let Some(p) = pending {
-        let gone =
-            sqlx::query("DELETE FROM saml_requests WHERE request_id = $1 AND tenant_id = $2 AND expires_at > $3")
-                .bind(&p.request_id)
-                .bind(tenant_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        let gone = sqlx::query(&CONSUME_REQUEST_SQL.replace('?', "$"))
+            .bind(&p.request_id)
+            .bind(tenant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         if gone.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(Err(Rejection::WrongInResponseTo));
         }
     }
-    let inserted = sqlx::query(
-        "INSERT INTO saml_replay (idp_id, assertion_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(idp_id)
-    .bind(&a.assertion_id)
-    .bind(a.replay_until)
-    .execute(&mut *tx)
-    .await?;
+    let inserted = sqlx::query(&REMEMBER_ASSERTION_SQL.replace('?', "$"))
+        .bind(idp_id)
+        .bind(&a.assertion_id)
+        .bind(a.replay_until)
+        .execute(&mut *tx)
+        .await?;
     if inserted.rows_affected() != 1 {
         tx.rollback().await?;
         return Ok(Err(Rejection::Replay));
@@ -118,6 +164,14 @@ pub async fn consume(
     tx.commit().await?;
     Ok(Ok(()))
 }
+
+/// The pending request answered (`?1` its id, `?2` the tenant, `?3` now). Written with
+/// `?N` for `crate::store::direct`; the sqlx path turns them into `$N`.
+const CONSUME_REQUEST_SQL: &str =
+    "DELETE FROM saml_requests WHERE request_id = ?1 AND tenant_id = ?2 AND expires_at > ?3";
+/// The assertion ID into the replay cache (`?1` the IdP, `?2` the ID, `?3` until when).
+const REMEMBER_ASSERTION_SQL: &str =
+    "INSERT INTO saml_replay (idp_id, assertion_id, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
 
 /// Housekeeping: expired pending requests and replay entries.
 pub async fn purge_expired(store: &Store, now: UnixTime) -> Result<u64, sqlx::Error> {

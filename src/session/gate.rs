@@ -83,6 +83,11 @@ pub enum Admission {
 }
 
 /// Whether a second factor is needed, or why the user is refused.
+/// A user's lock in each realm (`?1` the user id). Written with `?N` for
+/// `crate::store::direct`; the sqlx path turns them into `$N`.
+const LOCKS_SQL: &str = "SELECT (SELECT locked_until FROM password_credentials WHERE user_id = ?1), \
+     (SELECT locked_until FROM ldap_accounts WHERE user_id = ?1)";
+
 async fn judge(
     store: &Store,
     now: UnixTime,
@@ -94,13 +99,12 @@ async fn judge(
         return Ok(Err(GateRefusal::Disabled));
     }
     // The password's lock and the directory route's (same tenant policy), in one read.
-    let (password, directory): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT locked_until FROM password_credentials WHERE user_id = $1), \
-                (SELECT locked_until FROM ldap_accounts WHERE user_id = $1)",
-    )
-    .bind(&user.id)
-    .fetch_one(store.pool())
-    .await?;
+    let (password, directory): (Option<i64>, Option<i64>) = if let Some(direct) = store.direct() {
+        let id = user.id.clone();
+        direct.read(move |c| c.prepare_cached(LOCKS_SQL)?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))).await?
+    } else {
+        sqlx::query_as(&LOCKS_SQL.replace('?', "$")).bind(&user.id).fetch_one(store.pool()).await?
+    };
     if password.is_some_and(|t| t > now) || directory.is_some_and(|t| t > now) {
         return Ok(Err(GateRefusal::Locked));
     }

@@ -108,35 +108,94 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
     let absolute = s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |u| {
         (now + s.tenant.policy.session_absolute_seconds).min(u.expires_at)
     });
+    let persist_seconds = s.tenant.policy.persistent_sessions.applies(s.remember).then(|| (absolute - now).max(0));
+    if let Some(direct) = store.direct() {
+        // One hand-off on SQLite's hot path: the same statements in one transaction.
+        let row = NewSessionRow::of(&token, now, absolute, &s);
+        direct
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                row.insert_on(&tx)?;
+                tx.commit()
+            })
+            .await?;
+        return Ok(Started { token, persist_seconds });
+    }
     let mut tx = store.begin_write().await?;
     if let Some(old) = s.replaces {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut *tx).await?;
     }
-    sqlx::query(
-        "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, idle_seconds, \
-         absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved, upstream_idp_id, upstream_expires_at, \
-         upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(token.hash())
-    .bind(&s.tenant.id)
-    .bind(&s.user.id)
-    .bind(now)
-    .bind(s.tenant.policy.session_idle_seconds)
-    // Through an upstream OP: the browser session ends with the OP's ID token (the
-    // person signs in there again); the apps' grants are renewed by their refreshes.
-    .bind(absolute)
-    .bind(s.amr)
-    .bind(s.client_ip)
-    .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
-    .bind(s.one_time_password_proved as i64)
-    .bind(s.upstream.map(|u| u.idp_id))
-    .bind(s.upstream.map(|u| u.expires_at))
-    .bind(s.upstream.and_then(|u| u.refresh_sealed))
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(&INSERT_SESSION_SQL.replace('?', "$"))
+        .bind(token.hash())
+        .bind(&s.tenant.id)
+        .bind(&s.user.id)
+        .bind(now)
+        .bind(s.tenant.policy.session_idle_seconds)
+        // Through an upstream OP: the browser session ends with the OP's ID token (the
+        // person signs in there again); the apps' grants are renewed by their refreshes.
+        .bind(absolute)
+        .bind(s.amr)
+        .bind(s.client_ip)
+        .bind(s.user_agent.map(|u| u.chars().take(512).collect::<String>()))
+        .bind(s.one_time_password_proved as i64)
+        .bind(s.upstream.map(|u| u.idp_id))
+        .bind(s.upstream.map(|u| u.expires_at))
+        .bind(s.upstream.and_then(|u| u.refresh_sealed))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    let persist_seconds = s.tenant.policy.persistent_sessions.applies(s.remember).then(|| (absolute - now).max(0));
     Ok(Started { token, persist_seconds })
+}
+
+/// The new session's row (`?4` is both created and last seen). Written with `?N` for
+/// `crate::store::direct`; the sqlx path turns them into `$N`.
+const INSERT_SESSION_SQL: &str = "INSERT INTO sessions (id_hash, tenant_id, user_id, created_at, last_seen_at, \
+     idle_seconds, absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved, upstream_idp_id, \
+     upstream_expires_at, upstream_refresh_sealed) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// [`start`]'s statements as owned values, for a connection of `crate::store::direct`.
+pub(crate) struct NewSessionRow {
+    replaces: Option<String>,
+    values: (String, String, String, UnixTime, i64, UnixTime, String),
+    rest: (Option<String>, Option<String>, i64, Option<String>, Option<UnixTime>, Option<String>),
+}
+
+impl NewSessionRow {
+    fn of(token: &SessionToken, now: UnixTime, absolute: UnixTime, s: &StartSession<'_>) -> NewSessionRow {
+        NewSessionRow {
+            replaces: s.replaces.map(|old| old.hash()),
+            values: (
+                token.hash(),
+                s.tenant.id.clone(),
+                s.user.id.clone(),
+                now,
+                s.tenant.policy.session_idle_seconds,
+                absolute,
+                s.amr.to_string(),
+            ),
+            rest: (
+                s.client_ip.map(str::to_string),
+                s.user_agent.map(|u| u.chars().take(512).collect::<String>()),
+                s.one_time_password_proved as i64,
+                s.upstream.map(|u| u.idp_id.to_string()),
+                s.upstream.map(|u| u.expires_at),
+                s.upstream.and_then(|u| u.refresh_sealed.map(str::to_string)),
+            ),
+        }
+    }
+
+    /// The old session (if any) deleted and the new one inserted, on `c` (inside the
+    /// caller's transaction).
+    pub(crate) fn insert_on(&self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
+        if let Some(old) = &self.replaces {
+            c.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?.execute([old])?;
+        }
+        let (h, t, u, now, idle, absolute, amr) = &self.values;
+        let (ip, ua, otp, idp, exp, sealed) = &self.rest;
+        c.prepare_cached(INSERT_SESSION_SQL)?
+            .execute(rusqlite::params![h, t, u, now, idle, absolute, amr, ip, ua, otp, idp, exp, sealed])?;
+        Ok(())
+    }
 }
 
 /// Finds a live session and marks it seen now (which restarts its idle timer).

@@ -197,6 +197,20 @@ pub async fn insert(
 }
 
 pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>, UserError> {
+    if let Some(direct) = store.direct() {
+        let email = email.as_str().to_string();
+        return Ok(direct
+            .read(move |c| {
+                use rusqlite::OptionalExtension;
+                c.prepare_cached(
+                    "SELECT id, tenant_id, email, display_name, is_admin, disabled, email_verified, created_at \
+                     FROM users WHERE email = ?1",
+                )?
+                .query_row([email], user_from_direct_row)
+                .optional()
+            })
+            .await?);
+    }
     let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
         .bind(email.as_str())
         .fetch_optional(store.pool())
@@ -237,21 +251,23 @@ const FIND_ACTIVE_SQL: &str = "SELECT u.id, u.tenant_id, u.email, u.display_name
 /// transaction there).
 pub(crate) fn find_active_direct(c: &rusqlite::Connection, now: UnixTime, id: &str) -> rusqlite::Result<Option<User>> {
     use rusqlite::OptionalExtension;
-    c.prepare_cached(FIND_ACTIVE_SQL)?
-        .query_row(rusqlite::params![id, now], |r| {
-            Ok(User {
-                id: r.get(0)?,
-                tenant_id: r.get(1)?,
-                // Stored addresses were parsed on the way in.
-                email: Email(r.get(2)?),
-                display_name: r.get(3)?,
-                is_admin: r.get::<_, i64>(4)? != 0,
-                disabled: r.get::<_, i64>(5)? != 0,
-                email_verified: r.get::<_, i64>(6)? != 0,
-                created_at: r.get(7)?,
-            })
-        })
-        .optional()
+    c.prepare_cached(FIND_ACTIVE_SQL)?.query_row(rusqlite::params![id, now], user_from_direct_row).optional()
+}
+
+/// A user from a `crate::store::direct` row holding the user columns in
+/// [`USER_COLUMNS`]' order.
+fn user_from_direct_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        // Stored addresses were parsed on the way in.
+        email: Email(r.get(2)?),
+        display_name: r.get(3)?,
+        is_admin: r.get::<_, i64>(4)? != 0,
+        disabled: r.get::<_, i64>(5)? != 0,
+        email_verified: r.get::<_, i64>(6)? != 0,
+        created_at: r.get(7)?,
+    })
 }
 
 pub async fn list_in_tenant(store: &Store, tenant_id: &str) -> Result<Vec<User>, UserError> {

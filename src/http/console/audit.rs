@@ -176,7 +176,7 @@ pub async fn export(c: &Console<'_>, q: &Query) -> Result<HttpResponse, PageErro
         origin: &origin,
         detail: Some(detail),
     };
-    crate::audit::record(c.state.store.pool(), c.state.now(), e).await?;
+    crate::audit::write(&c.state.store, c.state.now(), e).await?;
     let truncated = events.len() as i64 >= EXPORT_LIMIT;
     let (ctype, ext) = if format == "csv" { ("text/csv; charset=utf-8", "csv") } else { ("application/jsonl; charset=utf-8", "jsonl") };
     Ok(HttpResponse::Ok()
