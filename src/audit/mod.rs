@@ -76,26 +76,52 @@ pub struct StoredEvent {
 /// path in one hand-off (`crate::store::direct`), elsewhere on the pool.
 pub async fn write(store: &Store, now: UnixTime, e: Event<'_>) -> Result<(), sqlx::Error> {
     let Some(direct) = store.direct() else { return record(store.pool(), now, e).await };
-    let row = (
-        now,
-        e.tenant_id.map(str::to_string),
-        e.actor.to_string(),
-        e.subject.map(str::to_string),
-        e.event.to_string(),
-        e.outcome.as_str(),
-        e.reason.map(str::to_string),
-        e.origin.client_ip.clone(),
-        e.origin.user_agent.as_deref().map(|u| u.chars().take(512).collect::<String>()),
-        e.detail.map(|d| d.to_string()),
-    );
-    direct
-        .write(move |c| {
-            let (at, tenant, actor, subject, event, outcome, reason, ip, ua, detail) = row;
-            c.prepare_cached(INSERT_SQL)?
-                .execute(rusqlite::params![at, tenant, actor, subject, event, outcome, reason, ip, ua, detail])?;
-            Ok(())
-        })
-        .await
+    let row = EventRow::of(now, &e);
+    direct.write(move |c| row.insert_on(c)).await
+}
+
+/// An event as owned values, to be recorded on a connection of `crate::store::direct`
+/// (alone, or inside a transaction there).
+pub(crate) struct EventRow {
+    at: UnixTime,
+    who: (Option<String>, String, Option<String>),
+    what: (String, &'static str, Option<String>),
+    origin: (Option<String>, Option<String>),
+    detail: Option<String>,
+}
+
+impl EventRow {
+    pub(crate) fn of(now: UnixTime, e: &Event<'_>) -> EventRow {
+        EventRow {
+            at: now,
+            who: (e.tenant_id.map(str::to_string), e.actor.to_string(), e.subject.map(str::to_string)),
+            what: (e.event.to_string(), e.outcome.as_str(), e.reason.map(str::to_string)),
+            origin: (
+                e.origin.client_ip.clone(),
+                e.origin.user_agent.as_deref().map(|u| u.chars().take(512).collect::<String>()),
+            ),
+            detail: e.detail.as_ref().map(|d| d.to_string()),
+        }
+    }
+
+    pub(crate) fn insert_on(&self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
+        let (tenant, actor, subject) = &self.who;
+        let (event, outcome, reason) = &self.what;
+        let (ip, ua) = &self.origin;
+        c.prepare_cached(INSERT_SQL)?.execute(rusqlite::params![
+            self.at,
+            tenant,
+            actor,
+            subject,
+            event,
+            outcome,
+            reason,
+            ip,
+            ua,
+            self.detail
+        ])?;
+        Ok(())
+    }
 }
 
 /// Written with `?N` for `crate::store::direct`; the sqlx path turns them into `$N`.

@@ -127,10 +127,11 @@ pub async fn login_submit(
                 | LdapRefusal::Name(_)
         ),
     };
-    super::signin::settle(&state, reservation, counts).await;
     let auth = match outcome {
+        // Right credentials hand the reservation to the gate (given back with the session).
         Ok(a) => a,
         Err(refusal) => {
+            super::signin::settle(&state, reservation, counts).await;
             let subject = (!subject.is_empty()).then_some(subject.as_str());
             record(&state, now, &tenant, subject, "signin", Outcome::Failure, Some(refusal.reason()), &origin).await;
             if matches!(refusal, LdapRefusal::BadPassword { now_locked: true }) {
@@ -152,7 +153,18 @@ pub async fn login_submit(
     };
     let target = return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
-    let admitted = session::gate::admit(
+    let email = auth.user.email.as_str().to_string();
+    let success = crate::audit::Event {
+        tenant_id: Some(&tenant.id),
+        actor: &email,
+        subject: Some(&email),
+        event: "signin",
+        outcome: Outcome::Success,
+        reason: None,
+        origin: &origin,
+        detail: None,
+    };
+    let admitted = session::gate::admit_settled(
         &state.store,
         now,
         StartSession {
@@ -174,9 +186,9 @@ pub async fn login_submit(
             can_ask_second_factor: state.webauthn.is_some(),
             return_to: Some(&target),
         },
+        session::gate::Settle { reservation, success },
     )
     .await?;
-    let email = auth.user.email.as_str().to_string();
     let admission = match admitted {
         Ok(a) => a,
         Err(g) => {
@@ -189,7 +201,7 @@ pub async fn login_submit(
         }
     };
     if matches!(admission, session::gate::Admission::Session(_)) {
-        record(&state, now, &tenant, Some(&email), "signin", Outcome::Success, None, &origin).await;
+        // The success event was recorded with the session (`admit_settled`).
         observe::signin_outcome("ldap", "success");
     }
     Ok(super::signin::admitted(&state, &tenant, admission, &target))

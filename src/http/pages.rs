@@ -411,7 +411,15 @@ pub async fn password_submit(
     let password = SecretString::from(raw_password.to_string());
     let now = state.now();
     let outcome = password::sign_in(&state.store, &state.hasher, now, &tenant, &email, &password).await;
-    signin::settle(&state, reservation, matches!(outcome, Err(SignInError::Rejected(..)))).await;
+    // Right credentials hand the reservation to the gate (given back with the session);
+    // a wrong password keeps it.
+    let reservation = match &outcome {
+        Ok(_) => reservation,
+        Err(e) => {
+            signin::settle(&state, reservation, matches!(e, SignInError::Rejected(..))).await;
+            Default::default()
+        }
+    };
     match outcome {
         Ok(auth) => {
             let user = auth.user();
@@ -425,7 +433,17 @@ pub async fn password_submit(
                 return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug))
             };
             let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
-            let admitted = session::gate::admit(
+            let success = Event {
+                tenant_id: Some(&tenant.id),
+                actor: email.as_str(),
+                subject: Some(email.as_str()),
+                event: "signin",
+                outcome: Outcome::Success,
+                reason: None,
+                origin: &origin,
+                detail: None,
+            };
+            let admitted = session::gate::admit_settled(
                 &state.store,
                 now,
                 StartSession {
@@ -449,6 +467,7 @@ pub async fn password_submit(
                     can_ask_second_factor: state.webauthn.is_some(),
                     return_to: Some(&target),
                 },
+                session::gate::Settle { reservation, success },
             )
             .await?;
             let admission = match admitted {
@@ -475,7 +494,7 @@ pub async fn password_submit(
                 }
             };
             if matches!(admission, session::gate::Admission::Session(_)) {
-                record(&state, now, &tenant, Some(email.as_str()), "signin", Outcome::Success, None, &origin).await;
+                // The success event was recorded with the session (`admit_settled`).
                 observe::signin_outcome("password", "success");
             }
             Ok(signin::admitted(&state, &tenant, admission, &target))

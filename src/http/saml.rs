@@ -22,7 +22,7 @@ use super::AppState;
 use crate::audit::Outcome;
 use crate::saml::authn_request::{self, Outgoing};
 use crate::saml::response::{self, Expected, Rejection, MAX_RESPONSE_BYTES};
-use crate::saml::signin::{resolve_user, UserRefusal};
+use crate::saml::signin::{address_of, resolve_found, UserRefusal};
 use crate::saml::{flow, idp, sp_metadata, IdpName, SamlIdp};
 use crate::session::{gate, StartSession};
 use crate::tenant::Tenant;
@@ -199,6 +199,10 @@ impl Refusal {
     }
 }
 
+/// Responses up to this size (decoded) are checked on the request's worker; IdPs' usual
+/// responses are 4–12 KiB, an encrypted one a little more.
+const INLINE_CHECK_BYTES: usize = 16 * 1024;
+
 struct Accepted {
     idp: SamlIdp,
     user: crate::user::User,
@@ -256,7 +260,8 @@ async fn judge(
     } else {
         Vec::new()
     };
-    // Owned copies: the XML work runs on the blocking pool, off the request threads.
+    let small = xml.len() <= INLINE_CHECK_BYTES;
+    // Owned copies: a large response's XML work runs on the blocking pool.
     let (sp, acs) = (sp_entity_id(state, tenant), acs_url(state, tenant));
     let certs: Vec<Vec<u8>> = idp
         .certificates
@@ -268,7 +273,7 @@ async fn judge(
         .collect();
     let (idp_entity, settings) = (idp.entity_id.clone(), idp.settings.clone());
     let request_id = pending.as_ref().map(|p| p.request_id.clone());
-    let verdict = tokio::task::spawn_blocking(move || {
+    let check = move || {
         let exp = Expected {
             sp_entity_id: &sp,
             acs_url: &acs,
@@ -282,18 +287,28 @@ async fn judge(
             now,
         };
         response::verify(&xml, &exp, &|enc| crate::saml::decrypt::decrypt(enc, &decryption))
-    })
-    .await
-    .map_err(|e| internal(&e))?;
+    };
+    // A response of the usual size is checked on this worker: under a millisecond of CPU,
+    // less than the hand-off to the blocking pool and back costs on a busy machine
+    // (`benches/README.md`). A large one goes to the blocking pool, so that it cannot
+    // hold up the other requests this worker serves.
+    let verdict = if small { check() } else { tokio::task::spawn_blocking(check).await.map_err(|e| internal(&e))? };
     let assertion = verdict.map_err(|r| refuse(Some(&idp), r))?;
-    match flow::consume(&state.store, now, &tenant.id, &idp.id, pending.as_ref(), &assertion).await {
-        Ok(Ok(())) => {}
-        Ok(Err(r)) => return Err(refuse(Some(&idp), r)),
-        Err(e) => return Err(internal(&e)),
+    // The assertion consumed and its user looked up in one step.
+    let email = address_of(&assertion);
+    let found =
+        match flow::consume(&state.store, now, &tenant.id, &idp.id, pending.as_ref(), &assertion, email.as_ref().ok())
+            .await
+        {
+            Ok(Ok(found)) => found,
+            Ok(Err(r)) => return Err(refuse(Some(&idp), r)),
+            Err(e) => return Err(internal(&e)),
+        };
+    let user = match email {
+        Ok(email) => resolve_found(&state.store, now, tenant, &idp, &assertion, &email, found).await,
+        Err(u) => Err(u),
     }
-    let user = resolve_user(&state.store, now, tenant, &idp, &assertion)
-        .await
-        .map_err(|u| (Some(idp.name.to_string()), Refusal::User(u)))?;
+    .map_err(|u| (Some(idp.name.to_string()), Refusal::User(u)))?;
     let request_id = pending.as_ref().map(|p| p.request_id.clone());
     let return_to = match pending {
         Some(p) => p.return_to,
@@ -343,9 +358,6 @@ pub async fn acs(
     // The route proved who it is; the sign-in gate applies what holds for every route.
     let presented = state.cookies.read(&req);
     let judged = judge(&state, &req, &tenant, g, now, posted, relay_state).await;
-    // A response that did not verify keeps its reservation; a person the IdP vouched for
-    // gives it back (whatever the gate decides next).
-    super::signin::settle(&state, reservation, matches!(judged, Err((_, Refusal::Response(_))))).await;
     let outcome = match judged {
         Ok(a) => {
             let target = a.return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
@@ -369,28 +381,41 @@ pub async fn acs(
                 can_ask_second_factor: state.webauthn.is_some(),
                 return_to: Some(&target),
             };
-            match gate::admit(&state.store, now, s, attempt).await? {
-                Ok(admission) => Ok((a, admission, target)),
-                Err(g) => Err((Some(a.idp.name.to_string()), Refusal::User(UserRefusal::Gate(g)))),
-            }
-        }
-        Err(refused) => Err(refused),
-    };
-    match outcome {
-        Ok((Accepted { idp, user, request_id, .. }, admission, target)) => {
-            let e = crate::audit::Event {
+            let success = crate::audit::Event {
                 tenant_id: Some(&tenant.id),
-                actor: user.email.as_str(),
-                subject: Some(user.email.as_str()),
+                actor: a.user.email.as_str(),
+                subject: Some(a.user.email.as_str()),
                 event: "signin",
                 outcome: Outcome::Success,
                 reason: None,
                 origin: &origin,
-                detail: Some(serde_json::json!({"route": "saml", "idp": idp.name})),
+                detail: Some(serde_json::json!({"route": "saml", "idp": a.idp.name})),
             };
-            if let Err(err) = crate::audit::write(&state.store, now, e).await {
-                tracing::error!(%err, "could not write audit event");
+            // A person the IdP vouched for gives the reservation back, whatever the gate
+            // decides; the success event is recorded with the session.
+            let settle = gate::Settle { reservation, success: success.clone() };
+            match gate::admit_settled(&state.store, now, s, attempt, settle).await? {
+                Ok(admission) => {
+                    // The WebAuthn step comes next: the IdP's part succeeded all the same.
+                    if matches!(admission, gate::Admission::SecondFactor(_)) {
+                        if let Err(err) = crate::audit::write(&state.store, now, success).await {
+                            tracing::error!(%err, "could not write audit event");
+                        }
+                    }
+                    Ok((a.request_id, admission, target))
+                }
+                Err(g) => Err((Some(a.idp.name.to_string()), Refusal::User(UserRefusal::Gate(g)))),
             }
+        }
+        Err(refused) => {
+            // A response that did not verify keeps its reservation (a failed try); one
+            // refused for what the IdP said about a person gives it back.
+            super::signin::settle(&state, reservation, matches!(refused, (_, Refusal::Response(_)))).await;
+            Err(refused)
+        }
+    };
+    match outcome {
+        Ok((request_id, admission, target)) => {
             observe::signin_outcome("saml", "success");
             let mut r = super::signin::admitted(&state, &tenant, admission, &target);
             if let (true, Some(id)) = (state.config.is_https(), request_id) {

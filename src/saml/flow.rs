@@ -8,6 +8,7 @@ use super::response::{Rejection, VerifiedAssertion};
 use crate::clock::UnixTime;
 use crate::keys::sha256_hex;
 use crate::store::Store;
+use crate::user::{Email, User};
 
 /// How long the IdP may take to answer an AuthnRequest (the user signing in there).
 pub const REQUEST_LIFETIME_SECONDS: i64 = 15 * 60;
@@ -101,7 +102,9 @@ pub fn relay_state_matches(p: &Pending, relay_state: Option<&str>) -> bool {
 
 /// Consumes the verified assertion in one transaction: the pending request (if solicited)
 /// is deleted — only one response can answer it — and the assertion ID enters the replay
-/// cache; either already gone refuses the response and changes nothing.
+/// cache; either already gone refuses the response and changes nothing. Then the user
+/// with the address `user` (when given) is looked up: on SQLite's hot path in the same
+/// hand-off.
 pub async fn consume(
     store: &Store,
     now: UnixTime,
@@ -109,12 +112,14 @@ pub async fn consume(
     idp_id: &str,
     pending: Option<&Pending>,
     a: &VerifiedAssertion,
-) -> Result<Result<(), Rejection>, sqlx::Error> {
+    user: Option<&Email>,
+) -> Result<Result<Option<User>, Rejection>, sqlx::Error> {
     if let Some(direct) = store.direct() {
         // One hand-off on SQLite's hot path: the same statements in one transaction.
         let (tenant_id, idp_id) = (tenant_id.to_string(), idp_id.to_string());
         let request_id = pending.map(|p| p.request_id.clone());
         let (assertion_id, until) = (a.assertion_id.clone(), a.replay_until);
+        let email = user.cloned();
         return direct
             .write(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -134,7 +139,10 @@ pub async fn consume(
                     return Ok(Err(Rejection::Replay));
                 }
                 tx.commit()?;
-                Ok(Ok(()))
+                Ok(Ok(match email {
+                    Some(e) => crate::user::find_by_email_on(c, &e)?,
+                    None => None,
+                }))
             })
             .await;
     }
@@ -162,7 +170,12 @@ pub async fn consume(
         return Ok(Err(Rejection::Replay));
     }
     tx.commit().await?;
-    Ok(Ok(()))
+    match user {
+        Some(e) => {
+            Ok(Ok(crate::user::find_by_email(store, e).await.map_err(|e| sqlx::Error::Protocol(e.to_string()))?))
+        }
+        None => Ok(Ok(None)),
+    }
 }
 
 /// The pending request answered (`?1` its id, `?2` the tenant, `?3` now). Written with

@@ -43,6 +43,11 @@ fn first(a: &VerifiedAssertion, attr: &Option<String>) -> Option<String> {
     attr.as_ref().and_then(|n| a.attributes.get(n)).and_then(|v| v.first()).filter(|s| !s.is_empty()).cloned()
 }
 
+/// The assertion's user name as an address: what the tenant's user is found by.
+pub fn address_of(a: &VerifiedAssertion) -> Result<Email, UserRefusal> {
+    Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))
+}
+
 /// The tenant's user the assertion names, provisioned when the IdP allows it.
 pub async fn resolve_user(
     store: &Store,
@@ -51,9 +56,22 @@ pub async fn resolve_user(
     idp: &SamlIdp,
     a: &VerifiedAssertion,
 ) -> Result<User, UserRefusal> {
-    let email =
-        Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))?;
+    let email = address_of(a)?;
     let found = user::find_by_email(store, &email).await.map_err(UserRefusal::User)?;
+    resolve_found(store, now, tenant, idp, a, &email, found).await
+}
+
+/// [`resolve_user`] once the user with the address `email` was looked up (`found`: in
+/// the same hand-off as the assertion was consumed, `flow::consume`).
+pub async fn resolve_found(
+    store: &Store,
+    now: UnixTime,
+    tenant: &Tenant,
+    idp: &SamlIdp,
+    a: &VerifiedAssertion,
+    email: &Email,
+    found: Option<User>,
+) -> Result<User, UserRefusal> {
     let display = first(a, &idp.settings.attribute_map.display_name)
         .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
     let user = match found {
@@ -72,7 +90,7 @@ pub async fn resolve_user(
             // The IdP vouches for the address only within the tenant's own domains (the
             // operator gave the tenant those); elsewhere it stays unverified.
             let own_domain = tenant.domains.iter().any(|d| email.as_str().ends_with(&format!("@{}", d.as_str())));
-            let u = match user::insert(&mut tx, now, &tenant.id, &email, display.as_deref(), false, own_domain).await {
+            let u = match user::insert(&mut tx, now, &tenant.id, email, display.as_deref(), false, own_domain).await {
                 Ok(u) => u,
                 Err(UserError::AddressUnavailable(_) | UserError::EmailTaken(_)) => {
                     return Err(UserRefusal::AddressUnavailable)

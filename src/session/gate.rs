@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use super::pending::{self, PendingToken};
 use super::{start, StartSession};
 use crate::clock::UnixTime;
+use crate::netpolicy::throttle::{self, Reservation};
 use crate::netpolicy::{self, NetworkRefusal, Requirement};
 use crate::oauth::client::Client;
 use crate::store::Store;
@@ -149,31 +150,119 @@ pub async fn admit(
     match judge(store, now, s.tenant, s.user, &a).await? {
         Err(g) => Ok(Err(g)),
         Ok(false) => start(store, now, s).await.map(|t| Ok(Admission::Session(t))),
-        Ok(true) => {
-            if !a.can_ask_second_factor {
-                return Ok(Err(GateRefusal::SecondFactorRequired));
-            }
-            if crate::webauthn::credentials::count_of_user(store, &s.tenant.id, &s.user.id).await? == 0 {
-                return Ok(Err(GateRefusal::SecondFactorUnavailable));
-            }
-            let token = pending::create(
-                store,
-                now,
-                pending::NewPending {
-                    tenant_id: &s.tenant.id,
-                    user_id: &s.user.id,
-                    route: a.route,
-                    amr: s.amr,
-                    one_time_password_proved: s.one_time_password_proved,
-                    return_to: a.return_to,
-                    upstream: s.upstream,
-                    remember: s.remember,
-                },
-            )
-            .await?;
-            Ok(Ok(Admission::SecondFactor(token)))
-        }
+        Ok(true) => second_factor_step(store, now, &s, &a).await,
     }
+}
+
+/// What a route hands to [`admit_settled`] once the credentials were right: its throttle
+/// reservation, given back whatever the gate decides, and its success event, recorded
+/// when a session starts.
+pub struct Settle<'a> {
+    pub reservation: Reservation,
+    pub success: crate::audit::Event<'a>,
+}
+
+/// [`admit`] with what every route does around it once the credentials were right: the
+/// throttle reservation given back first (a person who proved who they are is no failed
+/// guess, whatever the gate decides next), and the route's success event recorded with
+/// the session. On SQLite's hot path (`crate::store::direct`) all of it is one
+/// transaction in one hand-off, where it was four or five; elsewhere the same steps in
+/// turn. The WebAuthn step, which is not a hot path, is prepared after that transaction
+/// as [`admit`] prepares it.
+pub async fn admit_settled(
+    store: &Store,
+    now: UnixTime,
+    s: StartSession<'_>,
+    a: Attempt<'_>,
+    settle: Settle<'_>,
+) -> Result<Result<Admission, GateRefusal>, sqlx::Error> {
+    let Some(direct) = store.direct() else {
+        if let Err(e) = throttle::release(store, settle.reservation).await {
+            tracing::error!(error = %e, "could not release a sign-in reservation");
+        }
+        let admitted = admit(store, now, s, a).await?;
+        if matches!(admitted, Ok(Admission::Session(_))) {
+            if let Err(e) = crate::audit::write(store, now, settle.success).await {
+                tracing::error!(error = %e, "could not write audit event");
+            }
+        }
+        return Ok(admitted);
+    };
+    // What does not depend on the store's state of the user is decided before the job.
+    let known_only = a.client.is_some_and(|c| c.known_networks_only);
+    let inside = if s.tenant.network.needs_placement(known_only) {
+        netpolicy::is_inside(store, &s.tenant.id, a.client_ip).await?
+    } else {
+        false
+    };
+    let requirement = netpolicy::decide(&s.tenant.network, inside, known_only, a.second_factor_done);
+    let (started, session) = super::prepare(now, &s);
+    let event = crate::audit::EventRow::of(now, &settle.success);
+    let (reservation, disabled, user_id) = (settle.reservation, s.user.disabled, s.user.id.clone());
+    let decided = direct
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            reservation.release_on(&tx)?;
+            let decided = if disabled {
+                Err(GateRefusal::Disabled)
+            } else {
+                let (password, directory): (Option<i64>, Option<i64>) =
+                    tx.prepare_cached(LOCKS_SQL)?.query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                if password.is_some_and(|t| t > now) || directory.is_some_and(|t| t > now) {
+                    Err(GateRefusal::Locked)
+                } else {
+                    match requirement {
+                        Requirement::Refuse(n) => Err(GateRefusal::Network(n)),
+                        Requirement::SecondFactor => Ok(true),
+                        Requirement::None => {
+                            session.insert_on(&tx)?;
+                            event.insert_on(&tx)?;
+                            Ok(false)
+                        }
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(decided)
+        })
+        .await?;
+    match decided {
+        Err(g) => Ok(Err(g)),
+        Ok(false) => Ok(Ok(Admission::Session(started))),
+        Ok(true) => second_factor_step(store, now, &s, &a).await,
+    }
+}
+
+/// The sign-in waits for a WebAuthn assertion (when this route can ask for one and the
+/// person has a passkey or security key).
+async fn second_factor_step(
+    store: &Store,
+    now: UnixTime,
+    s: &StartSession<'_>,
+    a: &Attempt<'_>,
+) -> Result<Result<Admission, GateRefusal>, sqlx::Error> {
+    if !a.can_ask_second_factor {
+        return Ok(Err(GateRefusal::SecondFactorRequired));
+    }
+    if crate::webauthn::credentials::count_of_user(store, &s.tenant.id, &s.user.id).await? == 0 {
+        return Ok(Err(GateRefusal::SecondFactorUnavailable));
+    }
+    let token = pending::create(
+        store,
+        now,
+        pending::NewPending {
+            tenant_id: &s.tenant.id,
+            user_id: &s.user.id,
+            route: a.route,
+            amr: s.amr,
+            one_time_password_proved: s.one_time_password_proved,
+            return_to: a.return_to,
+            upstream: s.upstream,
+            remember: s.remember,
+        },
+    )
+    .await?;
+    Ok(Ok(Admission::SecondFactor(token)))
 }
 
 /// Where an authorization request comes from, judged once (one read of the allow-list at

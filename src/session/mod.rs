@@ -103,15 +103,29 @@ pub struct Started {
     pub persist_seconds: Option<i64>,
 }
 
-pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<Started, sqlx::Error> {
-    let token = SessionToken(random_token(32));
+/// When a session started now ends at the latest, and for how long its cookie may
+/// outlive the browser.
+fn lifetime(now: UnixTime, s: &StartSession<'_>) -> (UnixTime, Option<i64>) {
     let absolute = s.upstream.map_or(now + s.tenant.policy.session_absolute_seconds, |u| {
         (now + s.tenant.policy.session_absolute_seconds).min(u.expires_at)
     });
     let persist_seconds = s.tenant.policy.persistent_sessions.applies(s.remember).then(|| (absolute - now).max(0));
+    (absolute, persist_seconds)
+}
+
+/// A session about to start on a connection of `crate::store::direct`: what the browser
+/// gets, and the row to insert ([`NewSessionRow::insert_on`]) in the caller's job.
+pub(crate) fn prepare(now: UnixTime, s: &StartSession<'_>) -> (Started, NewSessionRow) {
+    let token = SessionToken(random_token(32));
+    let (absolute, persist_seconds) = lifetime(now, s);
+    let row = NewSessionRow::of(&token, now, absolute, s);
+    (Started { token, persist_seconds }, row)
+}
+
+pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<Started, sqlx::Error> {
     if let Some(direct) = store.direct() {
         // One hand-off on SQLite's hot path: the same statements in one transaction.
-        let row = NewSessionRow::of(&token, now, absolute, &s);
+        let (started, row) = prepare(now, &s);
         direct
             .write(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -119,8 +133,10 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
                 tx.commit()
             })
             .await?;
-        return Ok(Started { token, persist_seconds });
+        return Ok(started);
     }
+    let token = SessionToken(random_token(32));
+    let (absolute, persist_seconds) = lifetime(now, &s);
     let mut tx = store.begin_write().await?;
     if let Some(old) = s.replaces {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.hash()).execute(&mut *tx).await?;

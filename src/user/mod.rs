@@ -198,18 +198,8 @@ pub async fn insert(
 
 pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>, UserError> {
     if let Some(direct) = store.direct() {
-        let email = email.as_str().to_string();
-        return Ok(direct
-            .read(move |c| {
-                use rusqlite::OptionalExtension;
-                c.prepare_cached(
-                    "SELECT id, tenant_id, email, display_name, is_admin, disabled, email_verified, created_at \
-                     FROM users WHERE email = ?1",
-                )?
-                .query_row([email], user_from_direct_row)
-                .optional()
-            })
-            .await?);
+        let email = email.clone();
+        return Ok(direct.read(move |c| find_by_email_on(c, &email)).await?);
     }
     let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
         .bind(email.as_str())
@@ -224,6 +214,17 @@ pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<User>, UserErr
         .fetch_optional(store.pool())
         .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// [`find_by_email`] on a connection of `crate::store::direct`.
+pub(crate) fn find_by_email_on(c: &rusqlite::Connection, email: &Email) -> rusqlite::Result<Option<User>> {
+    use rusqlite::OptionalExtension;
+    c.prepare_cached(
+        "SELECT id, tenant_id, email, display_name, is_admin, disabled, email_verified, created_at \
+         FROM users WHERE email = ?1",
+    )?
+    .query_row([email.as_str()], user_from_direct_row)
+    .optional()
 }
 
 /// The user if they may still sign in or hold tokens: not disabled and not locked out
