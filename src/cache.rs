@@ -1,5 +1,5 @@
 //! A replica's cache of what rarely changes — tenants (with their domains), OAuth
-//! clients, API resources, SAML IdPs, and which access tokens' signatures were verified; signing
+//! clients, API resources, SAML IdPs, LDAP servers and card policies, and which access tokens' signatures were verified; signing
 //! keys live in [`crate::keys::signing::KeyRing`] and follow the same generation — kept
 //! exact across replicas by one counter in the store.
 //!
@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::ldap::DirectoryConfig;
 use crate::oauth::client::Client;
 use crate::oauth::resource::Resource;
 use crate::oauth::tokens::AccessClaims;
@@ -131,6 +132,8 @@ struct Entries {
     resources: HashMap<String, Arc<Vec<Resource>>>,
     /// Each tenant's SAML IdPs, by tenant id.
     saml_idps: HashMap<String, Arc<Vec<SamlIdp>>>,
+    /// Each tenant's LDAP servers and card policy, by tenant id.
+    directories: HashMap<String, Arc<DirectoryConfig>>,
     /// Access tokens whose signature was verified with the tenant's keys at this
     /// generation, by tenant id and the whole token: their claims, not yet checked for
     /// issuer, expiry or revocation (those are checked at every use).
@@ -145,6 +148,7 @@ impl Entries {
         self.clients_by_row.clear();
         self.resources.clear();
         self.saml_idps.clear();
+        self.directories.clear();
         self.verified.clear();
         self.verified_count = 0;
     }
@@ -289,6 +293,21 @@ impl ConfigCache {
         let r = Arc::new(crate::oauth::resource::list(store, tenant_id).await?);
         self.write(g, |e| bounded_insert(&mut e.resources, tenant_id.to_string(), r.clone()));
         Ok(r)
+    }
+
+    /// The tenant's LDAP servers and card policy, from the cache or the store.
+    pub async fn directory(
+        &self,
+        g: Generation,
+        store: &Store,
+        tenant_id: &str,
+    ) -> Result<Arc<DirectoryConfig>, sqlx::Error> {
+        if let Some(d) = self.read(g, |e| e.directories.get(tenant_id).cloned()) {
+            return Ok(d);
+        }
+        let d = Arc::new(DirectoryConfig::load(store, tenant_id).await?);
+        self.write(g, |e| bounded_insert(&mut e.directories, tenant_id.to_string(), d.clone()));
+        Ok(d)
     }
 
     /// The tenant's SAML IdPs, from the cache or the store (the ACS picks the one a

@@ -57,6 +57,7 @@ async fn audit(
 async fn authenticate(
     state: &AppState,
     tenant: &Tenant,
+    g: crate::cache::Generation,
     origin: &Origin,
     card: &str,
     pin: Option<&SecretString>,
@@ -64,7 +65,9 @@ async fn authenticate(
     gate: Option<crate::session::gate::Attempt<'_>>,
 ) -> Result<CardSignIn, CardError> {
     let now = state.now();
-    let result = cards::sign_in(&state.store, &state.directory, &state.hasher, now, tenant, card, pin).await;
+    // The tenant's servers and card policy as of this request's generation (cached).
+    let config = state.cache.directory(g, &state.store, &tenant.id).await?;
+    let result = cards::sign_in(&state.store, &state.directory, &state.hasher, now, tenant, &config, card, pin).await;
     let result = match (result, gate) {
         (Ok(s), Some(a)) => match crate::session::gate::check(&state.store, now, tenant, &s.user, a).await? {
             Ok(()) => Ok(s),
@@ -136,17 +139,18 @@ pub(super) async fn grant(
         observe::signin_outcome("card", g.reason());
         return Err(OAuthError::InvalidGrant(g.to_string()));
     }
-    let signed_in = authenticate(state, svc.tenant, &svc.origin, card, pin.as_ref(), detail, Some(attempt))
-        .await
-        .map_err(|e| match e {
-            CardError::Malformed | CardError::PinMissing => OAuthError::InvalidRequest(e.to_string()),
-            // RFC 6749 §5.2: the grant is refused; the policy says why.
-            CardError::Gate(g) if g.is_policy() => OAuthError::InvalidGrant(g.to_string()),
-            CardError::Store(_) | CardError::Hash(_) => OAuthError::Server("temporary failure".into()),
-            CardError::Unavailable(_) => OAuthError::Server("the directory cannot be reached; try again".into()),
-            // Who exists and why they cannot sign in is not the device's business.
-            _ => OAuthError::InvalidGrant("the card cannot sign anyone in now".into()),
-        })?;
+    let signed_in =
+        authenticate(state, svc.tenant, svc.cached.generation, &svc.origin, card, pin.as_ref(), detail, Some(attempt))
+            .await
+            .map_err(|e| match e {
+                CardError::Malformed | CardError::PinMissing => OAuthError::InvalidRequest(e.to_string()),
+                // RFC 6749 §5.2: the grant is refused; the policy says why.
+                CardError::Gate(g) if g.is_policy() => OAuthError::InvalidGrant(g.to_string()),
+                CardError::Store(_) | CardError::Hash(_) => OAuthError::Server("temporary failure".into()),
+                CardError::Unavailable(_) => OAuthError::Server("the directory cannot be reached; try again".into()),
+                // Who exists and why they cannot sign in is not the device's business.
+                _ => OAuthError::InvalidGrant("the card cannot sign anyone in now".into()),
+            })?;
     let amr = if signed_in.pin_checked { "card pin" } else { "card" };
     svc.issue_for_device(client, &signed_in.user, scope, amr).await
 }
@@ -198,7 +202,7 @@ pub async fn login_submit(
     path: web::Path<String>,
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(&state, &path).await?;
+    let (tenant, g) = super::pages::tenant_and_generation(&state, &path).await?;
     let policy = cards::policy(&state.store, &tenant.id).await?;
     // Off unless the tenant turned it on, and then only with PINs (set_policy insists).
     if !policy.kiosk_page || !policy.pin_required {
@@ -236,7 +240,7 @@ pub async fn login_submit(
         }
     };
     let detail = serde_json::json!({"route": "card-page"});
-    let result = authenticate(&state, &tenant, &origin, card, pin.as_ref(), detail, None).await;
+    let result = authenticate(&state, &tenant, g, &origin, card, pin.as_ref(), detail, None).await;
     let counts = matches!(
         &result,
         Err(e) if !matches!(e, CardError::Malformed | CardError::PinMissing | CardError::Unavailable(_) | CardError::Store(_))

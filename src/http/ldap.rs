@@ -73,7 +73,7 @@ pub async fn login_submit(
     path: web::Path<String>,
     form: FormFields,
 ) -> Result<HttpResponse, PageError> {
-    let tenant = tenant_from_path(&state, &path).await?;
+    let (tenant, g) = super::pages::tenant_and_generation(&state, &path).await?;
     check_csrf(&req, &state, &form)?;
     let username = form.optional("username", MAX_USERNAME_FIELD)?.unwrap_or("");
     let password = form.secret("password", MAX_PASSWORD_BYTES)?;
@@ -114,7 +114,9 @@ pub async fn login_submit(
                 return Err(super::signin::policy_page(g));
             }
         };
-    let outcome = signin::sign_in(&state.store, &state.directory, now, &tenant, username, password).await;
+    // The tenant's servers as of this request's generation (cached; exact, `crate::cache`).
+    let config = state.cache.directory(g, &state.store, &tenant.id).await?;
+    let outcome = signin::sign_in(&state.store, &state.directory, now, &tenant, &config, username, password).await;
     let counts = match &outcome {
         Ok(_) => false,
         Err(refusal) => !matches!(

@@ -403,10 +403,10 @@ async fn ask_directory(
     dir: &Directory,
     now: UnixTime,
     tenant: &Tenant,
+    servers: &[LdapServer],
     policy: &CardPolicy,
     canonical_card: &str,
 ) -> Result<DirectoryAnswer, CardError> {
-    let servers = server::list(store, &tenant.id).await?;
     let Some(text) = directory_text(canonical_card, policy.directory_format) else {
         return Ok(DirectoryAnswer::NoHolder);
     };
@@ -575,11 +575,12 @@ pub async fn sign_in(
     hasher: &Hasher,
     now: UnixTime,
     tenant: &Tenant,
+    config: &super::DirectoryConfig,
     raw_card: &str,
     pin: Option<&SecretString>,
 ) -> Result<CardSignIn, CardError> {
     let keys = dir.card_keys();
-    let policy = policy(store, &tenant.id).await?;
+    let policy = &config.cards;
     let canonical_card = canonical(raw_card, policy.reader_format)?;
     if policy.pin_required && pin.is_none() {
         return Err(CardError::PinMissing);
@@ -587,7 +588,7 @@ pub async fn sign_in(
     let lookup = keys.lookup(&tenant.id, &canonical_card);
     let known = find_card(store, &tenant.id, &lookup).await?;
     let pin_checked = policy.pin_required;
-    match ask_directory(store, dir, now, tenant, &policy, &canonical_card).await? {
+    match ask_directory(store, dir, now, tenant, &config.servers, policy, &canonical_card).await? {
         DirectoryAnswer::Holder(s, entry, attr, value) => {
             // The Lanyard account the holder's entry is linked to, if any.
             let linked =
@@ -695,6 +696,7 @@ pub async fn list_for_user(store: &Store, dir: &Directory, user: &User) -> Resul
 pub async fn sync(store: &Store, dir: &Directory, now: UnixTime, tenant: &Tenant) -> Result<(u64, u64), CardError> {
     let keys = dir.card_keys();
     let policy = policy(store, &tenant.id).await?;
+    let servers = server::list(store, &tenant.id).await?;
     let rows = sqlx::query("SELECT lookup, user_id, sealed FROM cards WHERE tenant_id = $1")
         .bind(&tenant.id)
         .fetch_all(store.pool())
@@ -712,7 +714,7 @@ pub async fn sync(store: &Store, dir: &Directory, now: UnixTime, tenant: &Tenant
             dropped += 1;
             continue;
         };
-        let still = match ask_directory(store, dir, now, tenant, &policy, &canonical_card).await? {
+        let still = match ask_directory(store, dir, now, tenant, &servers, &policy, &canonical_card).await? {
             DirectoryAnswer::Unreachable(e) => return Err(CardError::Unavailable(e)),
             DirectoryAnswer::NoHolder => false,
             DirectoryAnswer::Uncertain => continue,

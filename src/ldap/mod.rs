@@ -20,5 +20,23 @@ pub mod server;
 pub mod signin;
 
 pub use directory::{Directory, DirectoryError};
+
+/// A tenant's directory configuration as a sign-in uses it: its servers in failover
+/// order and its card policy. Requests take it from the replica's cache at the
+/// generation they read (`crate::cache`), so an admin's change applies at once.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    pub servers: Vec<LdapServer>,
+    pub cards: cards::CardPolicy,
+}
+
+impl DirectoryConfig {
+    pub async fn load(store: &crate::store::Store, tenant_id: &str) -> Result<DirectoryConfig, sqlx::Error> {
+        Ok(DirectoryConfig {
+            servers: server::list(store, tenant_id).await?,
+            cards: cards::policy(store, tenant_id).await?,
+        })
+    }
+}
 pub use server::{LdapServer, ServerConfigError};
 pub use signin::LdapRefusal;

@@ -19,7 +19,7 @@ use sqlx::Row;
 
 use super::directory::{BindOutcome, Directory, DirectoryError, Entry, Lookup};
 use super::names::{self, NameError, TypedName};
-use super::server::{self, LdapServer};
+use super::server::LdapServer;
 use crate::clock::UnixTime;
 use crate::store::Store;
 use crate::tenant::Tenant;
@@ -245,6 +245,7 @@ async fn record_failure(
 /// entry, resetting the failure count — one transaction.
 /// `password_proved`: the person's own bind succeeded, which resets the route's failure
 /// count; a card sign-in proves no password and leaves the count as it is.
+#[allow(clippy::too_many_arguments)]
 async fn provision(
     store: &Store,
     now: UnixTime,
@@ -252,10 +253,11 @@ async fn provision(
     s: &LdapServer,
     entry: &Entry,
     existing: Option<User>,
+    account: Option<(String, String, i64)>,
     password_proved: bool,
 ) -> Result<User, LdapRefusal> {
     if existing.is_some() {
-        return provision_once(store, now, tenant, s, entry, existing, password_proved).await;
+        return provision_once(store, now, tenant, s, entry, existing, account, password_proved).await;
     }
     // A first sign-in. Two first sign-ins of one person at once race to create the user:
     // the loser sees the address taken, or (SQLite) a write transaction that read first and
@@ -263,7 +265,7 @@ async fn provision(
     let mut attempt = 0;
     loop {
         let existing = if attempt == 0 { None } else { linked_user(store, tenant, &entry.dn).await? };
-        match provision_once(store, now, tenant, s, entry, existing, password_proved).await {
+        match provision_once(store, now, tenant, s, entry, existing, None, password_proved).await {
             Err(LdapRefusal::AddressUnavailable | LdapRefusal::Store(_) | LdapRefusal::User(UserError::Store(_)))
                 if attempt < 3 =>
             {
@@ -275,6 +277,7 @@ async fn provision(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn provision_once(
     store: &Store,
     now: UnixTime,
@@ -282,6 +285,7 @@ async fn provision_once(
     s: &LdapServer,
     entry: &Entry,
     existing: Option<User>,
+    account: Option<(String, String, i64)>,
     password_proved: bool,
 ) -> Result<User, LdapRefusal> {
     let attrs = mapped_attributes(s, entry);
@@ -292,11 +296,16 @@ async fn provision_once(
     let json = serde_json::to_string(&attrs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     // Nothing changed since the last sign-in (the common case): no write at all.
     if let Some(u) = &existing {
-        let current: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT dn, attributes, failed_count FROM ldap_accounts WHERE user_id = $1")
-                .bind(&u.id)
-                .fetch_optional(store.pool())
-                .await?;
+        // The link's DN, attributes and failure count: as the caller read them, or now.
+        let current: Option<(String, String, i64)> = match account {
+            Some(a) => Some(a),
+            None => {
+                sqlx::query_as("SELECT dn, attributes, failed_count FROM ldap_accounts WHERE user_id = $1")
+                    .bind(&u.id)
+                    .fetch_optional(store.pool())
+                    .await?
+            }
+        };
         let settled = |f: i64| f == 0 || !password_proved;
         if u.display_name == display && current.is_some_and(|(dn, a, f)| dn == entry.dn && a == json && settled(f)) {
             return Ok(u.clone());
@@ -339,19 +348,53 @@ async fn provision_once(
 /// The tenant's Lanyard user linked to the directory entry `dn` (its first sign-in made
 /// the link), if any. DNs compare case-insensitively.
 pub(crate) async fn linked_user(store: &Store, tenant: &Tenant, dn: &str) -> Result<Option<User>, LdapRefusal> {
-    let id: Option<String> =
-        sqlx::query_scalar("SELECT user_id FROM ldap_accounts WHERE tenant_id = $1 AND LOWER(dn) = LOWER($2)")
-            .bind(&tenant.id)
-            .bind(dn)
-            .fetch_optional(store.pool())
-            .await?;
-    match id {
-        Some(id) => {
-            Ok(user::find_by_id(store, &id).await.map_err(LdapRefusal::User)?.filter(|u| u.tenant_id == tenant.id))
-        }
-        None => Ok(None),
-    }
+    Ok(linked(store, tenant, dn).await?.map(|l| l.user))
 }
+
+/// The tenant's user linked to the entry at `dn`, with the link's state as stored: one
+/// read (on SQLite's hot path, `crate::store::direct`).
+pub(crate) async fn linked(store: &Store, tenant: &Tenant, dn: &str) -> Result<Option<Linked>, LdapRefusal> {
+    if let Some(direct) = store.direct() {
+        let (tenant_id, dn) = (tenant.id.clone(), dn.to_string());
+        return Ok(direct
+            .read(move |c| {
+                use rusqlite::OptionalExtension;
+                c.prepare_cached(LINKED_SQL)?
+                    .query_row([tenant_id, dn], |r| {
+                        Ok(Linked {
+                            user: user::user_from_direct_row(r)?,
+                            account: (r.get(8)?, r.get(9)?, r.get(10)?),
+                            locked_until: r.get(11)?,
+                        })
+                    })
+                    .optional()
+            })
+            .await?);
+    }
+    let row = sqlx::query(&LINKED_SQL.replace('?', "$")).bind(&tenant.id).bind(dn).fetch_optional(store.pool()).await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(Linked {
+        user: user::from_row(&r)?,
+        account: (r.try_get("dn")?, r.try_get("attributes")?, r.try_get("failed_count")?),
+        locked_until: r.try_get("locked_until")?,
+    }))
+}
+
+/// A user linked to a directory entry ([`linked`]).
+pub(crate) struct Linked {
+    pub user: User,
+    /// The link's DN, mapped attributes (JSON) and failure count as stored.
+    account: (String, String, i64),
+    pub locked_until: Option<i64>,
+}
+
+/// The user linked to an entry (`?1` the tenant, `?2` the DN, compared without case) and
+/// the link's state. Written with `?N` for `crate::store::direct`; the sqlx path turns
+/// them into `$N`.
+const LINKED_SQL: &str = "SELECT u.id, u.tenant_id, u.email, u.display_name, u.is_admin, u.disabled, \
+     u.email_verified, u.created_at, a.dn, a.attributes, a.failed_count, a.locked_until \
+     FROM ldap_accounts a JOIN users u ON u.id = a.user_id \
+     WHERE a.tenant_id = ?1 AND LOWER(a.dn) = LOWER(?2) AND u.tenant_id = ?1";
 
 /// Before a first sign-in creates a user for `entry`: its e-mail address must not belong
 /// to an existing account. A directory entry never takes over a Lanyard account it is not
@@ -408,7 +451,7 @@ pub(crate) async fn provision_entry(
         Some(u) => Some(u),
         None => check_unclaimed(store, tenant, s, entry).await?,
     };
-    provision(store, now, tenant, s, entry, existing, false).await
+    provision(store, now, tenant, s, entry, existing, None, false).await
 }
 
 /// What one server said about the person.
@@ -445,12 +488,16 @@ async fn on_server(
     };
     // The account this entry signed in to before (found by the DN in either mode, so a
     // direct bind's wrong passwords count too).
-    let known = linked_user(store, tenant, &dn).await?;
-    if let Some(u) = &known {
-        if locked_until(store, &u.id).await?.is_some_and(|t| t > now) {
-            return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
-        }
+    let linked = linked(store, tenant, &dn).await?;
+    if linked.as_ref().is_some_and(|l| l.locked_until.is_some_and(|t| t > now)) {
+        return Ok(Verdict::Done(Err(LdapRefusal::Locked)));
     }
+    // What the link held when it was read: provisioning writes nothing when the entry
+    // still says the same.
+    let (known, account) = match linked {
+        Some(l) => (Some(l.user), Some(l.account)),
+        None => (None, None),
+    };
     let read_back = if entry.is_none() { Some(attrs.as_slice()) } else { None };
     let (outcome, read) = match dir.bind_user(s, &dn, password, read_back).await {
         Ok(r) => r,
@@ -471,14 +518,14 @@ async fn on_server(
     if disabled {
         return Ok(Verdict::Done(Err(LdapRefusal::DirectoryDisabled)));
     }
-    let known = match known {
-        Some(u) => Some(u),
+    let (known, account) = match known {
+        Some(u) => (Some(u), account),
         None => match check_unclaimed(store, tenant, s, &entry).await {
-            Ok(u) => u,
+            Ok(u) => (u, None),
             Err(r) => return Ok(Verdict::Done(Err(r))),
         },
     };
-    let user = provision(store, now, tenant, s, &entry, known, true).await;
+    let user = provision(store, now, tenant, s, &entry, known, account, true).await;
     Ok(Verdict::Done(user.map(|user| Authenticated { user, dn: entry.dn.clone(), server_id: s.id.clone() })))
 }
 
@@ -489,6 +536,7 @@ pub async fn sign_in(
     dir: &Directory,
     now: UnixTime,
     tenant: &Tenant,
+    config: &super::DirectoryConfig,
     typed: &str,
     password: &str,
 ) -> Result<Authenticated, LdapRefusal> {
@@ -496,7 +544,7 @@ pub async fn sign_in(
         return Err(LdapRefusal::EmptyPassword);
     }
     let typed = TypedName::parse(typed).map_err(LdapRefusal::Name)?;
-    let all = server::list(store, &tenant.id).await?;
+    let all = &config.servers;
     if all.is_empty() {
         return Err(LdapRefusal::NotConfigured);
     }

@@ -257,7 +257,7 @@ pub(crate) fn find_active_direct(c: &rusqlite::Connection, now: UnixTime, id: &s
 
 /// A user from a `crate::store::direct` row holding the user columns in
 /// [`USER_COLUMNS`]' order.
-fn user_from_direct_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+pub(crate) fn user_from_direct_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
         tenant_id: r.get(1)?,

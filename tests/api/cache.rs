@@ -8,7 +8,10 @@ use serde_json::Value;
 use crate::both_stores;
 use crate::helpers::{new_client, StoreKind, TestApp};
 
-both_stores!(changes_made_outside_this_server_are_seen_at_the_next_request);
+both_stores!(
+    changes_made_outside_this_server_are_seen_at_the_next_request,
+    saml_idp_changes_made_outside_this_server_apply_to_the_next_response
+);
 
 async fn cc(app: &TestApp, secret: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -105,4 +108,66 @@ async fn changes_made_outside_this_server_are_seen_at_the_next_request(kind: Sto
         false,
         "a re-created client id is another client: the removed one's token stays dead"
     );
+}
+
+/// SAML IdPs are cached too (migration 0016): a setting changed, a certificate taken away
+/// or the IdP removed straight in the store applies to the very next response.
+async fn saml_idp_changes_made_outside_this_server_apply_to_the_next_response(kind: StoreKind) {
+    use crate::saml_sso::{post_acs, response_for};
+    let app = TestApp::spawn(kind).await;
+    app.tenant("acme").await;
+    app.user("acme", "alice@acme.test").await;
+    app.admin().import_saml_metadata("acme", "corp", crate::saml_metadata::GENUINE.as_bytes()).await.unwrap();
+    let on = lanyard::saml::idp::SettingsChange { allow_idp_initiated: Some(true), ..Default::default() };
+    app.admin().update_saml_idp("acme", "corp", on).await.unwrap();
+    // Warm: the tenant's IdPs are cached now.
+    let r = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 303);
+
+    // IdP-initiated sign-in turned off behind the server's back: unsolicited is refused.
+    sql(&app, "UPDATE saml_idps SET allow_idp_initiated = 0").await;
+    let r = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 403);
+    sql(&app, "UPDATE saml_idps SET allow_idp_initiated = 1").await;
+    let r = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 303);
+
+    // Its certificates taken away: the same fixture key's signature no longer verifies.
+    sql(&app, "UPDATE saml_idps SET certificates_json = '[]'").await;
+    let r = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 403);
+
+    // The IdP removed: its responses name an IdP this tenant does not have.
+    sql(&app, "DELETE FROM saml_idps").await;
+    let r = response_for(&app, None, "alice@acme.test", |_| {});
+    assert_eq!(post_acs(&app.browser(), &r, None).await.status(), 403);
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM audit_events WHERE event = 'signin' AND reason IS NOT NULL ORDER BY id DESC LIMIT 3",
+    )
+    .fetch_all(app.state.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(reasons, ["unknown_idp", "bad_signature", "unsolicited"], "newest first");
+
+    // The directory's configuration (servers, card policy) is cached the same way: a
+    // change to either moves the generation every replica reads.
+    let generation = || async {
+        sqlx::query_scalar::<_, i64>("SELECT value FROM config_generation WHERE id = 1")
+            .fetch_one(app.state.store.pool())
+            .await
+            .unwrap()
+    };
+    let before = generation().await;
+    sql(&app, "INSERT INTO card_policies (tenant_id, updated_at) SELECT id, 0 FROM tenants WHERE slug = 'acme'").await;
+    let after_policy = generation().await;
+    assert!(after_policy > before, "a card policy change moves the generation");
+    sql(
+        &app,
+        "INSERT INTO ldap_servers (id, tenant_id, position, url, connect_timeout_ms, operation_timeout_ms, base_dn, \
+         user_filter, attribute_map, created_at, updated_at) \
+         SELECT 'l1', id, 0, 'ldap://127.0.0.1:1', 1000, 1000, 'dc=acme', '(uid={username})', '{}', 0, 0 \
+         FROM tenants WHERE slug = 'acme'",
+    )
+    .await;
+    assert!(generation().await > after_policy, "an LDAP server change moves the generation");
 }
