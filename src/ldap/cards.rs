@@ -325,6 +325,17 @@ struct KnownCard {
 }
 
 async fn find_card(store: &Store, tenant_id: &str, lookup: &str) -> Result<Option<KnownCard>, sqlx::Error> {
+    if let Some(direct) = store.direct() {
+        let (tenant_id, lookup) = (tenant_id.to_string(), lookup.to_string());
+        return direct
+            .read(move |c| {
+                use rusqlite::OptionalExtension;
+                c.prepare_cached("SELECT user_id, synced_at FROM cards WHERE lookup = ?1 AND tenant_id = ?2")?
+                    .query_row([lookup, tenant_id], |r| Ok(KnownCard { user_id: r.get(0)?, synced_at: r.get(1)? }))
+                    .optional()
+            })
+            .await;
+    }
     let row = sqlx::query("SELECT user_id, synced_at FROM cards WHERE lookup = $1 AND tenant_id = $2")
         .bind(lookup)
         .bind(tenant_id)
@@ -592,10 +603,10 @@ pub async fn sign_in(
         DirectoryAnswer::Holder(s, entry, attr, value) => {
             // The Lanyard account the holder's entry is linked to, if any.
             let linked =
-                signin::linked_user(store, tenant, &entry.dn).await.map_err(|r| CardError::User(r.reason().into()))?;
+                signin::linked(store, tenant, &entry.dn).await.map_err(|r| CardError::User(r.reason().into()))?;
             // A known card must still belong to the same person.
             if let Some(k) = &known {
-                if linked.as_ref().map(|u| &u.id) != Some(&k.user_id) {
+                if linked.as_ref().map(|l| &l.user.id) != Some(&k.user_id) {
                     forget(store, &tenant.id, &lookup).await?;
                     return Err(CardError::OwnerGone);
                 }
@@ -610,7 +621,7 @@ pub async fn sign_in(
             // imports nobody and remembers nothing.
             if policy.pin_required {
                 match &linked {
-                    Some(u) => check_pin(store, hasher, now, tenant, u, pin).await?,
+                    Some(l) => check_pin(store, hasher, now, tenant, &l.user, pin).await?,
                     None => {
                         // A person not yet imported has no PIN: the same hashing work, refused.
                         if let Some(p) = pin {
@@ -620,7 +631,7 @@ pub async fn sign_in(
                     }
                 }
             }
-            let user = signin::provision_entry(store, now, tenant, &s, &entry)
+            let user = signin::provision_entry(store, now, tenant, &s, &entry, linked)
                 .await
                 .map_err(|r| CardError::User(r.reason().to_string()))?;
             // A known card of the same person is re-sealed at most once a minute.

@@ -440,18 +440,20 @@ pub(crate) async fn is_disabled(
 
 /// The tenant's user for `entry` (a card's holder), created or updated from its mapped
 /// attributes; the password route's failure count is left alone.
+/// `linked`: what [`linked`] found for the entry's DN, read by the caller.
 pub(crate) async fn provision_entry(
     store: &Store,
     now: UnixTime,
     tenant: &Tenant,
     s: &LdapServer,
     entry: &Entry,
+    linked: Option<Linked>,
 ) -> Result<User, LdapRefusal> {
-    let existing = match linked_user(store, tenant, &entry.dn).await? {
-        Some(u) => Some(u),
-        None => check_unclaimed(store, tenant, s, entry).await?,
+    let (existing, account) = match linked {
+        Some(l) => (Some(l.user), Some(l.account)),
+        None => (check_unclaimed(store, tenant, s, entry).await?, None),
     };
-    provision(store, now, tenant, s, entry, existing, None, false).await
+    provision(store, now, tenant, s, entry, existing, account, false).await
 }
 
 /// What one server said about the person.

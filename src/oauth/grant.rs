@@ -88,25 +88,41 @@ pub struct CodeRequest<'a> {
 /// access and ID tokens are all it issues. Returns it as stored.
 pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Result<Grant, sqlx::Error> {
     let grant_id = new_id();
-    sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, \
-         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&grant_id)
-    .bind(g.tenant_id)
-    .bind(g.client_row_id)
-    .bind(g.user_id)
-    .bind(g.scope.join(" "))
-    .bind(g.auth_time)
-    .bind(g.amr)
-    .bind(now)
-    .bind(g.absolute_expires_at)
-    .bind(g.resource)
-    .bind(g.upstream_idp_id)
-    .bind(g.upstream_expires_at)
-    .bind(g.upstream_refresh_sealed)
-    .execute(store.pool())
-    .await?;
+    if let Some(direct) = store.direct() {
+        // One hand-off on SQLite's hot path (a device's card grant, a token exchange).
+        let row = (
+            grant_id.clone(),
+            g.tenant_id.to_string(),
+            g.client_row_id.to_string(),
+            g.user_id.to_string(),
+            g.scope.join(" "),
+            (g.auth_time, g.amr.to_string(), now, g.absolute_expires_at, g.resource.map(str::to_string)),
+            (
+                g.upstream_idp_id.map(str::to_string),
+                g.upstream_expires_at,
+                g.upstream_refresh_sealed.map(str::to_string),
+            ),
+        );
+        direct
+            .write(move |c| {
+                let (
+                    id,
+                    tenant,
+                    client,
+                    user,
+                    scope,
+                    (auth_time, amr, created, expires, resource),
+                    (idp, until, sealed),
+                ) = row;
+                c.prepare_cached(INSERT_GRANT_SQL)?.execute(rusqlite::params![
+                    id, tenant, client, user, scope, auth_time, amr, created, expires, resource, idp, until, sealed
+                ])?;
+                Ok(())
+            })
+            .await?;
+    } else {
+        insert_grant_pooled(store, now, &grant_id, &g).await?;
+    }
     Ok(Grant {
         id: grant_id,
         tenant_id: g.tenant_id.to_string(),
@@ -120,6 +136,38 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
         resource: g.resource.map(str::to_string),
         upstream_expires_at: g.upstream_expires_at,
     })
+}
+
+/// A grant's row (`?8` created now). Written with `?N` for `crate::store::direct`; the
+/// sqlx path turns them into `$N`.
+const INSERT_GRANT_SQL: &str =
+    "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, \
+     created_at, absolute_expires_at, resource, upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+async fn insert_grant_pooled(
+    store: &Store,
+    now: UnixTime,
+    grant_id: &str,
+    g: &NewGrant<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&INSERT_GRANT_SQL.replace('?', "$"))
+        .bind(grant_id)
+        .bind(g.tenant_id)
+        .bind(g.client_row_id)
+        .bind(g.user_id)
+        .bind(g.scope.join(" "))
+        .bind(g.auth_time)
+        .bind(g.amr)
+        .bind(now)
+        .bind(g.absolute_expires_at)
+        .bind(g.resource)
+        .bind(g.upstream_idp_id)
+        .bind(g.upstream_expires_at)
+        .bind(g.upstream_refresh_sealed)
+        .execute(store.pool())
+        .await?;
+    Ok(())
 }
 
 /// Creates the grant and its authorization code together; returns the code.
