@@ -319,6 +319,14 @@ async fn judge(
 }
 
 /// `POST /t/{tenant}/saml/acs`.
+///
+/// Store round trips for a response that signs someone in, on SQLite
+/// (`crate::store::direct`): the generation read, the throttle reservation, the assertion
+/// consumed with its user read, and one transaction that gives the reservation back,
+/// reads the locks, starts the session and records the event (`gate::admit_settled`) —
+/// four hand-offs (the IdPs come from the replica's cache); a solicited response adds the
+/// pending request's read. PostgreSQL runs the same steps as single statements (about a
+/// dozen).
 pub async fn acs(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -6,7 +6,10 @@
 //! own representation: a code exchange made five such trips and a refresh eight. Here a
 //! request sends one closure, which runs its statements on the connection (prepared once
 //! and cached) and returns plain Rust values, so each token operation costs one or two
-//! hand-offs. sqlx has no way to run a closure on its SQLite worker, so this is written
+//! hand-offs, and a sign-in's store work (throttle reservation, SAML replay cache, the
+//! session with its audit event) three or four. A hot path's writes all go to the one
+//! writer here: a write through sqlx's own connection beside them would queue for
+//! SQLite's write lock in the busy handler (`benches/README.md`, the card grant). sqlx has no way to run a closure on its SQLite worker, so this is written
 //! by hand on `rusqlite`, which links the same SQLite (`libsqlite3-sys`) as sqlx.
 //!
 //! The small reads of requests that write nothing (the generation read of
