@@ -83,12 +83,12 @@ pub enum Admission {
     SecondFactor(PendingToken),
 }
 
-/// Whether a second factor is needed, or why the user is refused.
 /// A user's lock in each realm (`?1` the user id). Written with `?N` for
 /// `crate::store::direct`; the sqlx path turns them into `$N`.
 const LOCKS_SQL: &str = "SELECT (SELECT locked_until FROM password_credentials WHERE user_id = ?1), \
      (SELECT locked_until FROM ldap_accounts WHERE user_id = ?1)";
 
+/// Whether a second factor is needed, or why the user is refused.
 async fn judge(
     store: &Store,
     now: UnixTime,
