@@ -156,16 +156,7 @@ pub async fn login_submit(
     let target = return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug));
     let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
     let email = auth.user.email.as_str().to_string();
-    let success = crate::audit::Event {
-        tenant_id: Some(&tenant.id),
-        actor: &email,
-        subject: Some(&email),
-        event: "signin",
-        outcome: Outcome::Success,
-        reason: None,
-        origin: &origin,
-        detail: None,
-    };
+    let success = super::pages::signin_success(&tenant, &email, &origin);
     let admitted = session::gate::admit_settled(
         &state.store,
         now,

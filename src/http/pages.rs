@@ -433,16 +433,7 @@ pub async fn password_submit(
                 return_to.clone().unwrap_or_else(|| format!("/t/{}/account", tenant.slug))
             };
             let app = session::gate::client_of_return_to(&state.store, &tenant, return_to.as_deref()).await?;
-            let success = Event {
-                tenant_id: Some(&tenant.id),
-                actor: email.as_str(),
-                subject: Some(email.as_str()),
-                event: "signin",
-                outcome: Outcome::Success,
-                reason: None,
-                origin: &origin,
-                detail: None,
-            };
+            let success = signin_success(&tenant, email.as_str(), &origin);
             let admitted = session::gate::admit_settled(
                 &state.store,
                 now,
@@ -519,6 +510,21 @@ pub async fn password_submit(
         }
         Err(SignInError::Hash(password::hasher::HashError::Busy)) => Ok(busy_page()),
         Err(other) => Err(PageError::internal(other)),
+    }
+}
+
+/// The `signin` success event of `email` (no detail), as the password and LDAP routes
+/// hand it to `gate::admit_settled`.
+pub(super) fn signin_success<'a>(tenant: &'a Tenant, email: &'a str, origin: &'a Origin) -> Event<'a> {
+    Event {
+        tenant_id: Some(&tenant.id),
+        actor: email,
+        subject: Some(email),
+        event: "signin",
+        outcome: Outcome::Success,
+        reason: None,
+        origin,
+        detail: None,
     }
 }
 

@@ -127,15 +127,6 @@ pub(crate) fn email_attribute(s: &LdapServer) -> String {
     s.attribute_map.iter().find(|(_, f)| f.as_str() == "email").map(|(a, _)| a.clone()).unwrap_or_else(|| "mail".into())
 }
 
-/// The lock of a user's LDAP account, if any.
-pub async fn locked_until(store: &Store, user_id: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT locked_until FROM ldap_accounts WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(store.pool())
-        .await
-        .map(Option::flatten)
-}
-
 /// Failure count and lock of a user's LDAP account (admins and tests).
 pub async fn lock_state(store: &Store, user_id: &str) -> Result<Option<crate::password::LockState>, sqlx::Error> {
     let row = sqlx::query("SELECT failed_count, locked_until FROM ldap_accounts WHERE user_id = $1")

@@ -121,7 +121,7 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
             })
             .await?;
     } else {
-        insert_grant_pooled(store, now, &grant_id, &g).await?;
+        insert_grant_sqlx(store.pool(), now, &grant_id, &g).await?;
     }
     Ok(Grant {
         id: grant_id,
@@ -145,12 +145,16 @@ const INSERT_GRANT_SQL: &str =
      created_at, absolute_expires_at, resource, upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
-async fn insert_grant_pooled(
-    store: &Store,
+/// The grant's row through sqlx: on the pool, or inside the caller's transaction.
+async fn insert_grant_sqlx<'e, E>(
+    executor: E,
     now: UnixTime,
     grant_id: &str,
     g: &NewGrant<'_>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     sqlx::query(&INSERT_GRANT_SQL.replace('?', "$"))
         .bind(grant_id)
         .bind(g.tenant_id)
@@ -165,7 +169,7 @@ async fn insert_grant_pooled(
         .bind(g.upstream_idp_id)
         .bind(g.upstream_expires_at)
         .bind(g.upstream_refresh_sealed)
-        .execute(store.pool())
+        .execute(executor)
         .await?;
     Ok(())
 }
@@ -180,25 +184,7 @@ pub async fn issue_code(
     let grant_id = new_id();
     let code = random_token(32);
     let mut tx = store.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO oauth_grants (id, tenant_id, client_row_id, user_id, scope, auth_time, amr, created_at, absolute_expires_at, resource, \
-         upstream_idp_id, upstream_expires_at, upstream_refresh_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&grant_id)
-    .bind(g.tenant_id)
-    .bind(g.client_row_id)
-    .bind(g.user_id)
-    .bind(g.scope.join(" "))
-    .bind(g.auth_time)
-    .bind(g.amr)
-    .bind(now)
-    .bind(g.absolute_expires_at)
-    .bind(g.resource)
-    .bind(g.upstream_idp_id)
-    .bind(g.upstream_expires_at)
-    .bind(g.upstream_refresh_sealed)
-    .execute(&mut *tx)
-    .await?;
+    insert_grant_sqlx(&mut *tx, now, &grant_id, &g).await?;
     sqlx::query(
         "INSERT INTO oauth_codes (code_hash, grant_id, redirect_uri, nonce, code_challenge, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )

@@ -48,21 +48,9 @@ pub fn address_of(a: &VerifiedAssertion) -> Result<Email, UserRefusal> {
     Email::parse(&a.username).map_err(|_| UserRefusal::NotAnAddress(a.username.chars().take(80).collect()))
 }
 
-/// The tenant's user the assertion names, provisioned when the IdP allows it.
-pub async fn resolve_user(
-    store: &Store,
-    now: UnixTime,
-    tenant: &Tenant,
-    idp: &SamlIdp,
-    a: &VerifiedAssertion,
-) -> Result<User, UserRefusal> {
-    let email = address_of(a)?;
-    let found = user::find_by_email(store, &email).await.map_err(UserRefusal::User)?;
-    resolve_found(store, now, tenant, idp, a, &email, found).await
-}
-
-/// [`resolve_user`] once the user with the address `email` was looked up (`found`: in
-/// the same hand-off as the assertion was consumed, `flow::consume`).
+/// The tenant's user the assertion names, provisioned when the IdP allows it, once the
+/// user with the address `email` was looked up (`found`: in the same hand-off as the
+/// assertion was consumed, `flow::consume`).
 pub async fn resolve_found(
     store: &Store,
     now: UnixTime,
