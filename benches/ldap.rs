@@ -14,8 +14,9 @@
 //!    written, a session, the audit event; answered by a 303), and the card grant at the
 //!    token endpoint (the card's owner searched again, an access and an ID token).
 //!
-//! It prints every figure and the ratios to the floors. Everything shares the machine's
-//! cores: slapd, Lanyard and the load generator.
+//! It prints every figure and the ratios to the floors, twice: with slapd, Lanyard and the
+//! load generator sharing the machine's cores, then pinned (Lanyard on core 0, slapd and
+//! the load generator on core 1; `BENCH_PIN=0` skips it), floors measured again.
 
 mod common;
 
@@ -76,7 +77,7 @@ where
     (all.len() as f64 / elapsed, pct(0.50), pct(0.99), failed)
 }
 
-fn line(name: &str, (rate, p50, p99, failed): (f64, f64, f64, u64)) {
+fn line(name: &str, (rate, p50, p99, failed): Figure) {
     println!("{name:<58} {rate:>9.1} /s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   ({failed} failed)");
 }
 
@@ -117,6 +118,117 @@ async fn bind(ldap: &mut ldap3::Ldap, dn: &str) -> bool {
     ldap.simple_bind(dn, slapd::ALICE.password).await.map(|r| r.rc == 0).unwrap_or(false)
 }
 
+type Figure = (f64, f64, f64, u64);
+
+/// The three floors and Lanyard's two sign-ins, each for `seconds` with `clients`.
+async fn measure(url: &str, base: &str, clients: usize, seconds: u64) -> [Figure; 5] {
+    let (url, base) = (url.to_string(), base.to_string());
+    // 1. The floors, on connections shaped like Lanyard's.
+    let svc = service_connection(&url).await;
+    let search_floor = drive(clients, seconds, {
+        let svc = svc.clone();
+        move |_| {
+            let mut l = svc.clone();
+            async move { card_search(&mut l).await }
+        }
+    })
+    .await;
+    let mut binders = Vec::new();
+    for _ in 0..clients {
+        let (conn, l) = LdapConnAsync::new(&url).await.expect("connect");
+        ldap3::drive!(conn);
+        binders.push(tokio::sync::Mutex::new(l));
+    }
+    let binders = Arc::new(binders);
+    let alice_dn = slapd::ALICE.dn.to_string();
+    let bind_floor = drive(clients, seconds, {
+        let (binders, dn) = (binders.clone(), alice_dn.clone());
+        move |c| {
+            let (binders, dn) = (binders.clone(), dn.clone());
+            async move { bind(&mut *binders[c].lock().await, &dn).await }
+        }
+    })
+    .await;
+    let both_floor = drive(clients, seconds, {
+        let (binders, svc) = (binders.clone(), svc.clone());
+        move |c| {
+            let (binders, mut svc) = (binders.clone(), svc.clone());
+            async move {
+                match user_search(&mut svc).await {
+                    Some(dn) => bind(&mut *binders[c].lock().await, &dn).await,
+                    None => false,
+                }
+            }
+        }
+    })
+    .await;
+
+    // 2. Lanyard. Each client holds one pre-session cookie and its CSRF token, and sends no
+    // session cookie, so every POST is a whole new sign-in.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let mut forms = Vec::new();
+    for _ in 0..clients {
+        let r = http.get(format!("{base}/t/bench/ldap/login")).send().await.expect("form");
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let body = r.text().await.expect("body");
+        let start = body.find("name=\"csrf\" value=\"").expect("csrf") + "name=\"csrf\" value=\"".len();
+        let token = body[start..start + body[start..].find('"').expect("end")].to_string();
+        forms.push((cookie, token));
+    }
+    let forms = Arc::new(forms);
+    let signin = drive(clients, seconds, {
+        let (http, base, forms) = (http.clone(), base.clone(), forms.clone());
+        move |c| {
+            let (http, base, forms) = (http.clone(), base.clone(), forms.clone());
+            async move {
+                let (cookie, token) = &forms[c];
+                let r = http
+                    .post(format!("{base}/t/bench/ldap/login"))
+                    .header("cookie", cookie)
+                    .form(&[("csrf", token.as_str()), ("username", "alice"), ("password", slapd::ALICE.password)])
+                    .send()
+                    .await;
+                matches!(r, Ok(r) if r.status() == 303)
+            }
+        }
+    })
+    .await;
+    let card = drive(clients, seconds, {
+        let (http, base) = (http.clone(), base.clone());
+        move |_| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let r = http
+                    .post(format!("{base}/t/bench/token"))
+                    .basic_auth("printer-1", Some(DEVICE_SECRET))
+                    .form(&[("grant_type", CARD_GRANT), ("card", slapd::ALICE.badge_number), ("scope", "openid email")])
+                    .send()
+                    .await;
+                matches!(r, Ok(r) if r.status() == 200)
+            }
+        }
+    })
+    .await;
+
+    [search_floor, bind_floor, both_floor, signin, card]
+}
+
+fn report([search_floor, bind_floor, both_floor, signin, card]: &[Figure; 5]) {
+    line("floor: card search (service connection, ldap3)", *search_floor);
+    line("floor: simple bind (bind connections, ldap3)", *bind_floor);
+    line("floor: search + bind (a password sign-in's LDAP work)", *both_floor);
+    line("lanyard: LDAP password sign-in (form POST → 303, session)", *signin);
+    line("lanyard: card sign-in (token endpoint, access + ID token)", *card);
+    println!("ratio card sign-in / search floor:                         {:>6.2}", card.0 / search_floor.0);
+    println!("ratio LDAP sign-in / search+bind floor:                    {:>6.2}", signin.0 / both_floor.0);
+}
+
 #[tokio::main]
 async fn main() {
     let seconds = common::env_num("BENCH_SECONDS", 5);
@@ -130,7 +242,8 @@ async fn main() {
     cli(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "acme.test"], None);
     // The load generator is one address with many sign-ins in flight at once: the
     // throttle's limits are raised to their maximum so the run measures throughput, not
-    // 429s. The throttle's work (its reservation in the store) is still done and paid.
+    // 429s. The throttle's work (a password sign-in's reservation in the store) is still
+    // done and paid.
     cli(
         &[
             "admin",
@@ -229,107 +342,26 @@ async fn main() {
     }
     println!("lanyard LDAP benchmark: {cores} cores, {clients} clients, {seconds} s per figure, store SQLite, slapd on loopback");
 
-    // 1. The floors, on connections shaped like Lanyard's.
-    let svc = service_connection(&url).await;
-    let search_floor = drive(clients, seconds, {
-        let svc = svc.clone();
-        move |_| {
-            let mut l = svc.clone();
-            async move { card_search(&mut l).await }
-        }
-    })
-    .await;
-    let mut binders = Vec::new();
-    for _ in 0..clients {
-        let (conn, l) = LdapConnAsync::new(&url).await.expect("connect");
-        ldap3::drive!(conn);
-        binders.push(tokio::sync::Mutex::new(l));
-    }
-    let binders = Arc::new(binders);
-    let alice_dn = slapd::ALICE.dn.to_string();
-    let bind_floor = drive(clients, seconds, {
-        let (binders, dn) = (binders.clone(), alice_dn.clone());
-        move |c| {
-            let (binders, dn) = (binders.clone(), dn.clone());
-            async move { bind(&mut *binders[c].lock().await, &dn).await }
-        }
-    })
-    .await;
-    let both_floor = drive(clients, seconds, {
-        let (binders, svc) = (binders.clone(), svc.clone());
-        move |c| {
-            let (binders, mut svc) = (binders.clone(), svc.clone());
-            async move {
-                match user_search(&mut svc).await {
-                    Some(dn) => bind(&mut *binders[c].lock().await, &dn).await,
-                    None => false,
-                }
-            }
-        }
-    })
-    .await;
-
-    // 2. Lanyard. Each client holds one pre-session cookie and its CSRF token, and sends no
-    // session cookie, so every POST is a whole new sign-in.
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let mut forms = Vec::new();
-    for _ in 0..clients {
-        let r = http.get(format!("{base}/t/bench/ldap/login")).send().await.expect("form");
-        let cookie = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let body = r.text().await.expect("body");
-        let start = body.find("name=\"csrf\" value=\"").expect("csrf") + "name=\"csrf\" value=\"".len();
-        let token = body[start..start + body[start..].find('"').expect("end")].to_string();
-        forms.push((cookie, token));
-    }
-    let forms = Arc::new(forms);
-    let signin = drive(clients, seconds, {
-        let (http, base, forms) = (http.clone(), base.clone(), forms.clone());
-        move |c| {
-            let (http, base, forms) = (http.clone(), base.clone(), forms.clone());
-            async move {
-                let (cookie, token) = &forms[c];
-                let r = http
-                    .post(format!("{base}/t/bench/ldap/login"))
-                    .header("cookie", cookie)
-                    .form(&[("csrf", token.as_str()), ("username", "alice"), ("password", slapd::ALICE.password)])
-                    .send()
-                    .await;
-                matches!(r, Ok(r) if r.status() == 303)
-            }
-        }
-    })
-    .await;
-    let card = drive(clients, seconds, {
-        let (http, base) = (http.clone(), base.clone());
-        move |_| {
-            let (http, base) = (http.clone(), base.clone());
-            async move {
-                let r = http
-                    .post(format!("{base}/t/bench/token"))
-                    .basic_auth("printer-1", Some(DEVICE_SECRET))
-                    .form(&[("grant_type", CARD_GRANT), ("card", slapd::ALICE.badge_number), ("scope", "openid email")])
-                    .send()
-                    .await;
-                matches!(r, Ok(r) if r.status() == 200)
-            }
-        }
-    })
-    .await;
-
+    let all = measure(&url, &base, clients, seconds).await;
     println!();
-    line("floor: card search (service connection, ldap3)", search_floor);
-    line("floor: simple bind (bind connections, ldap3)", bind_floor);
-    line("floor: search + bind (a password sign-in's LDAP work)", both_floor);
-    line("lanyard: LDAP password sign-in (form POST → 303, session)", signin);
-    line("lanyard: card sign-in (token endpoint, access + ID token)", card);
-    println!("ratio card sign-in / search floor:                         {:>6.2}", card.0 / search_floor.0);
-    println!("ratio LDAP sign-in / search+bind floor:                    {:>6.2}", signin.0 / both_floor.0);
+    println!("on shared cores (slapd, lanyard and this load generator on all {cores}):");
+    report(&all);
+    // Pinned: slapd and this load generator on core 1, Lanyard on core 0 — slapd on a
+    // core of its own, as it would be on its own machine, with Lanyard's work not taking
+    // from it; the floors are measured in the same layout (the ldap3 client on core 1).
+    let unpinned = cores < 2 || std::env::var("BENCH_PIN").as_deref() == Ok("0");
+    let pinned = !unpinned
+        && dir.pid().is_some_and(|p| common::pin_process(p, "1"))
+        && common::pin_process(pid, "0")
+        && common::pin_process(std::process::id(), "1");
+    if pinned {
+        let all = measure(&url, &base, clients, seconds).await;
+        println!();
+        println!("pinned (lanyard on core 0; slapd and this load generator on core 1):");
+        report(&all);
+    } else {
+        println!("(pinned run skipped: BENCH_PIN=0, one core, or taskset failed)");
+    }
     println!("server peak RSS:                                           {:>6.1} MiB", common::peak_rss_mib(pid));
     let _ = server.kill();
     let _ = server.wait();

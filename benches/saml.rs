@@ -11,8 +11,10 @@
 //! 2. the same responses POSTed to the ACS from BENCH_CONCURRENCY clients: every check,
 //!    the replay cache, the user lookup and a new session, answered by a 303.
 //!
-//! It prints both rates and their ratio. The load generator shares the cores with the
-//! server; the floor has them to itself.
+//! It prints both rates and their ratio, twice: on shared cores (the load generator shares
+//! them with the server; the floor has them to itself), then pinned as the token benchmark
+//! is (the server on core 0, this load generator on core 1, the floor on one thread on
+//! core 0), with a second set of responses. `BENCH_PIN=0` skips the pinned run.
 
 mod common;
 
@@ -63,23 +65,26 @@ fn sign_all(base: &str, count: usize, users: usize, threads: usize) -> Vec<Strin
     handles.into_iter().flat_map(|h| h.join().expect("signer")).collect()
 }
 
-fn floor(responses: Arc<Vec<String>>, threads: usize) -> f64 {
+fn floor(responses: Arc<Vec<String>>, threads: usize, pin: Option<&'static str>) -> f64 {
     let cert = CertificateDer::from(testkit::der(testkit::CERT_A));
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (responses, next, cert) = (responses.clone(), next.clone(), cert.clone());
-            std::thread::spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(r) = responses.get(i) else { break };
-                samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-                    r,
-                    std::slice::from_ref(&cert),
-                    ReduceMode::ValidateAndMarkNoAncestors,
-                    Some(&[AllowedSignatureAlgorithm::RsaSha256]),
-                )
-                .expect("the fixture response verifies");
+            std::thread::spawn(move || {
+                pin.map(common::pin_this_thread);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(r) = responses.get(i) else { break };
+                    samael::crypto::Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+                        r,
+                        std::slice::from_ref(&cert),
+                        ReduceMode::ValidateAndMarkNoAncestors,
+                        Some(&[AllowedSignatureAlgorithm::RsaSha256]),
+                    )
+                    .expect("the fixture response verifies");
+                }
             })
         })
         .collect();
@@ -93,7 +98,7 @@ fn floor(responses: Arc<Vec<String>>, threads: usize) -> f64 {
 /// checks, the same libxml2 + xmlsec verification as the floor, and every check of the
 /// signed content), on as many threads as there are cores: what the ACS costs before
 /// HTTP and the store.
-fn verify_in_process(responses: Arc<Vec<String>>, threads: usize, base: &str) -> f64 {
+fn verify_in_process(responses: Arc<Vec<String>>, threads: usize, base: &str, pin: Option<&'static str>) -> f64 {
     let certs = Arc::new(testkit::certs_a());
     let next = Arc::new(AtomicUsize::new(0));
     let (sp, acs) = (format!("{base}/t/bench/saml"), format!("{base}/t/bench/saml/acs"));
@@ -102,16 +107,19 @@ fn verify_in_process(responses: Arc<Vec<String>>, threads: usize, base: &str) ->
         .map(|_| {
             let (responses, next, certs, sp, acs) =
                 (responses.clone(), next.clone(), certs.clone(), sp.clone(), acs.clone());
-            std::thread::spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(r) = responses.get(i) else { break };
-                let mut exp = testkit::expected(&certs);
-                exp.sp_entity_id = &sp;
-                exp.acs_url = &acs;
-                exp.request_id = None;
-                exp.now = now();
-                lanyard::saml::response::verify(r.as_bytes(), &exp, &testkit::no_decrypt)
-                    .expect("the fixture response passes every check");
+            std::thread::spawn(move || {
+                pin.map(common::pin_this_thread);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(r) = responses.get(i) else { break };
+                    let mut exp = testkit::expected(&certs);
+                    exp.sp_entity_id = &sp;
+                    exp.acs_url = &acs;
+                    exp.request_id = None;
+                    exp.now = now();
+                    lanyard::saml::response::verify(r.as_bytes(), &exp, &testkit::no_decrypt)
+                        .expect("the fixture response passes every check");
+                }
             })
         })
         .collect();
@@ -132,7 +140,7 @@ async fn main() {
     cli(&["admin", "tenant", "create", "--slug", "bench", "--name", "Bench", "--domain", "bench.test"], None);
     // The load generator is one address with many sign-ins in flight at once: the
     // throttle's limits are raised to their maximum so the run measures throughput, not
-    // 429s. The throttle's work (its reservation in the store) is still done and paid.
+    // 429s. The throttle's work (the address's failure count, read) is still done and paid.
     cli(
         &[
             "admin",
@@ -168,14 +176,17 @@ async fn main() {
         }
     }
     println!("lanyard SAML ACS benchmark: {cores} cores, {concurrency} clients, {count} responses, store SQLite");
-    let mut all = sign_all(&base, count + 1, users, cores);
+    // Two sets of responses, each used once over HTTP: one for the run on shared cores,
+    // one for the pinned run.
+    let mut all = sign_all(&base, 2 * count + 1, users, cores);
     let warm = all.pop().expect("one more than counted");
+    let pinned_set = Arc::new(all.split_off(count));
     let signed = Arc::new(all);
 
     // 1. The floor, on every core.
     let floor_rate = tokio::task::spawn_blocking({
         let s = signed.clone();
-        move || floor(s, cores)
+        move || floor(s, cores, None)
     })
     .await
     .expect("floor");
@@ -184,16 +195,14 @@ async fn main() {
     // to it is the difference to the ACS figure).
     let verify_rate = tokio::task::spawn_blocking({
         let (s, base) = (signed.clone(), base.clone());
-        move || verify_in_process(s, cores, &base)
+        move || verify_in_process(s, cores, &base, None)
     })
     .await
     .expect("verify");
 
     // 2. Through HTTP: every response once.
-    let encoded: Arc<Vec<String>> =
-        Arc::new(signed.iter().map(|r| base64::engine::general_purpose::STANDARD.encode(r)).collect());
-    // Warm-up: key load, connection pool (one response, not counted).
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    // Warm-up: key load, connection pool (one response, not counted).
     let r = client
         .post(format!("{base}/t/bench/saml/acs"))
         .form(&[("SAMLResponse", base64::engine::general_purpose::STANDARD.encode(warm))])
@@ -201,6 +210,53 @@ async fn main() {
         .await
         .expect("warm-up");
     assert_eq!(r.status(), 303, "the warm-up response is accepted");
+    let (http_rate, failed) = post_all(&client, &base, &signed, concurrency).await;
+    println!();
+    println!("on shared cores (server, load generator and floor each on all {cores}):");
+    println!("floor: libxml2 parse + xmlsec verify, in process ({cores} threads): {floor_rate:>9.1} responses/s");
+    println!("lanyard's whole check, in process ({cores} threads):     {verify_rate:>9.1} responses/s");
+    println!("ACS over HTTP (every check, replay cache, session):   {http_rate:>9.1} responses/s  ({failed} failed)");
+    println!("ratio ACS / floor:                                    {:>9.2}", http_rate / floor_rate);
+
+    // 3. Pinned, as the token benchmark measures (issue 16): the server on core 0, this
+    // load generator on core 1, and the floor on one thread on core 0 — each side of the
+    // ratio gets the same CPU, and the load generator's work is not charged to the server.
+    let unpinned = cores < 2 || std::env::var("BENCH_PIN").as_deref() == Ok("0");
+    if !unpinned && common::pin_process(pid, "0") && common::pin_process(std::process::id(), "1") {
+        let floor_one = tokio::task::spawn_blocking({
+            let s = pinned_set.clone();
+            move || floor(s, 1, Some("0"))
+        })
+        .await
+        .expect("floor");
+        let verify_one = tokio::task::spawn_blocking({
+            let (s, base) = (pinned_set.clone(), base.clone());
+            move || verify_in_process(s, 1, &base, Some("0"))
+        })
+        .await
+        .expect("verify");
+        let (http_one, failed) = post_all(&client, &base, &pinned_set, concurrency).await;
+        println!();
+        println!("pinned (server on core 0, this load generator on core 1; floor and check on one thread on core 0):");
+        println!("floor: libxml2 parse + xmlsec verify, in process (1 thread): {floor_one:>9.1} responses/s");
+        println!("lanyard's whole check, in process (1 thread):         {verify_one:>9.1} responses/s");
+        println!(
+            "ACS over HTTP, server on one core:                    {http_one:>9.1} responses/s  ({failed} failed)"
+        );
+        println!("ratio ACS / floor:                                    {:>9.2}", http_one / floor_one);
+    } else {
+        println!("(pinned run skipped: BENCH_PIN=0, one core, or taskset failed)");
+    }
+    println!("server peak RSS:                                      {:>9.1} MiB", common::peak_rss_mib(pid));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// POSTs each response once to the ACS from `concurrency` clients; (accepted per second,
+/// how many were not answered by a 303).
+async fn post_all(client: &reqwest::Client, base: &str, signed: &[String], concurrency: usize) -> (f64, u64) {
+    let encoded: Arc<Vec<String>> =
+        Arc::new(signed.iter().map(|r| base64::engine::general_purpose::STANDARD.encode(r)).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -208,7 +264,7 @@ async fn main() {
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (encoded, next, ok, failed, base, client) =
-                (encoded.clone(), next.clone(), ok.clone(), failed.clone(), base.clone(), client.clone());
+                (encoded.clone(), next.clone(), ok.clone(), failed.clone(), base.to_string(), client.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -229,16 +285,5 @@ async fn main() {
     for t in tasks {
         t.await.expect("client");
     }
-    let http_rate = ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-    println!();
-    println!("floor: libxml2 parse + xmlsec verify, in process ({cores} threads): {floor_rate:>9.1} responses/s");
-    println!("lanyard's whole check, in process ({cores} threads):     {verify_rate:>9.1} responses/s");
-    println!(
-        "ACS over HTTP (every check, replay cache, session):   {http_rate:>9.1} responses/s  ({} failed)",
-        failed.load(Ordering::Relaxed)
-    );
-    println!("ratio ACS / floor:                                    {:>9.2}", http_rate / floor_rate);
-    println!("server peak RSS:                                      {:>9.1} MiB", common::peak_rss_mib(pid));
-    let _ = server.kill();
-    let _ = server.wait();
+    (ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
 }

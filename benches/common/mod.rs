@@ -94,3 +94,29 @@ impl Store {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
 }
+
+/// Sets the cores every thread of process `pid` may run on (`taskset -a -p -c CORES`);
+/// threads it starts later inherit them. False when that failed (the caller runs
+/// unpinned and says so).
+#[allow(dead_code)]
+pub fn pin_process(pid: u32, cores: &str) -> bool {
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", cores, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Sets the cores the calling thread may run on (its id read from `/proc/thread-self`).
+#[allow(dead_code)]
+pub fn pin_this_thread(cores: &str) -> bool {
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else { return false };
+    let Some(tid) = link.file_name().and_then(|t| t.to_str()).map(str::to_string) else { return false };
+    Command::new("taskset")
+        .args(["-p", "-c", cores, &tid])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

@@ -321,12 +321,12 @@ async fn judge(
 /// `POST /t/{tenant}/saml/acs`.
 ///
 /// Store round trips for a response that signs someone in, on SQLite
-/// (`crate::store::direct`): the generation read, the throttle reservation, the assertion
-/// consumed with its user read, and one transaction that gives the reservation back,
-/// reads the locks, starts the session and records the event (`gate::admit_settled`) —
-/// four hand-offs (the IdPs come from the replica's cache); a solicited response adds the
-/// pending request's read. PostgreSQL runs the same steps as single statements (about a
-/// dozen).
+/// (`crate::store::direct`): the generation read; the address's failure count, read on
+/// the request's own thread (no hand-off, nothing reserved: `signin::before_signed`);
+/// the assertion consumed with its user read; and one transaction that reads the locks,
+/// starts the session and records the event (`gate::admit_settled`) — three hand-offs,
+/// two of them writes (the IdPs come from the replica's cache); a solicited response adds
+/// the pending request's read. PostgreSQL runs the same steps as single statements.
 pub async fn acs(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -339,7 +339,8 @@ pub async fn acs(
     let relay_state = form.optional("RelayState", 1024)?;
     let origin = origin_of(&req, &state);
     let now = state.now();
-    let reservation = match super::signin::before(&req, &state, &tenant, None, None).await? {
+    // A response cannot be guessed: failures are counted once known, nothing reserved.
+    let reservation = match super::signin::before_signed(&req, &state, &tenant).await? {
         super::signin::Before::Go(r) => r,
         super::signin::Before::Throttled(t) => {
             observe::signin_outcome("saml", "throttled");
@@ -416,9 +417,11 @@ pub async fn acs(
             }
         }
         Err(refused) => {
-            // A response that did not verify keeps its reservation (a failed try); one
-            // refused for what the IdP said about a person gives it back.
-            super::signin::settle(&state, reservation, matches!(refused, (_, Refusal::Response(_)))).await;
+            // A response that did not verify counts as a failed try; one refused for what
+            // the IdP said about a person does not.
+            if matches!(refused, (_, Refusal::Response(_))) {
+                super::signin::count_failure(&req, &state, &tenant).await;
+            }
             Err(refused)
         }
     };

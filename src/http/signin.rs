@@ -62,6 +62,36 @@ pub(super) async fn before(
     })
 }
 
+/// [`before`] for a route whose credential cannot be guessed (a SAML response, which the
+/// tenant's IdP signed): the same checks, but the address's failures are only read, not
+/// reserved (`throttle::check_failures`), so a sign-in that succeeds writes nothing for
+/// the throttle. The reservation handed back is empty; a failure that counts is recorded
+/// with [`count_failure`].
+pub(super) async fn before_signed(req: &HttpRequest, state: &AppState, tenant: &Tenant) -> Result<Before, PageError> {
+    let now = state.now();
+    let ip = client_addr(req, state);
+    let limits = &tenant.network.throttle;
+    if let Some(t) = state.attempts.attempt(now, &format!("signin:{}", tenant.id), ip, limits.address_attempts) {
+        return Ok(Before::Throttled(t));
+    }
+    if let Err(g) = gate::refuse_early(&state.store, tenant, ip, None, false).await? {
+        return Ok(Before::Refused(g));
+    }
+    Ok(match throttle::check_failures(&state.store, now, &tenant.id, limits, ip).await? {
+        None => Before::Go(Reservation::default()),
+        Some(t) => Before::Throttled(t),
+    })
+}
+
+/// A failure on a route that checked with [`before_signed`]: counted for the address.
+pub(super) async fn count_failure(req: &HttpRequest, state: &AppState, tenant: &Tenant) {
+    let ip = client_addr(req, state);
+    let (now, limits) = (state.now(), &tenant.network.throttle);
+    if let Err(e) = throttle::record_failure(&state.store, now, &tenant.id, limits, ip, None).await {
+        tracing::error!(error = %e, "could not count a sign-in failure");
+    }
+}
+
 /// The route knows: a failure that counts keeps its reservation; anything else (right
 /// credentials, a directory that did not answer, a malformed form) gives it back.
 pub(super) async fn settle(state: &AppState, r: Reservation, counts: bool) {

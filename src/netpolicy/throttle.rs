@@ -192,15 +192,55 @@ pub async fn release(store: &Store, r: Reservation) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Refuses when the address is already at its failure limit in this window, without
+/// reserving anything: for routes whose credential cannot be guessed (a response that
+/// the tenant's IdP signed), where a try in flight cannot be the one that gets in, so
+/// counting only finished failures ([`record_failure`]) is enough. Such a route adds no
+/// write to a sign-in that succeeds; a parallel burst from one address can pass this
+/// check together, bounded by the in-memory attempts limit ([`Attempts`]).
+pub async fn check_failures(
+    store: &Store,
+    now: UnixTime,
+    tenant_id: &str,
+    limits: &ThrottleLimits,
+    ip: Option<IpAddr>,
+) -> Result<Option<Throttled>, sqlx::Error> {
+    let Some(ip) = ip.filter(|_| limits.address_failures > 0) else { return Ok(None) };
+    let (key, w) = (address_key(tenant_id, &ip), window(now));
+    let count: i64 = if let Some(direct) = store.direct() {
+        direct
+            .read_here(move |c| {
+                use rusqlite::OptionalExtension;
+                c.prepare_cached(COUNT_SQL)?.query_row(rusqlite::params![key, w], |r| r.get(0)).optional()
+            })
+            .await?
+            .unwrap_or(0)
+    } else {
+        sqlx::query_scalar(&COUNT_SQL.replace('?', "$"))
+            .bind(key)
+            .bind(w)
+            .fetch_optional(store.pool())
+            .await?
+            .unwrap_or(0)
+    };
+    Ok((count >= limits.address_failures)
+        .then(|| Throttled { retry_after: retry_after(now), reason: "address_failures" }))
+}
+
+const COUNT_SQL: &str = "SELECT count FROM throttle_counters WHERE key = ?1 AND window_start = ?2";
+const BUMP_SQL: &str = "INSERT INTO throttle_counters (key, window_start, count) VALUES (?1, ?2, 1) \
+     ON CONFLICT (key, window_start) DO UPDATE SET count = throttle_counters.count + 1 RETURNING count";
+
 async fn bump(store: &Store, key: &str, window_start: UnixTime) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO throttle_counters (key, window_start, count) VALUES ($1, $2, 1) \
-         ON CONFLICT (key, window_start) DO UPDATE SET count = throttle_counters.count + 1 RETURNING count",
-    )
-    .bind(key)
-    .bind(window_start)
-    .fetch_one(store.pool())
-    .await?;
+    if let Some(direct) = store.direct() {
+        // Beside the sign-ins' own writes on `direct`'s writer, not sqlx's connection
+        // (two writing connections queue for SQLite's lock, sleeping).
+        let key = key.to_string();
+        return direct
+            .write(move |c| c.prepare_cached(BUMP_SQL)?.query_row(rusqlite::params![key, window_start], |r| r.get(0)))
+            .await;
+    }
+    let row = sqlx::query(&BUMP_SQL.replace('?', "$")).bind(key).bind(window_start).fetch_one(store.pool()).await?;
     row.try_get("count")
 }
 

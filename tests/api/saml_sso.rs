@@ -22,7 +22,8 @@ both_stores!(
     replicas_share_pending_requests_and_the_replay_cache,
     two_idps_with_different_skews_in_one_tenant,
     on_https_the_response_must_come_back_to_the_browser_that_asked,
-    a_pending_request_lives_fifteen_minutes
+    a_pending_request_lives_fifteen_minutes,
+    forged_responses_are_throttled_per_address
 );
 
 async fn setup(kind: StoreKind) -> TestApp {
@@ -409,4 +410,36 @@ async fn a_pending_request_lives_fifteen_minutes(kind: StoreKind) {
     }
     let acme = app.tenant_by_slug("acme").await;
     assert_eq!(app.audit(&acme).await[0].reason.as_deref(), Some("wrong_in_response_to"));
+}
+
+/// Responses that do not verify count as failures of the address that posts them, once
+/// they are known to fail (nothing is reserved before the check: a response cannot be
+/// guessed); at the limit the address gets 429, even with a genuine response. Genuine
+/// responses, and responses refused for what the IdP said about the person, count nothing.
+async fn forged_responses_are_throttled_per_address(kind: StoreKind) {
+    let app = setup(kind).await;
+    let on = lanyard::saml::idp::SettingsChange { allow_idp_initiated: Some(true), ..Default::default() };
+    app.admin().update_saml_idp("acme", "corp", on).await.unwrap();
+    let change = lanyard::tenant::TenantChange { throttle_address_failures: Some(3), ..Default::default() };
+    app.admin().update_tenant("acme", change).await.unwrap();
+    let b = app.browser();
+    for _ in 0..4 {
+        assert_eq!(post_acs(&b, &response_for(&app, None, "alice@acme.test", |_| {}), None).await.status(), 303);
+    }
+    app.admin().set_user_disabled("alice@acme.test", Some("acme"), true).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(post_acs(&b, &response_for(&app, None, "alice@acme.test", |_| {}), None).await.status(), 403);
+    }
+    app.admin().set_user_disabled("alice@acme.test", Some("acme"), false).await.unwrap();
+    for i in 0..3 {
+        let forged = response_for(&app, None, "alice@acme.test", |b| b.ec_key = true);
+        assert_eq!(post_acs(&b, &forged, None).await.status(), 403, "forged response {i}");
+    }
+    let r = post_acs(&b, &response_for(&app, None, "alice@acme.test", |_| {}), None).await;
+    assert_eq!(r.status(), 429);
+    let retry: i64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // The next window starts afresh.
+    app.clock.advance(60);
+    assert_eq!(post_acs(&b, &response_for(&app, None, "alice@acme.test", |_| {}), None).await.status(), 303);
 }

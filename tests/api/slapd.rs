@@ -288,6 +288,12 @@ impl Slapd {
     }
 
     /// `ldap://127.0.0.1:P`: plain LDAP; StartTLS is offered.
+    /// slapd's process id (the LDAP benchmark pins it to a core).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn ldap_url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
     }
