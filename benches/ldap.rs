@@ -121,7 +121,7 @@ async fn bind(ldap: &mut ldap3::Ldap, dn: &str) -> bool {
 type Figure = (f64, f64, f64, u64);
 
 /// The three floors and Lanyard's two sign-ins, each for `seconds` with `clients`.
-async fn measure(url: &str, base: &str, clients: usize, seconds: u64) -> [Figure; 5] {
+async fn measure(url: &str, base: &str, clients: usize, seconds: u64, pid: u32) -> ([Figure; 5], [f64; 2]) {
     let (url, base) = (url.to_string(), base.to_string());
     // 1. The floors, on connections shaped like Lanyard's.
     let svc = service_connection(&url).await;
@@ -182,6 +182,7 @@ async fn measure(url: &str, base: &str, clients: usize, seconds: u64) -> [Figure
         forms.push((cookie, token));
     }
     let forms = Arc::new(forms);
+    let cpu0 = common::cpu_seconds(pid);
     let signin = drive(clients, seconds, {
         let (http, base, forms) = (http.clone(), base.clone(), forms.clone());
         move |c| {
@@ -199,6 +200,7 @@ async fn measure(url: &str, base: &str, clients: usize, seconds: u64) -> [Figure
         }
     })
     .await;
+    let cpu1 = common::cpu_seconds(pid);
     let card = drive(clients, seconds, {
         let (http, base) = (http.clone(), base.clone());
         move |_| {
@@ -216,10 +218,13 @@ async fn measure(url: &str, base: &str, clients: usize, seconds: u64) -> [Figure
     })
     .await;
 
-    [search_floor, bind_floor, both_floor, signin, card]
+    let cpu2 = common::cpu_seconds(pid);
+    // Lanyard's own CPU per sign-in, in microseconds.
+    let per = |cpu: f64, (rate, ..): Figure| cpu / (rate * seconds as f64).max(1.0) * 1e6;
+    ([search_floor, bind_floor, both_floor, signin, card], [per(cpu1 - cpu0, signin), per(cpu2 - cpu1, card)])
 }
 
-fn report([search_floor, bind_floor, both_floor, signin, card]: &[Figure; 5]) {
+fn report(([search_floor, bind_floor, both_floor, signin, card], [cpu_signin, cpu_card]): &([Figure; 5], [f64; 2])) {
     line("floor: card search (service connection, ldap3)", *search_floor);
     line("floor: simple bind (bind connections, ldap3)", *bind_floor);
     line("floor: search + bind (a password sign-in's LDAP work)", *both_floor);
@@ -227,6 +232,7 @@ fn report([search_floor, bind_floor, both_floor, signin, card]: &[Figure; 5]) {
     line("lanyard: card sign-in (token endpoint, access + ID token)", *card);
     println!("ratio card sign-in / search floor:                         {:>6.2}", card.0 / search_floor.0);
     println!("ratio LDAP sign-in / search+bind floor:                    {:>6.2}", signin.0 / both_floor.0);
+    println!("lanyard CPU per sign-in (user + system): password {cpu_signin:.0} µs, card {cpu_card:.0} µs");
 }
 
 #[tokio::main]
@@ -342,7 +348,7 @@ async fn main() {
     }
     println!("lanyard LDAP benchmark: {cores} cores, {clients} clients, {seconds} s per figure, store SQLite, slapd on loopback");
 
-    let all = measure(&url, &base, clients, seconds).await;
+    let all = measure(&url, &base, clients, seconds, pid).await;
     println!();
     println!("on shared cores (slapd, lanyard and this load generator on all {cores}):");
     report(&all);
@@ -355,7 +361,7 @@ async fn main() {
         && common::pin_process(pid, "0")
         && common::pin_process(std::process::id(), "1");
     if pinned {
-        let all = measure(&url, &base, clients, seconds).await;
+        let all = measure(&url, &base, clients, seconds, pid).await;
         println!();
         println!("pinned (lanyard on core 0; slapd and this load generator on core 1):");
         report(&all);

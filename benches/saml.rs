@@ -210,13 +210,16 @@ async fn main() {
         .await
         .expect("warm-up");
     assert_eq!(r.status(), 303, "the warm-up response is accepted");
+    let cpu0 = common::cpu_seconds(pid);
     let (http_rate, failed) = post_all(&client, &base, &signed, concurrency).await;
+    let cpu_per = (common::cpu_seconds(pid) - cpu0) / count as f64 * 1e6;
     println!();
     println!("on shared cores (server, load generator and floor each on all {cores}):");
     println!("floor: libxml2 parse + xmlsec verify, in process ({cores} threads): {floor_rate:>9.1} responses/s");
     println!("lanyard's whole check, in process ({cores} threads):     {verify_rate:>9.1} responses/s");
     println!("ACS over HTTP (every check, replay cache, session):   {http_rate:>9.1} responses/s  ({failed} failed)");
     println!("ratio ACS / floor:                                    {:>9.2}", http_rate / floor_rate);
+    println!("server CPU per response (user + system):              {cpu_per:>9.0} µs");
 
     // 3. Pinned, as the token benchmark measures (issue 16): the server on core 0, this
     // load generator on core 1, and the floor on one thread on core 0 — each side of the
@@ -235,7 +238,9 @@ async fn main() {
         })
         .await
         .expect("verify");
+        let cpu0 = common::cpu_seconds(pid);
         let (http_one, failed) = post_all(&client, &base, &pinned_set, concurrency).await;
+        let cpu_per = (common::cpu_seconds(pid) - cpu0) / count as f64 * 1e6;
         println!();
         println!("pinned (server on core 0, this load generator on core 1; floor and check on one thread on core 0):");
         println!("floor: libxml2 parse + xmlsec verify, in process (1 thread): {floor_one:>9.1} responses/s");
@@ -244,6 +249,7 @@ async fn main() {
             "ACS over HTTP, server on one core:                    {http_one:>9.1} responses/s  ({failed} failed)"
         );
         println!("ratio ACS / floor:                                    {:>9.2}", http_one / floor_one);
+        println!("server CPU per response (user + system):              {cpu_per:>9.0} µs");
     } else {
         println!("(pinned run skipped: BENCH_PIN=0, one core, or taskset failed)");
     }

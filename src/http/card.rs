@@ -52,7 +52,9 @@ async fn audit(
 }
 
 /// The card check, audited; for a device, the gate too (`gate`: the page passes the
-/// gate when it starts the session, where it can also ask for a second factor).
+/// gate when it starts the session, where it can also ask for a second factor). A
+/// device's success is not recorded here but returned (its event's detail), for the
+/// grant's transaction; every other outcome is recorded here.
 #[allow(clippy::too_many_arguments)]
 async fn authenticate(
     state: &AppState,
@@ -63,7 +65,8 @@ async fn authenticate(
     pin: Option<&SecretString>,
     detail: serde_json::Value,
     gate: Option<crate::session::gate::Attempt<'_>>,
-) -> Result<CardSignIn, CardError> {
+) -> Result<(CardSignIn, serde_json::Value), CardError> {
+    let device = gate.is_some();
     let now = state.now();
     // The tenant's servers and card policy as of this request's generation (cached).
     let config = state.cache.directory(g, &state.store, &tenant.id).await?;
@@ -79,12 +82,15 @@ async fn authenticate(
     match &result {
         Ok(s) => {
             detail["fallback"] = serde_json::json!(s.fallback);
-            let reason = s.fallback.then_some("offline_fallback");
-            audit(state, now, tenant, Some(s.user.email.as_str()), Outcome::Success, reason, origin, detail).await;
+            if !device {
+                let (reason, d) = (s.fallback.then_some("offline_fallback"), detail.clone());
+                audit(state, now, tenant, Some(s.user.email.as_str()), Outcome::Success, reason, origin, d).await;
+            }
             observe::signin_outcome("card", if s.fallback { "offline_fallback" } else { "success" });
         }
         Err(e) => {
-            audit(state, now, tenant, None, Outcome::Failure, Some(e.reason()), origin, detail).await;
+            audit(state, now, tenant, None, Outcome::Failure, Some(e.reason()), origin, std::mem::take(&mut detail))
+                .await;
             if let CardError::BadPin { now_locked: true } = e {
                 let lock = serde_json::json!({"route": "card", "what": "pin"});
                 let e = Event {
@@ -104,7 +110,7 @@ async fn authenticate(
             observe::signin_outcome("card", e.reason());
         }
     }
-    result
+    result.map(|s| (s, detail))
 }
 
 /// The card grant at the token endpoint.
@@ -139,7 +145,7 @@ pub(super) async fn grant(
         observe::signin_outcome("card", g.reason());
         return Err(OAuthError::InvalidGrant(g.to_string()));
     }
-    let signed_in =
+    let (signed_in, detail) =
         authenticate(state, svc.tenant, svc.cached.generation, &svc.origin, card, pin.as_ref(), detail, Some(attempt))
             .await
             .map_err(|e| match e {
@@ -152,7 +158,26 @@ pub(super) async fn grant(
                 _ => OAuthError::InvalidGrant("the card cannot sign anyone in now".into()),
             })?;
     let amr = if signed_in.pin_checked { "card pin" } else { "card" };
-    svc.issue_for_device(client, &signed_in.user, scope, amr).await
+    let email = signed_in.user.email.as_str();
+    let success = Event {
+        tenant_id: Some(&svc.tenant.id),
+        actor: email,
+        subject: Some(email),
+        event: "signin",
+        outcome: Outcome::Success,
+        reason: signed_in.fallback.then_some("offline_fallback"),
+        origin: &svc.origin,
+        detail: Some(detail),
+    };
+    // The success is recorded with the grant (one transaction); when no grant is made
+    // (a scope the device may not have), the card's success is recorded all the same.
+    let issued = svc.issue_for_device(client, &signed_in.user, scope, amr, &success).await;
+    if issued.is_err() {
+        if let Err(err) = crate::audit::write(&state.store, svc.now, success).await {
+            tracing::error!(%err, "could not write audit event");
+        }
+    }
+    issued
 }
 
 #[derive(Template)]
@@ -247,7 +272,7 @@ pub async fn login_submit(
     );
     super::signin::settle(&state, reservation, counts).await;
     let signed_in = match result {
-        Ok(s) => s,
+        Ok((s, _)) => s,
         Err(CardError::Malformed) => {
             return render(StatusCode::BAD_REQUEST, "Enter the card number as printed on the card.")
         }

@@ -477,7 +477,7 @@ pub(super) async fn exchange(
     if want_refresh {
         return svc.issue_refresh_for_exchange(client, &user, scope, "ext oidc", cap).await;
     }
-    let mut response = svc.issue_without_refresh(client, &user, scope, "ext oidc", Some(cap)).await?;
+    let mut response = svc.issue_without_refresh(client, &user, scope, "ext oidc", Some(cap), None).await?;
     response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(response)
 }

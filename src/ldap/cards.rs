@@ -328,7 +328,7 @@ async fn find_card(store: &Store, tenant_id: &str, lookup: &str) -> Result<Optio
     if let Some(direct) = store.direct() {
         let (tenant_id, lookup) = (tenant_id.to_string(), lookup.to_string());
         return direct
-            .read(move |c| {
+            .read_here(move |c| {
                 use rusqlite::OptionalExtension;
                 c.prepare_cached("SELECT user_id, synced_at FROM cards WHERE lookup = ?1 AND tenant_id = ?2")?
                     .query_row([lookup, tenant_id], |r| Ok(KnownCard { user_id: r.get(0)?, synced_at: r.get(1)? }))

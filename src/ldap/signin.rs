@@ -343,12 +343,12 @@ pub(crate) async fn linked_user(store: &Store, tenant: &Tenant, dn: &str) -> Res
 }
 
 /// The tenant's user linked to the entry at `dn`, with the link's state as stored: one
-/// read (on SQLite's hot path, `crate::store::direct`).
+/// read (on SQLite's hot path on the calling thread, `Direct::read_here`).
 pub(crate) async fn linked(store: &Store, tenant: &Tenant, dn: &str) -> Result<Option<Linked>, LdapRefusal> {
     if let Some(direct) = store.direct() {
         let (tenant_id, dn) = (tenant.id.clone(), dn.to_string());
         return Ok(direct
-            .read(move |c| {
+            .read_here(move |c| {
                 use rusqlite::OptionalExtension;
                 c.prepare_cached(LINKED_SQL)?
                     .query_row([tenant_id, dn], |r| {

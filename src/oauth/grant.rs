@@ -85,8 +85,14 @@ pub struct CodeRequest<'a> {
 }
 
 /// Creates a grant with no code and no refresh token (a device's card sign-in): its
-/// access and ID tokens are all it issues. Returns it as stored.
-pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Result<Grant, sqlx::Error> {
+/// access and ID tokens are all it issues. Returns it as stored. `event` (the sign-in's
+/// success) is recorded in the same transaction: on SQLite's hot path one hand-off.
+pub async fn issue_grant(
+    store: &Store,
+    now: UnixTime,
+    g: NewGrant<'_>,
+    event: Option<&crate::audit::Event<'_>>,
+) -> Result<Grant, sqlx::Error> {
     let grant_id = new_id();
     if let Some(direct) = store.direct() {
         // One hand-off on SQLite's hot path (a device's card grant, a token exchange).
@@ -103,8 +109,10 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
                 g.upstream_refresh_sealed.map(str::to_string),
             ),
         );
+        let event = event.map(|e| crate::audit::EventRow::of(now, e));
         direct
             .write(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let (
                     id,
                     tenant,
@@ -114,14 +122,22 @@ pub async fn issue_grant(store: &Store, now: UnixTime, g: NewGrant<'_>) -> Resul
                     (auth_time, amr, created, expires, resource),
                     (idp, until, sealed),
                 ) = row;
-                c.prepare_cached(INSERT_GRANT_SQL)?.execute(rusqlite::params![
+                tx.prepare_cached(INSERT_GRANT_SQL)?.execute(rusqlite::params![
                     id, tenant, client, user, scope, auth_time, amr, created, expires, resource, idp, until, sealed
                 ])?;
-                Ok(())
+                if let Some(e) = event {
+                    e.insert_on(&tx)?;
+                }
+                tx.commit()
             })
             .await?;
     } else {
-        insert_grant_sqlx(store.pool(), now, &grant_id, &g).await?;
+        let mut tx = store.begin_write().await?;
+        insert_grant_sqlx(&mut *tx, now, &grant_id, &g).await?;
+        if let Some(e) = event {
+            crate::audit::record(&mut *tx, now, e.clone()).await?;
+        }
+        tx.commit().await?;
     }
     Ok(Grant {
         id: grant_id,

@@ -475,13 +475,15 @@ impl TokenService<'_> {
         user: &User,
         scope: Option<&str>,
         amr: &str,
+        success: &crate::audit::Event<'_>,
     ) -> Result<TokenResponse, OAuthError> {
-        self.issue_without_refresh(client, user, scope, amr, None).await
+        self.issue_without_refresh(client, user, scope, amr, None, Some(success)).await
     }
 
     /// Access (and ID) tokens without a refresh token, for a person a device or a token
     /// exchange named; `cap` (an upstream OP and its token's expiry) ends them no later than
-    /// that token, and ties them to that OP.
+    /// that token, and ties them to that OP. `success`: the sign-in's audit event, recorded
+    /// with the grant.
     pub async fn issue_without_refresh(
         &self,
         client: &Client,
@@ -489,6 +491,7 @@ impl TokenService<'_> {
         scope: Option<&str>,
         amr: &str,
         cap: Option<(&str, UnixTime)>,
+        success: Option<&crate::audit::Event<'_>>,
     ) -> Result<TokenResponse, OAuthError> {
         let scope = client.grantable_scope(scope).map_err(OAuthError::InvalidScope)?;
         let natural = self.now + client.access_token_seconds.max(client.id_token_seconds);
@@ -512,6 +515,7 @@ impl TokenService<'_> {
                 upstream_expires_at: cap.map(|(_, until)| until),
                 upstream_refresh_sealed: None,
             },
+            success,
         )
         .await?;
         self.issue(client, &g, user, None, None).await
@@ -548,6 +552,7 @@ impl TokenService<'_> {
                 upstream_expires_at: Some(cap.1),
                 upstream_refresh_sealed: None,
             },
+            None,
         )
         .await?;
         let refresh = grant::issue_refresh(self.store, self.now, &g, client.refresh_idle_seconds).await?;

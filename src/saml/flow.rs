@@ -57,7 +57,7 @@ pub async fn find_request(
     if let Some(direct) = store.direct() {
         let (request_id, tenant_id) = (request_id.to_string(), tenant_id.to_string());
         return direct
-            .read(move |c| {
+            .read_here(move |c| {
                 use rusqlite::OptionalExtension;
                 c.prepare_cached(
                     "SELECT request_id, idp_id, relay_state_hash, return_to FROM saml_requests \

@@ -102,7 +102,7 @@ async fn judge(
     // The password's lock and the directory route's (same tenant policy), in one read.
     let (password, directory): (Option<i64>, Option<i64>) = if let Some(direct) = store.direct() {
         let id = user.id.clone();
-        direct.read(move |c| c.prepare_cached(LOCKS_SQL)?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))).await?
+        direct.read_here(move |c| c.prepare_cached(LOCKS_SQL)?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))).await?
     } else {
         sqlx::query_as(&LOCKS_SQL.replace('?', "$")).bind(&user.id).fetch_one(store.pool()).await?
     };
