@@ -118,6 +118,23 @@ async fn unknown_cards_are_onboarded_and_known_cards_sign_in_in_every_form(kind:
     assert_eq!(d.sub_of(&body).await, alice.id);
     assert_eq!(alice.display_name.as_deref(), Some(ALICE.cn));
     assert_eq!(d.last_signin().await, ("success".into(), None));
+    // The success is recorded with the grant; a scope the device may not have gets no
+    // grant, and the card's success is recorded all the same.
+    let t = d.app.tenant_by_slug("acme").await;
+    let successes = || async {
+        d.app.audit(&t).await.into_iter().filter(|e| e.event == "signin" && e.outcome == "success").count()
+    };
+    let before = successes().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/t/acme/token", d.app.base))
+        .basic_auth("printer-1", Some(&d.secret))
+        .form(&[("grant_type", CARD_GRANT), ("card", "04a2b3c4d5e6f7"), ("scope", "admin")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    assert_eq!(successes().await, before + 1);
     // Known now; every reader form of the same badge is the same card.
     for form in ["04A2B3C4D5E6F7", "0x04A2B3C4D5E6F7", "4a2b3c4d5e6f7", "04:A2:B3:C4:D5:E6:F7"] {
         let (status, body) = d.swipe(form, None).await;
