@@ -208,6 +208,8 @@ struct Accepted {
     user: crate::user::User,
     return_to: Option<String>,
     request_id: Option<String>,
+    /// The assertion still to consume, in the session's transaction (SQLite's hot path).
+    consume: Option<flow::Consume>,
 }
 
 /// Every step from the posted form to the user; see `saml::response` for the checks.
@@ -294,8 +296,23 @@ async fn judge(
     // hold up the other requests this worker serves.
     let verdict = if small { check() } else { tokio::task::spawn_blocking(check).await.map_err(|e| internal(&e))? };
     let assertion = verdict.map_err(|r| refuse(Some(&idp), r))?;
-    // The assertion consumed and its user looked up in one step.
     let email = address_of(&assertion);
+    let request_id = pending.as_ref().map(|p| p.request_id.clone());
+    // SQLite's hot path: a user who signs in as they are (this tenant's, nothing for JIT
+    // to write) is read here, on this thread, and the assertion is consumed in the
+    // session's transaction (`acs`), so a response takes one write.
+    if let (Some(_), Ok(address)) = (state.store.direct(), email.as_ref()) {
+        let found = crate::user::find_by_email_here(&state.store, address).await.map_err(|e| internal(&e))?;
+        if let Some(user) = found.filter(|u| crate::saml::signin::as_is(tenant, &idp, &assertion, u)) {
+            let consume = flow::Consume::of(now, &tenant.id, &idp.id, pending.as_ref(), &assertion);
+            let return_to = match pending {
+                Some(p) => p.return_to,
+                None => safe_return_to(relay_state),
+            };
+            return Ok(Accepted { idp, user, return_to, request_id, consume: Some(consume) });
+        }
+    }
+    // Otherwise the assertion consumed and its user looked up in one step, then JIT.
     let found =
         match flow::consume(&state.store, now, &tenant.id, &idp.id, pending.as_ref(), &assertion, email.as_ref().ok())
             .await
@@ -309,13 +326,12 @@ async fn judge(
         Err(u) => Err(u),
     }
     .map_err(|u| (Some(idp.name.to_string()), Refusal::User(u)))?;
-    let request_id = pending.as_ref().map(|p| p.request_id.clone());
     let return_to = match pending {
         Some(p) => p.return_to,
         // IdP-initiated: a RelayState that is a local path is where to go.
         None => safe_return_to(relay_state),
     };
-    Ok(Accepted { idp, user, return_to, request_id })
+    Ok(Accepted { idp, user, return_to, request_id, consume: None })
 }
 
 /// `POST /t/{tenant}/saml/acs`.
@@ -323,10 +339,12 @@ async fn judge(
 /// Store round trips for a response that signs someone in, on SQLite
 /// (`crate::store::direct`): the generation read; the address's failure count, read on
 /// the request's own thread (no hand-off, nothing reserved: `signin::before_signed`);
-/// the assertion consumed with its user read; and one transaction that reads the locks,
-/// starts the session and records the event (`gate::admit_settled`) — three hand-offs,
-/// two of them writes (the IdPs come from the replica's cache); a solicited response adds
-/// the pending request's read. PostgreSQL runs the same steps as single statements.
+/// the user, read on that thread too; and one transaction that consumes the assertion
+/// (the pending request and the replay cache), reads the locks, starts the session and
+/// records the event (`gate::admit_settled_after`) — two hand-offs, one write (the IdPs
+/// come from the replica's cache). A solicited response adds the pending request's read
+/// (on the request's thread). A user JIT must create or update is consumed first, with
+/// its own write, as on PostgreSQL, which runs the same steps as single statements.
 pub async fn acs(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -403,7 +421,32 @@ pub async fn acs(
             // A person the IdP vouched for gives the reservation back, whatever the gate
             // decides; the success event is recorded with the session.
             let settle = gate::Settle { reservation, success: success.clone() };
-            match gate::admit_settled(&state.store, now, s, attempt, settle).await? {
+            let admitted = match (a.consume, state.store.direct()) {
+                (Some(consume), Some(direct)) => {
+                    match gate::admit_settled_after(direct, &state.store, now, s, attempt, settle, move |tx| {
+                        consume.run_on(tx)
+                    })
+                    .await?
+                    {
+                        Ok(admitted) => admitted,
+                        Err(r) => {
+                            // Used up or replayed: counted like any response that failed.
+                            super::signin::count_failure(&req, &state, &tenant).await;
+                            return refused_page(
+                                &state,
+                                now,
+                                &tenant,
+                                &origin,
+                                Some(a.idp.name.to_string()),
+                                Refusal::Response(r),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                _ => gate::admit_settled(&state.store, now, s, attempt, settle).await?,
+            };
+            match admitted {
                 Ok(admission) => {
                     // The WebAuthn step comes next: the IdP's part succeeded all the same.
                     if matches!(admission, gate::Admission::SecondFactor(_)) {
@@ -437,22 +480,32 @@ pub async fn acs(
             }
             Ok(r)
         }
-        Err((idp_name, refusal)) => {
-            let e = crate::audit::Event {
-                tenant_id: Some(&tenant.id),
-                actor: "anonymous",
-                subject: None,
-                event: "signin",
-                outcome: Outcome::Failure,
-                reason: Some(refusal.reason()),
-                origin: &origin,
-                detail: Some(serde_json::json!({"route": "saml", "idp": idp_name})),
-            };
-            if let Err(err) = crate::audit::write(&state.store, now, e).await {
-                tracing::error!(%err, "could not write audit event");
-            }
-            observe::signin_outcome("saml", refusal.reason());
-            Err(refusal.page())
-        }
+        Err((idp_name, refusal)) => refused_page(&state, now, &tenant, &origin, idp_name, refusal).await,
     }
+}
+
+/// A refused response: audited, counted in the metrics, and the page that says why.
+async fn refused_page(
+    state: &AppState,
+    now: i64,
+    tenant: &Tenant,
+    origin: &crate::audit::Origin,
+    idp_name: Option<String>,
+    refusal: Refusal,
+) -> Result<HttpResponse, PageError> {
+    let e = crate::audit::Event {
+        tenant_id: Some(&tenant.id),
+        actor: "anonymous",
+        subject: None,
+        event: "signin",
+        outcome: Outcome::Failure,
+        reason: Some(refusal.reason()),
+        origin,
+        detail: Some(serde_json::json!({"route": "saml", "idp": idp_name})),
+    };
+    if let Err(err) = crate::audit::write(&state.store, now, e).await {
+        tracing::error!(%err, "could not write audit event");
+    }
+    observe::signin_outcome("saml", refusal.reason());
+    Err(refusal.page())
 }

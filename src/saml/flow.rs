@@ -116,27 +116,13 @@ pub async fn consume(
 ) -> Result<Result<Option<User>, Rejection>, sqlx::Error> {
     if let Some(direct) = store.direct() {
         // One hand-off on SQLite's hot path: the same statements in one transaction.
-        let (tenant_id, idp_id) = (tenant_id.to_string(), idp_id.to_string());
-        let request_id = pending.map(|p| p.request_id.clone());
-        let (assertion_id, until) = (a.assertion_id.clone(), a.replay_until);
+        let step = Consume::of(now, tenant_id, idp_id, pending, a);
         let email = user.cloned();
         return direct
             .write(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                if let Some(id) = request_id {
-                    let gone =
-                        tx.prepare_cached(CONSUME_REQUEST_SQL)?.execute(rusqlite::params![id, tenant_id, now])?;
-                    if gone != 1 {
-                        return Ok(Err(Rejection::WrongInResponseTo));
-                    }
-                }
-                let inserted = tx.prepare_cached(REMEMBER_ASSERTION_SQL)?.execute(rusqlite::params![
-                    idp_id,
-                    assertion_id,
-                    until
-                ])?;
-                if inserted != 1 {
-                    return Ok(Err(Rejection::Replay));
+                if let Err(r) = step.run_on(&tx)? {
+                    return Ok(Err(r));
                 }
                 tx.commit()?;
                 Ok(Ok(match email {
@@ -175,6 +161,57 @@ pub async fn consume(
             Ok(Ok(crate::user::find_by_email(store, e).await.map_err(|e| sqlx::Error::Protocol(e.to_string()))?))
         }
         None => Ok(Ok(None)),
+    }
+}
+
+/// [`consume`]'s statements, to run inside a transaction of `crate::store::direct` (the
+/// ACS runs them in the session's transaction, `gate::admit_settled_after`).
+pub(crate) struct Consume {
+    now: UnixTime,
+    tenant_id: String,
+    idp_id: String,
+    request_id: Option<String>,
+    assertion_id: String,
+    until: UnixTime,
+}
+
+impl Consume {
+    pub(crate) fn of(
+        now: UnixTime,
+        tenant_id: &str,
+        idp_id: &str,
+        pending: Option<&Pending>,
+        a: &VerifiedAssertion,
+    ) -> Consume {
+        Consume {
+            now,
+            tenant_id: tenant_id.to_string(),
+            idp_id: idp_id.to_string(),
+            request_id: pending.map(|p| p.request_id.clone()),
+            assertion_id: a.assertion_id.clone(),
+            until: a.replay_until,
+        }
+    }
+
+    /// The pending request deleted (if solicited) and the assertion ID remembered; a
+    /// refusal when either is already gone (the caller then keeps nothing).
+    pub(crate) fn run_on(self, c: &rusqlite::Connection) -> rusqlite::Result<Result<(), Rejection>> {
+        if let Some(id) = self.request_id {
+            let gone =
+                c.prepare_cached(CONSUME_REQUEST_SQL)?.execute(rusqlite::params![id, self.tenant_id, self.now])?;
+            if gone != 1 {
+                return Ok(Err(Rejection::WrongInResponseTo));
+            }
+        }
+        let inserted = c.prepare_cached(REMEMBER_ASSERTION_SQL)?.execute(rusqlite::params![
+            self.idp_id,
+            self.assertion_id,
+            self.until
+        ])?;
+        if inserted != 1 {
+            return Ok(Err(Rejection::Replay));
+        }
+        Ok(Ok(()))
     }
 }
 

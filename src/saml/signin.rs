@@ -51,6 +51,20 @@ pub fn address_of(a: &VerifiedAssertion) -> Result<Email, UserRefusal> {
 /// The tenant's user the assertion names, provisioned when the IdP allows it, once the
 /// user with the address `email` was looked up (`found`: in the same hand-off as the
 /// assertion was consumed, `flow::consume`).
+/// Whether `found` (the user with the assertion's address) signs in as they are: this
+/// tenant's, and nothing for JIT to bring up to date. Then the ACS needs no write before
+/// the session's transaction.
+pub fn as_is(tenant: &Tenant, idp: &SamlIdp, a: &VerifiedAssertion, found: &User) -> bool {
+    found.tenant_id == tenant.id
+        && !(idp.settings.jit && display_of(idp, a).is_some_and(|d| found.display_name.as_deref() != Some(d.as_str())))
+}
+
+/// The display name the IdP gives, as stored (no control characters, at most 200).
+fn display_of(idp: &SamlIdp, a: &VerifiedAssertion) -> Option<String> {
+    first(a, &idp.settings.attribute_map.display_name)
+        .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect())
+}
+
 pub async fn resolve_found(
     store: &Store,
     now: UnixTime,
@@ -60,8 +74,7 @@ pub async fn resolve_found(
     email: &Email,
     found: Option<User>,
 ) -> Result<User, UserRefusal> {
-    let display = first(a, &idp.settings.attribute_map.display_name)
-        .map(|d| d.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
+    let display = display_of(idp, a);
     let user = match found {
         // Users are unique across tenants; another tenant's user is not this one's.
         Some(u) if u.tenant_id != tenant.id => return Err(UserRefusal::UnknownUser),

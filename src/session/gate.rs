@@ -188,6 +188,29 @@ pub async fn admit_settled(
         }
         return Ok(admitted);
     };
+    match admit_settled_after(direct, store, now, s, a, settle, |_| Ok(Ok::<(), std::convert::Infallible>(()))).await? {
+        Ok(admitted) => Ok(admitted),
+        Err(never) => match never {},
+    }
+}
+
+/// [`admit_settled`] on SQLite's hot path with the route's own statements `first` at the
+/// start of the same transaction (the SAML ACS consumes the assertion there): when
+/// `first` refuses (`Err(R)`), nothing of the transaction is kept and the gate is not
+/// asked. `direct` must be `store`'s.
+pub async fn admit_settled_after<R, F>(
+    direct: &crate::store::direct::Direct,
+    store: &Store,
+    now: UnixTime,
+    s: StartSession<'_>,
+    a: Attempt<'_>,
+    settle: Settle<'_>,
+    first: F,
+) -> Result<Result<Result<Admission, GateRefusal>, R>, sqlx::Error>
+where
+    R: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Result<(), R>> + Send + 'static,
+{
     // What does not depend on the store's state of the user is decided before the job.
     let known_only = a.client.is_some_and(|c| c.known_networks_only);
     let inside = if s.tenant.network.needs_placement(known_only) {
@@ -202,6 +225,10 @@ pub async fn admit_settled(
     let decided = direct
         .write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Err(r) = first(&tx)? {
+                // Dropped without a commit: rolled back.
+                return Ok(Err(r));
+            }
             reservation.release_on(&tx)?;
             let decided = if disabled {
                 Err(GateRefusal::Disabled)
@@ -223,14 +250,18 @@ pub async fn admit_settled(
                 }
             };
             tx.commit()?;
-            Ok(decided)
+            Ok(Ok(decided))
         })
         .await?;
-    match decided {
-        Err(g) => Ok(Err(g)),
-        Ok(false) => Ok(Ok(Admission::Session(started))),
-        Ok(true) => second_factor_step(store, now, &s, &a).await,
-    }
+    let decided = match decided {
+        Ok(d) => d,
+        Err(r) => return Ok(Err(r)),
+    };
+    Ok(Ok(match decided {
+        Err(g) => Err(g),
+        Ok(false) => Ok(Admission::Session(started)),
+        Ok(true) => second_factor_step(store, now, &s, &a).await?,
+    }))
 }
 
 /// The sign-in waits for a WebAuthn assertion (when this route can ask for one and the

@@ -208,6 +208,15 @@ pub async fn find_by_email(store: &Store, email: &Email) -> Result<Option<User>,
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+/// [`find_by_email`] on the calling thread on SQLite's hot path (`Direct::read_here`).
+pub async fn find_by_email_here(store: &Store, email: &Email) -> Result<Option<User>, UserError> {
+    if let Some(direct) = store.direct() {
+        let email = email.clone();
+        return Ok(direct.read_here(move |c| find_by_email_on(c, &email)).await?);
+    }
+    find_by_email(store, email).await
+}
+
 pub async fn find_by_id(store: &Store, id: &str) -> Result<Option<User>, UserError> {
     let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(id)
