@@ -418,8 +418,8 @@ pub async fn acs(
                 origin: &origin,
                 detail: Some(serde_json::json!({"route": "saml", "idp": a.idp.name})),
             };
-            // A person the IdP vouched for gives the reservation back, whatever the gate
-            // decides; the success event is recorded with the session.
+            // The success event is recorded with the session (the reservation is empty:
+            // `before_signed` reserved nothing).
             let settle = gate::Settle { reservation, success: success.clone() };
             let admitted = match (a.consume, state.store.direct()) {
                 (Some(consume), Some(direct)) => {
