@@ -170,9 +170,10 @@ pub(super) async fn grant(
         detail: Some(detail),
     };
     // The success is recorded with the grant (one transaction); when no grant is made
-    // (a scope the device may not have), the card's success is recorded all the same.
+    // (a scope the device may not have, refused before the grant), the card's success is
+    // recorded all the same.
     let issued = svc.issue_for_device(client, &signed_in.user, scope, amr, &success).await;
-    if issued.is_err() {
+    if matches!(issued, Err(OAuthError::InvalidScope(_))) {
         if let Err(err) = crate::audit::write(&state.store, svc.now, success).await {
             tracing::error!(%err, "could not write audit event");
         }
