@@ -9,6 +9,7 @@ mod card;
 pub mod client_ip;
 pub mod console;
 mod cors;
+mod detach;
 pub mod csrf;
 pub mod error;
 pub mod floor;
@@ -226,4 +227,5 @@ pub fn app(
         .wrap(from_fn(headers::add))
         .wrap(from_fn(observe::track))
         .wrap(tracing_actix_web::TracingLogger::<request_span::PathOnly>::new())
+        .wrap(from_fn(detach::own_header_values))
 }
