@@ -31,3 +31,31 @@ pub async fn own_header_values(
     }
     next.call(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::from_fn;
+    use actix_web::{test, web, App, HttpRequest};
+
+    /// Every value of every header reaches the handler, repeated names in their order.
+    #[tokio::test]
+    async fn every_value_is_kept_in_order() {
+        let app = test::init_service(App::new().wrap(from_fn(super::own_header_values)).route(
+            "/",
+            web::get().to(|r: HttpRequest| async move {
+                let all =
+                    |n: &str| r.headers().get_all(n).filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+                format!("{}|{}|{}", all("x-a"), all("cookie"), r.headers().len())
+            }),
+        ))
+        .await;
+        let req = test::TestRequest::get()
+            .uri("/")
+            .append_header(("x-a", "1"))
+            .append_header(("cookie", "s=2"))
+            .append_header(("x-a", "3"))
+            .to_request();
+        let body = test::call_and_read_body(&app, req).await;
+        assert_eq!(&body[..], b"1,3|s=2|3");
+    }
+}
