@@ -112,7 +112,7 @@ pub async fn issue_grant(
         let event = event.map(|e| crate::audit::EventRow::of(now, e));
         direct
             .write(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = crate::store::direct::savepoint(c)?;
                 let (
                     id,
                     tenant,
@@ -322,7 +322,7 @@ pub async fn redeem_code(
     let refresh = refresh.map(|(g, idle)| NewRefresh::new(now, g, idle));
     direct
         .write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = crate::store::direct::savepoint(c)?;
             let spent = tx
                 .prepare_cached("UPDATE oauth_codes SET used_at = ?1 WHERE code_hash = ?2 AND used_at IS NULL")?
                 .execute(rusqlite::params![now, code_hash])?;
@@ -728,7 +728,7 @@ fn rotate_direct(
             }
         }
     }
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = crate::store::direct::savepoint(c)?;
     // With RETURNING, SQLite makes the change at the first step; the row comes after.
     let spent: Option<String> = tx
         .prepare_cached(

@@ -120,7 +120,7 @@ pub async fn consume(
         let email = user.cloned();
         return direct
             .write(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = crate::store::direct::savepoint(c)?;
                 if let Err(r) = step.run_on(&tx)? {
                     return Ok(Err(r));
                 }

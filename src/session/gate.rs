@@ -224,7 +224,7 @@ where
     let (reservation, disabled, user_id) = (settle.reservation, s.user.disabled, s.user.id.clone());
     let decided = direct
         .write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = crate::store::direct::savepoint(c)?;
             if let Err(r) = first(&tx)? {
                 // Dropped without a commit: rolled back.
                 return Ok(Err(r));

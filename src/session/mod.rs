@@ -128,7 +128,7 @@ pub async fn start(store: &Store, now: UnixTime, s: StartSession<'_>) -> Result<
         let (started, row) = prepare(now, &s);
         direct
             .write(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = crate::store::direct::savepoint(c)?;
                 row.insert_on(&tx)?;
                 tx.commit()
             })

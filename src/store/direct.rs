@@ -22,6 +22,13 @@
 //! write (code exchange, refresh) measured faster with every read handed off too, so
 //! they do not use it (`benches/README.md`).
 //!
+//! Writes are grouped: the writer takes every write queued by the time it is free (up to
+//! [`MAX_BATCH`]) and runs them in one `BEGIN IMMEDIATE` transaction, each in a savepoint
+//! of its own, with one commit for all; each caller is answered after that commit, so what
+//! it was told is durable exactly as before, and a failed write takes back only its own
+//! statements ([`Direct::write`]). Under load, one commit (with its write-ahead-log frames)
+//! serves several sign-ins or token grants; a lone write waits for nothing.
+//!
 //! Readers and the writer are separate threads: a write waiting for SQLite's write lock
 //! (in the busy handler, behind another process's transaction) never holds up the reads
 //! every request makes. WAL mode lets the readers run beside the writer, and each read
@@ -44,11 +51,23 @@ const STATEMENT_CACHE: usize = 64;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-enum Msg {
-    Run(Job),
+/// What a writer job hands back once it has run: whether it succeeded (its savepoint is
+/// kept) and how to answer its caller once the batch's commit is known.
+type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
+type WriteJob = Box<dyn FnOnce(&mut Connection) -> (bool, Answer) + Send>;
+
+enum Msg<J> {
+    Run(J),
     /// Close the connection and end the thread; the sender hears when it is closed.
     Close(tokio::sync::oneshot::Sender<()>),
 }
+
+/// At most this many queued writes share one commit.
+const MAX_BATCH: usize = 64;
+
+/// The most jobs one commit has carried (tests read it to see batches were made).
+#[cfg(test)]
+static LARGEST_BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
@@ -61,8 +80,8 @@ pub enum DirectError {
 /// The reader queue and the writer queue; the threads end when the last `Direct` (and
 /// with it each queue's sender) is dropped. And each calling thread's own connection.
 pub struct Direct {
-    reads: flume::Sender<Msg>,
-    writes: flume::Sender<Msg>,
+    reads: flume::Sender<Msg<Job>>,
+    writes: flume::Sender<Msg<WriteJob>>,
     path: PathBuf,
     /// Each calling thread's connection for [`Direct::read_here`] (`None` when it could
     /// not be opened: that thread's reads go to the reader threads).
@@ -80,12 +99,12 @@ impl std::fmt::Debug for Direct {
 impl Direct {
     /// Opens the existing database file at `path` (never creates one) on each thread.
     pub fn open(path: &Path) -> Result<Direct, DirectError> {
-        let (reads, read_queue) = flume::unbounded::<Msg>();
-        let (writes, write_queue) = flume::unbounded::<Msg>();
+        let (reads, read_queue) = flume::unbounded::<Msg<Job>>();
+        let (writes, write_queue) = flume::unbounded::<Msg<WriteJob>>();
         for i in 0..READERS {
-            spawn(format!("lanyard-sqlite-r{i}"), open_connection(path)?, read_queue.clone())?;
+            spawn_reader(format!("lanyard-sqlite-r{i}"), open_connection(path)?, read_queue.clone())?;
         }
-        spawn("lanyard-sqlite-w".into(), open_connection(path)?, write_queue)?;
+        spawn_writer(open_connection(path)?, write_queue)?;
         Ok(Direct { reads, writes, path: path.to_path_buf(), here: ThreadLocal::new(), closed: AtomicBool::new(false) })
     }
 
@@ -130,27 +149,51 @@ impl Direct {
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut closed = Vec::new();
-        for (queue, n) in [(&self.reads, READERS), (&self.writes, 1)] {
-            for _ in 0..n {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if queue.send(Msg::Close(tx)).is_ok() {
-                    closed.push(rx);
-                }
+        for _ in 0..READERS {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if self.reads.send(Msg::Close(tx)).is_ok() {
+                closed.push(rx);
             }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.writes.send(Msg::Close(tx)).is_ok() {
+            closed.push(rx);
         }
         for rx in closed {
             let _ = rx.await;
         }
     }
 
-    /// Runs `f` on the writer connection: one writer, so a `BEGIN IMMEDIATE` there waits
-    /// only for other connections and processes.
+    /// Runs `f` on the writer connection, inside a transaction the writer began
+    /// (`BEGIN IMMEDIATE`: one writer, so it waits only for other connections and
+    /// processes), and answers once that transaction has committed. Writes queued while
+    /// the writer was busy share one commit (group commit), each inside a savepoint of its
+    /// own: an error from `f` (or a panic) rolls back only what `f` wrote. A job that needs
+    /// its own all-or-nothing unit inside (and to drop it without an error) opens one with
+    /// [`savepoint`]. A commit that fails answers every job of its batch with the error.
     pub async fn write<T, F>(&self, f: F) -> Result<T, sqlx::Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        run(&self.writes, f).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |conn: &mut Connection| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let answer: Answer = Box::new(move |commit: Result<(), &str>| {
+                let _ = tx.send(match (commit, result) {
+                    (Ok(()), Ok(v)) => Ok(v),
+                    (_, Err(e)) => Err(sqlx_error(e)),
+                    (Err(why), Ok(_)) => Err(sqlx::Error::Protocol(format!("SQLite: the commit failed: {why}"))),
+                });
+            });
+            (ok, answer)
+        });
+        self.writes.send(Msg::Run(job)).map_err(|_| sqlx::Error::PoolClosed)?;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::WorkerCrashed),
+        }
     }
 }
 
@@ -189,7 +232,13 @@ fn sqlx_error(e: rusqlite::Error) -> sqlx::Error {
     sqlx::Error::Protocol(format!("SQLite: {e}"))
 }
 
-fn spawn(name: String, mut conn: Connection, queue: flume::Receiver<Msg>) -> Result<(), DirectError> {
+/// A job's own all-or-nothing unit on the writer: a savepoint inside the writer's
+/// transaction ([`Direct::write`]). Committed with `.commit()`; dropped, it rolls back.
+pub fn savepoint(c: &mut Connection) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+    c.savepoint()
+}
+
+fn spawn_reader(name: String, mut conn: Connection, queue: flume::Receiver<Msg<Job>>) -> Result<(), DirectError> {
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
@@ -216,7 +265,109 @@ fn spawn(name: String, mut conn: Connection, queue: flume::Receiver<Msg>) -> Res
         .map_err(DirectError::Thread)
 }
 
-async fn run<T, F>(queue: &flume::Sender<Msg>, f: F) -> Result<T, sqlx::Error>
+/// The writer: takes the next job and whatever else is queued by then (up to
+/// [`MAX_BATCH`]), runs them in one transaction, commits once, then answers them all.
+/// Nothing waits for more jobs to arrive, so a lone write costs what it did alone.
+fn spawn_writer(mut conn: Connection, queue: flume::Receiver<Msg<WriteJob>>) -> Result<(), DirectError> {
+    std::thread::Builder::new()
+        .name("lanyard-sqlite-w".into())
+        .spawn(move || {
+            let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+            while let Ok(first) = queue.recv() {
+                let mut close = None;
+                match first {
+                    Msg::Run(job) => batch.push(job),
+                    Msg::Close(done) => close = Some(done),
+                }
+                while close.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(Msg::Run(job)) => batch.push(job),
+                        Ok(Msg::Close(done)) => close = Some(done),
+                        Err(_) => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    #[cfg(test)]
+                    LARGEST_BATCH.fetch_max(batch.len(), Ordering::Relaxed);
+                    run_batch(&mut conn, &mut batch);
+                }
+                if let Some(done) = close {
+                    drop(conn);
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(DirectError::Thread)
+}
+
+/// Runs one transaction-control statement, prepared once like every statement here (a
+/// write runs four of them).
+fn step(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// One transaction for `batch` (drained): each job in a savepoint of its own, kept when
+/// it succeeded and rolled back when it failed or panicked; then one commit, and every
+/// job hears the outcome. A job that cannot be run (the transaction or its savepoint
+/// could not be begun: the lock stayed taken past the busy timeout, an I/O error) is
+/// dropped with its answer, and its caller sees `WorkerCrashed`, as for a panic.
+fn run_batch(conn: &mut Connection, batch: &mut Vec<WriteJob>) {
+    if let Err(e) = step(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, jobs = batch.len(), "SQLite writer: could not begin a transaction");
+        batch.clear();
+        return;
+    }
+    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        if conn.is_autocommit() {
+            // An earlier job ended the writer's transaction itself (none here does): the
+            // rest get a transaction of their own.
+            if let Err(e) = step(conn, "BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "SQLite writer: could not begin a transaction");
+                continue;
+            }
+        }
+        if let Err(e) = step(conn, "SAVEPOINT lanyard_job") {
+            tracing::error!(error = %e, "SQLite writer: could not begin a savepoint");
+            continue;
+        }
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(conn)));
+        if conn.is_autocommit() {
+            // The job committed or rolled back the writer's transaction, its savepoint
+            // with it: what it did is settled.
+            if let Ok((_, answer)) = ran {
+                answer(Ok(()));
+            }
+            continue;
+        }
+        let settled = match &ran {
+            Ok((true, _)) => step(conn, "RELEASE lanyard_job"),
+            // Failed or panicked: nothing it wrote stays.
+            _ => step(conn, "ROLLBACK TO lanyard_job").and_then(|()| step(conn, "RELEASE lanyard_job")),
+        };
+        match (ran, settled) {
+            (Ok((_, answer)), Ok(())) => answers.push(answer),
+            (Ok((_, answer)), Err(e)) => answer(Err(&e.to_string())),
+            // Panicked: its answer went with it.
+            (Err(_), _) => {}
+        }
+    }
+    let commit = if conn.is_autocommit() { Ok(()) } else { step(conn, "COMMIT") };
+    match commit {
+        Ok(()) => answers.into_iter().for_each(|a| a(Ok(()))),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            let why = e.to_string();
+            answers.into_iter().for_each(|a| a(Err(&why)));
+        }
+    }
+}
+
+async fn run<T, F>(queue: &flume::Sender<Msg<Job>>, f: F) -> Result<T, sqlx::Error>
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -238,6 +389,45 @@ where
 mod tests {
     use super::*;
 
+    /// Many writes at once share commits; each one's failure takes back only its own
+    /// writes, and each caller hears its own answer after the commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_together_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (v INTEGER UNIQUE)").unwrap();
+        let d = std::sync::Arc::new(Direct::open(&path).unwrap());
+        let jobs: Vec<_> = (0..200i64)
+            .map(|i| {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    d.write(move |c| {
+                        c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                        // Every third job fails after its insert (a duplicate value).
+                        if i % 3 == 0 {
+                            c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                        }
+                        Ok(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for (i, j) in jobs.into_iter().enumerate() {
+            let r = j.await.unwrap();
+            assert_eq!(r.is_err(), i % 3 == 0, "job {i}: {r:?}");
+            // Answered after the commit: another connection sees it (or not) already.
+            let seen: i64 = d
+                .read(move |c| c.query_row("SELECT COUNT(*) FROM t WHERE v = ?1", [i as i64], |r| r.get(0)))
+                .await
+                .unwrap();
+            assert_eq!(seen, if i % 3 == 0 { 0 } else { 1 }, "job {i}");
+        }
+        let n: i64 = d.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(n, 200 - 67);
+        assert!(LARGEST_BATCH.load(Ordering::Relaxed) > 1, "no two writes shared a commit");
+    }
+
     #[tokio::test]
     async fn reads_see_writes_and_a_failed_job_leaves_nothing_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -245,14 +435,22 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
         let d = Direct::open(&path).unwrap();
         d.write(|c| c.execute("INSERT INTO t (v) VALUES (1)", []).map(|_| ())).await.unwrap();
-        // A job that opens a transaction and fails: the thread rolls it back.
+        // A job that writes and then fails: what it wrote is rolled back.
         let failed = d
             .write(|c| {
-                c.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (2)")?;
+                c.execute("INSERT INTO t (v) VALUES (2)", [])?;
                 c.execute("INSERT INTO nowhere VALUES (1)", []).map(|_| ())
             })
             .await;
         assert!(failed.is_err());
+        // A job that drops its own savepoint and answers Ok: nothing it wrote stays.
+        d.write(|c| {
+            let sp = savepoint(c)?;
+            sp.execute("INSERT INTO t (v) VALUES (2)", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
         let n: i64 = d.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))).await.unwrap();
         assert_eq!(n, 1);
         let n: i64 = d.read_here(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))).await.unwrap();
@@ -277,6 +475,7 @@ mod tests {
         let panicked: Result<(), _> = d.write(|_| panic!("boom")).await;
         assert!(matches!(panicked, Err(sqlx::Error::WorkerCrashed)));
         d.write(|c| c.execute("INSERT INTO t (v) VALUES (3)", []).map(|_| ())).await.unwrap();
+        assert_eq!(d.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap(), 2);
         // Closed: every connection is gone, and a job is refused instead of waiting forever.
         d.close().await;
         let after = d.read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await;
