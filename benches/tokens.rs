@@ -8,8 +8,8 @@
 //!   then on a fresh SQLite store and on a fresh PostgreSQL cluster, each registered
 //!   through the release binary's CLI: client_credentials grants/s (client_secret_basic,
 //!   ES256 JWT access tokens), introspections/s of such a token, authorization-code
-//!   exchanges/s (PKCE S256; codes minted beforehand by authorize), refresh grants/s (each
-//!   rotating a distinct refresh token), peak RSS, and on PostgreSQL the store round trips
+//!   exchanges/s (PKCE S256; codes minted beforehand by authorize), refresh grants/s (for the same
+//!   time as the others, each client rotating the tokens the exchanges gave again and again), peak RSS, and on PostgreSQL the store round trips
 //!   per client_credentials and introspection request (pg_stat_statements);
 //!   then the same token figures from npm oidc-provider, also on core 0.
 
@@ -128,17 +128,47 @@ async fn exchange_codes(concurrency: usize, token_url: &str, codes: Vec<String>,
     Exchanged { rate, failed, refresh_tokens, access_tokens_are_jwts: jwts.load(Ordering::Relaxed) }
 }
 
-/// Rotates each refresh token once (native client `app`) at `token_url`.
-async fn refresh_all(concurrency: usize, token_url: &str, tokens: Vec<String>) -> (f64, u64) {
-    let url = token_url.to_string();
-    drain(concurrency, tokens, move |c, rt| {
-        let url = url.clone();
-        Box::pin(async move {
-            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
-            matches!(c.post(&url).form(&form).send().await, Ok(r) if r.status() == 200)
+/// Refresh grants for `seconds` (native client `app`) at `token_url`: each client takes a
+/// refresh token, rotates it and puts the new one back, so a family is rotated again and
+/// again as a real client's is, and the figure covers the same time as the others rather
+/// than one pass over the exchanged tokens (a fraction of a second, where one pause of
+/// either server's weighed on the figure). A failed rotation drops its token.
+async fn refresh_for(concurrency: usize, seconds: u64, token_url: &str, tokens: Vec<String>) -> (f64, u64) {
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(tokens)));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (queue, ok, failed, url) = (queue.clone(), ok.clone(), failed.clone(), token_url.to_string());
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                while Instant::now() < deadline {
+                    let Some(rt) = queue.lock().expect("lock").pop_front() else { break };
+                    let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
+                    let next = match c.post(&url).form(&form).send().await {
+                        Ok(r) if r.status() == 200 => r.json::<serde_json::Value>().await.ok().and_then(|t| {
+                            t["refresh_token"].as_str().filter(|s| !s.is_empty()).map(str::to_string)
+                        }),
+                        _ => None,
+                    };
+                    match next {
+                        Some(n) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            queue.lock().expect("lock").push_back(n);
+                        }
+                        None => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
         })
-    })
-    .await
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    (ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
 }
 
 /// Where each process runs: the server under test (and its PostgreSQL) on one core, this
@@ -396,7 +426,7 @@ async fn lanyard_figures(
     }
     let exchanged = exchange_codes(concurrency, &token_url, codes, &verifier).await;
     let (code, code_fail) = (exchanged.rate, exchanged.failed);
-    let (refresh, refresh_fail) = refresh_all(concurrency, &token_url, exchanged.refresh_tokens).await;
+    let (refresh, refresh_fail) = refresh_for(concurrency, seconds, &token_url, exchanged.refresh_tokens).await;
     let f = Figures {
         cc,
         intro,
@@ -743,7 +773,7 @@ async fn oidc_provider(
     let op_authorize = codes.len() as f64 / mint_start.elapsed().as_secs_f64();
     let exchanged = exchange_codes(concurrency, &url, codes, &verifier).await;
     let (code, code_fail, at_is_jwt) = (exchanged.rate, exchanged.failed, exchanged.access_tokens_are_jwts);
-    let (refresh, refresh_fail) = refresh_all(concurrency, &url, exchanged.refresh_tokens).await;
+    let (refresh, refresh_fail) = refresh_for(concurrency, seconds, &url, exchanged.refresh_tokens).await;
     let rss = common::peak_rss_mib(pid);
     let _ = child.kill();
     let _ = child.wait();
