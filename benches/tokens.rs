@@ -135,40 +135,30 @@ async fn exchange_codes(concurrency: usize, token_url: &str, codes: Vec<String>,
 /// either server's weighed on the figure). A failed rotation drops its token.
 async fn refresh_for(concurrency: usize, seconds: u64, token_url: &str, tokens: Vec<String>) -> (f64, u64) {
     let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(tokens)));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (queue, ok, failed, url) = (queue.clone(), ok.clone(), failed.clone(), token_url.to_string());
-            tokio::spawn(async move {
-                let c = reqwest::Client::new();
-                while Instant::now() < deadline {
-                    let Some(rt) = queue.lock().expect("lock").pop_front() else { break };
-                    let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
-                    let next = match c.post(&url).form(&form).send().await {
-                        Ok(r) if r.status() == 200 => r.json::<serde_json::Value>().await.ok().and_then(|t| {
-                            t["refresh_token"].as_str().filter(|s| !s.is_empty()).map(str::to_string)
-                        }),
-                        _ => None,
-                    };
-                    match next {
-                        Some(n) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            queue.lock().expect("lock").push_back(n);
-                        }
-                        None => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+    let url = token_url.to_string();
+    sustained(concurrency, seconds, move |c| {
+        let (queue, url) = (queue.clone(), url.clone());
+        async move {
+            let Some(rt) = queue.lock().expect("lock").pop_front() else { return false };
+            let form = [("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", rt.as_str())];
+            let next = match c.post(&url).form(&form).send().await {
+                Ok(r) if r.status() == 200 => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|t| t["refresh_token"].as_str().filter(|s| !s.is_empty()).map(str::to_string)),
+                _ => None,
+            };
+            match next {
+                Some(n) => {
+                    queue.lock().expect("lock").push_back(n);
+                    true
                 }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-    (ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
+                None => false,
+            }
+        }
+    })
+    .await
 }
 
 /// Where each process runs: the server under test (and its PostgreSQL) on one core, this
