@@ -195,6 +195,17 @@ async fn authorize(req: &HttpRequest, state: &AppState, slug: &str) -> Result<Ca
     .await
     .map_err(|e| AdminError::from(e).to_response())?
     .map_err(|why: AccessTokenRejection| problem(StatusCode::UNAUTHORIZED, "invalid_token", why.to_string()))?;
+    // RFC 9068 §4: a resource server MUST check that the token is meant for it. The admin
+    // API has no resource identifier: it takes the tokens a client holds for itself (no
+    // `resource` named, `aud` its own id). A token minted for a registered API is that
+    // API's, and whoever runs that API must not be able to replay it here.
+    if verified.claims.aud != verified.claims.client_id {
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the token was issued for another API (its `aud`), not for Lanyard's admin API",
+        ));
+    }
     if !verified.claims.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
         return Err(problem(
             StatusCode::FORBIDDEN,

@@ -69,6 +69,9 @@ pub async fn create(
         if OIDC_SCOPES.contains(&s.as_str()) {
             return Err(ResourceError::Invalid(format!("scope `{s}` belongs to OpenID Connect, not to an API")));
         }
+        if is_lanyards_own(s) {
+            return Err(ResourceError::Invalid(format!("scope `{s}` belongs to Lanyard itself, not to an API")));
+        }
         if !list.contains(s) {
             list.push(s.clone());
         }
@@ -133,6 +136,12 @@ pub async fn delete(store: &Store, tenant_id: &str, identifier: &str) -> Result<
 
 const OIDC_SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
 
+/// Scopes of Lanyard's own APIs (`lanyard:admin`): never an API's, never in a token made
+/// for one.
+fn is_lanyards_own(scope: &str) -> bool {
+    scope.starts_with("lanyard:")
+}
+
 /// Who an access token is for, and the scopes it carries there.
 pub struct Audience {
     pub resource: Option<Resource>,
@@ -179,8 +188,10 @@ pub async fn audience(
         }
     };
     let Some(api) = chosen else { return Ok(Ok(Audience { resource: None, scope: granted })) };
-    // Scopes another API owns are not granted for this one.
-    let foreign = |s: &String| !api.scopes.contains(s) && all.iter().any(|r| r.scopes.contains(s));
+    // Scopes another API owns are not granted for this one, nor Lanyard's own: a token
+    // for this API must not open Lanyard's admin API to whoever runs it.
+    let foreign =
+        |s: &String| is_lanyards_own(s) || (!api.scopes.contains(s) && all.iter().any(|r| r.scopes.contains(s)));
     let scope = granted.into_iter().filter(|s| !foreign(s)).collect();
     Ok(Ok(Audience { resource: Some(api), scope }))
 }

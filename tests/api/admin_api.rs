@@ -190,6 +190,39 @@ async fn admin_api_refuses_without_the_right(kind: StoreKind) {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "insufficient_scope");
 
+    // A token minted for a registered API is that API's (RFC 9068 §4): it carries no
+    // `lanyard:admin`, and the admin API refuses its audience, so whoever runs the API
+    // cannot replay it here.
+    app.admin().create_resource("acme", "https://reports.acme.test", &["reports.read".into()]).await.unwrap();
+    let refused = app.admin().create_resource("acme", "https://ops.acme.test", &["lanyard:admin".into()]).await;
+    assert!(format!("{:?}", refused.unwrap_err()).contains("belongs to Lanyard itself"));
+    let (_, secret) = app
+        .admin()
+        .create_client(
+            &app.state.keys,
+            &app.state.client_secrets,
+            "acme",
+            new_client("portal", ClientKind::Service, &["reports.read", "lanyard:admin"]),
+        )
+        .await
+        .unwrap();
+    let t: Value = http
+        .post(format!("{}/t/acme/token", app.base))
+        .basic_auth("portal", secret.as_deref())
+        .form(&[("grant_type", "client_credentials"), ("resource", "https://reports.acme.test")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["scope"], "reports.read", "Lanyard's own scope is not granted for another API: {t}");
+    let r = http.get(&url).bearer_auth(t["access_token"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert!(body["message"].as_str().unwrap().contains("issued for another API"), "{body}");
+
     let other_tenant = service_token(&app, "globex", "ops", &["lanyard:admin"]).await;
     let r = http.get(&url).bearer_auth(&other_tenant).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a token of another tenant's issuer");
