@@ -379,6 +379,10 @@ async fn authorize_with(
             .finish());
     };
     if crate::password::must_change(&state.store, &user.id).await? {
+        // OIDC Core §3.1.2.1: with prompt=none no page is shown, whatever it would be.
+        if prompt.contains(&"none") {
+            return fail("interaction_required", "the user must change their password first");
+        }
         let return_to = again(false);
         let next = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", &return_to).finish();
         return Ok(HttpResponse::SeeOther()

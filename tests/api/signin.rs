@@ -129,6 +129,16 @@ async fn one_time_password_must_be_changed(kind: StoreKind) {
     let res = b.get("/t/acme/account").await;
     assert_eq!(res.status(), 303, "account waits for the new password");
     assert!(location(&res).starts_with("/t/acme/password/change"));
+    // An app asking silently (prompt=none) gets an error back, never the page (OIDC Core
+    // §3.1.2.1); asking normally, the person is sent to change it first.
+    crate::oauth::native_client(&app, "workview").await;
+    let (_, challenge) = crate::oauth::pkce();
+    let url =
+        crate::oauth::authorize_url("workview", crate::oauth::NATIVE_REDIRECT, Some(&challenge), &[("prompt", "none")]);
+    let q = crate::oauth::query_of(&location(&b.get(&url).await));
+    assert_eq!(q["error"], "interaction_required");
+    let url = crate::oauth::authorize_url("workview", crate::oauth::NATIVE_REDIRECT, Some(&challenge), &[]);
+    assert!(location(&b.get(&url).await).starts_with("/t/acme/password/change"));
 
     // The sign-in just proved the one-time password: the page does not ask for it again,
     // and it states the rules before anything is typed.
