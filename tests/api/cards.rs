@@ -267,6 +267,15 @@ async fn pin_is_required_and_locks(kind: StoreKind) {
     assert_eq!(d.last_signin().await.1.as_deref(), Some("pin_locked"));
     d.app.clock.advance(15 * 60);
     assert_eq!(d.swipe(ALICE.badge_number, Some("4711")).await.0, 200);
+    // A card nobody holds, with a PIN: refused after the same hashing work as a wrong PIN,
+    // so the time an answer takes does not tell which numbers are employees' cards.
+    let hashed = d.app.state.hasher.completed();
+    assert_eq!(d.swipe("DEADBEEF01", Some("4711")).await.0, 400);
+    assert_eq!(d.last_signin().await.1.as_deref(), Some("unknown_card"));
+    assert_eq!(d.app.state.hasher.completed(), hashed + 1, "an unknown card costs one PIN verification");
+    let hashed = d.app.state.hasher.completed();
+    assert_eq!(d.swipe(ALICE.badge_number, Some("0000")).await.0, 400);
+    assert_eq!(d.app.state.hasher.completed(), hashed + 1, "as a wrong PIN does");
 }
 
 async fn offline_fallback_holds_for_24_hours_then_stops(kind: StoreKind) {
