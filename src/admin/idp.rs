@@ -57,7 +57,7 @@ impl AdminContext<'_> {
             origin: &self.origin,
             detail: None,
         };
-        if let Err(err) = audit::write(&self.store, self.now, e).await {
+        if let Err(err) = audit::write(self.store, self.now, e).await {
             tracing::error!(%err, event, "could not write audit event");
         }
     }

@@ -180,7 +180,7 @@ impl AdminContext<'_> {
             origin: &self.origin,
             detail: Some(detail),
         };
-        if let Err(err) = audit::write(&self.store, self.now, e).await {
+        if let Err(err) = audit::write(self.store, self.now, e).await {
             tracing::error!(%err, event, "could not write audit event");
         }
     }

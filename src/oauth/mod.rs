@@ -180,7 +180,7 @@ impl TokenService<'_> {
             origin: &self.origin,
             detail: Some(serde_json::json!({"client_id": client.client_id})),
         };
-        if let Err(err) = crate::audit::write(&self.store, self.now, e).await {
+        if let Err(err) = crate::audit::write(self.store, self.now, e).await {
             tracing::error!(%err, "could not write audit event");
         }
     }

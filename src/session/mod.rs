@@ -169,11 +169,15 @@ const INSERT_SESSION_SQL: &str = "INSERT INTO sessions (id_hash, tenant_id, user
      idle_seconds, absolute_expires_at, amr, client_ip, user_agent, one_time_password_proved, upstream_idp_id, \
      upstream_expires_at, upstream_refresh_sealed) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
+/// The columns of [`INSERT_SESSION_SQL`] after `amr`: client address, user agent,
+/// one-time password proved, and the upstream OP's id, expiry and sealed refresh token.
+type SessionRowRest = (Option<String>, Option<String>, i64, Option<String>, Option<UnixTime>, Option<String>);
+
 /// [`start`]'s statements as owned values, for a connection of `crate::store::direct`.
 pub(crate) struct NewSessionRow {
     replaces: Option<String>,
     values: (String, String, String, UnixTime, i64, UnixTime, String),
-    rest: (Option<String>, Option<String>, i64, Option<String>, Option<UnixTime>, Option<String>),
+    rest: SessionRowRest,
 }
 
 impl NewSessionRow {
