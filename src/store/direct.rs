@@ -200,11 +200,13 @@ impl Direct {
 fn open_connection(path: &Path) -> Result<Connection, DirectError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(DirectError::Open)?;
-    // As sqlx's connections (`Store::connect`): WAL, queueing writers, foreign keys.
-    conn.execute_batch(
+    // As sqlx's connections (`Store::connect`): WAL, queueing writers, foreign keys, and
+    // the same checkpoint threshold (`super::WAL_PRAGMAS`).
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-         PRAGMA synchronous = NORMAL;",
-    )
+         PRAGMA synchronous = NORMAL; {}",
+        super::WAL_PRAGMAS.join("; ")
+    ))
     .map_err(DirectError::Open)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
