@@ -79,12 +79,15 @@ impl Store {
         assert!(child.wait().expect("wait").success(), "lanyard {args:?} failed");
     }
 
-    /// `lanyard serve` on 127.0.0.1:`port`, quiet.
+    /// `lanyard serve` on 127.0.0.1:`port`, quiet: logging at `warn` (its stderr is
+    /// dropped), or at `BENCH_LOG` (e.g. `info,sqlx=warn`, the server's default, whose
+    /// request spans cost memory and time) when that is set.
     pub fn serve(&self, port: u16) -> Command {
         let mut c = self.command();
+        let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
         c.arg("serve")
             .env("LANYARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("LANYARD_LOG", "warn")
+            .env("LANYARD_LOG", log)
             .env("LANYARD_METRICS_LISTEN", "")
             .stderr(Stdio::null());
         c
