@@ -581,8 +581,9 @@ async fn forget(store: &Store, tenant_id: &str, lookup: &str) -> Result<(), sqlx
 /// Signs in the holder of `raw_card` (with `pin` when the tenant requires one).
 ///
 /// Where a PIN is required, a card refused before its PIN was checked (nobody holds it,
-/// its holder is gone or disabled) costs the same hashing work as a wrong PIN: the time
-/// an answer takes does not tell which card numbers belong to an employee.
+/// its holder is gone or disabled, or the directory is away and the card not in the
+/// offline list) costs the same hashing work as a wrong PIN: the time an answer takes
+/// does not tell which card numbers belong to an employee.
 #[tracing::instrument(skip_all, fields(tenant = %tenant.slug))]
 #[allow(clippy::too_many_arguments)]
 pub async fn sign_in(
@@ -599,7 +600,13 @@ pub async fn sign_in(
     if let (
         true,
         Some(p),
-        Err(CardError::UnknownCard | CardError::OwnerGone | CardError::OwnerDisabled | CardError::OfflineExpired),
+        Err(
+            CardError::UnknownCard
+            | CardError::OwnerGone
+            | CardError::OwnerDisabled
+            | CardError::OfflineExpired
+            | CardError::Unavailable(_),
+        ),
     ) = (config.cards.pin_required, pin, &result)
     {
         let _ = hasher.verify(p, None).await;
