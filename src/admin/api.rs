@@ -85,6 +85,10 @@ impl AdminError {
                 (StatusCode::BAD_GATEWAY, "directory_unavailable")
             }
             AdminError::Store(_)
+            | AdminError::Credential(
+                crate::password::CredentialError::Store(_) | crate::password::CredentialError::Hash(_),
+            )
+            | AdminError::Oidc(crate::upstream_oidc::OidcIdpError::Store(_))
             | AdminError::Card(crate::ldap::cards::CardError::Store(_) | crate::ldap::cards::CardError::Hash(_))
             | AdminError::Keys(_)
             | AdminError::Tenant(TenantError::Store(_))

@@ -139,7 +139,7 @@ pub(super) async fn grant(
     // The address alone may decide (an enforced list): then before the card is looked at.
     let early = crate::session::gate::refuse_early(&state.store, svc.tenant, attempt.client_ip, Some(client), false)
         .await
-        .map_err(|e| OAuthError::Server(e.to_string()))?;
+        .map_err(OAuthError::from)?;
     if let Err(g) = early {
         audit(state, svc.now, svc.tenant, None, Outcome::Failure, Some(g.reason()), &svc.origin, detail).await;
         observe::signin_outcome("card", g.reason());

@@ -421,7 +421,7 @@ pub(super) async fn exchange(
                 verify::IdTokenRefusal::TooLarge | verify::IdTokenRefusal::Malformed => {
                     OAuthError::InvalidRequest(format!("subject_token: {e}"))
                 }
-                verify::IdTokenRefusal::Store(s) => OAuthError::Server(s.to_string()),
+                verify::IdTokenRefusal::Store(s) => OAuthError::from(s),
                 other => OAuthError::InvalidGrant(format!("subject_token: {other}")),
             });
         }
@@ -447,7 +447,7 @@ pub(super) async fn exchange(
             )
             .await;
             return Err(match e {
-                users::UserRefusal::Store(s) => OAuthError::Server(s.to_string()),
+                users::UserRefusal::Store(s) => OAuthError::from(s),
                 other => OAuthError::InvalidGrant(other.to_string()),
             });
         }
