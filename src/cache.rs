@@ -14,6 +14,14 @@
 //! exact, with no timer and no message bus. The price is one small read per request,
 //! which replaces the tenant lookup every request made before.
 //!
+//! One request skips the read: a refresh on a SQLite file store takes the generation this
+//! replica last saw ([`ConfigCache::assumed`]) and its rotation reads the counter inside
+//! its own write transaction, under SQLite's one write lock, before it looks at or spends
+//! anything (`crate::oauth::grant::OwnerCheck::generation`). When the counter moved, or
+//! the request would be refused before that confirmation, nothing was done and the
+//! request is made again with a read (`crate::http::oauth`). So the bound stays exact:
+//! the configuration a rotation used was the one in force when it committed.
+//!
 //! Only lookups on a request's path use the cache. Admin code (the API, the console, the
 //! CLI) reads the store directly, so what an admin sees is never a cached copy.
 //!
@@ -37,9 +45,18 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub const MAX_VERIFIED: usize = 4_096;
 
 /// The store's configuration generation as read during this request. Only
-/// [`ConfigCache::observe`] makes one, so a cached entry is never used without a read.
+/// [`ConfigCache::observe`] makes one, so a cached entry is never used without a read —
+/// except through [`ConfigCache::assumed`], whose one caller confirms it in the write
+/// transaction that gives the request its effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generation(i64);
+
+impl Generation {
+    /// The counter's value, for a write that confirms it in its own transaction.
+    pub fn value(self) -> i64 {
+        self.0
+    }
+}
 
 /// The one query every request makes: the generation and, for introspection, whether
 /// the access token with `jti` is on the revocation list (an empty `jti` matches nothing).
@@ -184,6 +201,16 @@ impl ConfigCache {
             }
         }
         (Generation(value), stale)
+    }
+
+    /// The generation the cached entries are at, without reading the store. Only for a
+    /// request that confirms it in the same write transaction that gives the request its
+    /// effect, and makes the request again with a read when it has moved: the refresh
+    /// rotation on a SQLite file store (`crate::oauth::grant::OwnerCheck::generation`).
+    /// Entries loaded under an assumed generation may be newer than it; a request that
+    /// confirms it finds the counter unmoved, so they are not.
+    pub fn assumed(&self) -> Option<Generation> {
+        self.entries.read().ok().map(|e| Generation(e.generation))
     }
 
     /// Runs `f` on the entries when they are still at generation `g`.

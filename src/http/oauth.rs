@@ -42,7 +42,7 @@ fn json_ok(v: &impl serde::Serialize) -> HttpResponse {
 fn oauth_error(e: &OAuthError) -> HttpResponse {
     let status = match e {
         OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-        OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        OAuthError::Server(_) | OAuthError::Unconfirmed => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut b = HttpResponse::build(status);
@@ -572,6 +572,7 @@ fn service<'a>(req: &HttpRequest, state: &'a AppState, tenant: &'a Tenant, g: Ge
         tenant,
         origin: pages::origin_of(req, state),
         upstream: Some((&state.oidc_secrets, super::oidc::guarded(state))),
+        assumed: false,
     }
 }
 
@@ -600,8 +601,9 @@ fn token_parameter(form: &FormFields) -> Result<String, OAuthError> {
 /// configuration generation, after which tenant, client, APIs and signing keys come from
 /// the replica's cache (`crate::cache`); then client_credentials nothing more;
 /// authorization_code 4 (code+grant, spend, user, refresh token); refresh_token the owner,
-/// the rotation transaction and the user. CORS answers only the authenticated client's
-/// own web origins (no extra round trip).
+/// the rotation transaction and the user. On a SQLite file store a refresh is one
+/// hand-off in all: no read first, the rotation confirms the generation (`token_inner`).
+/// CORS answers only the authenticated client's own web origins (no extra round trip).
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -618,44 +620,109 @@ async fn token_inner(
     slug: &str,
     body: &web::Bytes,
 ) -> (HttpResponse, Option<client::Client>) {
-    // client_credentials writes nothing to the store (`GenerationReader::read`). Only
-    // where the read is made depends on this look at the body; the form is parsed and
-    // checked below.
-    let read_only = url::form_urlencoded::parse(body).any(|(k, v)| k == "grant_type" && v == "client_credentials");
-    let (tenant, g) = match tenant_or_json(state, slug, read_only).await {
+    // Only where the generation is read depends on this look at the grant type; the form
+    // is parsed and checked below. client_credentials writes nothing to the store
+    // (`GenerationReader::read`).
+    let grant_is = |want: &str| url::form_urlencoded::parse(body).any(|(k, v)| k == "grant_type" && v == want);
+    let mut counted = false;
+    // A refresh on a SQLite file store skips the read: its rotation confirms the
+    // generation this replica last saw in its own transaction (`OwnerCheck::generation`),
+    // and anything short of a confirmed answer is made again below with a read.
+    if state.store.direct().is_some() && grant_is("refresh_token") {
+        if let (Some(g), Ok(slug)) = (state.cache.assumed(), pages::tenant_slug(slug)) {
+            if let Ok(Some(tenant)) = pages::tenant_at(state, g, &slug).await {
+                match token_at(req, state, &tenant, g, body, Attempt::Assumed { counted: &mut counted }).await {
+                    Some(done) => return done,
+                    None => tracing::debug!("refresh with an assumed generation unconfirmed; reading it"),
+                }
+            }
+        }
+    }
+    let (tenant, g) = match tenant_or_json(state, slug, grant_is("client_credentials")).await {
         Ok(t) => t,
         Err(r) => return (r, None),
     };
+    let attempt = if counted { Attempt::Counted } else { Attempt::Read };
+    match token_at(req, state, &tenant, g, body, attempt).await {
+        Some(done) => done,
+        // Only an assumed generation leaves a request unanswered.
+        None => (oauth_error(&OAuthError::Unconfirmed), None),
+    }
+}
+
+/// How [`token_at`] came by its generation.
+enum Attempt<'a> {
+    /// Read for this request.
+    Read,
+    /// Read for this request, after an attempt with an assumed one that counted the
+    /// request against its address already.
+    Counted,
+    /// Assumed (`ConfigCache::assumed`): every answer not confirmed by the store is
+    /// `None`, with nothing written and no failure counted; `counted` is set once the
+    /// request was counted against its address.
+    Assumed { counted: &'a mut bool },
+}
+
+/// The token endpoint's work for `tenant` at generation `g`. `None` only for
+/// [`Attempt::Assumed`]: not confirmed, nothing done.
+async fn token_at(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &Tenant,
+    g: Generation,
+    body: &web::Bytes,
+    mut attempt: Attempt<'_>,
+) -> Option<(HttpResponse, Option<client::Client>)> {
+    let assumed = matches!(attempt, Attempt::Assumed { .. });
     // Throttling (netpolicy::throttle): this replica's memory only, no store read on
     // this hot path; failures are counted in the store below.
     let ip = super::signin::client_addr(req, state);
     let now = state.now();
     let limit = tenant.network.throttle.address_attempts.saturating_mul(TOKEN_ATTEMPTS_FACTOR);
-    let throttled = state
-        .blocked
-        .check(now, &tenant.id, ip)
-        .or_else(|| state.attempts.attempt(now, &format!("token:{}", tenant.id), ip, limit));
+    let throttled = state.blocked.check(now, &tenant.id, ip).or_else(|| match &mut attempt {
+        Attempt::Counted => None,
+        Attempt::Read => state.attempts.attempt(now, &format!("token:{}", tenant.id), ip, limit),
+        Attempt::Assumed { counted } => {
+            let t = state.attempts.attempt(now, &format!("token:{}", tenant.id), ip, limit);
+            **counted = t.is_none();
+            t
+        }
+    });
     if let Some(t) = throttled {
+        if assumed {
+            return None;
+        }
         let mut r = oauth_error(&OAuthError::InvalidRequest("too many requests from this address; slow down".into()));
         *r.status_mut() = actix_web::http::StatusCode::TOO_MANY_REQUESTS;
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(t.retry_after));
-        return (r, None);
+        return Some((r, None));
     }
-    let (form, client) = match client_request_in(req, state, &tenant, g, body).await {
+    let (form, client) = match client_request_in(req, state, tenant, g, body).await {
         Ok(x) => x,
+        Err(_) if assumed => return None,
         Err(r) => {
             if r.status() == actix_web::http::StatusCode::UNAUTHORIZED {
-                count_token_failure(state, &tenant, ip).await;
+                count_token_failure(state, tenant, ip).await;
             }
-            return (r, None);
+            return Some((r, None));
         }
     };
-    let svc = service(req, state, &tenant, g);
+    let mut svc = service(req, state, tenant, g);
+    svc.assumed = assumed;
     let result = async {
         let grant_type = form.optional("grant_type", 100).map_err(form_error)?;
         // RFC 8707 §2: one resource per request here.
         let resource = form.optional("resource", 2000).map_err(form_error)?;
         match grant_type {
+            Some("refresh_token") => {
+                let rt = form
+                    .optional("refresh_token", 200)
+                    .map_err(form_error)?
+                    .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
+                svc.refresh(&client, rt, form.optional("scope", 1000).map_err(form_error)?, resource).await
+            }
+            // Only a refresh confirms an assumed generation.
+            _ if assumed => Err(OAuthError::Unconfirmed),
             Some("authorization_code") => {
                 let code = form
                     .optional("code", 200)
@@ -664,13 +731,6 @@ async fn token_inner(
                 let redirect_uri = form.optional("redirect_uri", 2000).map_err(form_error)?;
                 let verifier = form.optional("code_verifier", 200).map_err(form_error)?;
                 svc.exchange_code(&client, code, redirect_uri, verifier, resource).await
-            }
-            Some("refresh_token") => {
-                let rt = form
-                    .optional("refresh_token", 200)
-                    .map_err(form_error)?
-                    .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
-                svc.refresh(&client, rt, form.optional("scope", 1000).map_err(form_error)?, resource).await
             }
             Some("client_credentials") => {
                 svc.client_credentials(&client, form.optional("scope", 1000).map_err(form_error)?, resource).await
@@ -685,20 +745,29 @@ async fn token_inner(
         }
     }
     .await;
+    if assumed {
+        // Unconfirmed, or a refusal of the form itself: both are answered after a read.
+        match &result {
+            Ok(_) => {}
+            Err(OAuthError::Unconfirmed | OAuthError::InvalidRequest(_)) => return None,
+            // Every other answer of a refresh came after the rotation confirmed `g`.
+            Err(_) => {}
+        }
+    }
     // What counts as a failed sign-in here: a wrong client secret, and a card that signs
     // no one in. A spent code or refresh token is not guessing (they are 256-bit values)
     // and a racing app would otherwise throttle itself.
     let card_grant = form.optional("grant_type", 100).ok().flatten() == Some(client::CARD_GRANT);
     match &result {
-        Err(OAuthError::InvalidClient(_)) => count_token_failure(state, &tenant, ip).await,
-        Err(OAuthError::InvalidGrant(_)) if card_grant => count_token_failure(state, &tenant, ip).await,
+        Err(OAuthError::InvalidClient(_)) => count_token_failure(state, tenant, ip).await,
+        Err(OAuthError::InvalidGrant(_)) if card_grant => count_token_failure(state, tenant, ip).await,
         _ => {}
     }
     let res = match result {
         Ok(t) => json_ok(&t),
         Err(e) => oauth_error(&e),
     };
-    (res, Some(client))
+    Some((res, Some(client)))
 }
 
 /// The token endpoint allows this many times the tenant's sign-in attempts per address:

@@ -523,6 +523,9 @@ pub enum RefreshRedemption {
     FamilyEnded,
     Expired,
     Unknown,
+    /// Nothing looked at, nothing spent: [`OwnerCheck::generation`] is not the store's
+    /// configuration generation (or could not be confirmed on this store).
+    Stale,
 }
 
 /// Looks a refresh token up without using it (to check which client it belongs to).
@@ -596,6 +599,14 @@ pub struct OwnerCheck {
     /// [`OwnerRefusal::Upstream`] so that the caller renews it there first, then asks
     /// again with this off.
     pub renew_upstream: bool,
+    /// The configuration generation the request's tenant, client, APIs and keys were taken
+    /// at without reading it (`crate::cache::ConfigCache::assumed`): the rotation reads the
+    /// store's in its own write transaction first and answers
+    /// [`RefreshRedemption::Stale`] when they differ. The counter only grows and SQLite's
+    /// one writer holds the write lock from that read to the commit, so a rotation that
+    /// goes ahead used exactly the configuration in force when it committed. Confirmed on
+    /// a SQLite file store only; elsewhere `Some` is always `Stale`.
+    pub generation: Option<i64>,
 }
 
 /// Why [`OwnerCheck`] refused a refresh token's grant (nothing was spent).
@@ -658,6 +669,9 @@ pub async fn rotate_refresh(
     idle: i64,
     check: &OwnerCheck,
 ) -> Result<RefreshRedemption, sqlx::Error> {
+    if check.generation.is_some() && (token.len() > 200 || store.direct().is_none()) {
+        return Ok(RefreshRedemption::Stale);
+    }
     if token.len() > 200 {
         return Ok(RefreshRedemption::Unknown);
     }
@@ -719,6 +733,13 @@ fn rotate_direct(
     idle: i64,
     check: &OwnerCheck,
 ) -> rusqlite::Result<RefreshRedemption> {
+    if let Some(assumed) = check.generation {
+        let current: i64 =
+            c.prepare_cached("SELECT value FROM config_generation WHERE id = 1")?.query_row([], |r| r.get(0))?;
+        if current != assumed {
+            return Ok(RefreshRedemption::Stale);
+        }
+    }
     let owner = c.prepare_cached(REFRESH_OWNER_SQL)?.query_row([hash], owner_from_direct_row).optional()?;
     match owner {
         None => return Ok(RefreshRedemption::Unknown),

@@ -44,6 +44,12 @@ pub enum OAuthError {
     InvalidTarget(String),
     #[error("server_error")]
     Server(String),
+    /// The request assumed the configuration generation it last saw instead of reading
+    /// it, and the store's has moved (or could not be confirmed): nothing was done, and
+    /// the caller makes the request again with a read ([`TokenService::assumed`]). Never
+    /// meant for a client; answered as a `server_error` if it reached one.
+    #[error("server_error")]
+    Unconfirmed,
 }
 
 impl OAuthError {
@@ -57,6 +63,7 @@ impl OAuthError {
             | OAuthError::InvalidScope(d)
             | OAuthError::InvalidTarget(d)
             | OAuthError::Server(d) => d,
+            OAuthError::Unconfirmed => "temporary failure",
         }
     }
 }
@@ -155,6 +162,12 @@ pub struct TokenService<'a> {
     pub origin: crate::audit::Origin,
     /// To renew upstream before refreshing a grant issued through an OpenID Provider.
     pub upstream: Option<(&'a crate::upstream_oidc::SecretSealer, crate::upstream_oidc::http::GuardedClient)>,
+    /// `cached.generation` was not read for this request but assumed (the one this replica
+    /// last saw, `crate::cache::ConfigCache::assumed`). Only [`TokenService::refresh`]
+    /// takes such a request: its rotation confirms the generation in its own write
+    /// transaction and spends nothing when the store's has moved; every refusal it would
+    /// make before that confirmation is [`OAuthError::Unconfirmed`] instead.
+    pub assumed: bool,
 }
 
 impl TokenService<'_> {
@@ -326,8 +339,10 @@ impl TokenService<'_> {
     /// RFC 6749 §6, rotating: every use returns a new refresh token; presenting a used
     /// one revokes the family (OAuth 2.0 Security BCP §4.14.2).
     ///
-    /// Store round trips, with the request's generation read: 2 on a SQLite file store
-    /// (the owner check and the whole rotation, the user's state included, in one); 8
+    /// Store round trips: 1 on a SQLite file store (the generation check, the owner check
+    /// and the whole rotation with the user's state, in one; [`TokenService::assumed`]),
+    /// and a read and the same again when the generation had moved; with the generation
+    /// read, 8
     /// statements on PostgreSQL (generation, owner, a 5-statement rotation transaction,
     /// user). A grant through an upstream OP adds its renewal.
     #[tracing::instrument(skip_all, fields(client = %client.client_id))]
@@ -338,16 +353,21 @@ impl TokenService<'_> {
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
+        // With an assumed generation the client's configuration may be out of date: what
+        // it would refuse is decided again after a read.
+        let unconfirmed = |e: OAuthError| if self.assumed { OAuthError::Unconfirmed } else { e };
         if !client.allows_grant("refresh_token") {
-            return Err(OAuthError::UnauthorizedClient("this client may not use refresh_token".into()));
+            return Err(unconfirmed(OAuthError::UnauthorizedClient("this client may not use refresh_token".into())));
         }
         // The token must be this client's, and any resource named its grant's (and still
         // registered), before it is spent: checked in the same hand-off as the rotation.
+        let registered = self.cached.resources(self.store, &self.tenant.id).await.map_err(|e| unconfirmed(e.into()))?;
         let mut check = grant::OwnerCheck {
             client_row_id: client.row_id.clone(),
             resource: resource.map(str::to_string),
-            registered: self.cached.resources(self.store, &self.tenant.id).await?,
+            registered,
             renew_upstream: self.upstream.is_some(),
+            generation: self.assumed.then(|| self.cached.generation.value()),
         };
         let (mut g, new_token, user) = loop {
             match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds, &check).await? {
@@ -377,6 +397,7 @@ impl TokenService<'_> {
                     return Err(OAuthError::InvalidGrant("the grant has been revoked or has expired".into()))
                 }
                 RefreshRedemption::Expired => return Err(OAuthError::InvalidGrant("refresh token has expired".into())),
+                RefreshRedemption::Stale => return Err(OAuthError::Unconfirmed),
             }
         };
         let user = self.check_family(client, &g, user)?;

@@ -10,6 +10,7 @@ use crate::helpers::{new_client, StoreKind, TestApp};
 
 both_stores!(
     changes_made_outside_this_server_are_seen_at_the_next_request,
+    a_refresh_sees_changes_made_outside_this_server_and_spends_nothing_before,
     saml_idp_changes_made_outside_this_server_apply_to_the_next_response
 );
 
@@ -108,6 +109,60 @@ async fn changes_made_outside_this_server_are_seen_at_the_next_request(kind: Sto
         false,
         "a re-created client id is another client: the removed one's token stays dead"
     );
+}
+
+/// A refresh on SQLite does not read the generation first: it assumes the one this
+/// replica last saw and confirms it in the rotation's own transaction
+/// (`OwnerCheck::generation`). Whatever changed behind the server's back, the answer is
+/// the one a read would give, and a refusal made on an out-of-date view spends nothing.
+async fn a_refresh_sees_changes_made_outside_this_server_and_spends_nothing_before(kind: StoreKind) {
+    use crate::oauth::{claims, code_for, exchange, header, native_client, pkce, refresh, NATIVE_REDIRECT};
+    let app = TestApp::spawn(kind).await;
+    app.tenant("acme").await;
+    app.user("acme", "alice@acme.test").await;
+    native_client(&app, "workview").await;
+    let b = app.browser();
+    assert_eq!(b.sign_in("acme", "alice@acme.test", crate::helpers::PASSWORD).await.status(), 303);
+    let (verifier, challenge) = pkce();
+    let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
+    let (s, t) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
+    assert_eq!(s, 200, "{t}");
+    // Warm: two refreshes, so the second one ran on a generation this replica had seen.
+    let mut rt = t["refresh_token"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let (s, t) = refresh(&app, "workview", &rt).await;
+        assert_eq!(s, 200, "{t}");
+        rt = t["refresh_token"].as_str().unwrap().to_string();
+    }
+
+    // The client loses the refresh grant: refused at once, and the token is not spent.
+    sql(&app, "UPDATE oauth_clients SET grant_types = 'authorization_code' WHERE client_id = 'workview'").await;
+    let (s, e) = refresh(&app, "workview", &rt).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("unauthorized_client")), "{e}");
+    sql(&app, "UPDATE oauth_clients SET grant_types = 'authorization_code refresh_token' WHERE client_id = 'workview'")
+        .await;
+    let (s, t) = refresh(&app, "workview", &rt).await;
+    assert_eq!(s, 200, "the refused refresh spent nothing: {t}");
+    rt = t["refresh_token"].as_str().unwrap().to_string();
+    let kid = header(t["access_token"].as_str().unwrap())["kid"].clone();
+
+    // Every signing key removed: the next refresh is signed by a key made for it.
+    sql(&app, "DELETE FROM signing_keys WHERE tenant_id = (SELECT id FROM tenants WHERE slug = 'acme')").await;
+    let (s, t) = refresh(&app, "workview", &rt).await;
+    assert_eq!(s, 200, "{t}");
+    assert_ne!(header(t["access_token"].as_str().unwrap())["kid"], kid, "signed by a key that was removed");
+    assert_eq!(claims(t["access_token"].as_str().unwrap())["client_id"], "workview");
+    rt = t["refresh_token"].as_str().unwrap().to_string();
+
+    // The tenant's address changed: unknown at once.
+    sql(&app, "UPDATE tenants SET slug = 'acme2' WHERE slug = 'acme'").await;
+    assert_eq!(refresh(&app, "workview", &rt).await.0, 404);
+    sql(&app, "UPDATE tenants SET slug = 'acme' WHERE slug = 'acme2'").await;
+
+    // The client removed: it can no longer authenticate.
+    sql(&app, "DELETE FROM oauth_clients WHERE client_id = 'workview'").await;
+    let (s, e) = refresh(&app, "workview", &rt).await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
 }
 
 /// SAML IdPs are cached too (migration 0016): a setting changed, a certificate taken away
