@@ -624,16 +624,27 @@ async fn token_inner(
     // is parsed and checked below. client_credentials writes nothing to the store
     // (`GenerationReader::read`).
     let grant_is = |want: &str| url::form_urlencoded::parse(body).any(|(k, v)| k == "grant_type" && v == want);
-    let mut counted = false;
+    // The tenant (id) the request was counted against by an attempt with an assumed
+    // generation, so that it is not counted twice.
+    let mut counted: Option<String> = None;
     // A refresh on a SQLite file store skips the read: its rotation confirms the
     // generation this replica last saw in its own transaction (`OwnerCheck::generation`),
-    // and anything short of a confirmed answer is made again below with a read.
+    // and anything short of a confirmed answer is made again below with a read. The
+    // signing keys must be at that generation too.
     if state.store.direct().is_some() && grant_is("refresh_token") {
-        if let (Some(g), Ok(slug)) = (state.cache.assumed(), pages::tenant_slug(slug)) {
+        let assumed = state.cache.assumed().filter(|g| state.keys.generation_is(g.value()));
+        if let (Some(g), Ok(slug)) = (assumed, pages::tenant_slug(slug)) {
             if let Ok(Some(tenant)) = pages::tenant_at(state, g, &slug).await {
                 match token_at(req, state, &tenant, g, body, Attempt::Assumed { counted: &mut counted }).await {
-                    Some(done) => return done,
-                    None => tracing::debug!("refresh with an assumed generation unconfirmed; reading it"),
+                    Some(done) => {
+                        metrics::counter!("lanyard_refresh_generation_assumed_total", "outcome" => "confirmed")
+                            .increment(1);
+                        return done;
+                    }
+                    None => {
+                        metrics::counter!("lanyard_refresh_generation_assumed_total", "outcome" => "read_again")
+                            .increment(1);
+                    }
                 }
             }
         }
@@ -642,7 +653,7 @@ async fn token_inner(
         Ok(t) => t,
         Err(r) => return (r, None),
     };
-    let attempt = if counted { Attempt::Counted } else { Attempt::Read };
+    let attempt = if counted.as_deref() == Some(tenant.id.as_str()) { Attempt::Counted } else { Attempt::Read };
     match token_at(req, state, &tenant, g, body, attempt).await {
         Some(done) => done,
         // Only an assumed generation leaves a request unanswered.
@@ -658,9 +669,9 @@ enum Attempt<'a> {
     /// request against its address already.
     Counted,
     /// Assumed (`ConfigCache::assumed`): every answer not confirmed by the store is
-    /// `None`, with nothing written and no failure counted; `counted` is set once the
-    /// request was counted against its address.
-    Assumed { counted: &'a mut bool },
+    /// `None`, with nothing written and no failure counted; `counted` is set to the
+    /// tenant's id once the request was counted against its address there.
+    Assumed { counted: &'a mut Option<String> },
 }
 
 /// The token endpoint's work for `tenant` at generation `g`. `None` only for
@@ -684,7 +695,9 @@ async fn token_at(
         Attempt::Read => state.attempts.attempt(now, &format!("token:{}", tenant.id), ip, limit),
         Attempt::Assumed { counted } => {
             let t = state.attempts.attempt(now, &format!("token:{}", tenant.id), ip, limit);
-            **counted = t.is_none();
+            if t.is_none() {
+                **counted = Some(tenant.id.clone());
+            }
             t
         }
     });

@@ -247,6 +247,12 @@ impl KeyRing {
         }
     }
 
+    /// Whether the last generation observed is `value` (a request that assumed the
+    /// configuration cache's generation signs only with snapshots of that generation).
+    pub fn generation_is(&self, value: i64) -> bool {
+        self.generation.load(std::sync::atomic::Ordering::Acquire) == value
+    }
+
     fn invalidate(&self, tenant_id: Option<&str>) {
         if let Ok(mut c) = self.cache.write() {
             match tenant_id {
@@ -505,6 +511,9 @@ impl KeyRing {
                 }
             }
         }
+        // A snapshot loaded while another request observed a new generation (and dropped
+        // every snapshot) may predate that change: it is used for this call, not kept.
+        let generation_before = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut snap = self.load(store, now, tenant_id).await?;
         if !snap.signers.contains_key(&Alg::ES256) {
             // A tenant's first use: its ES256 pair (active and next) is made before anything
@@ -513,7 +522,10 @@ impl KeyRing {
             snap = self.load(store, now, tenant_id).await?;
         }
         if let Ok(mut c) = self.cache.write() {
-            c.insert(tenant_id.to_string(), snap.clone());
+            // Checked under the lock `invalidate` takes after moving the generation.
+            if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation_before {
+                c.insert(tenant_id.to_string(), snap.clone());
+            }
         }
         Ok(snap)
     }

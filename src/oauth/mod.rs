@@ -373,6 +373,11 @@ impl TokenService<'_> {
             match grant::rotate_refresh(self.store, self.now, token, client.refresh_idle_seconds, &check).await? {
                 RefreshRedemption::Rotated { grant, new_token, user } => break (*grant, new_token, user),
                 // Through an upstream OP: renew there first, then rotate (`upstream_oidc::renew`).
+                // Not on an assumed generation: a change made during the OP's answer would
+                // have the request made again, and the grant renewed there twice.
+                RefreshRedemption::Refused(OwnerRefusal::Upstream(_)) if self.assumed => {
+                    return Err(OAuthError::Unconfirmed)
+                }
                 RefreshRedemption::Refused(OwnerRefusal::Upstream(owner)) => {
                     self.renew_upstream(client, &owner).await?;
                     check.renew_upstream = false;

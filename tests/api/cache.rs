@@ -127,18 +127,29 @@ async fn a_refresh_sees_changes_made_outside_this_server_and_spends_nothing_befo
     let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
     let (s, t) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;
     assert_eq!(s, 200, "{t}");
-    // Warm: two refreshes, so the second one ran on a generation this replica had seen.
+    // Warm: three refreshes. On SQLite they take the path without a read; the first may
+    // find the generation moved once more (the tenant's first signature made its keys),
+    // the others confirm it (the counters are process-wide: other tests only add).
+    let before = assumed_counts();
     let mut rt = t["refresh_token"].as_str().unwrap().to_string();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (s, t) = refresh(&app, "workview", &rt).await;
         assert_eq!(s, 200, "{t}");
         rt = t["refresh_token"].as_str().unwrap().to_string();
     }
+    if kind == StoreKind::Sqlite {
+        let after = assumed_counts();
+        assert!(after.0 >= before.0 + 2, "refreshes confirmed the generation they assumed: {before:?} {after:?}");
+    }
 
     // The client loses the refresh grant: refused at once, and the token is not spent.
     sql(&app, "UPDATE oauth_clients SET grant_types = 'authorization_code' WHERE client_id = 'workview'").await;
+    let before = assumed_counts();
     let (s, e) = refresh(&app, "workview", &rt).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("unauthorized_client")), "{e}");
+    if kind == StoreKind::Sqlite {
+        assert!(assumed_counts().1 > before.1, "the out-of-date view was not trusted: read again");
+    }
     sql(&app, "UPDATE oauth_clients SET grant_types = 'authorization_code refresh_token' WHERE client_id = 'workview'")
         .await;
     let (s, t) = refresh(&app, "workview", &rt).await;
@@ -163,6 +174,16 @@ async fn a_refresh_sees_changes_made_outside_this_server_and_spends_nothing_befo
     sql(&app, "DELETE FROM oauth_clients WHERE client_id = 'workview'").await;
     let (s, e) = refresh(&app, "workview", &rt).await;
     assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
+}
+
+/// `lanyard_refresh_generation_assumed_total`: (confirmed, read_again), process-wide.
+fn assumed_counts() -> (u64, u64) {
+    let text = lanyard::http::observe::recorder().render();
+    let count = |outcome: &str| {
+        let key = format!("lanyard_refresh_generation_assumed_total{{outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    (count("confirmed"), count("read_again"))
 }
 
 /// SAML IdPs are cached too (migration 0016): a setting changed, a certificate taken away
