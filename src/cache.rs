@@ -209,6 +209,7 @@ impl ConfigCache {
     /// rotation on a SQLite file store (`crate::oauth::grant::OwnerCheck::generation`).
     /// Entries loaded under an assumed generation may be newer than it; a request that
     /// confirms it finds the counter unmoved, so they are not.
+    ///
     /// `None` until a generation was observed (the store's counter starts at 1 and only
     /// grows: triggers add one).
     pub fn assumed(&self) -> Option<Generation> {

@@ -758,14 +758,10 @@ async fn token_at(
         }
     }
     .await;
-    if assumed {
-        // Unconfirmed, or a refusal of the form itself: both are answered after a read.
-        match &result {
-            Ok(_) => {}
-            Err(OAuthError::Unconfirmed | OAuthError::InvalidRequest(_)) => return None,
-            // Every other answer of a refresh came after the rotation confirmed `g`.
-            Err(_) => {}
-        }
+    // Unconfirmed, or a refusal of the form itself: both are answered after a read. Every
+    // other answer of a refresh came after the rotation confirmed `g`.
+    if assumed && matches!(result, Err(OAuthError::Unconfirmed | OAuthError::InvalidRequest(_))) {
+        return None;
     }
     // What counts as a failed sign-in here: a wrong client secret, and a card that signs
     // no one in. A spent code or refresh token is not guessing (they are 256-bit values)

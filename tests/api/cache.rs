@@ -116,13 +116,8 @@ async fn changes_made_outside_this_server_are_seen_at_the_next_request(kind: Sto
 /// (`OwnerCheck::generation`). Whatever changed behind the server's back, the answer is
 /// the one a read would give, and a refusal made on an out-of-date view spends nothing.
 async fn a_refresh_sees_changes_made_outside_this_server_and_spends_nothing_before(kind: StoreKind) {
-    use crate::oauth::{claims, code_for, exchange, header, native_client, pkce, refresh, NATIVE_REDIRECT};
-    let app = TestApp::spawn(kind).await;
-    app.tenant("acme").await;
-    app.user("acme", "alice@acme.test").await;
-    native_client(&app, "workview").await;
-    let b = app.browser();
-    assert_eq!(b.sign_in("acme", "alice@acme.test", crate::helpers::PASSWORD).await.status(), 303);
+    use crate::oauth::{claims, code_for, exchange, header, pkce, refresh, setup, NATIVE_REDIRECT};
+    let (app, b) = setup(kind).await;
     let (verifier, challenge) = pkce();
     let code = code_for(&b, "workview", NATIVE_REDIRECT, Some(&challenge)).await;
     let (s, t) = exchange(&app, "workview", &code, NATIVE_REDIRECT, &verifier).await;

@@ -39,7 +39,8 @@ pub async fn native_client(app: &TestApp, id: &str) {
     register(app, "acme", new_client(id, ClientKind::Native, &[NATIVE_REDIRECT, "http://127.0.0.1/cb"])).await;
 }
 
-async fn setup(kind: StoreKind) -> (TestApp, Browser) {
+/// acme with alice signed in, and the native client `workview`.
+pub async fn setup(kind: StoreKind) -> (TestApp, Browser) {
     let app = TestApp::spawn(kind).await;
     app.tenant("acme").await;
     app.user("acme", "alice@acme.test").await;
